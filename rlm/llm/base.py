@@ -1,0 +1,78 @@
+"""The model-client interface every model is reached through."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+DEFAULT_BASE_URL = "http://localhost:11434/v1"
+DEFAULT_ROOT_MODEL = "qwen3:14b"
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    base_url: str = DEFAULT_BASE_URL
+    api_key: str | None = None          # from the environment when set; a placeholder is sent otherwise
+    root_model: str = DEFAULT_ROOT_MODEL
+    sub_model: str | None = None        # None: same as root_model
+    temperature: float = 0.0
+    timeout_s: float = 300.0            # per request
+    max_retries: int = 3                # on connection errors, 429 and 5xx
+
+    @property
+    def effective_sub_model(self) -> str:
+        return self.sub_model or self.root_model
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    calls: int = 0
+
+    def add(self, other: "Usage") -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.calls += other.calls
+
+    def to_dict(self) -> dict:
+        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "calls": self.calls}
+
+
+@dataclass
+class Completion:
+    text: str
+    model: str
+    usage: Usage = field(default_factory=Usage)
+    latency_s: float = 0.0
+
+
+Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+
+class ModelClient(ABC):
+    """Sync and async chat completion against one server."""
+
+    @abstractmethod
+    def complete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                 max_tokens: int | None = None) -> Completion:
+        """One chat completion; raises ``LLMError`` subclasses on failure."""
+
+    @abstractmethod
+    async def acomplete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                        max_tokens: int | None = None) -> Completion:
+        """Async twin of ``complete``."""
+
+    @abstractmethod
+    def list_models(self) -> list[str]:
+        """Model names the server offers."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections."""
+
+    def __enter__(self) -> "ModelClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

@@ -1,0 +1,239 @@
+"""The host end of a session's two Unix sockets, both in the read-only bridge folder.
+
+* ``ctl.sock``: the in-container supervisor connects once per container start; it
+  reports kernel life events and takes ``interrupt`` / ``restart`` commands.  Only the
+  first connection of each container start is accepted as the supervisor.
+* ``llm.sock``: the REPL's ``llm_query`` family.  Each request frame is handed to the
+  session's ``handler`` on a worker thread; its reply (or a refusal) goes back on the same
+  connection.  Malformed frames get an error reply and the server keeps serving; an
+  oversized frame gets an error reply and that connection is closed.
+
+Peers are checked with SO_PEERCRED: only the sandbox user (and this process's own user)
+may connect.  Nothing received is ever unpickled or evaluated.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Callable
+
+from rlm.errors import BridgeError
+from rlm.sandbox import protocol
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[dict], dict]
+"""Takes a request (``op`` and its fields) and returns the reply's fields; raises
+``BridgeRefusal`` to send a clean refusal the REPL turns into an exception."""
+
+
+class BridgeRefusal(Exception):
+    """A request the host will not serve (disabled, over budget, bad arguments)."""
+
+
+def _no_handler(request: dict) -> dict:
+    raise BridgeRefusal("sub-calls are not available in this session (no model is attached)")
+
+
+class _Conn:
+    def __init__(self, sock: socket.socket, max_frame: int) -> None:
+        self.sock = sock
+        self.reader = protocol.FrameReader(max_frame)
+        self.lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: dict) -> None:
+        with self.lock:
+            if self.closed:
+                return
+            try:
+                self.sock.sendall(protocol.encode(message))
+            except OSError:
+                self.closed = True
+
+
+class BridgeServer:
+    def __init__(self, folder: Path, *, allowed_uids: set[int], on_control: Callable[[dict], None],
+                 handler: Handler | None = None, max_frame: int = protocol.DEFAULT_MAX_FRAME,
+                 workers: int = 16) -> None:
+        self.folder = folder
+        self.allowed_uids = allowed_uids
+        self.on_control = on_control
+        self.handler: Handler = handler or _no_handler
+        self.max_frame = max_frame
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlm-bridge")
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._control: _Conn | None = None
+        self._control_open = True   # a new supervisor may connect
+        self._conns: set[_Conn] = set()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+        self.ctl_listener = self._listen("ctl.sock")
+        self.llm_listener = self._listen("llm.sock")
+
+    def _listen(self, name: str) -> socket.socket:
+        path = self.folder / name
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.bind(str(path))
+            os.chmod(path, 0o666)  # the sandbox user must be able to connect; the folder is read-only to it
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            raise BridgeError(f"cannot serve {path}: {exc}") from exc
+        sock.setblocking(False)
+        return sock
+
+    # -- lifecycle -----------------------------------------------------------------------
+    def start(self) -> None:
+        self._selector.register(self.ctl_listener, selectors.EVENT_READ, "ctl-accept")
+        self._selector.register(self.llm_listener, selectors.EVENT_READ, "llm-accept")
+        self._selector.register(self._wake_r, selectors.EVENT_READ, "wake")
+        self._thread = threading.Thread(target=self._loop, name="rlm-bridge-io", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        if self._stopping:
+            return
+        self._stopping = True
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        for sock in (self.ctl_listener, self.llm_listener, self._wake_r, self._wake_w):
+            sock.close()
+        with self._lock:
+            conns = list(self._conns) + ([self._control] if self._control else [])
+        for conn in conns:
+            conn.closed = True
+            conn.sock.close()
+        self._selector.close()
+
+    def expect_new_supervisor(self) -> None:
+        """Forget the current supervisor (its container is being replaced) and accept the next one."""
+        with self._lock:
+            old, self._control, self._control_open = self._control, None, True
+        if old is not None:
+            old.closed = True
+            try:
+                old.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def send_control(self, command: str) -> bool:
+        """Send a command to the supervisor; False when none is connected."""
+        conn = self._control
+        if conn is None or conn.closed:
+            return False
+        conn.send({"cmd": command})
+        return not conn.closed
+
+    # -- IO loop -------------------------------------------------------------------------
+    def _peer_ok(self, sock: socket.socket) -> bool:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        _pid, uid, _gid = struct.unpack("3i", creds)
+        return uid in self.allowed_uids
+
+    def _loop(self) -> None:
+        while not self._stopping:
+            for key, _ in self._selector.select():
+                tag = key.data
+                if tag == "wake":
+                    return
+                try:
+                    if tag == "ctl-accept":
+                        self._accept_control()
+                    elif tag == "llm-accept":
+                        self._accept_llm()
+                    elif isinstance(tag, tuple):
+                        self._read(*tag)
+                except Exception:  # noqa: BLE001 - the bridge must keep serving whatever a peer does
+                    log.exception("bridge error")
+
+    def _accept_control(self) -> None:
+        sock, _ = self.ctl_listener.accept()
+        with self._lock:
+            accept = self._control_open and self._peer_ok(sock)
+            if accept:
+                self._control_open = False
+                self._control = _Conn(sock, 1 << 20)
+        if not accept:
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._selector.register(sock, selectors.EVENT_READ, ("ctl", self._control))
+
+    def _accept_llm(self) -> None:
+        sock, _ = self.llm_listener.accept()
+        if not self._peer_ok(sock):
+            sock.close()
+            return
+        sock.setblocking(False)
+        conn = _Conn(sock, self.max_frame)
+        with self._lock:
+            self._conns.add(conn)
+        self._selector.register(sock, selectors.EVENT_READ, ("llm", conn))
+
+    def _drop(self, conn: _Conn) -> None:
+        try:
+            self._selector.unregister(conn.sock)
+        except (KeyError, ValueError):
+            pass
+        with self._lock:
+            self._conns.discard(conn)
+        conn.closed = True
+        conn.sock.close()
+
+    def _read(self, kind: str, conn: _Conn) -> None:
+        try:
+            data = conn.sock.recv(1 << 20)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._drop(conn)
+            if kind == "ctl" and conn is self._control:
+                self.on_control({"event": "control_closed"})
+            return
+        try:
+            messages = conn.reader.feed(data)
+        except protocol.ProtocolError as exc:
+            conn.send(protocol.error_reply(None, str(exc), kind="protocol"))
+            self._drop(conn)
+            return
+        for message in messages:
+            if kind == "ctl":
+                if not isinstance(message, protocol.ProtocolError):
+                    self.on_control(message)
+            elif isinstance(message, protocol.ProtocolError):
+                conn.send(protocol.error_reply(None, str(message), kind="protocol"))
+            else:
+                self._pool.submit(self._serve, conn, message)
+
+    def _serve(self, conn: _Conn, request: dict) -> None:
+        request_id = request.get("id")
+        try:
+            fields = self.handler(request)
+            reply = protocol.ok_reply(request_id, **fields)
+        except BridgeRefusal as exc:
+            reply = protocol.error_reply(request_id, str(exc), kind="refused")
+        except Exception as exc:  # noqa: BLE001 - a failing handler answers with an error, never kills the bridge
+            log.exception("bridge handler failed")
+            reply = protocol.error_reply(request_id, f"host error: {exc.__class__.__name__}: {exc}")
+        frame_size = len(protocol.encode(reply))
+        if frame_size > 64 * 1024 * 1024:
+            reply = protocol.error_reply(request_id, f"reply of {frame_size} bytes is too large to send")
+        conn.send(reply)

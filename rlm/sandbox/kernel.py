@@ -1,0 +1,210 @@
+"""Host-side Jupyter client for the sandboxed kernel: the only module importing jupyter_client.
+
+It speaks the Jupyter wire protocol over ZeroMQ ``ipc`` sockets with jupyter_client's
+``Session`` for signing and building requests, but reads replies with a lean path of its
+own (signature check + ``json.loads``, no date parsing on every message), and it caps
+output while it streams.  It never unpickles anything.
+"""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import zmq
+from jupyter_client.session import Session
+
+from rlm.errors import SandboxError
+from rlm.sandbox.execution import OutputCap
+from rlm.sandbox.rundir import SocketPath
+
+STATE_MIME = "application/vnd.rlm.state+json"
+DELIM = b"<IDS|MSG>"
+
+
+class Outcome(enum.Enum):
+    COMPLETED = "completed"
+    TIMEOUT = "timeout"
+    WOKEN = "woken"  # something happened on the control channel (kernel death, container loss)
+
+
+@dataclass
+class CellOutput:
+    """Output of one cell gathered from iopub and shell, bounded by ``OutputCap``."""
+
+    limit: int
+    stdout: OutputCap = field(init=False)
+    stderr: OutputCap = field(init=False)
+    display: OutputCap = field(init=False)
+    error_name: str | None = None
+    error: str | None = None
+    state: dict = field(default_factory=dict)
+    got_reply: bool = False
+    got_idle: bool = False
+
+    def __post_init__(self) -> None:
+        self.stdout = OutputCap(self.limit)
+        self.stderr = OutputCap(self.limit)
+        self.display = OutputCap(self.limit)
+
+    @property
+    def done(self) -> bool:
+        return self.got_reply and self.got_idle
+
+
+class KernelClient:
+    """Connection to one kernel generation (a restarted kernel gets a new client)."""
+
+    def __init__(self, connection: dict, host_run_dir: Path, allowed_uids: set[int],
+                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+        self.session = Session(key=connection["key"].encode(), signature_scheme=connection["signature_scheme"],
+                               username="rlm")
+        self._key = connection["key"].encode()
+        self._paths: list[SocketPath] = []
+        self.context = zmq.Context()
+        try:
+            self.shell = self._connect(zmq.DEALER, host_run_dir, connection["shell_port"], allowed_uids)
+            self.iopub = self._connect(zmq.SUB, host_run_dir, connection["iopub_port"], allowed_uids,
+                                       max_message_bytes)
+            self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+        except Exception:
+            self.close()
+            raise
+
+    def _connect(self, kind: int, run_dir: Path, port: int, allowed: set[int], max_bytes: int = -1) -> zmq.Socket:
+        path = SocketPath(run_dir / f"k-{port}", allowed)
+        self._paths.append(path)
+        sock = self.context.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if max_bytes > 0:
+            sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.connect(f"ipc://{path.path}")
+        return sock
+
+    def close(self) -> None:
+        for sock in ("shell", "iopub"):
+            if hasattr(self, sock):
+                getattr(self, sock).close(linger=0)
+        self.context.term()
+        for path in self._paths:
+            path.close()
+        self._paths.clear()
+
+    # -- messages ------------------------------------------------------------------------
+    def _send(self, sock: zmq.Socket, msg_type: str, content: dict) -> str:
+        msg = self.session.msg(msg_type, content)
+        self.session.send(sock, msg)
+        return msg["header"]["msg_id"]
+
+    def _recv(self, sock: zmq.Socket) -> dict | None:
+        """Read one message; None when it is unsigned, badly signed or malformed."""
+        parts = sock.recv_multipart(copy=True)
+        try:
+            at = parts.index(DELIM)
+        except ValueError:
+            return None
+        body = parts[at + 1: at + 6]
+        if len(body) < 5:
+            return None
+        signature, header, parent, _metadata, content = body
+        mac = hmac.new(self._key, digestmod="sha256")
+        for part in (header, parent, _metadata, content):
+            mac.update(part)
+        if not hmac.compare_digest(mac.hexdigest().encode(), signature):
+            return None
+        try:
+            return {"header": json.loads(header), "parent_header": json.loads(parent),
+                    "content": json.loads(content)}
+        except ValueError:
+            return None
+
+    # -- readiness -----------------------------------------------------------------------
+    def wait_ready(self, timeout: float) -> None:
+        """Confirm both shell and iopub work: kernel_info until its reply and an iopub status arrive."""
+        deadline = time.monotonic() + timeout
+        poller = zmq.Poller()
+        poller.register(self.shell, zmq.POLLIN)
+        poller.register(self.iopub, zmq.POLLIN)
+        while True:
+            msg_id = self._send(self.shell, "kernel_info_request", {})
+            got_reply = got_iopub = False
+            resend_at = time.monotonic() + 0.25
+            while not (got_reply and got_iopub):
+                now = time.monotonic()
+                if now >= deadline:
+                    raise SandboxError("the sandbox kernel did not answer in time")
+                if now >= resend_at and got_reply:
+                    break  # iopub subscription not established yet: ask again
+                events = dict(poller.poll(max(1, int(min(deadline, resend_at if got_reply else deadline) - now) * 1000 or 50)))
+                if self.shell in events:
+                    msg = self._recv(self.shell)
+                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                        got_reply = True
+                if self.iopub in events:
+                    msg = self._recv(self.iopub)
+                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                        got_iopub = True
+            if got_reply and got_iopub:
+                return
+
+    # -- execution -----------------------------------------------------------------------
+    def start_execute(self, code: str) -> str:
+        return self._send(self.shell, "execute_request", {
+            "code": code, "silent": False, "store_history": False, "user_expressions": {},
+            "allow_stdin": False, "stop_on_error": False})
+
+    def collect(self, msg_id: str, out: CellOutput, deadline: float, wake_fd: int) -> Outcome:
+        """Gather messages for ``msg_id`` into ``out`` until done, the deadline, or a wake-up."""
+        poller = zmq.Poller()
+        poller.register(self.shell, zmq.POLLIN)
+        poller.register(self.iopub, zmq.POLLIN)
+        poller.register(wake_fd, zmq.POLLIN)
+        while not out.done:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return Outcome.TIMEOUT
+            events = dict(poller.poll(max(1, int(remaining * 1000))))
+            if self.iopub in events:
+                while self.iopub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    msg = self._recv(self.iopub)
+                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                        self._on_iopub(msg, out)
+            if self.shell in events:
+                while self.shell.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    msg = self._recv(self.shell)
+                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                        out.got_reply = True
+            if wake_fd in events and not out.done:
+                return Outcome.WOKEN
+        return Outcome.COMPLETED
+
+    @staticmethod
+    def _on_iopub(msg: dict, out: CellOutput) -> None:
+        kind = msg["header"].get("msg_type")
+        content = msg["content"]
+        if kind == "stream":
+            target = out.stderr if content.get("name") == "stderr" else out.stdout
+            target.add(str(content.get("text", "")))
+        elif kind in ("execute_result", "display_data"):
+            data = content.get("data") or {}
+            if isinstance(data.get(STATE_MIME), dict):
+                out.state.update(data[STATE_MIME])
+            elif "text/plain" in data:
+                text = str(data["text/plain"])
+                out.display.add(text if text.endswith("\n") else text + "\n")
+        elif kind == "error":
+            out.error_name = str(content.get("ename", "Error"))
+            traceback = content.get("traceback") or []
+            text = "\n".join(str(line) for line in traceback) if isinstance(traceback, list) else str(traceback)
+            out.error = text or f"{out.error_name}: {content.get('evalue', '')}"
+        elif kind == "status" and content.get("execution_state") == "idle":
+            out.got_idle = True
+
+
+def new_key() -> str:
+    return os.urandom(32).hex()

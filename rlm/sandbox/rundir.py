@@ -1,0 +1,127 @@
+"""Per-session folders on the host, and safe paths to sockets the sandbox created.
+
+Layout (short paths: Unix socket paths must stay under ~107 characters)::
+
+    <run_root>/<session id>/owner.json   host-only: owner pid + start time (for the reaper)
+    <run_root>/<session id>/run/         mounted read-write at /rlm/run (kernel sockets, connection file)
+    <run_root>/<session id>/bridge/      mounted read-only at /rlm/bridge (host-served sockets)
+
+The sandbox can plant symlinks or hard links in ``run/``.  The host never follows a path
+there: ``open_socket_path`` opens with O_PATH|O_NOFOLLOW, checks the inode is a socket
+owned by the sandbox user, and hands out ``/proc/self/fd/N`` so that later connects reach
+exactly that inode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from rlm.errors import SandboxError
+
+CONTAINER_RUN = "/rlm/run"
+CONTAINER_BRIDGE = "/rlm/bridge"
+CONTAINER_CONTEXT = "/rlm/context"
+
+
+def process_start_time(pid: int) -> str | None:
+    """Start time of a process (clock ticks since boot) to tell a live owner from a reused pid."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            return fh.read().rsplit(b")", 1)[1].split()[19].decode()
+    except (OSError, IndexError):
+        return None
+
+
+def owner_alive(pid: int, start: str | None) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return start is None or process_start_time(pid) == start
+
+
+@dataclass(frozen=True)
+class RunDirs:
+    root: Path
+    run: Path
+    bridge: Path
+
+    @classmethod
+    def create(cls, run_root: str, session_id: str, sandbox_uid: int) -> "RunDirs":
+        base = Path(run_root)
+        try:
+            base.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if base.is_symlink() or base.stat().st_uid != os.getuid():
+                raise SandboxError(f"run folder {base} is not owned by this user; choose another run_root")
+            root = base / session_id
+            root.mkdir(mode=0o700)
+            run, bridge = root / "run", root / "bridge"
+            run.mkdir(mode=0o700)
+            bridge.mkdir(mode=0o755)
+            if os.geteuid() == 0:
+                os.chown(run, sandbox_uid, sandbox_uid)
+            else:  # the sandbox user cannot be given the folder; the 0700 parents keep other users out
+                os.chmod(run, 0o777)
+            os.chmod(root, 0o711)
+            (root / "owner.json").write_text(json.dumps(
+                {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
+        except OSError as exc:
+            raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
+        if len(str(run)) + 12 > 100:
+            raise SandboxError(f"run folder path {run} is too long for Unix sockets; set a shorter run_root")
+        return cls(root=root, run=run, bridge=bridge)
+
+    def clear_run(self) -> None:
+        """Empty the kernel's folder (before a container is recreated) without following links."""
+        for entry in os.scandir(self.run):
+            path = Path(entry.path)
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)  # rmtree never follows symlinks
+
+
+class SocketPath:
+    """An O_PATH handle on a socket inode; ``endpoint`` connects to exactly that inode."""
+
+    def __init__(self, path: Path, allowed_uids: set[int]) -> None:
+        try:
+            self.fd = os.open(path, os.O_PATH | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            raise SandboxError(f"kernel socket {path.name} is missing: {exc.strerror}") from exc
+        info = os.fstat(self.fd)
+        if not stat.S_ISSOCK(info.st_mode) or info.st_uid not in allowed_uids or info.st_nlink != 1:
+            os.close(self.fd)
+            raise SandboxError(f"kernel socket {path.name} is not a socket owned by the sandbox user; refusing it")
+        self.path = f"/proc/self/fd/{self.fd}"
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+def write_connection_file(run: Path, key: str, sandbox_uid: int) -> dict:
+    """Write the kernel's connection file (ipc transport, container paths); return it."""
+    info = {"transport": "ipc", "ip": f"{CONTAINER_RUN}/k", "shell_port": 1, "iopub_port": 2,
+            "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": key,
+            "signature_scheme": "hmac-sha256", "kernel_name": "rlm"}
+    path = run / "kernel.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(info, fh)
+    if os.geteuid() == 0:
+        os.chown(path, sandbox_uid, sandbox_uid)
+    else:
+        os.chmod(path, 0o644)
+    return info

@@ -1,0 +1,398 @@
+"""SandboxSession: one hardened container with one long-lived Jupyter kernel.
+
+Lifecycle::
+
+    open()    run folders -> bridge sockets -> container -> supervisor hello -> kernel ready
+    execute() one cell; on timeout: interrupt -> (grace) kernel restart -> container recreate
+    close()   idempotent; the container is removed, the run folders deleted
+
+The container has no network: the kernel's ZeroMQ sockets are Unix sockets in the run
+folder, and ``llm_query`` reaches the host through the bridge socket.  The host never
+runs, unpickles or evaluates anything that comes out of the container.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import queue
+import socket
+import time
+import uuid
+import weakref
+from pathlib import Path
+
+from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
+from rlm.sandbox.bridge import BridgeServer, Handler
+from rlm.sandbox.engine import ContainerSpec, Engine, Mount
+from rlm.sandbox.execution import Execution
+from rlm.sandbox.kernel import CellOutput, KernelClient, Outcome, new_key
+from rlm.sandbox.reaper import reap_orphans
+from rlm.sandbox.rundir import (CONTAINER_BRIDGE, CONTAINER_CONTEXT, CONTAINER_RUN, RunDirs,
+                                process_start_time, write_connection_file)
+from rlm.sandbox.settings import SandboxSettings
+
+log = logging.getLogger(__name__)
+
+SUPERVISOR = ["python3", "/opt/rlm/supervisor.py"]
+LABEL = "rlm.session"
+_open_sessions: "weakref.WeakSet[SandboxSession]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_sessions() -> None:  # cleanup on normal interpreter exit (and after SIGINT/SIGTERM unwinding)
+    for session in list(_open_sessions):
+        session.close()
+
+
+def _signal_name(code: int | None) -> str:
+    if code is None:
+        return "unknown status"
+    if code < 0:
+        import signal
+
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def context_format(path: Path) -> str:
+    if path.is_dir():
+        return "dir"
+    suffix = path.suffix.lower()
+    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "text")
+
+
+class SandboxSession:
+    """A sandboxed REPL.  ``context`` is a path (file or folder) or None."""
+
+    def __init__(self, context: str | os.PathLike | None = None, settings: SandboxSettings | None = None, *,
+                 engine: Engine | None = None, handler: Handler | None = None) -> None:
+        self.settings = settings or SandboxSettings()
+        self.context_path = Path(context).resolve() if context is not None else None
+        self.handler = handler
+        self.id = uuid.uuid4().hex[:12]
+        self._engine = engine
+        self._own_engine = engine is None
+        self._dirs: RunDirs | None = None
+        self._bridge: BridgeServer | None = None
+        self._container: str | None = None
+        self._client: KernelClient | None = None
+        self._connection: dict | None = None
+        self._events: queue.Queue[dict] = queue.Queue()
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._kernel_alive = False
+        self._pending_notice: str | None = None
+        self.opened = False
+        self.closed = False
+        self.open_seconds: float | None = None
+        self.restarts = {"kernel": 0, "container": 0}
+
+    # -- public API ----------------------------------------------------------------------
+    def __enter__(self) -> "SandboxSession":
+        return self.open()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def container_id(self) -> str | None:
+        return self._container
+
+    @property
+    def run_dir(self) -> Path | None:
+        return self._dirs.root if self._dirs else None
+
+    def set_handler(self, handler: Handler | None) -> None:
+        """Attach (or replace) what serves llm_query from this session's REPL."""
+        self.handler = handler
+        if self._bridge is not None:
+            self._bridge.handler = handler or self._bridge.handler
+
+    def open(self) -> "SandboxSession":
+        if self.closed:
+            raise SessionClosed("this sandbox session is closed; open a new one")
+        if self.opened:
+            return self
+        started = time.perf_counter()
+        self._check_context()
+        try:
+            if self._engine is None:
+                self._engine = Engine()
+            if not self._engine.image_exists(self.settings.image):
+                from rlm.errors import ImageMissing
+
+                raise ImageMissing(f"the sandbox image {self.settings.image} is not built",
+                                   hint="run `rlm sandbox build` (or ./scripts/rlm setup)")
+            reap_orphans(self._engine, self.settings.resolved_run_root)
+            _open_sessions.add(self)
+            self.opened = True
+            self._dirs = RunDirs.create(self.settings.resolved_run_root, self.id, self._sandbox_uid)
+            self._bridge = BridgeServer(self._dirs.bridge, allowed_uids={self._sandbox_uid, os.getuid()},
+                                        on_control=self._on_control, handler=self.handler,
+                                        max_frame=self.settings.bridge_max_frame)
+            self._bridge.start()
+            self._start_container()
+        except BaseException:
+            self.close()
+            raise
+        self.open_seconds = time.perf_counter() - started
+        return self
+
+    def execute(self, code: str, timeout: float | None = None) -> Execution:
+        """Run one cell.  Errors in ``code`` come back in ``Execution.error``, never raised."""
+        if self.closed:
+            raise SessionClosed("this sandbox session is closed; open a new one")
+        if not self.opened:
+            self.open()
+        timeout = self.settings.cell_timeout_s if timeout is None else timeout
+        notice = self._recover_if_needed()
+        started = time.perf_counter()
+        out = CellOutput(self.settings.output_limit_bytes)
+        assert self._client is not None
+        msg_id = self._client.start_execute(code)
+        outcome = self._collect(msg_id, out, time.monotonic() + timeout)
+        result = Execution()
+        if outcome is Outcome.TIMEOUT:
+            result.timed_out = True
+            self._bridge.send_control("interrupt")
+            outcome = self._collect(msg_id, out, time.monotonic() + self.settings.interrupt_grace_s)
+            if outcome is Outcome.COMPLETED:
+                result.notice = (f"The cell timed out after {timeout:g} s and was interrupted; "
+                                 "variables defined before it are kept.")
+                out.error, out.error_name = out.error, out.error_name or "TimeoutError"
+            else:
+                result.restarted = self._restart(reason="the cell did not stop after an interrupt")
+                result.state_lost = True
+                result.notice = (f"The cell timed out after {timeout:g} s and did not stop when interrupted; "
+                                 f"the {result.restarted} was restarted and all variables were lost.")
+        elif outcome is Outcome.WOKEN:
+            event = self._take_death()
+            if event is not None:
+                result.restarted = self._restart(reason=event)
+                result.state_lost = True
+                result.notice = (f"The kernel died while running this cell ({event}); "
+                                 f"the {result.restarted} was restarted and all variables were lost.")
+        if notice:
+            result.notice = notice + ("\n" + result.notice if result.notice else "")
+            result.state_lost = True
+        result.duration_s = time.perf_counter() - started
+        self._fill(result, out)
+        return result
+
+    def interrupt(self) -> None:
+        if self._bridge is not None:
+            self._bridge.send_control("interrupt")
+
+    def close(self) -> None:
+        """Remove the container and the run folders; safe to call any number of times."""
+        if self.closed:
+            return
+        self.closed = True
+        _open_sessions.discard(self)
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._container is not None and self._engine is not None:
+            try:
+                self._engine.remove(self._container)
+            except SandboxError as exc:
+                log.warning("could not remove container %s: %s", self._container[:12], exc)
+            self._container = None
+        if self._bridge is not None:
+            self._bridge.close()
+        if self._dirs is not None:
+            self._dirs.remove()
+        for sock in (self._wake_r, self._wake_w):
+            sock.close()
+        if self._own_engine and self._engine is not None:
+            self._engine.close()
+
+    # -- internals -----------------------------------------------------------------------
+    @property
+    def _sandbox_uid(self) -> int:
+        return int(self.settings.user.split(":")[0])
+
+    def _check_context(self) -> None:
+        path = self.context_path
+        if path is None:
+            return
+        if not path.exists():
+            raise ContextError(f"context file not found: {path}", hint="check the path given with -f")
+        if not (path.is_file() or path.is_dir()):
+            raise ContextError(f"context is not a regular file or folder: {path}")
+        if not os.access(path, os.R_OK):
+            raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
+
+    def _spec(self) -> ContainerSpec:
+        s = self.settings
+        env = {"RLM_AS_LIMIT": str(s.address_space_limit_bytes), "RLM_OUTPUT_LIMIT": str(s.output_limit_bytes),
+               "RLM_FINAL_LIMIT": str(s.final_limit_chars), "RLM_BRIDGE_MAX_FRAME": str(s.bridge_max_frame)}
+        mounts = [Mount(str(self._dirs.run), CONTAINER_RUN, read_only=False),
+                  Mount(str(self._dirs.bridge), CONTAINER_BRIDGE, read_only=True)]
+        if self.context_path is not None:
+            target = f"{CONTAINER_CONTEXT}/{self.context_path.name or 'context'}"
+            mounts.append(Mount(str(self.context_path), target, read_only=True))
+            env["RLM_CONTEXT_PATH"] = target
+            env["RLM_CONTEXT_FORMAT"] = context_format(self.context_path)
+        home = "/home/sandbox"
+        labels = {LABEL: self.id, "rlm.owner_pid": str(os.getpid()),
+                  "rlm.owner_start": process_start_time(os.getpid()) or "",
+                  "rlm.owner_host": socket.gethostname(), "rlm.run_dir": str(self._dirs.root),
+                  **dict(s.extra_labels)}
+        return ContainerSpec(
+            image=s.image, command=SUPERVISOR, name=f"rlm-{self.id}-{self.restarts['container']}", user=s.user,
+            environment=env, labels=labels, mounts=mounts,
+            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.tmpfs_mb}m",
+                   home: f"rw,nosuid,nodev,noexec,size={s.home_tmpfs_mb}m,uid={self._sandbox_uid},"
+                         f"gid={self._sandbox_uid},mode=0700"},
+            network_mode=s.network_mode, read_only=s.read_only_rootfs, cap_drop=list(s.cap_drop),
+            security_opt=["no-new-privileges:true"] if s.no_new_privileges else [],
+            pids_limit=s.pids_limit, mem_limit_bytes=s.memory_mb * 1024 * 1024,
+            memswap_limit_bytes=s.memory_mb * 1024 * 1024, nano_cpus=int(s.cpus * 1e9),
+            ulimits=[("nofile", s.nofile, s.nofile),
+                     ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)],
+            init=s.init, runtime=s.runtime, working_dir=home)
+
+    def _start_container(self) -> None:
+        self._connection = write_connection_file(self._dirs.run, new_key(), self._sandbox_uid)
+        self._container = self._engine.run(self._spec())
+        self._await_event("hello", self.settings.start_timeout_s)
+        self._await_kernel(self.settings.start_timeout_s)
+
+    def _await_event(self, name: str, timeout: float) -> dict:
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SandboxTimeout(f"the sandbox did not report '{name}' within {timeout:g} s",
+                                     hint="run `rlm sandbox check` to diagnose")
+            try:
+                event = self._events.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                self._check_container_alive()
+                continue
+            kind = event.get("event")
+            if kind == name:
+                return event
+            if kind in ("control_closed", "kernel_exit", "error"):
+                raise SandboxError(f"the sandbox failed while starting: {self._describe(event)}")
+
+    def _check_container_alive(self) -> None:
+        info = self._engine.inspect(self._container) if self._container else None
+        if info is None or info.status in ("exited", "dead"):
+            code = None if info is None else info.exit_code
+            raise SandboxError(f"the sandbox container stopped while starting ({_signal_name(code)})",
+                               hint="run `rlm sandbox build --force` to rebuild the image")
+
+    def _await_kernel(self, timeout: float) -> None:
+        self._await_event("kernel_ready", timeout)
+        if self._client is not None:
+            self._client.close()
+        self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
+        self._client.wait_ready(timeout)
+        self._kernel_alive = True
+        self._drain_wake()
+
+    def _on_control(self, event: dict) -> None:
+        self._events.put(event)
+        try:
+            self._wake_w.send(b"!")
+        except OSError:
+            pass
+
+    def _drain_wake(self) -> None:
+        try:
+            while self._wake_r.recv(4096):
+                pass
+        except (BlockingIOError, OSError):
+            pass
+
+    def _collect(self, msg_id: str, out: CellOutput, deadline: float) -> Outcome:
+        while True:
+            outcome = self._client.collect(msg_id, out, deadline, self._wake_r.fileno())
+            if outcome is not Outcome.WOKEN:
+                return outcome
+            self._drain_wake()
+            if self._has_death():
+                return Outcome.WOKEN
+
+    def _has_death(self) -> bool:
+        return any(e.get("event") in ("kernel_exit", "control_closed") for e in list(self._events.queue))
+
+    def _take_death(self) -> str | None:
+        reason = None
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return reason
+            if event.get("event") in ("kernel_exit", "control_closed"):
+                reason = reason or self._describe(event)
+
+    def _describe(self, event: dict) -> str:
+        kind = event.get("event")
+        if kind == "kernel_exit":
+            code = event.get("code")
+            text = _signal_name(code)
+            if code in (-9, 137):
+                text += ", probably out of memory"
+            return text
+        if kind == "control_closed":
+            return "the container stopped"
+        return str(event.get("message") or kind)
+
+    def _recover_if_needed(self) -> str | None:
+        """Before a cell: if the kernel or container died since the last one, bring it back."""
+        self._drain_wake()
+        reason = self._take_death()
+        if reason is None:
+            return None
+        restarted = self._restart(reason=reason)
+        return f"The kernel had died since the last cell ({reason}); the {restarted} was restarted and all variables were lost."
+
+    def _restart(self, reason: str) -> str:
+        """Kernel restart through the supervisor; container recreation when that fails."""
+        log.info("restarting sandbox %s: %s", self.id, reason)
+        self._kernel_alive = False
+        if self._bridge.send_control("restart"):
+            try:
+                self._await_kernel(min(self.settings.start_timeout_s, 20.0))
+                self.restarts["kernel"] += 1
+                return "kernel"
+            except SandboxError as exc:
+                log.info("kernel restart failed (%s); recreating the container", exc)
+        self._recreate_container()
+        self.restarts["container"] += 1
+        return "container"
+
+    def _recreate_container(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._container is not None:
+            self._engine.remove(self._container)
+            self._container = None
+        self._bridge.expect_new_supervisor()
+        while not self._events.empty():
+            self._events.get_nowait()
+        self._dirs.clear_run()
+        self.restarts["container"] += 0
+        self._start_container()
+
+    def _fill(self, result: Execution, out: CellOutput) -> None:
+        result.stdout = out.stdout.text()
+        result.stderr = out.stderr.text()
+        display = out.display.text()
+        result.display = [display.rstrip("\n")] if display else []
+        result.truncated = bool(out.stdout.dropped or out.stderr.dropped or out.display.dropped
+                                or out.state.get("output_dropped"))
+        result.error = out.error
+        result.error_name = out.error_name
+        result.final = out.state.get("final") if isinstance(out.state.get("final"), str) else None
+        result.context_restored = bool(out.state.get("context_restored"))
+        result.meta = {k: v for k, v in out.state.items() if k not in ("final", "context_restored")}

@@ -1,0 +1,68 @@
+"""Typed settings of a sandbox session: every hardening choice and limit is a field."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field, fields, replace
+
+DEFAULT_IMAGE = "rlm-sandbox:latest"
+
+
+@dataclass(frozen=True)
+class SandboxSettings:
+    image: str = DEFAULT_IMAGE
+    runtime: str | None = None          # e.g. "runsc" for gVisor; None = the engine's default (runc)
+    network_mode: str = "none"
+    read_only_rootfs: bool = True
+    tmpfs_mb: int = 64                  # /tmp inside the container
+    home_tmpfs_mb: int = 16             # $HOME inside the container
+    user: str = "1000:1000"
+    cap_drop: tuple[str, ...] = ("ALL",)
+    no_new_privileges: bool = True
+    pids_limit: int = 128
+    memory_mb: int = 2048               # cgroup memory limit; swap limit equal (no extra swap)
+    address_space_margin_mb: int = 96   # RLIMIT_AS = memory - tmpfs sizes - margin
+    cpus: float = 1.0
+    nofile: int = 256                   # RLIMIT_NOFILE
+    fsize_mb: int = 256                 # RLIMIT_FSIZE: largest file a cell may write
+    init: bool = True                   # an init process as pid 1 (reaps zombies, forwards signals)
+    cell_timeout_s: float = 30.0        # EXECUTION_TIMEOUT
+    interrupt_grace_s: float = 2.0      # after an interrupt, how long before the kernel is restarted
+    start_timeout_s: float = 30.0       # container + kernel ready
+    output_limit_bytes: int = 1024 * 1024   # stdout/stderr kept per cell (head and tail)
+    final_limit_chars: int = 1024 * 1024    # largest FINAL answer kept
+    bridge_max_frame: int = 8 * 1024 * 1024
+    run_root: str | None = None         # host folder for run directories; default /tmp/rlm-<uid>
+    extra_labels: tuple[tuple[str, str], ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        problems = []
+        for name in ("tmpfs_mb", "home_tmpfs_mb", "pids_limit", "memory_mb", "nofile", "fsize_mb",
+                     "output_limit_bytes", "final_limit_chars", "bridge_max_frame"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        for name in ("cpus", "cell_timeout_s", "interrupt_grace_s", "start_timeout_s"):
+            if getattr(self, name) <= 0:
+                problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        if self.address_space_limit_bytes <= 64 * 1024 * 1024:
+            problems.append("memory_mb is too small for the tmpfs sizes and margin")
+        if problems:
+            from rlm.errors import ConfigError
+
+            raise ConfigError("invalid sandbox settings: " + "; ".join(problems))
+
+    @property
+    def address_space_limit_bytes(self) -> int:
+        mb = self.memory_mb - self.tmpfs_mb - self.home_tmpfs_mb - self.address_space_margin_mb
+        return mb * 1024 * 1024
+
+    @property
+    def resolved_run_root(self) -> str:
+        return self.run_root or f"/tmp/rlm-{os.getuid()}"
+
+    def with_(self, **changes) -> "SandboxSettings":
+        return replace(self, **changes)
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in fields(cls)]

@@ -1,0 +1,309 @@
+"""What the REPL offers model-written code, installed into the kernel before any cell runs.
+
+Runs inside the sandbox only (stdlib + IPython/ipykernel).  Defines in the user
+namespace: ``context`` (loaded lazily from the read-only mount on the first cell),
+``llm_query``, ``llm_query_batched``, ``rlm_query``, ``FINAL``, ``FINAL_VAR`` and
+``SHOW_VARS``.  Per-cell state (a FINAL answer, a restored ``context``, output dropped
+by the in-kernel cap) is published after each cell as one display message with the
+mimetype ``STATE_MIME``, which the host takes out of the output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import threading
+from collections import deque
+
+import protocol
+
+STATE_MIME = "application/vnd.rlm.state+json"
+BRIDGE_SOCKET = "/rlm/bridge/llm.sock"
+REPLY_MAX_FRAME = 64 * 1024 * 1024
+
+
+class SubCallError(RuntimeError):
+    """A sub-model call was refused (disabled, over budget) or failed on the host."""
+
+
+# --------------------------------------------------------------------------- context
+def _read_text(path: str) -> str:
+    with open(path, "rb") as fh:
+        data = fh.read()
+    return data.decode("utf-8", errors="replace")
+
+
+def load_context(path: str, fmt: str):
+    """Read the context from its read-only mount: str, parsed JSON, JSONL list or a folder's documents."""
+    if fmt == "dir":
+        docs = []
+        for root, dirs, files in os.walk(path):
+            dirs.sort()
+            for name in sorted(files):
+                docs.append(_read_text(os.path.join(root, name)))
+        return docs
+    if fmt == "json":
+        return json.loads(_read_text(path))
+    if fmt == "jsonl":
+        return [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
+    return _read_text(path)
+
+
+# --------------------------------------------------------------------------- bridge
+class Bridge:
+    """Client side of the llm_query bridge: one short connection per call (thread-safe)."""
+
+    def __init__(self, path: str, max_frame: int) -> None:
+        self.path = path
+        self.max_frame = max_frame
+        self._ids = iter(range(1, 1 << 62))
+        self._lock = threading.Lock()
+
+    def call(self, message: dict) -> dict:
+        with self._lock:
+            message = dict(message, id=next(self._ids))
+        frame = protocol.encode(message)
+        if len(frame) > self.max_frame:
+            raise SubCallError(f"request of {len(frame)} bytes exceeds the bridge's cap of {self.max_frame} bytes")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            try:
+                sock.connect(self.path)
+            except OSError as exc:
+                raise SubCallError(f"the llm_query bridge is not available ({exc.strerror})") from None
+            sock.sendall(frame)
+            try:
+                reply = protocol.read_frame(sock, REPLY_MAX_FRAME)
+            except protocol.ProtocolError as exc:
+                raise SubCallError(f"bad reply from the host: {exc}") from None
+        if not reply.get("ok"):
+            raise SubCallError(reply.get("error") or "sub-call failed")
+        return reply
+
+
+class Repl:
+    """The functions and per-cell bookkeeping of one kernel."""
+
+    def __init__(self, shell, *, context_path: str | None, context_format: str, final_limit: int,
+                 output_limit: int, bridge: Bridge) -> None:
+        self.shell = shell
+        self.context_path = context_path
+        self.context_format = context_format
+        self.final_limit = final_limit
+        self.bridge = bridge
+        self.original_context = None
+        self.context_loaded = False
+        self.final: str | None = None
+        self.context_restored = False
+        self.output_guard = OutputGuard(output_limit)
+
+    # -- names offered to the model ------------------------------------------------------
+    def namespace(self) -> dict:
+        return {
+            "llm_query": self.llm_query,
+            "llm_query_batched": self.llm_query_batched,
+            "rlm_query": self.rlm_query,
+            "FINAL": self.FINAL,
+            "FINAL_VAR": self.FINAL_VAR,
+            "SHOW_VARS": self.SHOW_VARS,
+            "SubCallError": SubCallError,
+        }
+
+    def llm_query(self, prompt, model=None) -> str:
+        """Ask a sub-model one question; returns its answer as text."""
+        return self.bridge.call({"op": "llm_query", "prompt": str(prompt), "model": model})["text"]
+
+    def llm_query_batched(self, prompts, model=None) -> list:
+        """Ask many questions concurrently; answers come back in order.
+
+        A failed slot holds an error string starting with "Error:" and does not fail the others.
+        """
+        prompts = [str(p) for p in prompts]
+        results: list = []
+        for batch in self._split(prompts):
+            results.extend(self.bridge.call({"op": "llm_query_batched", "prompts": batch, "model": model})["texts"])
+        return results
+
+    def rlm_query(self, prompt, context=None) -> str:
+        """Run a child RLM (its own sandbox) on ``context`` (default: no extra context)."""
+        payload = None if context is None else (context if isinstance(context, str) else json.dumps(context))
+        return self.bridge.call({"op": "rlm_query", "prompt": str(prompt), "context": payload})["text"]
+
+    def FINAL(self, answer) -> None:  # noqa: N802 - the name the model is told to use
+        """End the run with ``answer`` once this cell finishes."""
+        text = answer if isinstance(answer, str) else repr(answer) if not isinstance(answer, (int, float)) else str(answer)
+        if len(text) > self.final_limit:
+            cut = len(text) - self.final_limit
+            text = text[: self.final_limit] + f"\n[... answer truncated: {cut} characters dropped ...]"
+        self.final = text
+
+    def FINAL_VAR(self, name) -> None:  # noqa: N802
+        """End the run with the value of the variable ``name`` (a name string, or the value itself)."""
+        if isinstance(name, str):
+            key = name.strip().strip("'\"")
+            if key not in self.shell.user_ns:
+                raise NameError(f"FINAL_VAR: no variable named {key!r}; define it first, then call FINAL_VAR({key!r})")
+            value = self.shell.user_ns[key]
+        else:
+            value = name
+        self.FINAL(value if isinstance(value, str) else str(value))
+
+    def SHOW_VARS(self) -> None:  # noqa: N802
+        """Print the variables defined so far, with their types and sizes."""
+        hidden = set(self.namespace()) | {"In", "Out", "get_ipython", "exit", "quit", "open"}
+        rows = []
+        for key, value in sorted(self.shell.user_ns.items()):
+            if key.startswith("_") or key in hidden:
+                continue
+            size = ""
+            try:
+                size = f" len={len(value)}"
+            except TypeError:
+                pass
+            rows.append(f"{key}: {type(value).__name__}{size}")
+        print("\n".join(rows) if rows else "(no variables)")
+
+    def _split(self, prompts: list) -> list:
+        """Split a batch so every request frame stays under the bridge cap."""
+        budget = max(1024, self.bridge.max_frame // 2)
+        batches, current, size = [], [], 0
+        for prompt in prompts:
+            cost = len(prompt.encode("utf-8")) + 16
+            if current and size + cost > budget:
+                batches.append(current)
+                current, size = [], 0
+            current.append(prompt)
+            size += cost
+        if current or not batches:
+            batches.append(current)
+        return batches
+
+    # -- per-cell hooks ------------------------------------------------------------------
+    def pre_run_cell(self, info=None) -> None:
+        self.final = None
+        self.context_restored = False
+        self.output_guard.reset()
+        if self.context_path and not self.context_loaded:
+            self.original_context = load_context(self.context_path, self.context_format)
+            self.context_loaded = True
+            self.shell.user_ns["context"] = self.original_context
+
+    def post_run_cell(self, result=None) -> None:
+        if self.context_loaded and self.shell.user_ns.get("context") is not self.original_context:
+            self.shell.user_ns["context"] = self.original_context
+            self.context_restored = True
+        self.output_guard.finish()
+        state = {}
+        if self.final is not None:
+            state["final"] = self.final
+        if self.context_restored:
+            state["context_restored"] = True
+        if self.output_guard.dropped:
+            state["output_dropped"] = self.output_guard.dropped
+        if state:
+            from IPython.display import publish_display_data
+
+            publish_display_data({STATE_MIME: state})
+
+
+class OutputGuard:
+    """Caps what a cell's stdout/stderr sends to the host: the head passes, a tail is kept.
+
+    Registered as an ipykernel OutStream hook (runs on the IO thread).  Past ``limit``/2
+    bytes per cell, messages are swallowed into a bounded tail; at the end of the cell the
+    tail is released with a marker saying how much was dropped.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.head_limit = max(1, limit // 2)
+        self.tail_limit = max(1, limit // 2)
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        with self._lock:
+            self.sent = 0
+            self.dropped = 0
+            self.tail: deque = deque()
+            self.tail_size = 0
+            self.tail_msg = None
+            self.passthrough = False
+
+    def hook(self, msg):
+        if self.passthrough or msg.get("msg_type") != "stream":
+            return msg
+        text = msg["content"]["text"]
+        with self._lock:
+            room = self.head_limit - self.sent
+            if room >= len(text):
+                self.sent += len(text)
+                return msg
+            head, rest = text[: max(room, 0)], text[max(room, 0):]
+            self.sent += len(head)
+            self.tail.append(rest)
+            self.tail_size += len(rest)
+            self.tail_msg = msg
+            while self.tail_size - len(self.tail[0]) >= self.tail_limit:
+                self.dropped += len(self.tail[0])
+                self.tail_size -= len(self.tail.popleft())
+            if head:
+                msg["content"]["text"] = head
+                return msg
+            return None
+
+    def finish(self) -> None:
+        import sys
+
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a broken stream must not break the cell's end
+                pass
+        with self._lock:
+            if not self.tail:
+                return
+            tail = "".join(self.tail)
+            if len(tail) > self.tail_limit:
+                self.dropped += len(tail) - self.tail_limit
+                tail = tail[-self.tail_limit:]
+            self.tail.clear()
+            self.tail_size = 0
+            self.passthrough = True
+        try:
+            sys.stdout.write(f"\n[... {self.dropped} characters of output dropped in the sandbox ...]\n" + tail)
+            sys.stdout.flush()
+        finally:
+            self.passthrough = False
+
+
+def install(shell, *, output_limit: int, final_limit: int) -> Repl:
+    """Set up the REPL in ``shell`` (called once by kernel_main before the kernel serves)."""
+    import sys
+
+    max_frame = int(os.environ.get("RLM_BRIDGE_MAX_FRAME", protocol.DEFAULT_MAX_FRAME))
+    repl = Repl(shell,
+                context_path=os.environ.get("RLM_CONTEXT_PATH") or None,
+                context_format=os.environ.get("RLM_CONTEXT_FORMAT", "text"),
+                final_limit=final_limit, output_limit=output_limit,
+                bridge=Bridge(BRIDGE_SOCKET, max_frame))
+    shell.push(repl.namespace())
+    shell.events.register("pre_run_cell", repl.pre_run_cell)
+    shell.events.register("post_run_cell", repl.post_run_cell)
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "register_hook"):
+            stream.register_hook(repl.output_guard.hook)
+    _cap_long_reprs(shell, output_limit)
+    return repl
+
+
+def _cap_long_reprs(shell, limit: int) -> None:
+    """A huge str/bytes as a cell's last expression is shown head and tail, not whole."""
+    formatter = shell.display_formatter.formatters["text/plain"]
+
+    def short(obj, printer, cycle):
+        text = repr(obj) if len(obj) <= limit else (
+            repr(obj[: limit // 2]) + f" [... {len(obj) - limit} characters not shown ...] " + repr(obj[-limit // 2:]))
+        printer.text(text)
+
+    formatter.for_type(str, short)
+    formatter.for_type(bytes, short)
