@@ -1,0 +1,308 @@
+"""Reading model replies: code blocks and final answers; making text safe to show.
+
+Rules (the README copies them):
+
+1. Code is a fenced block whose info string starts with ``repl``, ``python``, ``py`` or
+   ``python3`` (any case; spaces after the fence and words after the language are
+   allowed).  Fences are three or more backticks (or tildes) at the start of a line; any
+   indentation of the opening fence is removed from the body.  A block closes at a line
+   holding only a fence of the same character, at least as long.  A block still open at
+   the end of the reply runs to the end.  Blocks come back in order, without leading blank
+   lines or trailing whitespace; empty blocks are skipped.
+2. Bare fences and other languages (```` ```text ````, ```` ```json ````, ...) are not
+   code: models use them to quote data, program output and examples, and running them
+   would execute prose.  The system prompt asks for ```` ```repl ````.
+3. ``FINAL(answer)`` anywhere outside code blocks is a text answer: in prose ("The answer
+   is FINAL(42)"), in bold, in a non-code fence.  Inside a code block it is a function call
+   that the kernel handles, so the parser ignores it there.  It is case-sensitive and must
+   not follow a letter, digit or underscore (``MY_FINAL(x)`` does not count).
+4. The answer runs to the matching parenthesis: nested parentheses and parentheses inside
+   quoted strings are skipped, and it may span lines.  It is stripped, and one level of
+   matching surrounding quotes (``"``, ``'``, ``\"\"\"``, ``'''``) is removed.  ``FINAL()`` is
+   the empty answer; a ``FINAL(`` that never closes is ignored.
+5. ``FINAL_VAR(name)`` answers with the value of a REPL variable; spaces and quotes around
+   the name are removed and it must be a Python identifier (not a keyword), else it is
+   ignored.
+6. If a reply holds several, the last well-formed one wins.
+
+Anything that came from the sandbox or a model goes through ``sanitize_for_terminal``
+before the host prints it, and output shown to the model is cut by ``truncate_output``.
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+CODE_LANGUAGES = frozenset({"repl", "python", "py", "python3"})
+
+_FENCE_OPEN = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>.*)")
+_FENCE_CLOSE = re.compile(r"[ \t]*(?P<fence>`{3,}|~{3,})[ \t]*")
+_LANG = re.compile(r"[A-Za-z0-9_+.-]*")
+_FINAL = re.compile(r"(?<!\w)FINAL(?P<var>_VAR)?[ \t]*\(")
+_STRING_PREFIXES = frozenset({"", "r", "f", "b", "u", "rb", "br", "fr", "rf"})
+
+
+@dataclass(frozen=True)
+class Final:
+    """A final answer found in the text of a reply."""
+
+    kind: Literal["answer", "var"]
+    value: str  # the answer text, or the variable name for kind == "var"
+
+
+@dataclass(frozen=True)
+class _Block:
+    start: int  # offset of the opening fence line
+    end: int    # offset just after the closing fence line (or the end of the text)
+    lang: str   # lower-cased first word of the info string; "" for a bare fence
+    body: str
+
+    @property
+    def is_code(self) -> bool:
+        return self.lang in CODE_LANGUAGES
+
+
+# --------------------------------------------------------------------------- code blocks
+
+
+def find_code_blocks(text: str) -> list[str]:
+    """The bodies of the executable (repl/python) fenced blocks, in order."""
+    bodies = (_clean_body(b.body) for b in _scan_blocks(text) if b.is_code)
+    return [body for body in bodies if body]
+
+
+def _scan_blocks(text: str) -> list[_Block]:
+    """Every fenced block of ``text``, executable or not, with its offsets."""
+    lines = text.split("\n")
+    starts = _line_starts(lines)
+    blocks: list[_Block] = []
+    i = 0
+    while i < len(lines):
+        opening = _open_fence(lines[i])
+        if opening is None:
+            i += 1
+            continue
+        indent, fence, lang = opening
+        j = i + 1
+        while j < len(lines) and not _closes(lines[j], fence):
+            j += 1
+        body = "\n".join(_dedent(line.rstrip("\r"), indent) for line in lines[i + 1 : j])
+        end = starts[j + 1] if j + 1 < len(lines) else len(text)
+        blocks.append(_Block(start=starts[i], end=end, lang=lang, body=body))
+        i = j + 1
+    return blocks
+
+
+def _line_starts(lines: list[str]) -> list[int]:
+    starts, pos = [], 0
+    for line in lines:
+        starts.append(pos)
+        pos += len(line) + 1
+    return starts
+
+
+def _open_fence(line: str) -> tuple[str, str, str] | None:
+    """(indent, fence, language) when ``line`` opens a fenced block."""
+    m = _FENCE_OPEN.fullmatch(line.rstrip("\r"))
+    if m is None:
+        return None
+    fence, info = m.group("fence"), m.group("info").strip()
+    if fence[0] == "`" and "`" in info:  # ```x``` on one line is inline code, not a fence
+        return None
+    lang_match = _LANG.match(info)
+    lang = lang_match.group(0).lower() if lang_match else ""
+    return m.group("indent"), fence, lang
+
+
+def _closes(line: str, fence: str) -> bool:
+    m = _FENCE_CLOSE.fullmatch(line.rstrip("\r"))
+    return m is not None and m.group("fence")[0] == fence[0] and len(m.group("fence")) >= len(fence)
+
+
+def _dedent(line: str, indent: str) -> str:
+    """Remove up to ``len(indent)`` leading spaces/tabs."""
+    n = 0
+    while n < len(indent) and n < len(line) and line[n] in " \t":
+        n += 1
+    return line[n:]
+
+
+def _clean_body(body: str) -> str:
+    body = re.sub(r"\A(?:[ \t]*\n)+", "", body)
+    return body.rstrip()
+
+
+# --------------------------------------------------------------------------- FINAL
+
+
+def find_final(text: str) -> Final | None:
+    """The last well-formed FINAL(...) / FINAL_VAR(...) outside executable code blocks."""
+    found: Final | None = None
+    for segment in _prose_segments(text):
+        last = _last_final(segment)
+        if last is not None:
+            found = last
+    return found
+
+
+def _prose_segments(text: str) -> list[str]:
+    """The parts of ``text`` between executable code blocks."""
+    segments, pos = [], 0
+    for block in _scan_blocks(text):
+        if block.is_code:
+            segments.append(text[pos : block.start])
+            pos = block.end
+    segments.append(text[pos:])
+    return segments
+
+
+def _last_final(segment: str) -> Final | None:
+    found: Final | None = None
+    pos = 0
+    while (m := _FINAL.search(segment, pos)) is not None:
+        close = _matching_paren(segment, m.end())
+        if close is None:
+            pos = m.end()
+            continue
+        final = _make_final(segment[m.end() : close], is_var=m.group("var") is not None)
+        if final is None:
+            pos = m.end()
+            continue
+        found, pos = final, close + 1
+    return found
+
+
+def _make_final(inside: str, *, is_var: bool) -> Final | None:
+    if not is_var:
+        return Final("answer", _unquote(inside.strip()))
+    name = inside.strip().strip("\"'` \t\r\n")
+    if not name.isidentifier() or keyword.iskeyword(name):
+        return None
+    return Final("var", name)
+
+
+def _matching_paren(text: str, start: int) -> int | None:
+    """Index of the ``)`` closing the ``(`` just before ``start``, or None.
+
+    Quoted strings are skipped first; if that finds no close (an apostrophe in prose
+    can look like an opening quote), plain parenthesis counting is tried.
+    """
+    close = _scan_parens(text, start, quote_aware=True)
+    return close if close is not None else _scan_parens(text, start, quote_aware=False)
+
+
+def _scan_parens(text: str, start: int, *, quote_aware: bool) -> int | None:
+    depth, i = 1, start
+    while i < len(text):
+        ch = text[i]
+        if quote_aware and ch in "\"'" and _opens_string(text, start, i):
+            end = _string_end(text, i)
+            if end is not None:
+                i = end
+                continue
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    return None
+
+
+def _opens_string(text: str, start: int, i: int) -> bool:
+    """A quote opens a string unless it follows a word (``it's``), string prefixes aside."""
+    j = i
+    while j > start and (text[j - 1].isalnum() or text[j - 1] == "_"):
+        j -= 1
+    return text[j:i].lower() in _STRING_PREFIXES
+
+
+def _string_end(text: str, i: int) -> int | None:
+    """Index just after the string literal opening at ``i``; None if it never closes."""
+    quote = text[i] * 3 if text.startswith(text[i] * 3, i) else text[i]
+    j = i + len(quote)
+    while j < len(text):
+        if text[j] == "\\":
+            j += 2
+            continue
+        if text.startswith(quote, j):
+            return j + len(quote)
+        if len(quote) == 1 and text[j] == "\n":
+            return None
+        j += 1
+    return None
+
+
+def _unquote(s: str) -> str:
+    """Remove one level of matching surrounding quotes when ``s`` is one string literal."""
+    for quote in ('"""', "'''", '"', "'"):
+        if len(s) >= 2 * len(quote) and s.startswith(quote) and s.endswith(quote):
+            inner = s[len(quote) : -len(quote)]
+            if _has_unescaped(inner, quote):
+                return s
+            return inner if len(quote) == 3 else inner.replace("\\" + quote, quote)
+    return s
+
+
+def _has_unescaped(text: str, quote: str) -> bool:
+    i = 0
+    while i < len(text):
+        if text[i] == "\\":
+            i += 2
+        elif text.startswith(quote, i):
+            return True
+        else:
+            i += 1
+    return False
+
+
+# --------------------------------------------------------------------------- output
+
+
+def truncate_output(text: str, max_chars: int) -> tuple[str, int]:
+    """Keep the first and last ``max_chars // 2`` characters with a marker line between.
+
+    Returns ``(text, number_of_characters_cut)``; nothing is cut within the limit.  The
+    marker itself is not counted in ``max_chars``.
+    """
+    if max_chars < 0:
+        raise ValueError("max_chars must be >= 0")
+    if len(text) <= max_chars:
+        return text, 0
+    head_len = max_chars // 2
+    tail_len = max_chars - head_len
+    head = text[:head_len]
+    tail = text[len(text) - tail_len :] if tail_len else ""
+    cut = len(text) - head_len - tail_len
+    marker = f"[... {cut} characters truncated ...]"
+    before = "\n" if head and not head.endswith("\n") else ""
+    after = "\n" if tail and not tail.startswith("\n") else ""
+    return f"{head}{before}{marker}{after}{tail}", cut
+
+
+# --------------------------------------------------------------------------- terminal safety
+
+_ESCAPE_SEQUENCE = re.compile(
+    r"(?:\x1b\[|\x9b)[0-?]*[\x20-/]*[@-~]"                                  # CSI: colours, cursor moves
+    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"  # OSC/DCS/SOS/PM/APC
+    r"|\x1b[\x20-/]*[0-~]"                                                 # other ESC sequences
+)
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def strip_ansi(text: str) -> str:
+    """Remove ANSI/VT escape sequences (CSI, OSC, DCS, ..., two-byte ESC) and stray ESCs."""
+    return _ESCAPE_SEQUENCE.sub("", text).replace("\x1b", "")
+
+
+def sanitize_for_terminal(text: str) -> str:
+    """Make untrusted text safe to print: no escape sequences, no C0/C1 controls but \\n, \\t.
+
+    Carriage returns become newlines, so output cannot overwrite what is already shown.
+    """
+    text = strip_ansi(text).replace("\r\n", "\n").replace("\r", "\n")
+    return _CONTROL.sub("", text)

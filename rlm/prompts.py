@@ -1,0 +1,310 @@
+"""The words the root model reads: the system prompt and the per-turn user messages.
+
+The system prompt is the product's main prompt.  It tells the model what `context` is
+(metadata and a short preview only; the model never sees the data itself), how the REPL
+works, which functions exist under which budgets, how to finish, and that its first reply
+must be a single ```repl block (small models need to be told).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+PREVIEW_CHARS = 500
+
+
+@dataclass(frozen=True)
+class ContextInfo:
+    """Metadata about the context; produced by the context loader."""
+
+    kind: str          # "str" | "list" | "dict" | ...
+    total_chars: int
+    n_documents: int
+    preview: str
+    source: str        # file name or "inline"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """The limits of one run, as the model is told them."""
+
+    max_iterations: int
+    max_output_chars: int
+    enable_sub_calls: bool
+    max_sub_calls: int
+    max_sub_call_chars: int
+    max_depth: int
+    depth: int = 0
+
+
+# --------------------------------------------------------------------------- system prompt
+
+
+def system_prompt(info: ContextInfo, budgets: Budgets) -> str:
+    """The root model's system prompt for one run."""
+    parts = [
+        _intro(budgets),
+        _context_section(info),
+        _repl_section(budgets),
+        _functions_section(budgets),
+        _strategy_section(budgets),
+        _finishing_section(),
+        _example_section(budgets),
+        _rules_section(budgets),
+    ]
+    return "\n\n".join(parts).strip() + "\n"
+
+
+def _intro(budgets: Budgets) -> str:
+    text = (
+        "You answer a question about a context that is far too large to read at once. "
+        "You cannot see the context directly. It is loaded in a Python REPL (a Jupyter "
+        "kernel) as the variable `context`, and you learn about it only by writing code "
+        "and reading what the code prints."
+    )
+    if budgets.depth > 0:
+        text += (
+            f" You are a recursive sub-call (depth {budgets.depth} of {budgets.max_depth}): "
+            "answer the question you were given, concisely, so the caller can use it."
+        )
+    return text
+
+
+def _context_section(info: ContextInfo) -> str:
+    return "\n".join([
+        "## The context",
+        f"- type: {info.kind}",
+        f"- total length: {info.total_chars:,} characters",
+        f"- documents: {info.n_documents:,}",
+        f"- source: {info.source}",
+        f"- {_shape_hint(info)}",
+        f"- preview (first {PREVIEW_CHARS} characters at most; NOT the whole context):",
+        _fenced(shorten_preview(info.preview), "text"),
+    ])
+
+
+def _shape_hint(info: ContextInfo) -> str:
+    if info.kind == "str":
+        return "`context` is one string: slice it, search it with `re`, split it into chunks."
+    if info.kind == "list":
+        return (f"`context` is a list of {info.n_documents:,} documents: check the type of "
+                "an element before you process them all.")
+    if info.kind == "dict":
+        return "`context` is a dict: look at its keys first."
+    return f"`context` is a {info.kind}: inspect its structure before processing it."
+
+
+def shorten_preview(preview: str, limit: int = PREVIEW_CHARS) -> str:
+    """The preview cut to ``limit`` characters, with a visible mark when cut."""
+    if len(preview) <= limit:
+        return preview
+    return preview[:limit].rstrip() + " [...]"
+
+
+def _repl_section(budgets: Budgets) -> str:
+    return (
+        "## The REPL\n"
+        "Write Python in a fenced block marked `repl`. Every block runs in the same kernel, "
+        "so variables and imports persist from turn to turn. After each turn you receive "
+        f"what each block printed, cut to {budgets.max_output_chars:,} characters (start and "
+        "end kept), so print counts, short slices and summaries, never whole documents. "
+        "Errors come back as tracebacks: fix the code and try again. Never assign to "
+        "`context`; keep your own data in new variables."
+    )
+
+
+def _functions_section(budgets: Budgets) -> str:
+    lines = ["## Functions in the REPL"]
+    if budgets.enable_sub_calls:
+        lines += [
+            "- `llm_query(prompt, model=None) -> str`: ask a sub-model. It sees only the "
+            f"prompt you pass (at most {budgets.max_sub_call_chars:,} characters), so put "
+            "the question and the text it needs into the prompt.",
+            "- `llm_query_batched(prompts, model=None) -> list[str]`: many prompts at once, "
+            "answered in parallel, in order; much faster than a loop of `llm_query`.",
+        ]
+        if budgets.depth < budgets.max_depth:
+            lines.append(
+                "- `rlm_query(prompt, context=None) -> str`: a recursive run with its own REPL, "
+                "for a sub-problem whose text is itself too large for one `llm_query`; pass "
+                "that text as `context`."
+            )
+        else:
+            lines.append("- `rlm_query` is not available at this depth.")
+        lines.append(
+            f"- Budget: at most {budgets.max_sub_calls:,} sub-calls in this run; each prompt of "
+            "a batch counts as one. Use them for reading and judging text, not for things "
+            "code can do."
+        )
+    else:
+        lines.append(
+            "- Sub-model calls are disabled in this run: `llm_query`, `llm_query_batched` "
+            "and `rlm_query` are not available. Work with code alone."
+        )
+    lines += [
+        "- `SHOW_VARS()`: list the variables you have defined.",
+        "- `FINAL(answer)` and `FINAL_VAR(name)`: finish (below).",
+    ]
+    return "\n".join(lines)
+
+
+def _strategy_section(budgets: Budgets) -> str:
+    steps = [
+        "1. Peek: print the type, the length and a few hundred characters (or the first "
+        "documents) to learn the format.",
+        "2. Search: use `re` and string methods to find the parts that matter; print how "
+        "many hits there are and short snippets around them.",
+    ]
+    if budgets.enable_sub_calls:
+        steps.append(
+            f"3. Chunk and sub-query: split the relevant text into pieces of at most about "
+            f"{_chunk_chars(budgets):,} characters and ask `llm_query_batched` one precise "
+            "question per piece."
+        )
+    else:
+        steps.append("3. Chunk: process the relevant text piece by piece with code.")
+    steps.append(
+        "4. Aggregate: keep partial results in variables (lists, dicts), combine them with "
+        "code, and check the result before you answer."
+    )
+    return "## Strategy\n" + "\n".join(steps) + (
+        "\nUse code for exact work (counting, matching, arithmetic). Do not guess: if you "
+        "have not seen the evidence in the output, look for it."
+    )
+
+
+def _chunk_chars(budgets: Budgets) -> int:
+    """A chunk size that leaves room for the question inside one sub-call prompt."""
+    return max(1_000, budgets.max_sub_call_chars * 3 // 4 // 1_000 * 1_000)
+
+
+def _finishing_section() -> str:
+    return (
+        "## Finishing\n"
+        "When you are sure, write `FINAL(your answer)` in your reply, outside any code "
+        "block; the text inside the parentheses is the answer, exactly as written. To answer "
+        "with a value you built in the REPL, write `FINAL_VAR(variable_name)`. Both also work "
+        "as function calls inside a code block, e.g. `FINAL_VAR(\"result\")`. The first "
+        "FINAL ends the run, so do not write it before you have checked the answer."
+    )
+
+
+def _example_section(budgets: Budgets) -> str:
+    if budgets.enable_sub_calls:
+        size = f"{_chunk_chars(budgets):_}"
+        work = (
+            f"chunks = [context[i:i + {size}] for i in range(0, len(context), {size})]\n"
+            "replies = llm_query_batched([\n"
+            "    f\"List every product recall mentioned below, one per line, or NONE.\\n\\n{c}\"\n"
+            "    for c in chunks])\n"
+            "recalls = sorted({line.strip() for r in replies for line in r.splitlines()\n"
+            "                  if line.strip() and line.strip() != \"NONE\"})\n"
+            "print(len(recalls), recalls[:20])"
+        )
+    else:
+        work = (
+            "import re\n"
+            "recalls = sorted(set(re.findall(r\"[Rr]ecall of ([A-Z][\\w-]+)\", context)))\n"
+            "print(len(recalls), recalls[:20])"
+        )
+    return (
+        "## Example\n"
+        "Question: \"How many different products were recalled?\" First reply:\n"
+        + _fenced("print(type(context), len(context))\nprint(context[:500])", "repl")
+        + "\nNext turn, after reading that output:\n"
+        + _fenced(work, "repl")
+        + "\nAfter checking a few of them in the output: `FINAL(37)`"
+    )
+
+
+def _rules_section(budgets: Budgets) -> str:
+    return (
+        "## Rules\n"
+        "- Your first reply must be a single ```repl code block and nothing else: start by "
+        "looking at the context.\n"
+        "- After that, each reply holds either ```repl code blocks or a FINAL answer.\n"
+        f"- You have at most {budgets.max_iterations} turns.\n"
+        "- Never rebind `context`."
+    )
+
+
+def _fenced(body: str, lang: str) -> str:
+    """``body`` in a fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{body}\n{fence}"
+
+
+# --------------------------------------------------------------------------- user messages
+
+
+def first_user_prompt(question: str) -> str:
+    """The first user message: the question, and how to begin."""
+    return (
+        f"Question: {question}\n\n"
+        "You have not looked at the context yet. Reply with a single ```repl block that "
+        "explores `context`."
+    )
+
+
+def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int) -> str:
+    """What the code of turn ``iteration`` (1-based) printed, and what to do next.
+
+    ``outputs`` holds (code, output) pairs; the output is already truncated.
+    """
+    parts = [f"Turn {iteration} of {max_iterations}: the REPL ran your code."]
+    if not outputs:
+        parts.append("(no code ran)")
+    for n, (code, output) in enumerate(outputs, start=1):
+        parts.append(
+            f"Block {n}:\n{_fenced(code, 'repl')}\nOutput:\n"
+            f"{_fenced(output if output.strip() else '(no output)', 'text')}"
+        )
+    remaining = max_iterations - iteration
+    if remaining <= 1:
+        parts.append(
+            "This is your last turn: answer now with FINAL(your answer) or "
+            "FINAL_VAR(variable_name)."
+        )
+    else:
+        parts.append(
+            f"{remaining} turns left. Continue with ```repl code, or, if you are sure, answer "
+            "with FINAL(your answer) or FINAL_VAR(variable_name)."
+        )
+    return "\n\n".join(parts)
+
+
+def nudge_prompt() -> str:
+    """The reply had neither a code block nor a FINAL."""
+    return (
+        "Your reply had no ```repl code block and no FINAL(...). The context is only "
+        "reachable through code: write a ```repl block to keep working, or give your answer "
+        "as FINAL(your answer)."
+    )
+
+
+def context_restored_note() -> str:
+    """The code rebound `context`; the kernel put the original back."""
+    return (
+        "Note: your code rebound `context`. It has been restored to the original data; "
+        "keep your own data in other variables."
+    )
+
+
+def final_request_prompt() -> str:
+    """The iteration limit is reached."""
+    return (
+        "You have reached the turn limit. Do not write more code. Give your best final "
+        "answer now, based on what you have found, as FINAL(your answer), or "
+        "FINAL_VAR(variable_name) for a variable you already built."
+    )
+
+
+def final_var_missing(name: str) -> str:
+    """FINAL_VAR named a variable the REPL does not have."""
+    return (
+        f"FINAL_VAR({name}) failed: there is no variable named `{name}` in the REPL. Call "
+        "SHOW_VARS() to see your variables, assign the answer to one, or answer with "
+        "FINAL(your answer)."
+    )

@@ -1,0 +1,320 @@
+"""Run traces: one JSON object per line, written as the run goes, and shown by `rlm trace show`.
+
+A trace holds metadata, model replies, cell code and (truncated) output, sub-call sizes
+and timings.  It never holds the context itself: callers pass only its metadata (kind,
+length, document count, source).
+
+Event kinds written by the orchestrator:
+
+- ``run_start``   {question, context: {kind, total_chars, n_documents, source}, root_model, sub_model, settings}
+- ``model_reply`` {iteration, text, usage: {prompt_tokens, completion_tokens}, latency_s, model}
+- ``cell``        {iteration, code, output, error, timed_out, duration_s, restarted, truncated_chars}
+- ``sub_call``    {model, prompt_chars, reply_chars, latency_s, ok, error}
+- ``note``        {iteration, text}
+- ``run_end``     {answer, status, iterations, sub_calls, usage, duration_s}
+
+Every line also has ``t`` (seconds since the writer started) and ``ts`` (ISO time, UTC).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Iterable
+
+from rich.console import Console
+from rich.syntax import Syntax
+from rich.text import Text
+
+from rlm.errors import UsageError
+from rlm.parsing import sanitize_for_terminal, truncate_output
+
+_RESERVED = frozenset({"t", "ts", "kind"})
+REPLY_SHOWN_CHARS = 1_200
+OUTPUT_SHOWN_CHARS = 1_500
+ANSWER_SHOWN_CHARS = 4_000
+
+
+# --------------------------------------------------------------------------- writing
+
+
+class TraceWriter:
+    """Appends events to a JSONL file, flushing after every line.
+
+    A run that is killed keeps every line written before.  Safe to call from several
+    threads (sub-calls of a batch finish concurrently).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = self.path.open("a", encoding="utf-8")
+        self._start = time.monotonic()
+        self._lock = threading.Lock()
+
+    @property
+    def closed(self) -> bool:
+        return self._file.closed
+
+    def event(self, kind: str, **data: Any) -> None:
+        """Write one event line; values JSON cannot hold are written with ``str``."""
+        clash = _RESERVED & data.keys()
+        if clash:
+            raise ValueError(f"trace event fields {sorted(clash)} are reserved")
+        record = {
+            "t": round(time.monotonic() - self._start, 3),
+            "ts": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "kind": kind,
+            **_jsonable(data),
+        }
+        line = json.dumps(record, ensure_ascii=False, default=str) + "\n"
+        with self._lock:
+            if self._file.closed:
+                raise ValueError(f"trace {self.path} is closed")
+            self._file.write(line)
+            self._file.flush()
+
+    def close(self) -> None:
+        """Close the file; calling it again does nothing."""
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> TraceWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _jsonable(value: Any) -> Any:
+    """``value`` with dict keys made strings and unknown objects made ``str``."""
+    if isinstance(value, dict):
+        return {k if isinstance(k, str) else str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_trace(path: Path | str) -> list[dict]:
+    """The events of a trace file.
+
+    Lines that are not JSON objects with a ``kind`` are skipped: a run killed mid-write
+    leaves a partial last line.  Raises ``UsageError`` for a missing file or one with no
+    events.
+    """
+    path = Path(path)
+    if not path.is_file():
+        what = "is a directory, not a trace file" if path.is_dir() else "does not exist"
+        raise UsageError(f"trace {path} {what}",
+                         hint="pass the path of a .jsonl trace written by an rlm run")
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise UsageError(f"cannot read trace {path}: {exc.strerror or exc}") from exc
+    events = [e for e in map(_parse_line, text.splitlines()) if e is not None]
+    if not events:
+        raise UsageError(f"trace {path} holds no events",
+                         hint="a trace is a JSONL file with one event object per line")
+    return events
+
+
+def _parse_line(line: str) -> dict | None:
+    if not line.strip():
+        return None
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    return event if isinstance(event, dict) and isinstance(event.get("kind"), str) else None
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def render_trace(events: Iterable[dict], console: Console) -> None:
+    """Print a trace for people: header, each iteration, the answer and totals.
+
+    Every string from the trace is sanitized and printed as plain text (never as markup).
+    """
+    runs = _split_runs(list(events))
+    for n, run in enumerate(runs):
+        if n:
+            console.print()
+        _render_run(run, console)
+
+
+def _split_runs(events: list[dict]) -> list[list[dict]]:
+    """One list per run: a file may hold several runs (interactive sessions append)."""
+    runs: list[list[dict]] = []
+    for event in events:
+        if event.get("kind") == "run_start" or not runs:
+            runs.append([])
+        runs[-1].append(event)
+    return runs
+
+
+def _render_run(events: list[dict], console: Console) -> None:
+    start = next((e for e in events if e.get("kind") == "run_start"), None)
+    if start is not None:
+        _render_header(start, console)
+    iteration: Any = None
+    sub_calls: list[dict] = []
+    end: dict | None = None
+    for event in events:
+        kind = event.get("kind")
+        if kind == "model_reply":
+            _flush_sub_calls(sub_calls, console)
+            iteration = event.get("iteration")
+            _render_reply(event, console)
+        elif kind == "cell":
+            _render_cell(event, console)
+            _flush_sub_calls(sub_calls, console)  # sub-calls are made while a cell runs
+        elif kind == "sub_call":
+            sub_calls.append(event)
+        elif kind == "note":
+            console.print(Text("note: ", style="yellow") + _text(event.get("text")))
+        elif kind == "run_end":
+            _flush_sub_calls(sub_calls, console)
+            end = event
+        elif kind != "run_start":
+            console.print(Text(f"{_clean(kind)} event", style="dim")
+                          + Text(f" (t={event.get('t', '?')})", style="dim"))
+    _flush_sub_calls(sub_calls, console)
+    _render_end(end, iteration, console)
+
+
+def _render_header(event: dict, console: Console) -> None:
+    console.rule(Text("rlm trace", style="bold"))
+    console.print(Text("question: ", style="bold") + _text(event.get("question")))
+    ctx = event.get("context") or {}
+    if isinstance(ctx, dict):
+        console.print(Text("context: ", style="bold") + _text(
+            f"{ctx.get('kind', '?')}, {_num(ctx.get('total_chars'))} characters, "
+            f"{_num(ctx.get('n_documents'))} documents, from {ctx.get('source', '?')}"))
+    sub = event.get("sub_model") or "same as root"
+    console.print(Text("models: ", style="bold")
+                  + _text(f"root {event.get('root_model') or '?'}, sub {sub}"))
+    settings = event.get("settings")
+    if isinstance(settings, dict) and settings:
+        pairs = ", ".join(f"{k}={v}" for k, v in settings.items())
+        console.print(Text("settings: ", style="bold") + _text(pairs, style="dim"))
+
+
+def _render_reply(event: dict, console: Console) -> None:
+    usage = event.get("usage") or {}
+    facts = [str(event.get("model") or ""), _seconds(event.get("latency_s"))]
+    facts.append(_usage(usage))
+    title = f"iteration {event.get('iteration', '?')}"
+    console.rule(Text(title, style="bold cyan"))
+    console.print(_text(" · ".join(f for f in facts if f), style="dim"))
+    reply, _ = truncate_output(_clean(event.get("text")), REPLY_SHOWN_CHARS)
+    console.print(Text("reply:", style="bold"))
+    console.print(_text(reply))
+
+
+def _render_cell(event: dict, console: Console) -> None:
+    code = _clean(event.get("code"))
+    console.print(Text("code:", style="bold"))
+    console.print(Syntax(code or "# (empty)", "python", theme="ansi_dark", word_wrap=True,
+                         background_color="default"))
+    facts = [_seconds(event.get("duration_s"))]
+    if event.get("timed_out"):
+        facts.append("TIMED OUT")
+    if event.get("restarted"):
+        facts.append(f"{event.get('restarted')} restarted")
+    if event.get("truncated_chars"):
+        facts.append(f"{_num(event.get('truncated_chars'))} characters truncated")
+    output, _ = truncate_output(_clean(event.get("output")).rstrip(), OUTPUT_SHOWN_CHARS)
+    console.print(Text("output", style="bold") + _text(f" ({', '.join(f for f in facts if f)}):",
+                                                        style="dim"))
+    console.print(_text(output if output.strip() else "(no output)", style="green"))
+    if event.get("error"):
+        error, _ = truncate_output(_clean(event.get("error")), OUTPUT_SHOWN_CHARS)
+        console.print(Text("error: ", style="bold red") + _text(error, style="red"))
+
+
+def _flush_sub_calls(sub_calls: list[dict], console: Console) -> None:
+    """Summarise and forget the sub-calls collected since the last flush."""
+    if not sub_calls:
+        return
+    failed = sum(1 for c in sub_calls if not c.get("ok", True))
+    latency = sum(_float(c.get("latency_s")) for c in sub_calls)
+    prompt_chars = sum(int(_float(c.get("prompt_chars"))) for c in sub_calls)
+    line = (f"sub-calls: {len(sub_calls)} ({failed} failed), {prompt_chars:,} prompt characters, "
+            f"{latency:.2f}s model time")
+    console.print(_text(line, style="magenta"))
+    errors = {_clean(c.get("error")) for c in sub_calls if c.get("error")}
+    for error in sorted(errors)[:3]:
+        console.print(_text(f"  sub-call error: {error}", style="red"))
+    sub_calls.clear()
+
+
+def _render_end(end: dict | None, iteration: Any, console: Console) -> None:
+    console.rule(Text("result", style="bold"))
+    if end is None:
+        console.print(_text(f"status: incomplete (no run_end event; the run stopped after "
+                            f"iteration {iteration if iteration is not None else '?'})",
+                            style="bold yellow"))
+        return
+    answer, _ = truncate_output(_clean(end.get("answer")), ANSWER_SHOWN_CHARS)
+    console.print(Text("answer: ", style="bold") + _text(answer if answer else "(none)"))
+    console.print(Text("status: ", style="bold") + _text(end.get("status", "?")))
+    facts = [f"{_num(end.get('iterations'))} iterations", f"{_num(end.get('sub_calls'))} sub-calls",
+             _usage(end.get("usage")), _seconds(end.get("duration_s"))]
+    console.print(_text("totals: " + ", ".join(f for f in facts if f), style="dim"))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _clean(value: Any) -> str:
+    """Any trace value as sanitized text."""
+    if value is None:
+        return ""
+    return sanitize_for_terminal(value if isinstance(value, str) else str(value))
+
+
+def _text(value: Any, style: str = "") -> Text:
+    """Plain rich Text (never parsed as markup) from a sanitized value."""
+    return Text(_clean(value), style=style)
+
+
+def _usage(usage: Any) -> str:
+    """"tokens 1,200 in / 40 out" from a usage dict; "" when there is none."""
+    if not isinstance(usage, dict) or not usage:
+        return ""
+    text = f"tokens {_num(usage.get('prompt_tokens'))} in / {_num(usage.get('completion_tokens'))} out"
+    if usage.get("calls") is not None:
+        text += f" ({_num(usage.get('calls'))} model calls)"
+    return text
+
+
+def _num(value: Any) -> str:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "?" if value is None else _clean(value)
+    return f"{value:,}"
+
+
+def _float(value: Any) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+def _seconds(value: Any) -> str:
+    return f"{_float(value):.2f}s" if value is not None else ""
+
+
+__all__ = ["TraceWriter", "read_trace", "render_trace"]
