@@ -1,0 +1,57 @@
+"""Shared fixtures.  Docker tests use the real engine and the image built from this commit."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from rlm.errors import EngineUnavailable
+
+
+def _engine_or_skip():
+    from rlm.sandbox.engine import Engine
+
+    try:
+        return Engine()
+    except EngineUnavailable as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"CI needs a Docker engine: {exc}")
+        pytest.skip(f"no Docker engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def engine():
+    eng = _engine_or_skip()
+    if not eng.image_exists("rlm-sandbox:latest"):
+        msg = "the sandbox image is not built: run ./scripts/test (or rlm sandbox build)"
+        pytest.fail(msg) if os.environ.get("CI") else pytest.skip(msg)
+    yield eng
+    leftovers = [c.name for c in eng.list_labelled("rlm.session")
+                 if c.labels.get("rlm.owner_pid") == str(os.getpid())]
+    for name in leftovers:  # do not leave them running even when the check fails
+        eng.remove(name)
+    assert not leftovers, f"sandbox containers left behind by the tests: {leftovers}"
+    eng.close()
+
+
+@pytest.fixture
+def sandbox_settings(tmp_path_factory):
+    from rlm.sandbox import SandboxSettings
+
+    return SandboxSettings(cell_timeout_s=20)
+
+
+@pytest.fixture
+def session(engine, sandbox_settings):
+    from rlm.sandbox import SandboxSession
+
+    with SandboxSession(settings=sandbox_settings, engine=engine) as s:
+        yield s
+
+
+@pytest.fixture
+def text_context(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("alpha beta gamma\n" * 100 + "The secret code is 7421.\n" + "delta epsilon\n" * 100)
+    return path

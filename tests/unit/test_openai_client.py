@@ -1,0 +1,210 @@
+"""OpenAICompatibleClient against a real HTTP fake server (the real openai SDK underneath)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import openai
+import pytest
+
+from rlm.errors import EmptyReply, LLMError, ModelAuthError, ModelNotFound, ModelUnreachable
+from rlm.llm.base import ModelSettings
+from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.openai_client import OpenAICompatibleClient, strip_think
+
+ROOT, SUB = "root-model", "sub-model"
+MSGS = [{"role": "user", "content": "What is the answer? " * 10}]
+
+
+def make_client(url: str, **overrides) -> OpenAICompatibleClient:
+    fields = {"base_url": url, "root_model": ROOT, "sub_model": SUB, "timeout_s": 5.0, "max_retries": 2}
+    fields.update(overrides)
+    return OpenAICompatibleClient(ModelSettings(**fields), backoff_base_s=0.001)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_plain_reply_sends_the_request_and_measures_latency():
+    with FakeModelServer(root=["hello there"]) as server, make_client(server.url, temperature=0.3) as client:
+        out = client.complete(MSGS, model=ROOT)
+        assert out.text == "hello there"
+        assert out.model == ROOT
+        assert out.latency_s > 0
+        (body,) = server.requests
+        assert body["messages"] == MSGS and body["model"] == ROOT and body["temperature"] == 0.3
+        assert "max_tokens" not in body
+        client.complete(MSGS, model=ROOT, temperature=0.9, max_tokens=17)
+        assert server.requests[1]["temperature"] == 0.9 and server.requests[1]["max_tokens"] == 17
+
+
+def test_usage_is_recorded():
+    with FakeModelServer(root=["x" * 40]) as server, make_client(server.url) as client:
+        usage = client.complete(MSGS, model=ROOT).usage
+        assert (usage.prompt_tokens, usage.completion_tokens, usage.calls) == (len(MSGS[0]["content"]) // 4, 10, 1)
+
+
+def test_think_block_is_stripped():
+    with FakeModelServer(root=[{"think": "let me reason\nat length", "content": "\nthe answer"}]) as server, \
+            make_client(server.url) as client:
+        assert client.complete(MSGS, model=ROOT).text == "the answer"
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("<think>a</think>b", "b"),
+    ("<THINK>a</THINK> b <think>c</think>d", "b d"),
+    ("reasoning without an opening tag</think>\nanswer", "answer"),
+    ("  <think>cut off while thinking", ""),
+    ("no thinking at all", "no thinking at all"),
+])
+def test_strip_think(raw, expected):
+    assert strip_think(raw) == expected
+
+
+def test_none_content_is_retried_once():
+    with FakeModelServer(root=[{"content": None}, "second try"]) as server, make_client(server.url) as client:
+        out = client.complete(MSGS, model=ROOT)
+        assert out.text == "second try"
+        assert len(server.requests) == 2 and out.usage.calls == 2
+
+
+def test_none_twice_raises_empty_reply():
+    steps = [{"content": None, "finish_reason": "length"}] * 2 + ["never reached"]
+    with FakeModelServer(root=steps) as server, make_client(server.url) as client:
+        with pytest.raises(EmptyReply) as err:
+            client.complete(MSGS, model=ROOT)
+        assert ROOT in str(err.value) and "length" in str(err.value) and "max_tokens" in err.value.hint
+        assert len(server.requests) == 2
+
+
+def test_think_only_twice_raises_empty_reply():
+    with FakeModelServer(root=[{"think": "hmm", "content": ""}] * 2) as server, make_client(server.url) as client:
+        with pytest.raises(EmptyReply, match="only <think> reasoning"):
+            client.complete(MSGS, model=ROOT)
+
+
+def test_server_error_then_success():
+    with FakeModelServer(root=[{"status": 500}, "recovered"]) as server, make_client(server.url) as client:
+        assert client.complete(MSGS, model=ROOT).text == "recovered"
+        assert len(server.requests) == 2
+
+
+def test_rate_limit_is_retried():
+    with FakeModelServer(root=[{"status": 429}, {"status": 429}, "finally"]) as server, \
+            make_client(server.url, max_retries=2) as client:
+        assert client.complete(MSGS, model=ROOT).text == "finally"
+        assert len(server.requests) == 3
+
+
+@pytest.mark.parametrize("max_retries", [0, 2])
+def test_retries_exhausted(max_retries):
+    steps = [{"status": 503, "message": "overloaded"}] * 5
+    with FakeModelServer(root=steps) as server, make_client(server.url, max_retries=max_retries) as client:
+        with pytest.raises(LLMError) as err:
+            client.complete(MSGS, model=ROOT)
+        assert type(err.value) is LLMError
+        assert "HTTP 503" in str(err.value) and "overloaded" in str(err.value)
+        assert isinstance(err.value.__cause__, openai.APIStatusError)
+        assert len(server.requests) == max_retries + 1
+
+
+def test_client_error_is_not_retried_and_carries_the_server_message():
+    with FakeModelServer(root=[{"status": 400, "message": "context too long"}, "unused"]) as server, \
+            make_client(server.url) as client:
+        with pytest.raises(LLMError, match="HTTP 400.*context too long"):
+            client.complete(MSGS, model=ROOT)
+        assert len(server.requests) == 1
+
+
+def test_timeout_is_an_llm_error():
+    with FakeModelServer(root=[{"delay_s": 1.0, "content": "late"}]) as server, \
+            make_client(server.url, timeout_s=0.2, max_retries=0) as client:
+        with pytest.raises(LLMError, match="did not answer within 0.2 s"):
+            client.complete(MSGS, model=ROOT)
+
+
+def test_unreachable_url():
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    with make_client(url, max_retries=1) as client:
+        with pytest.raises(ModelUnreachable) as err:
+            client.complete(MSGS, model=ROOT)
+    assert url in str(err.value) and "2 attempts" in str(err.value)
+    assert "ollama serve" in err.value.hint and "--base-url" in err.value.hint
+    assert isinstance(err.value.__cause__, openai.APIConnectionError)
+
+
+def test_closed_server_is_unreachable():
+    server = FakeModelServer(root=["one"])
+    with make_client(server.url, max_retries=0) as client:
+        assert client.complete(MSGS, model=ROOT).text == "one"
+        server.close()  # also drops the client's keep-alive connection
+        with pytest.raises(ModelUnreachable):
+            client.complete(MSGS, model=ROOT)
+
+
+def test_unknown_model_lists_offered_models():
+    with FakeModelServer(models=[SUB, "other"]) as server, make_client(server.url) as client:
+        with pytest.raises(ModelNotFound) as err:
+            client.complete(MSGS, model="no-such-model")
+        msg = str(err.value)
+        assert "'no-such-model'" in msg and f"{ROOT}, {SUB}, other" in msg
+        assert "ollama pull no-such-model" in err.value.hint
+        assert len(server.requests) == 1  # a 404 is not retried
+
+
+def test_auth_refused_and_accepted():
+    with FakeModelServer(root=["welcome"], api_key="s3cret") as server:
+        with make_client(server.url) as client:
+            with pytest.raises(ModelAuthError) as err:
+                client.complete(MSGS, model=ROOT)
+            assert "401" in str(err.value) and "OPENAI_API_KEY" in err.value.hint
+            assert server.requests == []
+        with make_client(server.url, api_key="s3cret") as client:
+            assert client.complete(MSGS, model=ROOT).text == "welcome"
+
+
+def test_placeholder_api_key_is_sent_when_none_is_set():
+    with FakeModelServer(root=["ok"], api_key="not-needed") as server, make_client(server.url) as client:
+        assert client.complete(MSGS, model=ROOT).text == "ok"
+
+
+def test_list_models():
+    with FakeModelServer(models=[SUB]) as server, make_client(server.url) as client:
+        assert client.list_models() == [ROOT, SUB]
+
+
+def test_async_gather_of_several_calls():
+    with FakeModelServer(sub=lambda prompt: f"echo {prompt}", sub_delay_s=0.05) as server, \
+            make_client(server.url) as client:
+        async def run():
+            return await asyncio.gather(*(
+                client.acomplete([{"role": "user", "content": f"q{i}"}], model=SUB) for i in range(8)))
+
+        results = asyncio.run(run())
+        assert [r.text for r in results] == [f"echo q{i}" for i in range(8)]
+        assert all(r.usage.calls == 1 and r.model == SUB for r in results)
+        assert len(server.requests) == 8
+
+
+def test_async_errors_are_translated_and_retried():
+    with FakeModelServer(root=[{"status": 502}, "ok"], models=[SUB]) as server, make_client(server.url) as client:
+        async def run():
+            first = await client.acomplete(MSGS, model=ROOT)
+            with pytest.raises(ModelNotFound, match=f"{ROOT}, {SUB}"):
+                await client.acomplete(MSGS, model="missing")
+            await client.aclose()
+            return first
+
+        assert asyncio.run(run()).text == "ok"
+
+
+def test_close_after_async_use_in_a_finished_loop():
+    with FakeModelServer() as server:
+        client = make_client(server.url)
+        asyncio.run(client.acomplete(MSGS, model=SUB))
+        client.close()
+        client.close()  # idempotent
