@@ -107,6 +107,7 @@ class Repl:
             "FINAL_VAR": self.FINAL_VAR,
             "SHOW_VARS": self.SHOW_VARS,
             "SubCallError": SubCallError,
+            "_rlm_context_info": self.context_info,
         }
 
     def llm_query(self, prompt, model=None) -> str:
@@ -162,6 +163,27 @@ class Repl:
                 pass
             rows.append(f"{key}: {type(value).__name__}{size}")
         print("\n".join(rows) if rows else "(no variables)")
+
+    def context_info(self, preview_chars: int = 500) -> None:
+        """Publish the context's type, size, document count and a preview (for the system prompt)."""
+        ctx = self.original_context
+        if isinstance(ctx, str):
+            info = {"kind": "str", "total_chars": len(ctx), "n_documents": 1, "preview": ctx[:preview_chars]}
+        elif isinstance(ctx, (list, tuple)):
+            sizes = [len(d) if isinstance(d, str) else len(json.dumps(d, default=str)) for d in ctx]
+            first = ctx[0] if ctx else ""
+            preview = first if isinstance(first, str) else json.dumps(first, default=str)
+            info = {"kind": type(ctx).__name__, "total_chars": sum(sizes), "n_documents": len(ctx),
+                    "preview": preview[:preview_chars]}
+        elif ctx is None:
+            info = {"kind": "none", "total_chars": 0, "n_documents": 0, "preview": ""}
+        else:
+            text = json.dumps(ctx, default=str)
+            info = {"kind": type(ctx).__name__, "total_chars": len(text),
+                    "n_documents": len(ctx) if isinstance(ctx, dict) else 1, "preview": text[:preview_chars]}
+        from IPython.display import publish_display_data
+
+        publish_display_data({STATE_MIME: {"context_info": info}})
 
     def _split(self, prompts: list) -> list:
         """Split a batch so every request frame stays under the bridge cap."""

@@ -1,0 +1,278 @@
+"""The Recursive Language Model loop.
+
+The root model sees metadata about the context, never the context itself.  Each turn it
+replies with code (run in the session's kernel) and/or a final answer; the output of the
+code, truncated, goes back to it.  Code may call sub-models through the bridge.  The run
+ends with FINAL(...) / FINAL_VAR(name) (as text or called in code) or at the iteration
+limit, where the model is asked once for its best answer.
+
+Rules for a reply (see README "How replies are read"):
+* code blocks (```repl / ```python) run first, in order; if a cell calls FINAL(...), the
+  run ends after that cell and later blocks are not run;
+* then a FINAL(...) / FINAL_VAR(name) in the text (outside code) ends the run;
+* a reply with neither gets a nudge.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from rlm import parsing, prompts
+from rlm.config import Settings
+from rlm.context import ContextSource, inline_text
+from rlm.llm.base import ModelClient, Usage
+from rlm.sandbox import Execution, SandboxSession
+from rlm.subcalls import SubCallHandler
+from rlm.trace import TraceWriter
+
+Progress = Callable[[str, dict], None]
+SessionFactory = Callable[[Path | None], SandboxSession]
+
+
+@dataclass
+class RunResult:
+    answer: str | None
+    status: str                      # ok | max_iterations | error | interrupted
+    iterations: int = 0
+    sub_calls: int = 0
+    usage: dict[str, Usage] = field(default_factory=dict)
+    duration_s: float = 0.0
+    trace: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)   # sandbox_start_s, model_s, execution_s
+    error: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"answer": self.answer, "status": self.status, "iterations": self.iterations,
+                "sub_calls": self.sub_calls, "usage": {m: u.to_dict() for m, u in self.usage.items()},
+                "duration_s": round(self.duration_s, 3), "trace": self.trace, "error": self.error,
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
+
+
+def _describe_cell(ex: Execution) -> str:
+    return ex.output or "(no output)"
+
+
+class Orchestrator:
+    """Runs questions; stateless between calls (a session may be passed in to keep variables)."""
+
+    def __init__(self, settings: Settings, client: ModelClient, *, progress: Progress | None = None,
+                 session_factory: SessionFactory | None = None, depth: int = 0) -> None:
+        self.settings = settings
+        self.client = client
+        self.progress = progress or (lambda _kind, _data: None)
+        self.session_factory = session_factory or (
+            lambda path: SandboxSession(context=path, settings=settings.sandbox))
+        self.depth = depth
+
+    # -- public --------------------------------------------------------------------------
+    def run(self, question: str, context: Path | str | None = None, *, trace_path: Path | str | None = None,
+            session: SandboxSession | None = None) -> RunResult:
+        """Answer ``question`` over the context file ``context`` (or over ``session``'s context)."""
+        run = _Run(self, question, Path(context) if context is not None else None,
+                   Path(trace_path) if trace_path else self._default_trace_path(), session)
+        return run.execute()
+
+    def _default_trace_path(self) -> Path:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        return Path(self.settings.run.trace_dir) / f"{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
+
+    def budgets(self) -> prompts.Budgets:
+        r = self.settings.run
+        return prompts.Budgets(max_iterations=r.max_iterations, max_output_chars=r.max_output_chars,
+                               enable_sub_calls=r.enable_sub_calls, max_sub_calls=r.max_sub_calls,
+                               max_sub_call_chars=r.max_sub_call_chars, max_depth=r.max_depth, depth=self.depth)
+
+    def child_runner(self, trace_dir: Path):
+        """What rlm_query runs: a child RLM in its own session, one level deeper."""
+        if self.depth + 1 > self.settings.run.max_depth:
+            return None
+
+        def run_child(prompt: str, context_text: str | None) -> str:
+            child = Orchestrator(self.settings, self.client, session_factory=self.session_factory,
+                                 depth=self.depth + 1)
+            source = inline_text(context_text, max_bytes=self.settings.run.max_context_bytes) \
+                if context_text and context_text.strip() else ContextSource(None)
+            with source:
+                result = child.run(prompt, source.path,
+                                   trace_path=trace_dir / f"child-{uuid.uuid4().hex[:6]}.jsonl")
+            return result.answer or ""
+
+        return run_child
+
+
+class _Run:
+    """The state of one run (so the Orchestrator itself stays stateless)."""
+
+    def __init__(self, orch: Orchestrator, question: str, context: Path | None, trace_path: Path,
+                 session: SandboxSession | None) -> None:
+        self.o = orch
+        self.s = orch.settings
+        self.question = question
+        self.context = context
+        self.trace = TraceWriter(trace_path)
+        self.trace_path = trace_path
+        self.own_session = session is None
+        self.session = session
+        self.usage: dict[str, Usage] = defaultdict(Usage)
+        self.phases = {"sandbox_start_s": 0.0, "model_s": 0.0, "execution_s": 0.0}
+        self.iterations = 0
+        self.started = time.perf_counter()
+        self.handler = SubCallHandler(
+            orch.client, sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
+            enabled=self.s.run.enable_sub_calls, max_calls=self.s.run.max_sub_calls,
+            max_chars=self.s.run.max_sub_call_chars, concurrency=self.s.run.sub_call_concurrency,
+            child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call)
+
+    def _on_sub_call(self, event: dict) -> None:
+        self.trace.event("sub_call", **event)
+        self.o.progress("sub_call", event)
+
+    def execute(self) -> RunResult:
+        status, answer, error = "error", None, None
+        try:
+            if self.session is None:
+                t0 = time.perf_counter()
+                self.session = self.o.session_factory(self.context)
+                self.session.open()
+                self.phases["sandbox_start_s"] = time.perf_counter() - t0
+                self.o.progress("sandbox_ready", {"seconds": self.phases["sandbox_start_s"]})
+            self.session.set_handler(self.handler)
+            answer, status = self._loop()
+        except KeyboardInterrupt:
+            status, error = "interrupted", "interrupted by the user"
+            raise
+        except Exception as exc:
+            status, error = "error", str(exc)
+            raise
+        finally:
+            if self.session is not None:
+                self.session.set_handler(None)
+                if self.own_session:
+                    self.session.close()
+            result = self._result(answer, status, error)
+            self.trace.event("run_end", answer=answer, status=status, iterations=self.iterations,
+                             sub_calls=self.handler.calls, usage={m: u.to_dict() for m, u in result.usage.items()},
+                             duration_s=round(result.duration_s, 3), error=error)
+            self.trace.close()
+        self.o.progress("done", result.to_dict())
+        return result
+
+    def _result(self, answer: str | None, status: str, error: str | None) -> RunResult:
+        usage: dict[str, Usage] = defaultdict(Usage)
+        for source in (self.usage, self.handler.usage):
+            for model, u in source.items():
+                usage[model].add(u)
+        return RunResult(answer=answer, status=status, iterations=self.iterations, sub_calls=self.handler.calls,
+                         usage=dict(usage), duration_s=time.perf_counter() - self.started,
+                         trace=str(self.trace_path), phases=dict(self.phases), error=error)
+
+    # -- the loop ------------------------------------------------------------------------
+    def _context_info(self) -> prompts.ContextInfo:
+        ex = self._cell("_rlm_context_info()", record=False)
+        info = ex.meta.get("context_info") if isinstance(ex.meta.get("context_info"), dict) else {}
+        source = self.context.name if self.context else (
+            Path(self.session.context_path).name if self.session.context_path else "none")
+        return prompts.ContextInfo(kind=str(info.get("kind", "none")), total_chars=int(info.get("total_chars", 0)),
+                                   n_documents=int(info.get("n_documents", 0)),
+                                   preview=parsing.sanitize_for_terminal(str(info.get("preview", ""))),
+                                   source=source)
+
+    def _ask(self, messages: list[dict]) -> str:
+        t0 = time.perf_counter()
+        completion = self.o.client.complete(messages, model=self.s.model.root_model,
+                                            temperature=self.s.model.temperature)
+        self.phases["model_s"] += time.perf_counter() - t0
+        self.usage[completion.model].add(completion.usage)
+        data = {"iteration": self.iterations, "text": completion.text, "model": completion.model,
+                "usage": completion.usage.to_dict(), "latency_s": round(completion.latency_s, 3)}
+        self.trace.event("model_reply", **data)
+        self.o.progress("model_reply", data)
+        return completion.text
+
+    def _cell(self, code: str, *, record: bool = True) -> Execution:
+        t0 = time.perf_counter()
+        ex = self.session.execute(code, timeout=self.s.sandbox.cell_timeout_s)
+        self.phases["execution_s"] += time.perf_counter() - t0
+        if record:
+            output, cut = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
+                                                  self.s.run.max_output_chars)
+            data = {"iteration": self.iterations, "code": code, "output": output, "error": ex.error_name,
+                    "timed_out": ex.timed_out, "duration_s": round(ex.duration_s, 4), "restarted": ex.restarted,
+                    "truncated_chars": cut}
+            self.trace.event("cell", **data)
+            self.o.progress("cell", data)
+        return ex
+
+    def _loop(self) -> tuple[str | None, str]:
+        info = self._context_info()
+        self.trace.event("run_start", question=self.question, depth=self.o.depth,
+                         context={"kind": info.kind, "total_chars": info.total_chars,
+                                  "n_documents": info.n_documents, "source": info.source},
+                         root_model=self.s.model.root_model, sub_model=self.s.model.effective_sub_model,
+                         settings={"max_iterations": self.s.run.max_iterations,
+                                   "max_output_chars": self.s.run.max_output_chars,
+                                   "enable_sub_calls": self.s.run.enable_sub_calls,
+                                   "max_sub_calls": self.s.run.max_sub_calls})
+        messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
+                    {"role": "user", "content": prompts.first_user_prompt(self.question)}]
+        for iteration in range(1, self.s.run.max_iterations + 1):
+            self.iterations = iteration
+            self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})
+            reply = self._ask(messages)
+            messages.append({"role": "assistant", "content": reply})
+            answer, feedback = self._handle_reply(reply)
+            if answer is not None:
+                return answer, "ok"
+            messages.append({"role": "user", "content": feedback})
+        return self._last_chance(messages), "max_iterations"
+
+    def _handle_reply(self, reply: str) -> tuple[str | None, str]:
+        """Run the reply's code, then look for its answer; return (answer, feedback for the model)."""
+        blocks = parsing.find_code_blocks(reply)
+        final = parsing.find_final(reply)
+        outputs: list[tuple[str, str]] = []
+        for code in blocks:
+            ex = self._cell(code)
+            output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
+                                                self.s.run.max_output_chars)
+            if ex.context_restored:
+                note = prompts.context_restored_note()
+                output = f"{output}\n{note}"
+                self.trace.event("note", iteration=self.iterations, text=note)
+            outputs.append((code, output))
+            if ex.final is not None:
+                return ex.final, ""
+        if final is not None:
+            if final.kind == "answer":
+                return final.value, ""
+            ex = self._cell(f"FINAL_VAR({final.value!r})")
+            if ex.final is not None:
+                return ex.final, ""
+            outputs.append((f"FINAL_VAR({final.value!r})", prompts.final_var_missing(final.value)))
+        if not blocks and final is None:
+            self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
+            return None, prompts.nudge_prompt()
+        return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations)
+
+    def _last_chance(self, messages: list[dict]) -> str | None:
+        messages.append({"role": "user", "content": prompts.final_request_prompt()})
+        reply = self._ask(messages)
+        final = parsing.find_final(reply)
+        if final is not None and final.kind == "answer":
+            return final.value
+        if final is not None:
+            ex = self._cell(f"FINAL_VAR({final.value!r})")
+            if ex.final is not None:
+                return ex.final
+        text = reply.strip()
+        return text or None
+
+
+def result_json(result: RunResult) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False)
