@@ -1,0 +1,469 @@
+"""Building the sandbox image, and telling whether the one present is current.
+
+The image is built from ``Dockerfile.sandbox`` with no network inside Docker:
+
+1. pick a base image: the one asked for, else ``python:3.11-slim`` when it is present or
+   can be pulled, else a local Debian base (``rlm-base:bookworm``) made here with
+   ``debootstrap`` + ``docker import`` when it is missing;
+2. probe the base image's Python ``X.Y`` and download the pinned kernel wheels
+   (``sandbox_image/requirements.txt``) on the host for that version, plus a ``pip``
+   wheel used only to install them (cached under ``~/.cache/rlm/wheels/pyX.Y/``);
+3. assemble a minimal build context in a temporary directory (never the repository
+   root) and build it, tagging ``rlm-sandbox:latest`` and ``rlm-sandbox:<hash12>`` with
+   the label ``rlm.image.hash=<hash>``.
+
+The hash covers the Dockerfile, every file under ``sandbox_image/``, the bridge protocol
+and the base image's name, so an image built from other sources is seen as stale.
+Re-running with nothing changed does nothing.
+
+Docker is reached only through :class:`rlm.sandbox.engine.Engine`.
+Run ``python -m rlm.sandbox.image [--base-image IMG] [--force]`` to build from a shell.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Iterable
+
+from rlm.errors import SandboxError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; engine.py is the one docker importer
+    from rlm.sandbox.engine import Engine
+
+DEFAULT_IMAGE = "rlm-sandbox:latest"
+DEFAULT_BASE = "python:3.11-slim"
+LOCAL_BASE = "rlm-base:bookworm"
+DEBIAN_SUITE = "bookworm"
+DEBIAN_MIRROR = os.environ.get("RLM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
+
+HASH_LABEL = "rlm.image.hash"
+BASE_LABEL = "rlm.image.base"
+
+DOCKERFILE = "Dockerfile.sandbox"
+IMAGE_DIR = "sandbox_image"
+PROTOCOL = Path("rlm") / "sandbox" / "protocol.py"
+REQUIREMENTS = Path(IMAGE_DIR) / "requirements.txt"
+
+_IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
+_IGNORED_SUFFIXES = (".pyc", ".pyo")
+
+Progress = Callable[[str], None]
+
+
+class ImageBuildError(SandboxError):
+    """The sandbox image (or its base, or its wheels) could not be built."""
+
+
+# -- the hash ------------------------------------------------------------------------------
+
+def _image_files(repo_root: Path) -> list[Path]:
+    """Every file under ``sandbox_image/``, sorted, without caches."""
+    folder = repo_root / IMAGE_DIR
+    files: list[Path] = []
+    if folder.is_dir():
+        for dirpath, dirnames, filenames in os.walk(folder):
+            dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
+            for name in filenames:
+                if not name.endswith(_IGNORED_SUFFIXES):
+                    files.append(Path(dirpath) / name)
+    return sorted(files, key=lambda p: p.relative_to(repo_root).as_posix())
+
+
+def image_hash(repo_root: Path, base_image: str) -> str:
+    """sha256 over the Dockerfile, ``sandbox_image/``, the protocol and the base name."""
+    repo_root = Path(repo_root)
+    digest = hashlib.sha256()
+
+    def add(label: str, data: bytes) -> None:
+        digest.update(label.encode() + b"\0" + str(len(data)).encode() + b"\0" + data + b"\0")
+
+    for rel in (Path(DOCKERFILE), PROTOCOL):
+        path = repo_root / rel
+        if not path.is_file():
+            raise ImageBuildError(f"{path} is missing: is {repo_root} the rlm repository?")
+        add("file:" + rel.as_posix(), path.read_bytes())
+    for path in _image_files(repo_root):
+        add("file:" + path.relative_to(repo_root).as_posix(), path.read_bytes())
+    add("base", base_image.encode())
+    return digest.hexdigest()
+
+
+def hash_tag(image: str, digest: str) -> str:
+    """``rlm-sandbox:latest`` + hash -> ``rlm-sandbox:<hash12>``."""
+    return f"{_repository(image)}:{digest[:12]}"
+
+
+def _repository(image: str) -> str:
+    last = image.rsplit("/", 1)[-1]
+    return image.rsplit(":", 1)[0] if ":" in last else image
+
+
+def repo_root_default() -> Path:
+    """The repository holding Dockerfile.sandbox: the one this module was loaded from
+    (an editable install), else the current directory."""
+    here = Path(__file__).resolve().parents[2]
+    for root in (here, Path.cwd()):
+        if (root / DOCKERFILE).is_file() and (root / PROTOCOL).is_file():
+            return root
+    raise ImageBuildError(f"{DOCKERFILE} not found next to {here} nor in {Path.cwd()}",
+                          hint="run this from the rlm repository (pip install -e .)")
+
+
+# -- status --------------------------------------------------------------------------------
+
+@dataclass
+class ImageStatus:
+    name: str
+    present: bool
+    current: bool
+    hash_expected: str
+    hash_found: str | None
+    base_image: str | None = None
+
+
+def image_status(engine: "Engine", repo_root: Path, image: str = DEFAULT_IMAGE,
+                 base_image: str | None = None) -> ImageStatus:
+    """Is ``image`` present, and was it built from these sources?
+
+    With ``base_image=None`` the base is the one the present image was built from
+    (its ``rlm.image.base`` label), so an image built on the local Debian base is
+    current; when no image is present, the default base that a build would use now.
+    """
+    labels = engine.image_labels(image)
+    found = (labels or {}).get(HASH_LABEL)
+    base = base_image or (labels or {}).get(BASE_LABEL) or _default_base_offline(engine)
+    expected = image_hash(Path(repo_root), base)
+    return ImageStatus(name=image, present=labels is not None, current=found == expected,
+                       hash_expected=expected, hash_found=found, base_image=base)
+
+
+def _default_base_offline(engine: "Engine") -> str:
+    """The default base without pulling: python:3.11-slim if present, else the local one."""
+    if engine.image_exists(DEFAULT_BASE):
+        return DEFAULT_BASE
+    return LOCAL_BASE
+
+
+# -- build ---------------------------------------------------------------------------------
+
+@dataclass
+class BuildResult:
+    built: bool
+    image: str
+    hash_tag: str
+    base_image: str
+    seconds: float
+
+
+def build_image(engine: "Engine", repo_root: Path, *, image: str = DEFAULT_IMAGE,
+                base_image: str | None = None, force: bool = False,
+                progress: Progress = lambda _line: None) -> BuildResult:
+    """Build ``image`` unless it is current; see the module docstring for the steps."""
+    started = time.monotonic()
+    repo_root = Path(repo_root).resolve()
+
+    if not force:
+        status = image_status(engine, repo_root, image, base_image)
+        if status.current and status.base_image:
+            progress(f"{image} is current (hash {status.hash_expected[:12]}, base {status.base_image})")
+            return BuildResult(False, image, hash_tag(image, status.hash_expected), status.base_image,
+                               time.monotonic() - started)
+
+    base = base_image or _choose_default_base(engine, progress)
+    digest = image_hash(repo_root, base)
+    tag = hash_tag(image, digest)
+
+    if not force and (engine.image_labels(tag) or {}).get(HASH_LABEL) == digest:
+        # Built before from exactly these sources (e.g. after switching branches back).
+        engine.tag_image(tag, image)
+        progress(f"{tag} already built from these sources; tagged it {image}")
+        return BuildResult(False, image, tag, base, time.monotonic() - started)
+
+    if not engine.image_exists(base):
+        if base == LOCAL_BASE:
+            make_local_base(engine, progress=progress)
+        else:
+            progress(f"pulling base image {base} ...")
+            if not engine.pull_image(base):
+                raise ImageBuildError(
+                    f"base image {base} is not present and cannot be pulled",
+                    hint=f"pull or load it first, or pass --base-image {LOCAL_BASE} "
+                         f"(made locally with debootstrap)")
+
+    pyver = engine.image_python_version(base)
+    if not pyver:
+        raise ImageBuildError(f"base image {base} has no working python3",
+                              hint="use a base image that has python3 (e.g. python:3.11-slim)")
+    progress(f"base image {base} has Python {pyver}")
+
+    wheels = download_wheels(repo_root / REQUIREMENTS, pyver, progress=progress)
+
+    with tempfile.TemporaryDirectory(prefix="rlm-build-") as tmp:
+        context = Path(tmp)
+        _assemble_context(repo_root, wheels, context)
+        progress(f"building {image} (hash {digest[:12]}) with no network ...")
+        engine.build_image(
+            str(context), DOCKERFILE, tag=image, buildargs={"BASE_IMAGE": base},
+            labels={HASH_LABEL: digest, BASE_LABEL: base},
+            on_line=lambda line: _build_line(line, progress))
+    engine.tag_image(image, tag)
+    seconds = time.monotonic() - started
+    progress(f"built {image} and {tag} in {seconds:.1f} s")
+    return BuildResult(True, image, tag, base, seconds)
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_NOISE = ("Removing intermediate container", "---> Running in", "---> Using cache")
+
+
+def _build_line(line: str, progress: Progress) -> None:
+    """Forward one line of build output: no colour codes, no per-step bookkeeping."""
+    for part in _ANSI.sub("", line).splitlines():
+        part = part.rstrip()
+        if part.strip() and not part.strip().startswith(_NOISE):
+            progress("  " + part)
+
+
+def _choose_default_base(engine: "Engine", progress: Progress) -> str:
+    if engine.image_exists(DEFAULT_BASE):
+        return DEFAULT_BASE
+    progress(f"trying to pull {DEFAULT_BASE} ...")
+    if engine.pull_image(DEFAULT_BASE):
+        return DEFAULT_BASE
+    progress(f"{DEFAULT_BASE} cannot be pulled (no registry); using the local Debian base {LOCAL_BASE}")
+    return LOCAL_BASE
+
+
+def _assemble_context(repo_root: Path, wheels: Path, context: Path) -> None:
+    """Dockerfile, sandbox_image/ (no caches), protocol.py and the wheels: nothing else."""
+    shutil.copy2(repo_root / DOCKERFILE, context / DOCKERFILE)
+    image_dir = context / IMAGE_DIR
+    image_dir.mkdir()
+    for path in _image_files(repo_root):
+        target = image_dir / path.relative_to(repo_root / IMAGE_DIR)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    shutil.copy2(repo_root / PROTOCOL, context / "protocol.py")
+    wheel_dir = context / "wheels"
+    wheel_dir.mkdir()
+    for whl in sorted(wheels.glob("*.whl")):
+        try:
+            os.link(whl, wheel_dir / whl.name)
+        except OSError:
+            shutil.copy2(whl, wheel_dir / whl.name)
+
+
+# -- wheels --------------------------------------------------------------------------------
+
+def cache_root() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rlm"
+
+
+def _platforms(machine: str | None = None) -> list[str]:
+    arch = (machine or platform.machine()).lower()
+    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
+    return [f"manylinux2014_{arch}", f"manylinux_2_17_{arch}", f"manylinux_2_28_{arch}"]
+
+
+def pip_download_command(requirements: Path, pyver: str, dest: Path, packages: Iterable[str] = (),
+                         machine: str | None = None) -> list[str]:
+    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
+           "--only-binary=:all:", "--python-version", pyver, "--implementation", "cp"]
+    for plat in _platforms(machine):
+        cmd += ["--platform", plat]
+    cmd += ["-d", str(dest)]
+    if packages:
+        cmd += ["--no-deps", *packages]
+    else:
+        cmd += ["-r", str(requirements)]
+    return cmd
+
+
+def download_wheels(requirements: Path, pyver: str, *, progress: Progress = lambda _l: None) -> Path:
+    """The kernel wheels (and a pip wheel) for Python ``pyver``, downloaded once and cached."""
+    if not requirements.is_file():
+        raise ImageBuildError(f"{requirements} is missing", hint="restore it from the repository")
+    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
+    arch = platform.machine().lower()
+    parent = cache_root() / "wheels" / f"py{pyver}"
+    final = parent / f"{arch}-{key}"
+    if (final / ".complete").is_file():
+        progress(f"kernel wheels for Python {pyver}: cached in {final}")
+        return final
+    parent.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=f".{arch}-{key}-", dir=parent))
+    try:
+        progress(f"downloading kernel wheels for Python {pyver} into {final} ...")
+        _run_pip(pip_download_command(requirements, pyver, partial), pyver, requirements, progress)
+        _run_pip(pip_download_command(requirements, pyver, partial, packages=["pip"]), pyver,
+                 requirements, progress)
+        count = len(list(partial.glob("*.whl")))
+        (partial / ".complete").write_text(f"{count} wheels for Python {pyver}\n")
+        shutil.rmtree(final, ignore_errors=True)
+        partial.rename(final)
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    progress(f"downloaded {count} wheels")
+    return final
+
+
+def _run_pip(cmd: list[str], pyver: str, requirements: Path, progress: Progress) -> None:
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              stdin=subprocess.DEVNULL, timeout=900)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ImageBuildError(f"pip download did not run: {exc}",
+                              hint="check that the venv has pip: .venv/bin/python -m pip --version") from exc
+    if proc.returncode == 0:
+        return
+    out = proc.stdout or ""
+    tail = "\n".join(out.strip().splitlines()[-6:])
+    lowered = out.lower()
+    network = ("connection" in lowered and ("error" in lowered or "refused" in lowered)) or \
+        "network is unreachable" in lowered or "name or service not known" in lowered or \
+        "temporary failure in name resolution" in lowered or "max retries exceeded" in lowered
+    if network:
+        raise ImageBuildError(
+            f"could not download the kernel wheels: no package index answers\n{tail}",
+            hint="check the pip index (pip config list; PIP_INDEX_URL) or copy the wheels into "
+                 f"{cache_root() / 'wheels' / ('py' + pyver)}")
+    if "from versions: none" in lowered and "require a different python version" not in lowered:
+        raise ImageBuildError(
+            f"could not download the kernel wheels: the package index offers none of a pinned "
+            f"package (is an index reachable?)\n{tail}",
+            hint="check the pip index (pip config list; PIP_INDEX_URL); if it is reachable, the pins in "
+                 f"{REQUIREMENTS} have no wheels for Python {pyver} on {platform.machine()}")
+    if "no matching distribution" in lowered or "could not find a version" in lowered:
+        raise ImageBuildError(
+            f"the pinned kernel packages in {requirements} have no wheels for Python {pyver} "
+            f"on {platform.machine()}\n{tail}",
+            hint="use a base image with Python 3.11 (e.g. --base-image python:3.11-slim or "
+                 f"{LOCAL_BASE}), or re-pin {REQUIREMENTS} for Python {pyver}")
+    raise ImageBuildError(f"pip download failed (exit {proc.returncode})\n{tail}",
+                          hint="run the command by hand to see the whole output: " + " ".join(cmd))
+
+
+# -- the local Debian base -----------------------------------------------------------------
+
+_TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
+         "usr/share/info", "usr/share/locale")
+
+
+def make_local_base(engine: "Engine", *, name: str = LOCAL_BASE, suite: str = DEBIAN_SUITE,
+                    mirror: str = DEBIAN_MIRROR, progress: Progress = lambda _l: None) -> None:
+    """``debootstrap --variant=minbase --include=python3`` + ``docker import`` as ``name``."""
+    if os.name != "posix" or os.geteuid() != 0:
+        raise ImageBuildError(
+            f"the local base image {name} is missing and making it needs root (debootstrap)",
+            hint=f"run the set-up as root (./scripts/setup), or pass --base-image with an image "
+                 f"that has python3 (e.g. {DEFAULT_BASE})")
+    debootstrap = shutil.which("debootstrap") or next(
+        (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.path.exists(p)), None)
+    if not debootstrap:
+        raise ImageBuildError(
+            f"the local base image {name} is missing and debootstrap is not installed",
+            hint="install it (apt-get install -y debootstrap, or run ./scripts/setup), or pass "
+                 f"--base-image with an image that has python3 (e.g. {DEFAULT_BASE})")
+    tar = shutil.which("tar")
+    if not tar:
+        raise ImageBuildError("tar is not installed", hint="apt-get install -y tar")
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="rlm-base-") as tmp:
+        rootfs = Path(tmp) / "rootfs"
+        progress(f"making the local base image {name}: debootstrap {suite} from {mirror} (about a minute) ...")
+        cmd = [debootstrap, "--variant=minbase", "--include=python3", suite, str(rootfs), mirror]
+        _stream(cmd, progress, "debootstrap")
+        for rel in _TRIM:
+            target = rootfs / rel
+            if target.is_dir():
+                for child in target.iterdir():
+                    if child.name in ("partial", "lock", "auxfiles"):
+                        continue  # apt's own bookkeeping stays
+                    if child.is_dir() and not child.is_symlink():
+                        shutil.rmtree(child, ignore_errors=True)
+                    else:
+                        child.unlink(missing_ok=True)
+        tarball = Path(tmp) / "rootfs.tar"
+        progress("packing the root filesystem ...")
+        _stream([tar, "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], progress, "tar")
+        progress(f"docker import as {name} ...")
+        repository, _, tag = name.rpartition(":")
+        engine.import_image(str(tarball), repository or name, tag or "latest")
+    progress(f"made {name} in {time.monotonic() - started:.0f} s")
+
+
+def _stream(cmd: list[str], progress: Progress, what: str) -> None:
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+    except OSError as exc:
+        raise ImageBuildError(f"{what} could not start: {exc}") from exc
+    tail: list[str] = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        line = line.rstrip()
+        if line:
+            tail = (tail + [line])[-8:]
+            progress(f"  {what}: {line}")
+    if proc.wait() != 0:
+        joined = "\n".join(tail)
+        raise ImageBuildError(f"{what} failed (exit {proc.returncode})\n{joined}",
+                              hint="check the network to the Debian mirror (RLM_DEBIAN_MIRROR), "
+                                   f"or pass --base-image with an image that has python3")
+
+
+# -- command line --------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m rlm.sandbox.image",
+                                     description="Build the rlm sandbox image (no-op when current).")
+    parser.add_argument("--base-image", default=None, help=f"base image (default: {DEFAULT_BASE} "
+                        f"if present or pullable, else the local Debian base {LOCAL_BASE})")
+    parser.add_argument("--image", default=DEFAULT_IMAGE, help="image name (default: %(default)s)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when current")
+    parser.add_argument("--status", action="store_true",
+                        help="only report whether the image is present and current (exit 1 if not)")
+    args = parser.parse_args(argv)
+
+    from rlm.sandbox.engine import Engine
+
+    def say(line: str) -> None:
+        print(line, flush=True)
+
+    try:
+        engine = Engine()
+        try:
+            if args.status:
+                st = image_status(engine, repo_root_default(), args.image, args.base_image)
+                state = "current" if st.current else ("stale" if st.present else "missing")
+                say(f"{st.name}: {state} (expected {st.hash_expected[:12]}, found "
+                    f"{(st.hash_found or '-')[:12]}, base {st.base_image})")
+                return 0 if st.current else 1
+            build_image(engine, repo_root_default(), image=args.image, base_image=args.base_image,
+                        force=args.force, progress=say)
+        finally:
+            engine.close()
+    except SandboxError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
