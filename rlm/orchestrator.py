@@ -75,10 +75,10 @@ class Orchestrator:
             session: SandboxSession | None = None) -> RunResult:
         """Answer ``question`` over the context file ``context`` (or over ``session``'s context)."""
         run = _Run(self, question, Path(context) if context is not None else None,
-                   Path(trace_path) if trace_path else self._default_trace_path(), session)
+                   Path(trace_path) if trace_path else self.default_trace_path(), session)
         return run.execute()
 
-    def _default_trace_path(self) -> Path:
+    def default_trace_path(self) -> Path:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return Path(self.settings.run.trace_dir) / f"{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
 
