@@ -108,6 +108,7 @@ class Repl:
             "SHOW_VARS": self.SHOW_VARS,
             "SubCallError": SubCallError,
             "_rlm_context_info": self.context_info,
+            "_rlm_attach_context": self.attach_context,
         }
 
     def llm_query(self, prompt, model=None) -> str:
@@ -163,6 +164,13 @@ class Repl:
                 pass
             rows.append(f"{key}: {type(value).__name__}{size}")
         print("\n".join(rows) if rows else "(no variables)")
+
+    def attach_context(self, path: str, fmt: str) -> None:
+        """Use the file placed at ``path`` (a warm session gets its context after start)."""
+        self.context_path, self.context_format = path, fmt
+        self.context_loaded = False
+        self.original_context = None
+        self.shell.user_ns.pop("context", None)  # loaded by the next cell, lazily
 
     def context_info(self, preview_chars: int = 500) -> None:
         """Publish the context's type, size, document count and a preview (for the system prompt)."""

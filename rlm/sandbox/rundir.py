@@ -52,6 +52,7 @@ class RunDirs:
     root: Path
     run: Path
     bridge: Path
+    context: Path
 
     @classmethod
     def create(cls, run_root: str, session_id: str, sandbox_uid: int) -> "RunDirs":
@@ -62,9 +63,10 @@ class RunDirs:
                 raise SandboxError(f"run folder {base} is not owned by this user; choose another run_root")
             root = base / session_id
             root.mkdir(mode=0o700)
-            run, bridge = root / "run", root / "bridge"
+            run, bridge, context = root / "run", root / "bridge", root / "context"
             run.mkdir(mode=0o700)
             bridge.mkdir(mode=0o755)
+            context.mkdir(mode=0o755)
             if os.geteuid() == 0:
                 os.chown(run, sandbox_uid, sandbox_uid)
             else:  # the sandbox user cannot be given the folder; the 0700 parents keep other users out
@@ -76,7 +78,7 @@ class RunDirs:
             raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
         if len(str(run)) + 12 > 100:
             raise SandboxError(f"run folder path {run} is too long for Unix sockets; set a shorter run_root")
-        return cls(root=root, run=run, bridge=bridge)
+        return cls(root=root, run=run, bridge=bridge, context=context)
 
     def clear_run(self) -> None:
         """Empty the kernel's folder (before a container is recreated) without following links."""
@@ -87,8 +89,29 @@ class RunDirs:
             else:
                 path.unlink(missing_ok=True)
 
+    def place_context(self, source: Path) -> Path:
+        """Put ``source`` (file or folder) into the context folder without copying bytes when possible.
+
+        Files are hard-linked (same filesystem) and copied otherwise; folders are rebuilt
+        from hard links.  Returns the placed path.
+        """
+        target = self.context / (source.name or "context")
+        if source.is_dir():
+            shutil.copytree(source, target, copy_function=_link_or_copy, symlinks=False)
+        else:
+            _link_or_copy(str(source), str(target))
+        return target
+
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)  # rmtree never follows symlinks
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst, follow_symlinks=True)
+    except OSError:
+        shutil.copyfile(src, dst)
+        os.chmod(dst, 0o644)
 
 
 class SocketPath:

@@ -70,8 +70,10 @@ class SandboxSession:
     """A sandboxed REPL.  ``context`` is a path (file or folder) or None."""
 
     def __init__(self, context: str | os.PathLike | None = None, settings: SandboxSettings | None = None, *,
-                 engine: Engine | None = None, handler: Handler | None = None) -> None:
+                 engine: Engine | None = None, handler: Handler | None = None, attachable: bool = False) -> None:
         self.settings = settings or SandboxSettings()
+        self.attachable = attachable  # started without a context; one is placed later by attach_context()
+        self._attached: tuple[str, str] | None = None  # (path inside, format) once attached
         self.context_path = Path(context).resolve() if context is not None else None
         self.handler = handler
         self.id = uuid.uuid4().hex[:12]
@@ -184,6 +186,30 @@ class SandboxSession:
         self._fill(result, out)
         return result
 
+    def attach_context(self, context: str | os.PathLike) -> None:
+        """Give a started (warm) session its context: placed in its read-only context folder
+        (hard-linked, not copied, when on the same filesystem) and loaded lazily by the next cell."""
+        if not self.attachable:
+            raise SandboxError("this session was not started to take a context later (attachable=False)")
+        if self._attached is not None:
+            raise SandboxError("this session already has a context; open a new session for another one")
+        if not self.opened or self.closed:
+            raise SessionClosed("attach_context needs an open session")
+        path = Path(context).resolve()
+        self.context_path = path
+        self._check_context()
+        placed = self._dirs.place_context(path)
+        self._attached = (f"{CONTAINER_CONTEXT}/{placed.name}", context_format(path))
+        self._send_attach()
+
+    def _send_attach(self) -> None:
+        target, fmt = self._attached
+        out = CellOutput(self.settings.output_limit_bytes)
+        msg_id = self._client.start_execute(f"_rlm_attach_context({target!r}, {fmt!r})")
+        if self._collect(msg_id, out, time.monotonic() + self.settings.start_timeout_s) is not Outcome.COMPLETED \
+                or out.error:
+            raise SandboxError(f"could not attach the context in the sandbox: {out.error or 'no answer'}")
+
     def interrupt(self) -> None:
         if self._bridge is not None:
             self._bridge.send_control("interrupt")
@@ -234,7 +260,11 @@ class SandboxSession:
                "RLM_FINAL_LIMIT": str(s.final_limit_chars), "RLM_BRIDGE_MAX_FRAME": str(s.bridge_max_frame)}
         mounts = [Mount(str(self._dirs.run), CONTAINER_RUN, read_only=False),
                   Mount(str(self._dirs.bridge), CONTAINER_BRIDGE, read_only=True)]
-        if self.context_path is not None:
+        if self.attachable:
+            mounts.append(Mount(str(self._dirs.context), CONTAINER_CONTEXT, read_only=True))
+            if self._attached is not None:
+                env["RLM_CONTEXT_PATH"], env["RLM_CONTEXT_FORMAT"] = self._attached
+        elif self.context_path is not None:
             target = f"{CONTAINER_CONTEXT}/{self.context_path.name or 'context'}"
             mounts.append(Mount(str(self.context_path), target, read_only=True))
             env["RLM_CONTEXT_PATH"] = target
@@ -362,6 +392,8 @@ class SandboxSession:
         if self._bridge.send_control("restart"):
             try:
                 self._await_kernel(min(self.settings.start_timeout_s, 20.0))
+                if self._attached is not None:
+                    self._send_attach()  # a restarted kernel starts from the container's environment
                 self.restarts["kernel"] += 1
                 return "kernel"
             except SandboxError as exc:
@@ -381,7 +413,6 @@ class SandboxSession:
         while not self._events.empty():
             self._events.get_nowait()
         self._dirs.clear_run()
-        self.restarts["container"] += 0
         self._start_container()
 
     def _fill(self, result: Execution, out: CellOutput) -> None:
