@@ -67,10 +67,12 @@ sandbox_app = typer.Typer(cls=RLMGroup, no_args_is_help=True, help="Build, check
 config_app = typer.Typer(cls=RLMGroup, no_args_is_help=True, help="Show the effective settings.")
 trace_app = typer.Typer(cls=RLMGroup, no_args_is_help=True, help="Read run traces.")
 demo_app = typer.Typer(cls=RLMGroup, no_args_is_help=True, help="Generated documents with a known answer.")
+bench_app = typer.Typer(cls=RLMGroup, no_args_is_help=True, help="Measure the sandbox's speed and footprint.")
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(config_app, name="config")
 app.add_typer(trace_app, name="trace")
 app.add_typer(demo_app, name="demo")
+app.add_typer(bench_app, name="bench")
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
@@ -257,6 +259,34 @@ def sandbox_prune(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     typer.echo(f"removed {len(report.containers)} container(s) and {len(report.run_dirs)} run folder(s)")
     for name in report.containers + report.run_dirs:
         typer.echo(f"  {name}")
+
+
+# ---------------------------------------------------------------------------- bench
+@bench_app.command("sandbox")
+def bench_sandbox_cmd(json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+                      context_mb: Annotated[int, typer.Option("--context-mb", min=1, help="Context size to load (MB).")] = 100,
+                      sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions.")] = 16,
+                      config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Cold/warm open, cell latency vs docker exec, context load, bridge, batching, memory, concurrency."""
+    import json
+
+    from rich.table import Table
+
+    from rlm.bench_sandbox import bench_sandbox
+
+    loaded = _settings(config, debug)
+    console = _console()
+    figures = bench_sandbox(loaded.settings.sandbox, context_mb=context_mb, sessions=sessions,
+                            say=lambda m: console.print(m, style="dim"))
+    if json_out:
+        typer.echo(json.dumps(figures))
+        return
+    table = Table(title="sandbox benchmark", header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    Console().print(table)
 
 
 def _sigterm_to_interrupt(signum, frame):  # so `with` blocks clean up on SIGTERM as on Ctrl-C
