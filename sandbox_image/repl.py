@@ -245,8 +245,9 @@ class OutputGuard:
     """
 
     def __init__(self, limit: int) -> None:
-        self.head_limit = max(1, limit // 2)
-        self.tail_limit = max(1, limit // 2)
+        # A little under the host's own cap, so that the host keeps this marker intact.
+        self.head_limit = max(1, limit // 2 - 512)
+        self.tail_limit = max(1, limit // 2 - 512)
         self._lock = threading.Lock()
         self.reset()
 
@@ -331,8 +332,9 @@ def _cap_long_reprs(shell, limit: int) -> None:
     formatter = shell.display_formatter.formatters["text/plain"]
 
     def short(obj, printer, cycle):
-        text = repr(obj) if len(obj) <= limit else (
-            repr(obj[: limit // 2]) + f" [... {len(obj) - limit} characters not shown ...] " + repr(obj[-limit // 2:]))
+        keep = limit // 4  # repr may double the size (escapes); stay under the host's cap
+        text = repr(obj) if len(obj) <= 2 * keep else (
+            repr(obj[:keep]) + f" [... {len(obj) - 2 * keep} characters not shown ...] " + repr(obj[-keep:]))
         printer.text(text)
 
     formatter.for_type(str, short)
