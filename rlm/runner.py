@@ -112,18 +112,18 @@ def _questions(console: Console):
 
 def interactive_loop(ctx: typer.Context, settings: Settings, *, file=None, context_dir=None,
                      quiet: bool = False) -> None:
-    from rlm.sandbox import SandboxSession
+    from rlm.sandbox.pool import SandboxPool
 
     console = Console(stderr=True)
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
-    with _context(settings, file=file, context_dir=context_dir) as source, make_client(settings) as client:
+    with _context(settings, file=file, context_dir=context_dir) as source, make_client(settings) as client, \
+            SandboxPool(max(1, settings.pool_size), settings.sandbox) as pool:  # a warm spare makes :reset instant
         check_models(client, settings)
         orch = _orchestrator(settings, client, quiet)
-        session = SandboxSession(context=source.path, settings=settings.sandbox).open()
+        session = pool.acquire(source.path)
         try:
             if not quiet:
-                console.print(f"sandbox ready in {session.open_seconds:.2f} s; ask a question "
-                              "(:reset, :stats, :quit)")
+                console.print("sandbox ready; ask a question (:reset, :stats, :quit)")
             for line in _questions(console):
                 question = line.strip()
                 if not question:
@@ -135,7 +135,7 @@ def interactive_loop(ctx: typer.Context, settings: Settings, *, file=None, conte
                     continue
                 if question == ":reset":
                     session.close()
-                    session = SandboxSession(context=source.path, settings=settings.sandbox).open()
+                    session = pool.acquire(source.path)
                     typer.echo("(new sandbox: variables cleared)")
                     continue
                 trace_path = orch.default_trace_path()
