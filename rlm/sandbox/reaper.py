@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import socket
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,16 @@ from rlm.sandbox.rundir import owner_alive
 class PruneReport:
     containers: list[str] = field(default_factory=list)
     run_dirs: list[str] = field(default_factory=list)
+
+
+STALE_AFTER_S = 300.0
+
+
+def _age_s(path: Path) -> float:
+    try:
+        return time.time() - path.stat().st_mtime
+    except OSError:
+        return 0.0
 
 
 def _owner_gone(labels: dict[str, str]) -> bool:
@@ -43,7 +54,8 @@ def reap_orphans(engine: Engine, run_root: str) -> PruneReport:
                 owner = json.loads(owner_file.read_text())
                 gone = not owner_alive(int(owner["pid"]), owner.get("start"))
             except (OSError, ValueError, KeyError, TypeError):
-                gone = entry.is_dir() and not owner_file.exists()
+                # no readable owner: another process may be creating it right now; only stale ones go
+                gone = entry.is_dir() and not owner_file.exists() and _age_s(entry) > STALE_AFTER_S
             if gone and entry.is_dir() and not entry.is_symlink():
                 shutil.rmtree(entry, ignore_errors=True)
                 report.run_dirs.append(str(entry))

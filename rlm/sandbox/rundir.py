@@ -63,6 +63,8 @@ class RunDirs:
                 raise SandboxError(f"run folder {base} is not owned by this user; choose another run_root")
             root = base / session_id
             root.mkdir(mode=0o700)
+            (root / "owner.json").write_text(json.dumps(  # first, so the reaper knows whose it is
+                {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
             run, bridge, context = root / "run", root / "bridge", root / "context"
             run.mkdir(mode=0o700)
             bridge.mkdir(mode=0o755)
@@ -72,8 +74,6 @@ class RunDirs:
             else:  # the sandbox user cannot be given the folder; the 0700 parents keep other users out
                 os.chmod(run, 0o777)
             os.chmod(root, 0o711)
-            (root / "owner.json").write_text(json.dumps(
-                {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
         except OSError as exc:
             raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
         if len(str(run)) + 12 > 100:
