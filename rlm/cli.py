@@ -44,7 +44,7 @@ class RLMGroup(TyperGroup):
         except (Exit, Abort, TyperException):
             raise
         except (RLMError, KeyboardInterrupt, Exception) as exc:  # noqa: BLE001 - the one place errors become exit codes
-            debug = "--debug" in sys.argv or bool(ctx.meta.get("rlm_debug"))
+            debug = bool(ctx.meta.get("rlm_debug")) or "--debug" in sys.argv
             console = Console(stderr=True)
             if debug:
                 console.print_exception(show_locals=False)
@@ -83,7 +83,7 @@ MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Ite
 NoSubOpt = Annotated[bool, typer.Option("--no-subcalls", help="Disable llm_query and friends.")]
 
 
-def _settings(config: Path | None, debug: bool, **cli):
+def _settings(ctx: typer.Context, config: Path | None, debug: bool, **cli):
     from rlm.config import load_settings
 
     flags = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
@@ -91,7 +91,9 @@ def _settings(config: Path | None, debug: bool, **cli):
     values = {k: v for k, v in cli.items() if v is not None}
     if debug:
         values["debug"] = True
+    ctx.meta["rlm_debug"] = debug
     loaded = load_settings(config_file=config, cli=values, cli_flags={k: flags.get(k, "--" + k) for k in values})
+    ctx.meta["rlm_debug"] = loaded.settings.run.debug
     if loaded.settings.run.debug:
         import logging
 
@@ -127,7 +129,7 @@ def query(
     """Answer QUESTION over a context with the RLM loop."""
     from rlm.runner import answer_question
 
-    loaded = _settings(config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     given = [x for x in (file, text, context_dir) if x is not None]
     if len(given) != 1:
         raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",
@@ -152,7 +154,7 @@ def interactive(
     """
     from rlm.runner import interactive_loop
 
-    loaded = _settings(config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     if (file is None) == (context_dir is None):
         raise UsageError("give one context: -f FILE or --context-dir DIR")
     interactive_loop(ctx, loaded.settings, file=file, context_dir=context_dir, quiet=quiet)
@@ -168,7 +170,7 @@ def demo_simple(ctx: typer.Context, base_url: BaseUrlOpt = None, model: ModelOpt
     from rlm.demo import simple_case
     from rlm.runner import run_demo
 
-    loaded = _settings(config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
     raise typer.Exit(run_demo(ctx, loaded.settings, simple_case(), quiet=quiet))
 
 
@@ -183,13 +185,13 @@ def demo_needle(ctx: typer.Context,
     from rlm.demo import needle_case
     from rlm.runner import run_demo
 
-    loaded = _settings(config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
     raise typer.Exit(run_demo(ctx, loaded.settings, needle_case(size, seed), quiet=quiet))
 
 
 # ---------------------------------------------------------------------------- config
 @config_app.command("show")
-def config_show(json_out: Annotated[bool, typer.Option("--json", help="One JSON object, snake_case keys.")] = False,
+def config_show(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object, snake_case keys.")] = False,
                 config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """The effective settings and where each value came from."""
     import json
@@ -198,7 +200,7 @@ def config_show(json_out: Annotated[bool, typer.Option("--json", help="One JSON 
 
     from rlm.config import describe_settings
 
-    loaded = _settings(config, debug)
+    loaded = _settings(ctx, config, debug)
     if json_out:
         typer.echo(json.dumps(loaded.settings.to_flat_dict(), indent=2))
         return
@@ -212,24 +214,25 @@ def config_show(json_out: Annotated[bool, typer.Option("--json", help="One JSON 
 
 # ---------------------------------------------------------------------------- trace
 @trace_app.command("show")
-def trace_show(file: Annotated[Path, typer.Argument(help="A trace file (.jsonl).")],
+def trace_show(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="A trace file (.jsonl).")],
                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Render a run's trace readably."""
     from rlm.trace import read_trace, render_trace
 
+    _settings(ctx, config, debug)
     render_trace(read_trace(file), Console())
 
 
 # ---------------------------------------------------------------------------- sandbox
 @sandbox_app.command("build")
-def sandbox_build(base_image: Annotated[Optional[str], typer.Option("--base-image", help="Base image (default python:3.11-slim, else a local Debian base).")] = None,
+def sandbox_build(ctx: typer.Context, base_image: Annotated[Optional[str], typer.Option("--base-image", help="Base image (default python:3.11-slim, else a local Debian base).")] = None,
                   force: Annotated[bool, typer.Option("--force", help="Rebuild even when current.")] = False,
                   config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Build the sandbox image (offline); does nothing when it is current."""
     from rlm.sandbox.engine import Engine
     from rlm.sandbox.image import build_image, repo_root_default
 
-    loaded = _settings(config, debug)
+    loaded = _settings(ctx, config, debug)
     console = _console()
     engine = Engine()
     result = build_image(engine, repo_root_default(), image=loaded.settings.sandbox.image, base_image=base_image,
@@ -239,22 +242,22 @@ def sandbox_build(base_image: Annotated[Optional[str], typer.Option("--base-imag
 
 
 @sandbox_app.command("check")
-def sandbox_check(security: Annotated[bool, typer.Option("--security", help="Also run the fast attack subset.")] = False,
+def sandbox_check(ctx: typer.Context, security: Annotated[bool, typer.Option("--security", help="Also run the fast attack subset.")] = False,
                   config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Engine, image, runtime, a smoke session and its speed; --security adds attacks."""
     from rlm.sandbox_check import run_check
 
-    loaded = _settings(config, debug)
+    loaded = _settings(ctx, config, debug)
     raise typer.Exit(run_check(loaded.settings.sandbox, Console(), security=security))
 
 
 @sandbox_app.command("prune")
-def sandbox_prune(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+def sandbox_prune(ctx: typer.Context, config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Remove rlm containers and run folders whose owner process is gone."""
     from rlm.sandbox.engine import Engine
     from rlm.sandbox.reaper import reap_orphans
 
-    loaded = _settings(config, debug)
+    loaded = _settings(ctx, config, debug)
     report = reap_orphans(Engine(), loaded.settings.sandbox.resolved_run_root)
     typer.echo(f"removed {len(report.containers)} container(s) and {len(report.run_dirs)} run folder(s)")
     for name in report.containers + report.run_dirs:
@@ -263,7 +266,7 @@ def sandbox_prune(config: ConfigOpt = None, debug: DebugOpt = False) -> None:
 
 # ---------------------------------------------------------------------------- bench
 @bench_app.command("sandbox")
-def bench_sandbox_cmd(json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
                       context_mb: Annotated[int, typer.Option("--context-mb", min=1, help="Context size to load (MB).")] = 100,
                       sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions.")] = 16,
                       config: ConfigOpt = None, debug: DebugOpt = False) -> None:
@@ -274,7 +277,7 @@ def bench_sandbox_cmd(json_out: Annotated[bool, typer.Option("--json", help="One
 
     from rlm.bench_sandbox import bench_sandbox
 
-    loaded = _settings(config, debug)
+    loaded = _settings(ctx, config, debug)
     console = _console()
     figures = bench_sandbox(loaded.settings.sandbox, context_mb=context_mb, sessions=sessions,
                             say=lambda m: console.print(m, style="dim"))

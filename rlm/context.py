@@ -60,6 +60,26 @@ def _check_text(path: Path, size: int) -> None:
                                    hint="convert it to UTF-8 (e.g. iconv -t utf-8) or give a text file") from None
 
 
+def _check_json(path: Path, size: int) -> None:
+    """A .json / .jsonl context must parse (checked in full up to 64 MiB)."""
+    import json
+
+    suffix = path.suffix.lower()
+    if suffix not in (".json", ".jsonl", ".ndjson") or size > _FULL_CHECK_BYTES:
+        return
+    text = path.read_text(encoding="utf-8")
+    lines = [(1, text)] if suffix == ".json" else enumerate(text.splitlines(), 1)
+    for number, chunk in lines:
+        if not chunk.strip():
+            continue
+        try:
+            json.loads(chunk)
+        except json.JSONDecodeError as exc:
+            line = exc.lineno if suffix == ".json" else number
+            raise ContextError(f"{path} line {line}, column {exc.colno}: invalid JSON ({exc.msg})",
+                               hint="fix the JSON, or rename the file to .txt to use it as plain text") from None
+
+
 def check_file(path: str | os.PathLike, *, max_bytes: int, allow_dir: bool = False) -> ContextSource:
     p = Path(path).expanduser()
     if not p.exists():
@@ -93,8 +113,9 @@ def check_file(path: str | os.PathLike, *, max_bytes: int, allow_dir: bool = Fal
         _check_text(p, size)
     except PermissionError as exc:
         raise ContextError(f"context file is not readable: {p}", hint="check its permissions") from exc
-    if size <= 4096 and not p.read_text(encoding="utf-8").strip():
+    if size <= _SAMPLE and not p.read_text(encoding="utf-8").strip():
         raise ContextError(f"context file holds only whitespace: {p}", hint="give a file with some text in it")
+    _check_json(p, size)
     return ContextSource(p.resolve(), size)
 
 

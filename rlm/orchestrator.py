@@ -101,7 +101,7 @@ class Orchestrator:
             with source:
                 result = child.run(prompt, source.path,
                                    trace_path=trace_dir / f"child-{uuid.uuid4().hex[:6]}.jsonl")
-            return result.answer or ""
+            return result.answer or "", result.usage
 
         return run_child
 
@@ -155,6 +155,7 @@ class _Run:
                 self.session.set_handler(None)
                 if self.own_session:
                     self.session.close()
+            self.handler.close()
             result = self._result(answer, status, error)
             self.trace.event("run_end", answer=answer, status=status, iterations=self.iterations,
                              sub_calls=self.handler.calls, usage={m: u.to_dict() for m, u in result.usage.items()},

@@ -17,8 +17,8 @@ from rlm.errors import LLMError, RLMError
 from rlm.llm.base import ModelClient, Usage
 from rlm.sandbox.bridge import BridgeRefusal
 
-ChildRunner = Callable[[str, "str | None"], str]
-"""Runs a child RLM on (prompt, context text) and returns its answer."""
+ChildRunner = Callable[[str, "str | None"], tuple[str, dict[str, Usage]]]
+"""Runs a child RLM on (prompt, context text); returns its answer and its token usage per model."""
 
 
 class SubCallHandler:
@@ -37,6 +37,32 @@ class SubCallHandler:
         self.calls = 0
         self.usage: dict[str, Usage] = defaultdict(Usage)
         self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None  # one loop for every batch of this run
+        self._loop_thread: threading.Thread | None = None
+
+    def close(self) -> None:
+        """Stop the batch loop and release the connections it holds (idempotent)."""
+        with self._lock:
+            loop, thread, self._loop, self._loop_thread = self._loop, self._loop_thread, None, None
+        if loop is None:
+            return
+        try:
+            asyncio.run_coroutine_threadsafe(self.client.arelease(), loop).result(timeout=10)
+        except Exception:  # noqa: BLE001 - best effort while shutting down
+            pass
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=10)
+        loop.close()
+
+    def _run_async(self, coro):
+        with self._lock:
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._loop_thread = threading.Thread(target=self._loop.run_forever, name="rlm-subcalls",
+                                                     daemon=True)
+                self._loop_thread.start()
+            loop = self._loop
+        return asyncio.run_coroutine_threadsafe(coro, loop).result()
 
     # -- budget --------------------------------------------------------------------------
     def _reserve(self, n: int) -> None:
@@ -104,7 +130,7 @@ class SubCallHandler:
         prompts = [self._check_prompt(p) for p in prompts]
         model = self._model(request)
         self._reserve(len(prompts))
-        return asyncio.run(self._gather(prompts, model))
+        return self._run_async(self._gather(prompts, model))
 
     async def _gather(self, prompts: list[str], model: str) -> list[str]:
         gate = asyncio.Semaphore(self.concurrency)
@@ -134,9 +160,12 @@ class SubCallHandler:
         self._reserve(1)
         started = time.perf_counter()
         try:
-            answer = self.child(prompt, context)
+            answer, usage = self.child(prompt, context)
         except RLMError as exc:
             self._record("rlm_query", prompt, None, None, started, exc.message)
             raise BridgeRefusal(f"the child RLM failed: {exc.message}") from exc
+        with self._lock:
+            for model, used in usage.items():
+                self.usage[model].add(used)
         self._record("rlm_query", prompt, answer, None, started, None)
         return answer

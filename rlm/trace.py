@@ -51,8 +51,12 @@ class TraceWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = self.path.open("a", encoding="utf-8")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = self.path.open("a", encoding="utf-8")
+        except OSError as exc:
+            raise UsageError(f"cannot write the trace {self.path}: {exc.strerror or exc}",
+                             hint="give a writable file with --trace, or set trace_dir (RLM_TRACE_DIR)") from exc
         self._start = time.monotonic()
         self._lock = threading.Lock()
 

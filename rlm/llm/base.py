@@ -68,6 +68,9 @@ class ModelClient(ABC):
     def list_models(self) -> list[str]:
         """Model names the server offers."""
 
+    async def arelease(self) -> None:  # noqa: B027 - optional hook
+        """Release what the running event loop holds (called before that loop is closed)."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections."""
 

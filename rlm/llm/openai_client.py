@@ -159,6 +159,13 @@ class OpenAICompatibleClient(ModelClient):
             except Exception:  # noqa: BLE001 - best effort on shutdown
                 pass
 
+    async def arelease(self) -> None:
+        """Close the client of the running event loop only (its loop is about to close)."""
+        with self._lock:
+            client = self._aclients.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.close()
+
     async def aclose(self) -> None:
         """Async close: awaits the current loop's client, closes the rest like ``close``."""
         loop = asyncio.get_running_loop()

@@ -1,0 +1,187 @@
+"""Checking the user's context before any container starts (rlm/context.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+
+import rlm.context as context_mod
+from rlm.context import ContextSource, check_file, inline_text
+from rlm.errors import ContextError, UsageError
+
+BIG = 10_000_000
+
+
+def test_a_good_text_file_is_accepted(tmp_path):
+    path = tmp_path / "doc.txt"
+    path.write_text("héllo wörld\n" * 10, encoding="utf-8")
+    source = check_file(path, max_bytes=BIG)
+    assert source.path == path.resolve()
+    assert source.size_bytes == path.stat().st_size
+    assert not source.temporary
+    source.cleanup()
+    assert path.exists(), "a user's file is never deleted"
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ContextError) as info:
+        check_file(tmp_path / "nope.txt", max_bytes=BIG)
+    assert "not found" in info.value.message and "nope.txt" in info.value.message
+    assert "-f" in info.value.hint
+    assert isinstance(info.value, UsageError)
+
+
+def test_directory_without_allow_dir(tmp_path):
+    (tmp_path / "a.txt").write_text("x")
+    with pytest.raises(ContextError) as info:
+        check_file(tmp_path, max_bytes=BIG)
+    assert "is a folder, not a file" in info.value.message
+    assert "--context-dir" in info.value.hint
+
+
+def test_directory_with_allow_dir(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "b.txt").write_text("beta!")
+    source = check_file(tmp_path, max_bytes=BIG, allow_dir=True)
+    assert source.path == tmp_path.resolve() and source.size_bytes == 10
+
+
+def test_directory_checks_apply_to_its_files(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ContextError, match="holds no text"):
+        check_file(tmp_path / "empty", max_bytes=BIG, allow_dir=True)
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "x.bin").write_bytes(b"ab\x00cd")
+    with pytest.raises(ContextError, match="NUL bytes"):
+        check_file(tmp_path / "bin", max_bytes=BIG, allow_dir=True)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "a.txt").write_text("x" * 60)
+    (tmp_path / "big" / "b.txt").write_text("x" * 60)
+    with pytest.raises(ContextError, match="more than the maximum context size"):
+        check_file(tmp_path / "big", max_bytes=100, allow_dir=True)
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.txt"
+    path.write_bytes(b"")
+    with pytest.raises(ContextError) as info:
+        check_file(path, max_bytes=BIG)
+    assert "empty" in info.value.message and info.value.hint
+
+
+def test_whitespace_only_file(tmp_path):
+    path = tmp_path / "blank.txt"
+    path.write_text("  \n\t\n   \n")
+    with pytest.raises(ContextError, match="only whitespace"):
+        check_file(path, max_bytes=BIG)
+
+
+def test_nul_bytes_are_refused_as_binary(tmp_path):
+    path = tmp_path / "data.bin"
+    path.write_bytes(b"some text\x00\x01\x02more")
+    with pytest.raises(ContextError) as info:
+        check_file(path, max_bytes=BIG)
+    assert "binary" in info.value.message and "NUL" in info.value.message
+    assert "UTF-8" in info.value.hint
+
+
+def test_invalid_utf8_is_refused_with_the_offset(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("caf".encode() + b"\xe9 au lait")  # Latin-1 é
+    with pytest.raises(ContextError) as info:
+        check_file(path, max_bytes=BIG)
+    assert "not UTF-8" in info.value.message and "offset 3" in info.value.message
+    assert "iconv" in info.value.hint
+
+
+def test_truncated_multibyte_character_at_the_end_is_refused(tmp_path):
+    path = tmp_path / "cut.txt"
+    path.write_bytes("ok ".encode() + "é".encode()[:1])
+    with pytest.raises(ContextError, match="not UTF-8"):
+        check_file(path, max_bytes=BIG)
+
+
+def test_too_large_file(tmp_path):
+    path = tmp_path / "big.txt"
+    path.write_text("x" * 101)
+    with pytest.raises(ContextError) as info:
+        check_file(path, max_bytes=100)
+    assert "101 bytes, over the maximum of 100" in info.value.message
+    assert "RLM_MAX_CONTEXT_BYTES" in info.value.hint
+    assert check_file(path, max_bytes=101).size_bytes == 101
+
+
+def test_not_a_regular_file(tmp_path):
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    with pytest.raises(ContextError, match="not a regular file"):
+        check_file(fifo, max_bytes=BIG)
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "secret.txt"
+    path.write_text("x")
+    path.chmod(0)
+    try:
+        with pytest.raises(ContextError, match="not readable"):
+            check_file(path, max_bytes=BIG)
+    finally:
+        path.chmod(stat.S_IRUSR | stat.S_IWUSR)
+
+
+def test_huge_files_are_sampled_head_and_tail(tmp_path, monkeypatch):
+    monkeypatch.setattr(context_mod, "_FULL_CHECK_BYTES", 1000)
+    monkeypatch.setattr(context_mod, "_SAMPLE", 200)
+    body = ("é" * 1500).encode()  # 3000 bytes of two-byte characters
+    good = tmp_path / "good.txt"
+    good.write_bytes(b"a" + body + b"b")  # the tail sample (from byte 2802) starts inside a character
+    assert check_file(good, max_bytes=BIG).size_bytes == 3002
+    bad_tail = tmp_path / "bad_tail.txt"
+    bad_tail.write_bytes(body + b"\xff" + b"abc")
+    with pytest.raises(ContextError, match="not UTF-8"):
+        check_file(bad_tail, max_bytes=BIG)
+    nul_tail = tmp_path / "nul_tail.txt"
+    nul_tail.write_bytes(body + b"\x00")
+    with pytest.raises(ContextError, match="NUL"):
+        check_file(nul_tail, max_bytes=BIG)
+
+
+# ------------------------------------------------------------------------------ inline text
+def test_inline_text_is_written_to_a_private_temporary_file_and_removed():
+    with inline_text("The code is 7421. ünïcode", max_bytes=BIG) as source:
+        assert source.temporary
+        assert source.path.read_text(encoding="utf-8") == "The code is 7421. ünïcode"
+        assert source.size_bytes == len("The code is 7421. ünïcode".encode())
+        assert stat.S_IMODE(source.path.stat().st_mode) == 0o644  # the sandbox user must read it
+        folder = source.path.parent
+    assert not source.path.exists() and not folder.exists()
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t "])
+def test_inline_text_empty(text):
+    with pytest.raises(ContextError) as info:
+        inline_text(text, max_bytes=BIG)
+    assert "empty" in info.value.message and "-f" in info.value.hint
+
+
+def test_inline_text_too_large_counts_bytes_not_characters():
+    with pytest.raises(ContextError, match="6 bytes, over the maximum of 5"):
+        inline_text("ééé", max_bytes=5)
+
+
+def test_no_context_source():
+    source = ContextSource(None)
+    with source:
+        assert source.path is None
+
+
+@pytest.mark.parametrize("name,data", [("bad.json", '{"a": 1,, "b": 2}'), ("bad.jsonl", '{"a": 1}\nnot json\n')])
+def test_invalid_json_context_is_refused_before_the_sandbox(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(data)
+    with pytest.raises(ContextError, match="JSON"):
+        check_file(path, max_bytes=BIG)

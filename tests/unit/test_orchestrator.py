@@ -1,0 +1,458 @@
+"""The RLM loop with a scripted model and a scripted sandbox session (no Docker, no network)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from rlm import prompts
+from rlm.config import settings_from_mapping
+from rlm.errors import LLMError
+from rlm.llm.scripted import ScriptedClient
+from rlm.orchestrator import Orchestrator, RunResult, result_json
+from rlm.sandbox import Execution
+from rlm.sandbox.bridge import BridgeRefusal
+
+ROOT, SUB = "root-m", "sub-m"
+MARKER = "CTX-PREVIEW-MARKER-7f3a9c"
+CONTEXT_INFO = {"kind": "str", "total_chars": 123_456, "n_documents": 1,
+                "preview": f"{MARKER} the first words of the context"}
+_FINAL_CALL = re.compile(r"(?<![\w])FINAL\((['\"])(.*?)\1\)")
+_FINAL_VAR_CALL = re.compile(r"FINAL_VAR\((['\"])(\w+)\1\)")
+
+
+class FakeSession:
+    """Stands in for SandboxSession: records cells and answers them from simple rules.
+
+    * ``_rlm_context_info()`` publishes CONTEXT_INFO;
+    * ``FINAL('x')`` in a cell sets ``final``; ``FINAL_VAR('name')`` resolves ``variables``
+      or fails with a NameError;
+    * ``llm_query`` / ``llm_query_batched`` / ``rlm_query`` in a cell call the attached handler
+      like the bridge would (a refusal becomes a SubCallError in the cell);
+    * ``rules`` maps a substring of the code to a ready Execution.
+    """
+
+    def __init__(self, *, variables: dict | None = None, rules: dict[str, Execution] | None = None,
+                 context_path: Path | None = None, on_execute: Callable[[str], None] | None = None) -> None:
+        self.variables = dict(variables or {})
+        self.rules = dict(rules or {})
+        self.context_path = context_path
+        self.on_execute = on_execute
+        self.executed: list[str] = []
+        self.timeouts: list[float | None] = []
+        self.handler = None
+        self.handlers_seen: list = []
+        self.opened = 0
+        self.closed = 0
+
+    def open(self) -> "FakeSession":
+        self.opened += 1
+        return self
+
+    def close(self) -> None:
+        self.closed += 1
+
+    def set_handler(self, handler) -> None:
+        self.handler = handler
+        self.handlers_seen.append(handler)
+
+    def _call(self, request: dict) -> dict | str:
+        try:
+            return self.handler(request)
+        except BridgeRefusal as exc:
+            return f"SubCallError: {exc}"
+
+    def execute(self, code: str, timeout: float | None = None) -> Execution:
+        if code == "_rlm_context_info()":
+            return Execution(meta={"context_info": dict(CONTEXT_INFO)})
+        self.executed.append(code)
+        self.timeouts.append(timeout)
+        if self.on_execute is not None:
+            self.on_execute(code)
+        for needle, ex in self.rules.items():
+            if needle in code:
+                return ex
+        out = []
+        if "llm_query_batched" in code:
+            reply = self._call({"op": "llm_query_batched", "prompts": ["p1", "p2"]})
+            if isinstance(reply, str):
+                return Execution(error=reply, error_name="SubCallError")
+            out.append(repr(reply["texts"]))
+        elif "llm_query" in code:
+            reply = self._call({"op": "llm_query", "prompt": "a sub question"})
+            if isinstance(reply, str):
+                return Execution(error=reply, error_name="SubCallError")
+            out.append(reply["text"])
+        elif "rlm_query" in code:
+            reply = self._call({"op": "rlm_query", "prompt": "a sub problem", "context": "child text"})
+            if isinstance(reply, str):
+                return Execution(error=reply, error_name="SubCallError")
+            out.append(reply["text"])
+        m = _FINAL_VAR_CALL.search(code)
+        if m:
+            name = m.group(2)
+            if name not in self.variables:
+                return Execution(error=f"NameError: FINAL_VAR: no variable named {name!r}", error_name="NameError")
+            return Execution(final=str(self.variables[name]))
+        m = _FINAL_CALL.search(code)
+        if m:
+            return Execution(stdout="\n".join(out), final=m.group(2))
+        return Execution(stdout="\n".join(out + [f"ran {len(code)} chars"]) + "\n")
+
+
+def make_settings(tmp_path: Path, **overrides) -> object:
+    return settings_from_mapping({"root_model": ROOT, "sub_model": SUB, "trace_dir": str(tmp_path / "traces"),
+                                  **overrides})
+
+
+def scripted(root_replies: list, sub_reply: str | Callable[[str], str] = "sub says hi") -> ScriptedClient:
+    """Root replies in order; sub-model calls answered by ``sub_reply``."""
+    replies = list(root_replies)
+
+    def respond(messages, model):
+        if model == ROOT:
+            if not replies:
+                return LLMError("script exhausted")
+            return replies.pop(0)
+        prompt = messages[-1]["content"]
+        return sub_reply(prompt) if callable(sub_reply) else sub_reply
+
+    return ScriptedClient(respond, models=[ROOT, SUB])
+
+
+def run(tmp_path: Path, replies: list, *, session: FakeSession | None = None, events: list | None = None,
+        sub_reply: str | Callable[[str], str] = "sub says hi", **overrides) -> tuple[RunResult, ScriptedClient,
+                                                                                     FakeSession, list[dict]]:
+    session = session or FakeSession()
+    client = scripted(replies, sub_reply)
+    progress = (lambda kind, data: events.append((kind, data))) if events is not None else None
+    orch = Orchestrator(make_settings(tmp_path, **overrides), client, progress=progress,
+                        session_factory=lambda path: session)
+    trace = tmp_path / "run.jsonl"
+    result = orch.run("What is the code?", None, trace_path=trace)
+    return result, client, session, read_events(trace)
+
+
+def read_events(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def root_calls(client: ScriptedClient) -> list[list[dict]]:
+    return [messages for model, messages in client.calls if model == ROOT]
+
+
+def last_user(messages: list[dict]) -> str:
+    return [m for m in messages if m["role"] == "user"][-1]["content"]
+
+
+def repl(code: str) -> str:
+    return f"```repl\n{code}\n```"
+
+
+# ------------------------------------------------------------------------------ answers
+def test_final_in_text_ends_the_run(tmp_path):
+    result, client, session, _ = run(tmp_path, ["The answer is FINAL(42)"])
+    assert (result.answer, result.status, result.iterations) == ("42", "ok", 1)
+    assert session.executed == []
+    assert len(root_calls(client)) == 1
+
+
+def test_final_called_in_code_ends_after_that_cell_and_later_blocks_do_not_run(tmp_path):
+    reply = repl("a = 1") + "\n" + repl("FINAL('from code')") + "\n" + repl("b = 2") + "\nFINAL(from text)"
+    result, client, session, events = run(tmp_path, [reply])
+    assert result.answer == "from code"
+    assert result.status == "ok"
+    assert session.executed == ["a = 1", "FINAL('from code')"]
+    assert [e["code"] for e in events if e["kind"] == "cell"] == ["a = 1", "FINAL('from code')"]
+    assert len(root_calls(client)) == 1
+
+
+def test_code_and_final_in_one_reply_runs_the_code_first(tmp_path):
+    order: list[str] = []
+    session = FakeSession(on_execute=lambda code: order.append(f"cell:{code}"))
+    reply = "Let me save it.\n" + repl("saved = 1") + "\nFINAL(done)"
+    result, _, _, events = run(tmp_path, [reply], session=session)
+    assert result.answer == "done"
+    assert order == ["cell:saved = 1"]
+    kinds = [e["kind"] for e in events]
+    assert kinds.index("cell") < kinds.index("run_end")
+
+
+def test_final_var_is_resolved_through_the_session(tmp_path):
+    session = FakeSession(variables={"result": "forty-two"})
+    result, _, session, _ = run(tmp_path, ["FINAL_VAR(result)"], session=session)
+    assert result.answer == "forty-two"
+    assert result.status == "ok"
+    assert session.executed == ["FINAL_VAR('result')"]
+
+
+def test_missing_final_var_is_explained_and_the_loop_continues(tmp_path):
+    session = FakeSession(variables={"real": "7"})
+    result, client, _, _ = run(tmp_path, ["FINAL_VAR(missing)", "FINAL_VAR(real)"], session=session)
+    assert (result.answer, result.status, result.iterations) == ("7", "ok", 2)
+    feedback = last_user(root_calls(client)[1])
+    assert "no variable named `missing`" in feedback
+    assert "SHOW_VARS()" in feedback
+
+
+def test_reply_with_neither_code_nor_final_gets_a_nudge(tmp_path):
+    result, client, session, events = run(tmp_path, ["Hmm, I should think about this.", "FINAL(ok)"])
+    assert result.answer == "ok"
+    assert result.iterations == 2
+    assert session.executed == []
+    assert last_user(root_calls(client)[1]) == prompts.nudge_prompt()
+    assert any(e["kind"] == "note" and "nudged" in e["text"] for e in events)
+
+
+def test_non_code_fence_is_not_run_and_gets_a_nudge(tmp_path):
+    result, client, session, _ = run(tmp_path, ["```text\nprint('no')\n```", "FINAL(ok)"])
+    assert session.executed == []
+    assert last_user(root_calls(client)[1]) == prompts.nudge_prompt()
+
+
+def test_python_fence_is_run_like_repl(tmp_path):
+    result, _, session, _ = run(tmp_path, ["```python\nx = 3\n```", "FINAL(3)"])
+    assert session.executed == ["x = 3"]
+
+
+def test_rebound_context_is_reported_to_the_model(tmp_path):
+    session = FakeSession(rules={"context = ": Execution(stdout="", context_restored=True)})
+    result, client, _, events = run(tmp_path, [repl("context = 'mine'"), "FINAL(ok)"], session=session)
+    assert result.answer == "ok"
+    feedback = last_user(root_calls(client)[1])
+    assert prompts.context_restored_note() in feedback
+    assert any(e["kind"] == "note" and "rebound" in e["text"] for e in events)
+
+
+def test_cell_errors_go_back_to_the_model_as_data(tmp_path):
+    session = FakeSession(rules={"1/0": Execution(error="Traceback ...\nZeroDivisionError: division by zero",
+                                                   error_name="ZeroDivisionError")})
+    result, client, _, events = run(tmp_path, [repl("1/0"), "FINAL(recovered)"], session=session)
+    assert result.answer == "recovered"
+    assert "ZeroDivisionError: division by zero" in last_user(root_calls(client)[1])
+    cell = next(e for e in events if e["kind"] == "cell")
+    assert cell["error"] == "ZeroDivisionError"
+
+
+def test_cell_output_is_truncated_for_the_model_head_and_tail_kept(tmp_path):
+    big = "HEAD" + "x" * 5000 + "TAIL"
+    session = FakeSession(rules={"print(big)": Execution(stdout=big)})
+    result, client, _, events = run(tmp_path, [repl("print(big)"), "FINAL(ok)"], session=session,
+                                    max_output_chars=200)
+    feedback = last_user(root_calls(client)[1])
+    assert "HEAD" in feedback and "TAIL" in feedback
+    assert "characters truncated" in feedback
+    assert "x" * 1000 not in feedback
+    cell = next(e for e in events if e["kind"] == "cell")
+    assert cell["truncated_chars"] == len(big) - 200
+
+
+def test_cell_timeout_setting_is_passed_to_the_session(tmp_path):
+    session = FakeSession()
+    run(tmp_path, [repl("x = 1"), "FINAL(ok)"], session=session, cell_timeout_s=7)
+    assert session.timeouts == [7.0]
+
+
+# ------------------------------------------------------------------------------ limits
+def test_iteration_limit_asks_once_for_a_final_answer(tmp_path):
+    result, client, session, events = run(tmp_path, [repl("a = 1"), repl("b = 2"), "My best guess: FINAL(best)"],
+                                          max_iterations=2)
+    assert result.status == "max_iterations"
+    assert result.answer == "best"
+    assert result.iterations == 2
+    calls = root_calls(client)
+    assert len(calls) == 3
+    assert last_user(calls[2]) == prompts.final_request_prompt()
+    assert session.executed == ["a = 1", "b = 2"]
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "max_iterations"
+
+
+def test_iteration_limit_final_var_answer_is_resolved(tmp_path):
+    session = FakeSession(variables={"acc": "12"})
+    result, _, _, _ = run(tmp_path, [repl("acc = 12"), "FINAL_VAR(acc)"], session=session, max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", "12")
+
+
+def test_iteration_limit_without_final_keeps_the_plain_reply(tmp_path):
+    result, _, _, _ = run(tmp_path, [repl("a = 1"), "  probably 12  "], max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", "probably 12")
+
+
+def test_last_turn_is_announced(tmp_path):
+    result, client, _, _ = run(tmp_path, [repl("a = 1"), repl("b = 1"), "FINAL(x)"], max_iterations=3)
+    assert "2 turns left" in last_user(root_calls(client)[1])
+    assert "last turn" in last_user(root_calls(client)[2])
+
+
+# ------------------------------------------------------------------------------ prompt and trace
+def test_system_prompt_has_context_metadata_and_budgets(tmp_path):
+    result, client, _, _ = run(tmp_path, ["FINAL(x)"], max_sub_calls=17)
+    system = root_calls(client)[0][0]
+    assert system["role"] == "system"
+    assert "123,456 characters" in system["content"]
+    assert MARKER in system["content"]  # the short preview
+    assert "17 sub-calls" in system["content"]
+    assert "What is the code?" in root_calls(client)[0][1]["content"]
+
+
+def test_trace_events_are_written_and_hold_no_context(tmp_path):
+    session = FakeSession(variables={"v": "7"})
+    result, _, _, events = run(tmp_path, [repl("x = llm_query('q')"), "FINAL_VAR(v)"], session=session)
+    kinds = [e["kind"] for e in events]
+    assert kinds[0] == "run_start" and kinds[-1] == "run_end"
+    for kind in ("model_reply", "cell", "sub_call"):
+        assert kind in kinds
+    start = events[0]
+    assert start["question"] == "What is the code?"
+    assert start["context"]["total_chars"] == 123_456
+    assert start["root_model"] == ROOT and start["sub_model"] == SUB
+    reply = next(e for e in events if e["kind"] == "model_reply")
+    assert reply["iteration"] == 1 and reply["model"] == ROOT and reply["usage"]["prompt_tokens"] > 0
+    cell = next(e for e in events if e["kind"] == "cell")
+    assert cell["code"] == "x = llm_query('q')" and "duration_s" in cell
+    end = events[-1]
+    assert (end["answer"], end["status"], end["iterations"], end["sub_calls"]) == ("7", "ok", 2, 1)
+    text = (tmp_path / "run.jsonl").read_text()
+    assert MARKER not in text
+    assert result.trace == str(tmp_path / "run.jsonl")
+
+
+def test_default_trace_path_is_under_trace_dir(tmp_path):
+    orch = Orchestrator(make_settings(tmp_path), scripted(["FINAL(1)"]), session_factory=lambda p: FakeSession())
+    result = orch.run("q", None)
+    assert Path(result.trace).parent == tmp_path / "traces"
+    assert Path(result.trace).suffix == ".jsonl"
+    assert read_events(Path(result.trace))[-1]["kind"] == "run_end"
+
+
+def test_progress_reports_each_step(tmp_path):
+    events: list = []
+    run(tmp_path, [repl("a = 1"), "FINAL(ok)"], events=events)
+    kinds = [k for k, _ in events]
+    assert kinds[0] == "sandbox_ready"
+    assert kinds.count("iteration") == 2
+    assert "model_reply" in kinds and "cell" in kinds
+    assert kinds[-1] == "done"
+    assert events[-1][1]["answer"] == "ok"
+
+
+# ------------------------------------------------------------------------------ usage and sub-calls
+def test_usage_is_summed_per_model(tmp_path):
+    replies = [repl("r = llm_query('x')"), repl("r2 = llm_query('y')"), "FINAL(ok)"]
+    result, client, _, _ = run(tmp_path, replies)
+    assert result.sub_calls == 2
+    assert set(result.usage) == {ROOT, SUB}
+    assert result.usage[ROOT].calls == 3
+    assert result.usage[SUB].calls == 2
+    expected_root_prompt = sum(len("".join(str(m.get("content") or "") for m in msgs)) // 4
+                               for msgs in root_calls(client))
+    assert result.usage[ROOT].prompt_tokens == expected_root_prompt
+    assert result.usage[SUB].completion_tokens == 2 * (len("sub says hi") // 4)
+    data = json.loads(result_json(result))
+    assert data["usage"][SUB]["calls"] == 2
+    assert set(data) >= {"answer", "status", "iterations", "sub_calls", "usage", "duration_s", "trace"}
+
+
+def test_sub_call_reply_reaches_the_model(tmp_path):
+    result, client, _, _ = run(tmp_path, [repl("r = llm_query('x')"), "FINAL(ok)"], sub_reply="SUB-ANSWER-99")
+    assert "SUB-ANSWER-99" in last_user(root_calls(client)[1])
+
+
+def test_disabled_sub_calls_are_refused_inside_the_cell(tmp_path):
+    result, client, _, _ = run(tmp_path, [repl("r = llm_query('x')"), "FINAL(ok)"], enable_sub_calls=False)
+    assert result.sub_calls == 0
+    feedback = last_user(root_calls(client)[1])
+    assert "SubCallError" in feedback and "disabled" in feedback
+    assert SUB not in result.usage
+    assert "disabled" in root_calls(client)[0][0]["content"]
+
+
+def test_sub_call_budget_is_per_run(tmp_path):
+    replies = [repl("a = llm_query('x')"), repl("b = llm_query('y')"), "FINAL(ok)"]
+    result, client, _, _ = run(tmp_path, replies, max_sub_calls=1)
+    assert result.sub_calls == 1
+    assert "sub-call budget exceeded" in last_user(root_calls(client)[2])
+
+
+def test_rlm_query_runs_a_child_in_its_own_session(tmp_path):
+    parent, child = FakeSession(), FakeSession()
+    sessions = [parent, child]
+    client = scripted([repl("r = rlm_query('sub problem')"), "FINAL(child answer)", "FINAL(parent done)"])
+    orch = Orchestrator(make_settings(tmp_path), client, session_factory=lambda path: sessions.pop(0))
+    result = orch.run("q", None, trace_path=tmp_path / "run.jsonl")
+    assert result.answer == "parent done"
+    assert result.sub_calls == 1
+    assert child.opened == 1 and child.closed == 1
+    assert "child answer" in last_user(root_calls(client)[2])
+    assert list(tmp_path.glob("child-*.jsonl")), "the child run writes its own trace next to the parent's"
+
+
+def test_rlm_query_child_usage_is_counted_in_the_run(tmp_path):
+    sessions = [FakeSession(), FakeSession()]
+    client = scripted([repl("r = rlm_query('sub problem')"), "FINAL(child answer)", "FINAL(parent done)"])
+    orch = Orchestrator(make_settings(tmp_path), client, session_factory=lambda path: sessions.pop(0))
+    result = orch.run("q", None, trace_path=tmp_path / "run.jsonl")
+    assert sum(u.calls for u in result.usage.values()) == len(client.calls) == 3
+
+
+# ------------------------------------------------------------------------------ session lifecycle and failures
+def test_own_session_is_opened_closed_and_detached(tmp_path):
+    result, _, session, _ = run(tmp_path, ["FINAL(x)"])
+    assert session.opened == 1 and session.closed == 1
+    assert session.handlers_seen[0] is not None and session.handler is None
+
+
+def test_given_session_is_kept_open_and_keeps_serving(tmp_path):
+    session = FakeSession(variables={"kept": "v1"})
+    client = scripted(["FINAL_VAR(kept)", "FINAL(second)"])
+    orch = Orchestrator(make_settings(tmp_path), client, session_factory=lambda p: pytest.fail("no new session"))
+    first = orch.run("q1", trace_path=tmp_path / "a.jsonl", session=session)
+    second = orch.run("q2", trace_path=tmp_path / "b.jsonl", session=session)
+    assert (first.answer, second.answer) == ("v1", "second")
+    assert session.opened == 0 and session.closed == 0
+    assert first.phases["sandbox_start_s"] == 0.0
+
+
+def test_model_error_propagates_and_the_trace_and_session_are_closed(tmp_path):
+    session = FakeSession()
+    client = ScriptedClient([LLMError("server exploded")], models=[ROOT])
+    orch = Orchestrator(make_settings(tmp_path), client, session_factory=lambda p: session)
+    with pytest.raises(LLMError, match="server exploded"):
+        orch.run("q", None, trace_path=tmp_path / "run.jsonl")
+    assert session.closed == 1
+    end = read_events(tmp_path / "run.jsonl")[-1]
+    assert end["kind"] == "run_end" and end["status"] == "error" and "server exploded" in end["error"]
+
+
+def test_keyboard_interrupt_marks_the_trace_interrupted_and_closes_the_session(tmp_path):
+    def boom(code):
+        raise KeyboardInterrupt
+
+    session = FakeSession(on_execute=boom)
+    orch = Orchestrator(make_settings(tmp_path), scripted([repl("import time; time.sleep(60)")]),
+                        session_factory=lambda p: session)
+    with pytest.raises(KeyboardInterrupt):
+        orch.run("q", None, trace_path=tmp_path / "run.jsonl")
+    assert session.closed == 1
+    events = read_events(tmp_path / "run.jsonl")
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "interrupted"
+    assert any(e["kind"] == "model_reply" for e in events)
+
+
+def test_session_start_failure_is_raised_and_recorded(tmp_path):
+    from rlm.errors import ImageMissing
+
+    class Broken(FakeSession):
+        def open(self):
+            raise ImageMissing("the sandbox image x is not built", hint="run `rlm sandbox build`")
+
+    session = Broken()
+    orch = Orchestrator(make_settings(tmp_path), scripted([]), session_factory=lambda p: session)
+    with pytest.raises(ImageMissing):
+        orch.run("q", None, trace_path=tmp_path / "run.jsonl")
+    assert session.closed == 1
+    assert read_events(tmp_path / "run.jsonl")[-1]["status"] == "error"
