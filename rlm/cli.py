@@ -74,6 +74,11 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(demo_app, name="demo")
 app.add_typer(bench_app, name="bench")
 
+from rlm.cli_batch import batch_app, benchmark_command  # noqa: E402 - registered beside the others
+
+app.add_typer(batch_app, name="batch", cls=RLMGroup)
+app.command("benchmark")(benchmark_command)
+
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default: Ollama at http://localhost:11434/v1).")]

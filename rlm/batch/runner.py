@@ -1,0 +1,276 @@
+"""Running a batch spec: each query in its own sandbox session, ``concurrency`` at a time.
+
+The runner only submits work to an :class:`~rlm.batch.executor.Executor` and writes the
+records that come back, so the executor may run queries anywhere.
+
+* ids whose last record is ``ok`` are skipped (no model call); ids with a failed last
+  record (``error``, ``max_iterations``) are skipped too unless ``retry_failed``;
+* one JSONL line per finished query, on disk before the next is reported;
+* errors of one query (a model error, a sandbox failure) become an ``error`` record and the
+  batch goes on; errors that doom every query (no Docker engine, image missing, model
+  server unreachable, model unknown, bad credentials) stop the batch and raise;
+* Ctrl-C / SIGTERM: nothing more starts, running queries stop at their next step, their
+  sandboxes are closed, written lines are kept, ``KeyboardInterrupt`` propagates.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Protocol
+
+from rlm.batch.executor import Cancelled, CancelToken, Executor, LocalExecutor
+from rlm.batch.results import ResultWriter, read_results
+from rlm.batch.spec import BatchQuery, BatchSpec
+from rlm.benchmarks.scorers import score as score_answer
+from rlm.context import ContextSource, inline_text
+from rlm.errors import (EngineUnavailable, ImageMissing, ModelAuthError, ModelNotFound, ModelUnreachable)
+from rlm.llm.base import ModelClient
+from rlm.orchestrator import Orchestrator
+
+# Errors that would fail every remaining query the same way: stop instead of recording each.
+FATAL_ERRORS = (EngineUnavailable, ImageMissing, ModelUnreachable, ModelNotFound, ModelAuthError)
+STOP_GRACE_S = 3.0
+
+
+class Reporter(Protocol):
+    """What the runner tells about its progress (the CLI shows a bar or plain lines)."""
+
+    def start(self, total: int, to_run: int, skipped: int) -> None: ...
+
+    def query_done(self, record: dict) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+class _Silent:
+    def start(self, total: int, to_run: int, skipped: int) -> None:
+        pass
+
+    def query_done(self, record: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass
+class BatchSummary:
+    output: Path
+    total: int                      # queries in the spec
+    ran: int                        # run (and written) this time
+    skipped: int                    # already answered (ok, or failed without --retry-failed)
+    counts: dict[str, int]          # final status per id: ok, max_iterations, error, not run
+    scored: int = 0                 # final records with an expected answer
+    correct: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    wall_s: float = 0.0             # this run
+    query_s: float = 0.0            # sum of duration_s over final records
+    failed_ids: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        return self.correct / self.scored if self.scored else None
+
+    @property
+    def all_ok(self) -> bool:
+        return self.counts.get("ok", 0) == self.total
+
+    def to_dict(self) -> dict:
+        return {"output": str(self.output), "total": self.total, "ran": self.ran, "skipped": self.skipped,
+                "counts": self.counts, "scored": self.scored, "correct": self.correct, "accuracy": self.accuracy,
+                "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
+                "wall_s": round(self.wall_s, 3), "query_s": round(self.query_s, 3), "failed_ids": self.failed_ids}
+
+
+def select_queries(spec: BatchSpec, previous: dict[str, dict], *, retry_failed: bool) -> list[BatchQuery]:
+    """The queries to run now, given the last record per id of earlier runs."""
+    todo = []
+    for q in spec.queries:
+        last = previous.get(q.id)
+        if last is None or (retry_failed and last.get("status") != "ok"):
+            todo.append(q)
+    return todo
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60] or "q"
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def _context(query: BatchQuery, max_bytes: int) -> ContextSource:
+    """The query's context; files and folders were checked when the spec was loaded."""
+    if query.context_text is not None:
+        return inline_text(query.context_text, max_bytes=max_bytes)
+    return ContextSource(query.context_dir or query.context_file)
+
+
+def scored(record: dict, query: BatchQuery) -> dict:
+    if query.expected is None:
+        return record
+    value = score_answer(query.match, record.get("answer"), query.expected)
+    return {**record, "expected": query.expected, "match": query.match, "score": round(value, 4),
+            "correct": value >= 1.0}
+
+
+class BatchRunner:
+    """Runs one spec.  ``client`` is shared by all queries (the OpenAI client is thread-safe)."""
+
+    def __init__(self, spec: BatchSpec, client: ModelClient, *, executor: Executor | None = None,
+                 reporter: Reporter | None = None) -> None:
+        self.spec = spec
+        self.settings = spec.settings
+        self.client = client
+        self.executor = executor
+        self.reporter = reporter or _Silent()
+        self.token = CancelToken()
+        self._pool = None  # a SandboxPool while running, when pool_size > 0
+
+    # -- one query (runs on the executor) -------------------------------------------------
+    def run_query(self, query: BatchQuery) -> dict | None:
+        """The record of one query, or None when the batch is stopping."""
+        if self.token.stopped:
+            return None
+        trace = self.spec.trace_dir / f"{_safe(query.id)}-{uuid.uuid4().hex[:6]}.jsonl"
+        orch = Orchestrator(self.settings, self.client, progress=self.token.progress,
+                            session_factory=self.token.session_factory(self.settings.sandbox, self._pool))
+        started = time.perf_counter()
+        base = {"id": query.id, "question": query.question, "started_at": _now()}
+        try:
+            with _context(query, self.settings.run.max_context_bytes) as source:
+                result = orch.run(query.question, source.path, trace_path=trace)
+        except Cancelled:
+            return None
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one query's failure is data; the batch goes on
+            message = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
+            record = {**base, "answer": None, "status": "error", "iterations": 0, "sub_calls": 0, "usage": {},
+                      "duration_s": round(time.perf_counter() - started, 3), "error": message,
+                      "trace": str(trace) if trace.exists() else None}
+        else:
+            d = result.to_dict()
+            record = {**base, **{k: d[k] for k in ("answer", "status", "iterations", "sub_calls", "usage",
+                                                   "duration_s", "error", "trace")}, "phases": d["phases"]}
+        record["finished_at"] = _now()
+        return scored(record, query)
+
+    # -- the whole batch ------------------------------------------------------------------
+    def run(self, *, retry_failed: bool = False) -> BatchSummary:
+        started = time.perf_counter()
+        previous = read_results(self.spec.output)
+        todo = select_queries(self.spec, previous, retry_failed=retry_failed)
+        if todo:
+            from rlm.runner import check_models
+
+            check_models(self.client, self.settings)  # fail early, before any sandbox starts
+        self.reporter.start(len(self.spec.queries), len(todo), len(self.spec.queries) - len(todo))
+        ran = 0
+        if todo and self.settings.pool_size > 0:  # warm sessions: each query takes a ready one
+            from rlm.sandbox.pool import SandboxPool
+
+            self._pool = SandboxPool(self.settings.pool_size, self.settings.sandbox).start()
+        if todo:
+            executor = self.executor or LocalExecutor(min(self.spec.concurrency, len(todo)))
+            writer = ResultWriter(self.spec.output)
+            pending: dict[Future, BatchQuery] = {}
+            try:
+                pending = {executor.submit(self.run_query, q): q for q in todo}
+                while pending:
+                    done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
+                    for future in done:
+                        pending.pop(future)
+                        record = future.result()      # a fatal error raises here
+                        if record is not None:
+                            writer.write(record)
+                            previous[record["id"]] = record
+                            ran += 1
+                            self.reporter.query_done(record)
+            except BaseException:
+                ran += self._stop(executor, pending, writer, previous)
+                raise
+            else:
+                if self.executor is None:  # ours; a caller's executor stays theirs to shut down
+                    executor.shutdown()
+            finally:
+                writer.close()
+                if self._pool is not None:
+                    self._pool.close()
+                    self._pool = None
+                self.reporter.finish()
+        else:
+            self.reporter.finish()
+        return summarize(self.spec, previous, ran=ran, wall_s=time.perf_counter() - started)
+
+    def _stop(self, executor: Executor, pending: dict[Future, BatchQuery], writer: ResultWriter,
+              previous: dict[str, dict]) -> int:
+        """Stop everything; keep records of queries that still finish within a short grace."""
+        self.token.stop()
+        executor.shutdown(cancel_pending=True)
+        kept = 0
+        deadline = time.monotonic() + STOP_GRACE_S
+        try:
+            while pending and time.monotonic() < deadline:
+                done, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    if future.cancelled() or future.exception() is not None:
+                        continue
+                    record = future.result()
+                    if record is not None:
+                        writer.write(record)
+                        previous[record["id"]] = record
+                        kept += 1
+        finally:
+            self.token.close_sessions()
+        return kept
+
+
+def summarize(spec: BatchSpec, records: dict[str, dict], *, ran: int = 0, wall_s: float = 0.0) -> BatchSummary:
+    """Counts, accuracy, tokens and time over the final record of each id of ``spec``."""
+    counts: Counter = Counter()
+    summary = BatchSummary(output=spec.output, total=len(spec.queries), ran=ran, skipped=0, counts={},
+                           wall_s=wall_s)
+    for q in spec.queries:
+        rec = records.get(q.id)
+        if rec is None:
+            counts["not run"] += 1
+            summary.failed_ids.append(q.id)
+            continue
+        status = str(rec.get("status"))
+        counts[status] += 1
+        if status != "ok":
+            summary.failed_ids.append(q.id)
+        if q.expected is not None:
+            summary.scored += 1
+            value = score_answer(q.match, rec.get("answer"), q.expected)
+            summary.correct += value >= 1.0
+        for usage in (rec.get("usage") or {}).values():
+            if isinstance(usage, dict):
+                summary.prompt_tokens += int(usage.get("prompt_tokens") or 0)
+                summary.completion_tokens += int(usage.get("completion_tokens") or 0)
+        summary.query_s += float(rec.get("duration_s") or 0)
+    summary.counts = dict(counts)
+    summary.skipped = summary.total - ran - counts.get("not run", 0)
+    return summary
+
+
+def run_batch(spec: BatchSpec, client: ModelClient | None = None, *, retry_failed: bool = False,
+              executor: Executor | None = None, reporter: Reporter | None = None) -> BatchSummary:
+    """Run ``spec`` (see :class:`BatchRunner`); makes and closes a client when none is given."""
+    if client is not None:
+        return BatchRunner(spec, client, executor=executor, reporter=reporter).run(retry_failed=retry_failed)
+    from rlm.runner import make_client
+
+    with make_client(spec.settings) as own:
+        return BatchRunner(spec, own, executor=executor, reporter=reporter).run(retry_failed=retry_failed)

@@ -1,0 +1,216 @@
+"""Running a benchmark: each item through the RLM loop and, with ``compare_base``, through
+the same root model asked directly with the context cut to a window (one prompt).
+
+Items run on an executor (``concurrency`` at a time; 1 keeps model calls in a fixed order).
+An item's infrastructure error is recorded (score 0) unless it would fail every item the
+same way (see ``rlm.batch.runner.FATAL_ERRORS``), which stops the run.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from concurrent.futures import FIRST_COMPLETED, Future, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from statistics import mean
+
+from rlm import parsing
+from rlm.batch.executor import Cancelled, CancelToken, LocalExecutor
+from rlm.batch.runner import FATAL_ERRORS, STOP_GRACE_S, Reporter
+from rlm.benchmarks.generators import BenchItem, generate
+from rlm.benchmarks.scorers import score
+from rlm.config import Settings
+from rlm.context import inline_text
+from rlm.llm.base import ModelClient
+from rlm.orchestrator import Orchestrator
+
+DEFAULT_BASE_WINDOW = 32_000
+BASE_SYSTEM = ("You answer questions about a document. Reply with the answer only: no explanation, "
+               "no restating the question.")
+BASE_PROMPT = "Document:\n<<<\n{document}\n>>>\n{note}\nQuestion: {question}\nAnswer:"
+
+
+def _tokens(usage: dict) -> int:
+    return sum(int(u.get("prompt_tokens", 0)) + int(u.get("completion_tokens", 0)) for u in usage.values())
+
+
+def _message(exc: BaseException) -> str:
+    return getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
+
+
+def base_prompt(item: BenchItem, window: int) -> str:
+    """The direct prompt: the first ``window`` characters of the context, and the question."""
+    shown = item.context[:window]
+    cut = len(item.context) - len(shown)
+    note = (f"(The document was cut to its first {len(shown):,} characters; {cut:,} more were not shown.)\n"
+            if cut else "")
+    return BASE_PROMPT.format(document=shown, note=note, question=item.question)
+
+
+@dataclass
+class ItemResult:
+    item: BenchItem
+    rlm: dict
+    base: dict | None = None
+
+    def to_dict(self) -> dict:
+        return {**self.item.to_dict(), "rlm": self.rlm, "base": self.base}
+
+
+@dataclass
+class BenchReport:
+    benchmark: str
+    sizes: list[int]
+    n: int
+    seed: int
+    root_model: str
+    sub_model: str
+    compare_base: bool
+    base_window: int
+    results: list[ItemResult] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    def rows(self) -> list[dict]:
+        """One summary row per size: mean scores, seconds and tokens per query."""
+        out = []
+        for size in self.sizes:
+            rs = [r for r in self.results if r.item.size == size]
+            if not rs:
+                continue
+            row = {"size": size, "n": len(rs),
+                   "rlm_score": round(mean(r.rlm["score"] for r in rs), 4),
+                   "rlm_time_s": round(mean(r.rlm["duration_s"] for r in rs), 3),
+                   "rlm_tokens": round(mean(r.rlm["tokens"] for r in rs)),
+                   "rlm_errors": sum(1 for r in rs if r.rlm["status"] == "error"),
+                   "base_score": None, "base_time_s": None, "base_tokens": None}
+            bs = [r.base for r in rs if r.base is not None]
+            if bs:
+                row.update(base_score=round(mean(b["score"] for b in bs), 4),
+                           base_time_s=round(mean(b["duration_s"] for b in bs), 3),
+                           base_tokens=round(mean(b["tokens"] for b in bs)))
+            out.append(row)
+        return out
+
+    def to_dict(self) -> dict:
+        return {"benchmark": self.benchmark, "size_unit": "characters", "sizes": self.sizes, "n": self.n,
+                "seed": self.seed, "root_model": self.root_model, "sub_model": self.sub_model,
+                "compare_base": self.compare_base, "base_window": self.base_window if self.compare_base else None,
+                "wall_s": round(self.wall_s, 3), "summary": self.rows(),
+                "items": [r.to_dict() for r in self.results]}
+
+
+class BenchRunner:
+    def __init__(self, settings: Settings, client: ModelClient, *, compare_base: bool = False,
+                 base_window: int = DEFAULT_BASE_WINDOW, trace_dir: Path | None = None,
+                 reporter: Reporter | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.compare_base = compare_base
+        self.base_window = base_window
+        self.trace_dir = Path(trace_dir) if trace_dir else (
+            Path(settings.run.trace_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+        self.reporter = reporter
+        self.token = CancelToken()
+
+    def run_rlm(self, item: BenchItem) -> dict:
+        trace = self.trace_dir / f"{item.id}.jsonl"
+        orch = Orchestrator(self.settings, self.client, progress=self.token.progress,
+                            session_factory=self.token.session_factory(self.settings.sandbox))
+        started = time.perf_counter()
+        try:
+            with inline_text(item.context, max_bytes=self.settings.run.max_context_bytes) as source:
+                result = orch.run(item.question, source.path, trace_path=trace)
+        except (Cancelled, *FATAL_ERRORS):
+            raise
+        except Exception as exc:  # noqa: BLE001 - this item's failure is data
+            return {"answer": None, "score": 0.0, "status": "error",
+                    "duration_s": round(time.perf_counter() - started, 3), "tokens": 0, "iterations": 0,
+                    "sub_calls": 0, "error": _message(exc), "trace": str(trace)}
+        d = result.to_dict()
+        return {"answer": result.answer, "score": round(score(item.scorer, result.answer, item.expected), 4),
+                "status": result.status, "duration_s": d["duration_s"], "tokens": _tokens(d["usage"]),
+                "iterations": result.iterations, "sub_calls": result.sub_calls, "error": result.error,
+                "trace": result.trace}
+
+    def run_base(self, item: BenchItem) -> dict:
+        self.token.check()
+        messages = [{"role": "system", "content": BASE_SYSTEM},
+                    {"role": "user", "content": base_prompt(item, self.base_window)}]
+        started = time.perf_counter()
+        try:
+            completion = self.client.complete(messages, model=self.settings.model.root_model,
+                                              temperature=self.settings.model.temperature)
+        except FATAL_ERRORS:
+            raise
+        except Exception as exc:  # noqa: BLE001 - e.g. the prompt is over the model's window
+            return {"answer": None, "score": 0.0, "status": "error",
+                    "duration_s": round(time.perf_counter() - started, 3), "tokens": 0, "error": _message(exc),
+                    "context_chars_shown": min(len(item.context), self.base_window)}
+        answer = completion.text.strip()
+        final = parsing.find_final(answer)
+        if final is not None and final.kind == "answer":
+            answer = final.value
+        return {"answer": answer, "score": round(score(item.scorer, answer, item.expected), 4), "status": "ok",
+                "duration_s": round(time.perf_counter() - started, 3),
+                "tokens": completion.usage.prompt_tokens + completion.usage.completion_tokens, "error": None,
+                "context_chars_shown": min(len(item.context), self.base_window)}
+
+    def run_item(self, item: BenchItem) -> ItemResult | None:
+        try:
+            rlm = self.run_rlm(item)
+            base = self.run_base(item) if self.compare_base else None
+        except Cancelled:
+            return None
+        return ItemResult(item, rlm, base)
+
+    def run(self, items: list[BenchItem], *, concurrency: int = 1) -> list[ItemResult]:
+        if self.reporter:
+            self.reporter.start(len(items), len(items), 0)
+        executor = LocalExecutor(max(1, min(concurrency, len(items))))
+        done_results: dict[str, ItemResult] = {}
+        pending: dict[Future, BenchItem] = {}
+        try:
+            pending = {executor.submit(self.run_item, it): it for it in items}
+            while pending:
+                done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
+                for future in done:
+                    pending.pop(future)
+                    res = future.result()
+                    if res is not None:
+                        done_results[res.item.id] = res
+                        if self.reporter:
+                            self.reporter.query_done({"id": res.item.id, "status": res.rlm["status"],
+                                                      "score": res.rlm["score"],
+                                                      "duration_s": res.rlm["duration_s"],
+                                                      "base_score": (res.base or {}).get("score")})
+        except BaseException:
+            self.token.stop()
+            executor.shutdown(cancel_pending=True)
+            if pending:
+                wait(list(pending), timeout=STOP_GRACE_S)
+            self.token.close_sessions()
+            raise
+        else:
+            executor.shutdown()
+        finally:
+            if self.reporter:
+                self.reporter.finish()
+        return [done_results[it.id] for it in items if it.id in done_results]
+
+
+def run_benchmark(name: str, sizes: list[int], *, n: int, seed: int, settings: Settings, client: ModelClient,
+                  compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW, concurrency: int = 1,
+                  reporter: Reporter | None = None, trace_dir: Path | None = None) -> BenchReport:
+    """Generate ``n`` items per size of benchmark ``name``, run them, return the report."""
+    from rlm.runner import check_models
+
+    started = time.perf_counter()
+    items = generate(name, sizes, n, seed)
+    check_models(client, settings)
+    runner = BenchRunner(settings, client, compare_base=compare_base, base_window=base_window,
+                         trace_dir=trace_dir, reporter=reporter)
+    results = runner.run(items, concurrency=concurrency)
+    return BenchReport(benchmark=name, sizes=sizes, n=n, seed=seed, root_model=settings.model.root_model,
+                       sub_model=settings.model.effective_sub_model, compare_base=compare_base,
+                       base_window=base_window, results=results, wall_s=time.perf_counter() - started)

@@ -1,0 +1,289 @@
+"""`rlm batch run SPEC` and `rlm benchmark ...`.
+
+Registered by rlm/cli.py::
+
+    app.add_typer(batch_app, name="batch", cls=RLMGroup)
+    app.command("benchmark")(benchmark_command)
+
+Standalone (same commands, same error mapping and exit codes)::
+
+    python -m rlm.cli_batch batch run SPEC.yaml
+    python -m rlm.cli_batch benchmark --name s_niah --sizes 8k
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rlm.errors import UsageError
+
+# The same flags as rlm/cli.py (repeated here so that this module never imports rlm.cli at import time).
+ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
+DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
+BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default: Ollama at http://localhost:11434/v1).")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Root model name.")]
+SubModelOpt = Annotated[Optional[str], typer.Option("--sub-model", help="Model for llm_query (default: the root model).")]
+MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Iteration limit (default 20).")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="Show no progress.")]
+
+BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa")
+
+batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                        help="Run many questions from a YAML spec, each in its own sandbox.")
+
+
+def _model_values(base_url, model, sub_model, max_iterations) -> dict:
+    values = {"base_url": base_url, "root_model": model, "sub_model": sub_model, "max_iterations": max_iterations}
+    return {k: v for k, v in values.items() if v is not None}
+
+
+_FLAGS = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
+          "max_iterations": "--max-iterations"}
+
+
+def _base_settings(config: Path | None, debug: bool, cli: dict | None = None):
+    """Settings from defaults, the config file, .env and the environment (and ``cli`` flags)."""
+    from rlm.config import load_settings
+
+    values = dict(cli or {})
+    if debug:
+        values["debug"] = True
+    loaded = load_settings(config_file=config, cli=values, cli_flags={k: _FLAGS.get(k, "--" + k) for k in values})
+    if loaded.settings.run.debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    return loaded.settings
+
+
+# ---------------------------------------------------------------------------- progress
+class PlainReporter:
+    """One line per finished query on stderr (used when stderr is not a terminal)."""
+
+    def __init__(self, console: Console, label: str = "query") -> None:
+        self.console = console
+        self.label = label
+        self.total = self.done = 0
+
+    def start(self, total: int, to_run: int, skipped: int) -> None:
+        self.total = to_run
+        note = f" ({skipped} already done, skipped)" if skipped else ""
+        self.console.print(f"{to_run} {_plural(self.label, to_run)} to run{note}", highlight=False, markup=False,
+                           soft_wrap=True)
+
+    def query_done(self, record: dict) -> None:
+        self.done += 1
+        self.console.print(_done_line(record, self.done, self.total), highlight=False, markup=False, soft_wrap=True)
+
+    def finish(self) -> None:
+        pass
+
+
+class RichReporter(PlainReporter):
+    """A progress bar on stderr, with one line above it per finished query."""
+
+    def __init__(self, console: Console, label: str = "query") -> None:
+        super().__init__(console, label)
+        self.progress = None
+        self.task = None
+
+    def start(self, total: int, to_run: int, skipped: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        super().start(total, to_run, skipped)
+        if not to_run:
+            return
+        self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeElapsedColumn(), console=self.console, transient=True)
+        self.progress.start()
+        self.task = self.progress.add_task(_plural(self.label, 2), total=to_run)
+
+    def query_done(self, record: dict) -> None:
+        self.done += 1
+        if self.progress is None:
+            return super().query_done(record)
+        self.progress.console.print(_done_line(record, self.done, self.total), highlight=False, markup=False,
+                                    soft_wrap=True)
+        self.progress.advance(self.task)
+
+    def finish(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+
+def _plural(label: str, count: int) -> str:
+    return label if count == 1 else {"query": "queries"}.get(label, label + "s")
+
+
+def _done_line(record: dict, done: int, total: int) -> str:
+    from rlm.parsing import sanitize_for_terminal
+
+    parts = [f"[{done}/{total}] {sanitize_for_terminal(str(record.get('id')))}: {record.get('status')}"]
+    if record.get("score") is not None:
+        parts.append(f"score {record['score']:.2f}")
+    if record.get("base_score") is not None:
+        parts.append(f"base {record['base_score']:.2f}")
+    if record.get("duration_s") is not None:
+        parts.append(f"{float(record['duration_s']):.1f} s")
+    if record.get("error"):
+        parts.append(sanitize_for_terminal(str(record["error"]).splitlines()[0])[:100])
+    return ", ".join(parts)
+
+
+def make_reporter(quiet: bool, label: str = "query"):
+    console = Console(stderr=True)
+    if quiet:
+        return None
+    return RichReporter(console, label) if console.is_terminal else PlainReporter(console, label)
+
+
+# ---------------------------------------------------------------------------- batch run
+def summary_table(summary) -> Table:
+    table = Table(title="batch summary", show_header=True, header_style="bold")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("queries", str(summary.total))
+    table.add_row("run now / skipped", f"{summary.ran} / {summary.skipped}")
+    for status in ("ok", "max_iterations", "error", "not run"):
+        if summary.counts.get(status):
+            table.add_row(f"status: {status}", str(summary.counts[status]))
+    for status, count in sorted(summary.counts.items()):
+        if status not in ("ok", "max_iterations", "error", "not run"):
+            table.add_row(f"status: {status}", str(count))
+    if summary.scored:
+        table.add_row("accuracy", f"{summary.correct}/{summary.scored} ({100 * summary.accuracy:.0f}%)")
+    table.add_row("tokens in / out", f"{summary.prompt_tokens:,} / {summary.completion_tokens:,}")
+    table.add_row("time: this run", f"{summary.wall_s:.1f} s")
+    table.add_row("time: all queries (sum)", f"{summary.query_s:.1f} s")
+    table.add_row("results", str(summary.output))
+    return table
+
+
+@batch_app.command("run")
+def batch_run(
+    spec: Annotated[Path, typer.Argument(help="The batch spec (YAML); relative paths in it resolve against its folder.")],
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Results file (JSONL, appended); overrides the spec's output.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-j", min=1, help="Queries at once; overrides the spec.")] = None,
+    retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun ids whose last result is not ok.")] = False,
+    base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
+    max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Run every question of SPEC, each in its own sandbox; append one JSON line per finished query.
+
+    Ids already answered ok in the output file are skipped; --retry-failed reruns failed ones.
+    Exit code 0 when every query's last result is ok, 1 otherwise.
+    """
+    from rlm.batch import load_spec, run_batch
+
+    base = _base_settings(config, debug)
+    batch = load_spec(spec, base=base, cli=_model_values(base_url, model, sub_model, max_iterations),
+                      output=output, concurrency=concurrency)
+    console = Console(stderr=True)
+    try:
+        summary = run_batch(batch, retry_failed=retry_failed, reporter=make_reporter(quiet))
+    except KeyboardInterrupt:
+        console.print(f"interrupted: finished queries are kept in {batch.output}; run the same command again "
+                      "to continue", highlight=False, markup=False, soft_wrap=True)
+        raise
+    Console().print(summary_table(summary))
+    if not summary.all_ok:
+        failed = summary.failed_ids[:10]
+        more = "" if len(summary.failed_ids) <= 10 else f" and {len(summary.failed_ids) - 10} more"
+        hint = "" if retry_failed else "; rerun with --retry-failed to try the failed ones again"
+        console.print(f"not ok: {', '.join(failed)}{more}{hint}", highlight=False, markup=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------- benchmark
+def bench_table(report) -> Table:
+    table = Table(title=f"{report.benchmark} (sizes in characters, n={report.n}, seed={report.seed})",
+                  show_header=True, header_style="bold")
+    for column in ("size", "n", "RLM score", "base score", "RLM s/query", "base s/query", "RLM tokens/query",
+                   "base tokens/query"):
+        table.add_column(column, justify="right")
+    for r in report.rows():
+        dash = "-"
+        table.add_row(f"{r['size']:,}", str(r["n"]), f"{r['rlm_score']:.2f}",
+                      dash if r["base_score"] is None else f"{r['base_score']:.2f}", f"{r['rlm_time_s']:.1f}",
+                      dash if r["base_time_s"] is None else f"{r['base_time_s']:.1f}", f"{r['rlm_tokens']:,}",
+                      dash if r["base_tokens"] is None else f"{r['base_tokens']:,}")
+    return table
+
+
+def benchmark_command(
+    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs or code_qa.")],
+    sizes: Annotated[str, typer.Option("--sizes", help="Context sizes in CHARACTERS, comma-separated; k = 1,000 and m = 1,000,000 (8k = 8000 characters).")] = "8k,32k",
+    n: Annotated[int, typer.Option("--n", min=1, help="Items per size.")] = 3,
+    seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same items).")] = 0,
+    compare_base: Annotated[bool, typer.Option("--compare-base", help="Also ask the root model directly, context cut to --base-window.")] = False,
+    base_window: Annotated[int, typer.Option("--base-window", min=100, help="Characters of context the base model sees with --compare-base.")] = 32000,
+    concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of score against size (needs matplotlib).")] = None,
+    base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
+    max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
+    from rlm.benchmarks.generators import parse_sizes
+    from rlm.benchmarks.runner import run_benchmark
+    from rlm.runner import make_client
+
+    if name not in BENCHMARKS:
+        import difflib
+
+        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
+        raise UsageError(f"unknown benchmark '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+                         hint="choose one of: " + ", ".join(BENCHMARKS))
+    size_list = parse_sizes(sizes)
+    if plot is not None:
+        from rlm.benchmarks.plot import require_matplotlib
+
+        require_matplotlib()
+        if plot.suffix.lower() != ".png":
+            raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
+    settings = _base_settings(config, debug, _model_values(base_url, model, sub_model, max_iterations))
+    with make_client(settings) as client:
+        report = run_benchmark(name, size_list, n=n, seed=seed, settings=settings, client=client,
+                               compare_base=compare_base, base_window=base_window, concurrency=concurrency,
+                               reporter=make_reporter(quiet, label="item"))
+    (Console(stderr=True) if json_out else Console()).print(bench_table(report))
+    if plot is not None:
+        from rlm.benchmarks.plot import plot_report
+
+        plot_report(report, plot)
+        Console(stderr=True).print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
+    if json_out:
+        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+
+
+# ---------------------------------------------------------------------------- standalone
+def _sigterm_to_interrupt(signum, frame):  # so sandboxes are closed on SIGTERM as on Ctrl-C
+    raise KeyboardInterrupt
+
+
+def standalone_app() -> typer.Typer:
+    from rlm.cli import RLMGroup
+
+    root = typer.Typer(cls=RLMGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
+    root.add_typer(batch_app, name="batch", cls=RLMGroup)
+    root.command("benchmark")(benchmark_command)
+    return root
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
+    standalone_app()(prog_name="rlm")
+
+
+if __name__ == "__main__":
+    main()

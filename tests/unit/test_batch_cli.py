@@ -1,0 +1,47 @@
+"""`batch run` command: validation before any model call, exit codes (no Docker needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from rlm.cli_batch import standalone_app
+from rlm.llm.fake_server import FakeModelServer
+
+
+def test_invalid_spec_exits_2_listing_problems_and_calls_no_model(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    with FakeModelServer() as server:
+        spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
+                        "queries:\n  - {id: a, question: Q, context_file: nope.txt}\n"
+                        "  - {id: a, question: Q, context: x, colour: red}\n")
+        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+        assert result.exit_code == 2, result.output
+        assert "3 problems in batch spec" in result.output
+        assert "context file not found" in result.output and "duplicate id 'a'" in result.output
+        assert "unknown key 'colour'" in result.output
+        assert server.requests == []
+    assert not (tmp_path / "s.results.jsonl").exists()
+
+
+def test_unreachable_model_server_exits_4_before_any_sandbox(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {base_url: 'http://127.0.0.1:9/v1', max_retries: 0}\n"
+                    "queries: [{id: a, question: Q, context: x}]\n")
+    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+    assert result.exit_code == 4, result.output
+    assert "cannot reach the model server" in result.output
+
+
+def test_everything_done_already_makes_no_request(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    out = tmp_path / "s.results.jsonl"
+    out.write_text('{"id": "a", "status": "ok", "answer": "x", "duration_s": 1.0, "usage": {}}\n')
+    with FakeModelServer() as server:
+        spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
+                        "queries: [{id: a, question: Q, context: x, expected: x}]\n")
+        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet"])
+        assert result.exit_code == 0, result.output
+        assert server.requests == []
+    assert "1/1 (100%)" in result.output

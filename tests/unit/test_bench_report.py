@@ -1,0 +1,87 @@
+"""Benchmark reports, the base prompt, the plot and the command's checks (no Docker, no model)."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from rlm.benchmarks.generators import generate
+from rlm.benchmarks.runner import BenchReport, ItemResult, base_prompt
+from rlm.cli_batch import bench_table, standalone_app
+from rlm.errors import UsageError
+
+
+def _report(compare_base: bool = True) -> BenchReport:
+    items = generate("s_niah", [2000, 20000], 2, seed=0)
+    results = []
+    for k, item in enumerate(items):
+        rlm = {"answer": item.expected, "score": 1.0, "status": "ok", "duration_s": 2.0 + k, "tokens": 1000,
+               "iterations": 1, "sub_calls": 0, "error": None, "trace": None}
+        base = {"answer": "?", "score": 0.0 if item.size > 2000 else 1.0, "status": "ok", "duration_s": 0.5,
+                "tokens": 300, "error": None, "context_chars_shown": 2000} if compare_base else None
+        results.append(ItemResult(item, rlm, base))
+    return BenchReport(benchmark="s_niah", sizes=[2000, 20000], n=2, seed=0, root_model="r", sub_model="s",
+                       compare_base=compare_base, base_window=2000, results=results, wall_s=9.0)
+
+
+def test_rows_and_json_shape() -> None:
+    report = _report()
+    rows = report.rows()
+    assert [r["size"] for r in rows] == [2000, 20000]
+    assert rows[0]["rlm_score"] == 1.0 and rows[0]["base_score"] == 1.0 and rows[1]["base_score"] == 0.0
+    assert rows[0]["rlm_time_s"] == 2.5 and rows[1]["rlm_tokens"] == 1000 and rows[1]["base_tokens"] == 300
+    d = report.to_dict()
+    assert d["size_unit"] == "characters" and d["base_window"] == 2000 and len(d["items"]) == 4
+    item = d["items"][0]
+    assert {"id", "size", "question", "expected", "scorer", "context_chars", "rlm", "base"} <= set(item)
+    assert "context" not in item
+    no_base = _report(compare_base=False)
+    assert no_base.rows()[0]["base_score"] is None and no_base.to_dict()["base_window"] is None
+    assert bench_table(no_base).row_count == 2
+
+
+def test_base_prompt_cuts_to_the_window() -> None:
+    item = generate("oolong", [9000], 1, seed=0)[0]
+    prompt = base_prompt(item, 1000)
+    assert item.context[:1000] in prompt and item.context[:1001] not in prompt
+    assert "cut to its first 1,000 characters" in prompt and item.question in prompt
+    full = base_prompt(item, 100_000)
+    assert item.context in full and "cut to" not in full
+
+
+def test_plot_writes_a_png(tmp_path) -> None:
+    pytest.importorskip("matplotlib", reason="matplotlib is optional: pip install matplotlib")
+    from rlm.benchmarks.plot import plot_report
+
+    out = plot_report(_report(), tmp_path / "score.png")
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path) -> None:
+    from rlm.benchmarks.plot import plot_report, require_matplotlib
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # import fails as if not installed
+    with pytest.raises(UsageError) as info:
+        require_matplotlib()
+    assert "pip install matplotlib" in info.value.hint
+    with pytest.raises(UsageError):
+        plot_report(_report(), tmp_path / "x.png")
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--name", "s_nia"], "did you mean 's_niah'"),
+    (["--name", "s_niah", "--sizes", "8q"], "cannot read the size"),
+    (["--name", "s_niah", "--plot", "out.svg"], "PNG"),
+])
+def test_benchmark_command_checks_before_any_model_call(args, text) -> None:
+    result = CliRunner().invoke(standalone_app(), ["benchmark", *args, "--base-url", "http://127.0.0.1:9/v1"])
+    assert result.exit_code == 2, result.output
+    assert text in result.output
+
+
+def test_benchmark_help_says_characters() -> None:
+    result = CliRunner().invoke(standalone_app(), ["benchmark", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    assert "CHARACTERS" in result.output and "8k = 8000" in result.output
