@@ -236,75 +236,91 @@ class Repl:
             publish_display_data({STATE_MIME: state})
 
 
-class OutputGuard:
-    """Caps what a cell's stdout/stderr sends to the host: the head passes, a tail is kept.
+class _StreamState:
+    def __init__(self) -> None:
+        self.sent = 0
+        self.dropped = 0
+        self.tail: deque = deque()
+        self.tail_size = 0
 
-    Registered as an ipykernel OutStream hook (runs on the IO thread).  Past ``limit``/2
-    bytes per cell, messages are swallowed into a bounded tail; at the end of the cell the
-    tail is released with a marker saying how much was dropped.
+
+class OutputGuard:
+    """Caps what a cell writes to stdout and stderr, per stream: the head passes, a tail is kept.
+
+    It wraps each stream's ``write`` (so it applies in whatever thread writes, and whatever
+    thread later flushes).  Past the head limit, text goes into a bounded tail; at the end
+    of the cell the tail is written to its own stream after a marker saying how much was
+    dropped.  The limits sit a little under the host's cap so that the marker survives.
     """
 
     def __init__(self, limit: int) -> None:
-        # A little under the host's own cap, so that the host keeps this marker intact.
         self.head_limit = max(1, limit // 2 - 512)
         self.tail_limit = max(1, limit // 2 - 512)
         self._lock = threading.Lock()
+        self._writes: dict = {}
+        self._streams: dict = {}
         self.reset()
+
+    def wrap(self, name: str, stream) -> None:
+        original = stream.write
+        self._writes[name] = original
+        self._streams[name] = stream
+
+        def write(text):
+            if not isinstance(text, str):
+                return original(text)  # let the stream raise its own TypeError
+            passed = self._admit(name, text)
+            if passed:
+                original(passed)
+            return len(text)
+
+        stream.write = write
 
     def reset(self) -> None:
         with self._lock:
-            self.sent = 0
-            self.dropped = 0
-            self.tail: deque = deque()
-            self.tail_size = 0
-            self.tail_msg = None
-            self.passthrough = False
+            self.state = {name: _StreamState() for name in ("stdout", "stderr")}
 
-    def hook(self, msg):
-        if self.passthrough or msg.get("msg_type") != "stream":
-            return msg
-        text = msg["content"]["text"]
+    @property
+    def dropped(self) -> int:
+        return sum(st.dropped for st in self.state.values())
+
+    def _admit(self, name: str, text: str) -> str:
         with self._lock:
-            room = self.head_limit - self.sent
+            st = self.state[name]
+            room = self.head_limit - st.sent
             if room >= len(text):
-                self.sent += len(text)
-                return msg
+                st.sent += len(text)
+                return text
             head, rest = text[: max(room, 0)], text[max(room, 0):]
-            self.sent += len(head)
-            self.tail.append(rest)
-            self.tail_size += len(rest)
-            self.tail_msg = msg
-            while self.tail_size - len(self.tail[0]) >= self.tail_limit:
-                self.dropped += len(self.tail[0])
-                self.tail_size -= len(self.tail.popleft())
-            if head:
-                msg["content"]["text"] = head
-                return msg
-            return None
+            st.sent += len(head)
+            if len(rest) >= self.tail_limit:
+                st.dropped += st.tail_size + len(rest) - self.tail_limit
+                st.tail = deque([rest[-self.tail_limit:]])
+                st.tail_size = self.tail_limit
+            else:
+                st.tail.append(rest)
+                st.tail_size += len(rest)
+                while st.tail_size - len(st.tail[0]) >= self.tail_limit:
+                    piece = st.tail.popleft()
+                    st.dropped += len(piece)
+                    st.tail_size -= len(piece)
+            return head
 
     def finish(self) -> None:
-        import sys
-
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # noqa: BLE001 - a broken stream must not break the cell's end
-                pass
-        with self._lock:
-            if not self.tail:
-                return
-            tail = "".join(self.tail)
-            if len(tail) > self.tail_limit:
-                self.dropped += len(tail) - self.tail_limit
-                tail = tail[-self.tail_limit:]
-            self.tail.clear()
-            self.tail_size = 0
-            self.passthrough = True
-        try:
-            sys.stdout.write(f"\n[... {self.dropped} characters of output dropped in the sandbox ...]\n" + tail)
-            sys.stdout.flush()
-        finally:
-            self.passthrough = False
+        """Release each stream's tail (after a marker) at the end of the cell."""
+        for name, st in self.state.items():
+            with self._lock:
+                if not st.tail:
+                    continue
+                tail = "".join(st.tail)
+                if len(tail) > self.tail_limit:
+                    st.dropped += len(tail) - self.tail_limit
+                    tail = tail[-self.tail_limit:]
+                st.tail.clear()
+                st.tail_size = 0
+                dropped = st.dropped
+            self._writes[name](f"\n[... {dropped} characters of output dropped in the sandbox ...]\n" + tail)
+            self._streams[name].flush()
 
 
 def install(shell, *, output_limit: int, final_limit: int) -> Repl:
@@ -320,9 +336,8 @@ def install(shell, *, output_limit: int, final_limit: int) -> Repl:
     shell.push(repl.namespace())
     shell.events.register("pre_run_cell", repl.pre_run_cell)
     shell.events.register("post_run_cell", repl.post_run_cell)
-    for stream in (sys.stdout, sys.stderr):
-        if hasattr(stream, "register_hook"):
-            stream.register_hook(repl.output_guard.hook)
+    repl.output_guard.wrap("stdout", sys.stdout)
+    repl.output_guard.wrap("stderr", sys.stderr)
     _cap_long_reprs(shell, output_limit)
     return repl
 

@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import selectors
 import socket
 import struct
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
@@ -49,14 +51,31 @@ class _Conn:
         self.lock = threading.Lock()
         self.closed = False
 
-    def send(self, message: dict) -> None:
+    def send(self, message: dict, timeout: float = 60.0) -> None:
+        """Write a whole frame on the non-blocking socket, waiting for room up to ``timeout``.
+
+        A peer that does not read is cut off (shutdown), so it sees EOF instead of hanging."""
+        data = memoryview(protocol.encode(message))
+        deadline = time.monotonic() + timeout
         with self.lock:
             if self.closed:
                 return
             try:
-                self.sock.sendall(protocol.encode(message))
+                while data:
+                    try:
+                        sent = self.sock.send(data)
+                    except BlockingIOError:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0 or not select.select([], [self.sock], [], remaining)[1]:
+                            raise TimeoutError("peer does not read") from None
+                        continue
+                    data = data[sent:]
             except OSError:
                 self.closed = True
+                try:
+                    self.sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
 
 
 class BridgeServer:

@@ -193,7 +193,7 @@ class KernelClient:
         elif kind in ("execute_result", "display_data"):
             data = content.get("data") or {}
             if isinstance(data.get(STATE_MIME), dict):
-                out.state.update(data[STATE_MIME])
+                out.state.update(data[STATE_MIME])  # untrusted: checked and capped by the session
             elif "text/plain" in data:
                 text = str(data["text/plain"])
                 out.display.add(text if text.endswith("\n") else text + "\n")
@@ -201,7 +201,10 @@ class KernelClient:
             out.error_name = str(content.get("ename", "Error"))
             traceback = content.get("traceback") or []
             text = "\n".join(str(line) for line in traceback) if isinstance(traceback, list) else str(traceback)
-            out.error = text or f"{out.error_name}: {content.get('evalue', '')}"
+            capped = OutputCap(out.limit)
+            capped.add(text or f"{out.error_name}: {content.get('evalue', '')}")
+            out.error = capped.text()
+            out.error_name = out.error_name[:200]
         elif kind == "status" and content.get("execution_state") == "idle":
             out.got_idle = True
 

@@ -17,7 +17,9 @@ import atexit
 import logging
 import os
 import queue
+import signal
 import socket
+import threading
 import time
 import uuid
 import weakref
@@ -46,17 +48,54 @@ def _close_open_sessions() -> None:  # cleanup on normal interpreter exit (and a
         session.close()
 
 
+def _install_sigterm_cleanup() -> None:
+    """If the process leaves SIGTERM at its default (die at once, skipping atexit), close the
+    open sessions first and then die of SIGTERM as before.  A handler of the program's own
+    is left alone (the CLI turns SIGTERM into KeyboardInterrupt, which unwinds `with` blocks)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_sigterm(signum, frame):
+        _close_open_sessions()
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+
+
 def _signal_name(code: int | None) -> str:
     if code is None:
         return "unknown status"
     if code < 0:
-        import signal
-
         try:
             return f"killed by {signal.Signals(-code).name}"
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
+
+
+def _checked_state(state: dict, final_limit: int) -> tuple[str | None, dict]:
+    """The REPL's per-cell state message comes from the sandbox: keep known keys, within bounds."""
+    final = state.get("final")
+    if not isinstance(final, str):
+        final = None
+    elif len(final) > final_limit + 200:
+        final = final[:final_limit] + f"\n[... answer truncated: {len(final) - final_limit} characters dropped ...]"
+    meta: dict = {}
+    dropped = state.get("output_dropped")
+    if isinstance(dropped, int):
+        meta["output_dropped"] = dropped
+    info = state.get("context_info")
+    if isinstance(info, dict):
+        clean = {k: info[k] for k in ("kind", "total_chars", "n_documents") if isinstance(info.get(k), (str, int))}
+        if isinstance(info.get("preview"), str):
+            clean["preview"] = info["preview"][:2000]
+        if isinstance(clean.get("kind"), str):
+            clean["kind"] = clean["kind"][:50]
+        meta["context_info"] = clean
+    return final, meta
 
 
 def context_format(path: Path) -> str:
@@ -131,6 +170,7 @@ class SandboxSession:
                 raise ImageMissing(f"the sandbox image {self.settings.image} is not built",
                                    hint="run `rlm sandbox build` (or ./scripts/rlm setup)")
             reap_orphans(self._engine, self.settings.resolved_run_root)
+            _install_sigterm_cleanup()
             _open_sessions.add(self)
             self.opened = True
             self._dirs = RunDirs.create(self.settings.resolved_run_root, self.id, self._sandbox_uid)
@@ -155,7 +195,6 @@ class SandboxSession:
         notice = self._recover_if_needed()
         started = time.perf_counter()
         out = CellOutput(self.settings.output_limit_bytes)
-        assert self._client is not None
         msg_id = self._client.start_execute(code)
         outcome = self._collect(msg_id, out, time.monotonic() + timeout)
         result = Execution()
@@ -379,6 +418,10 @@ class SandboxSession:
     def _recover_if_needed(self) -> str | None:
         """Before a cell: if the kernel or container died since the last one, bring it back."""
         self._drain_wake()
+        if self._client is None:  # an earlier restart failed: try again, or fail clearly
+            self._recreate_container()
+            self.restarts["container"] += 1
+            return "The sandbox had failed and was started again; all variables were lost."
         reason = self._take_death()
         if reason is None:
             return None
@@ -424,6 +467,7 @@ class SandboxSession:
                                 or out.state.get("output_dropped"))
         result.error = out.error
         result.error_name = out.error_name
-        result.final = out.state.get("final") if isinstance(out.state.get("final"), str) else None
-        result.context_restored = bool(out.state.get("context_restored"))
-        result.meta = {k: v for k, v in out.state.items() if k not in ("final", "context_restored")}
+        final, meta = _checked_state(out.state, self.settings.final_limit_chars)
+        result.final = final
+        result.context_restored = bool(out.state.get("context_restored") is True)
+        result.meta = meta
