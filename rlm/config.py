@@ -291,6 +291,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("user", "sandbox", "str", "uid:gid the kernel runs as (quote it in YAML)", check=_non_empty),
     _f("cap_drop", "sandbox", "str_list", "Linux capabilities dropped (comma-separated in env)"),
     _f("no_new_privileges", "sandbox", "bool", "forbid privilege gain through setuid binaries"),
+    _f("seccomp", "sandbox", "str", "seccomp profile: rlm, docker-default, or a JSON file", check=_non_empty),
     _f("pids_limit", "sandbox", "int", "most processes/threads in the container", check=_positive),
     _f("memory_mb", "sandbox", "int", "memory limit (MB), no extra swap", check=_positive),
     _f("address_space_margin_mb", "sandbox", "int", "RLIMIT_AS = memory - tmpfs sizes - this margin (MB)",

@@ -177,7 +177,17 @@ class Supervisor:
                     self.handle(message)
 
 
+def _not_dumpable() -> None:
+    """Cells run as the same uid: without this they could ptrace the supervisor and take its
+    control connection.  A non-dumpable process can only be traced with CAP_SYS_PTRACE."""
+    import ctypes
+
+    PR_SET_DUMPABLE = 4
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def main() -> None:
+    _not_dumpable()
     os.umask(0)
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ctl.connect(CONTROL_SOCKET)

@@ -204,10 +204,17 @@ class Engine:
             kwargs["nano_cpus"] = spec.nano_cpus
         if spec.runtime:
             kwargs["runtime"] = spec.runtime
+        kwargs.pop("detach")
         try:
-            return self._client.containers.run(**kwargs).id
+            container = self._client.containers.create(**kwargs)  # create never pulls: no registry is assumed
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "starting the sandbox container") from exc
+        try:
+            container.start()
+        except _DOCKER_ERRORS as exc:
+            self.remove(container.id)
+            raise _translate(exc, "starting the sandbox container") from exc
+        return container.id
 
     def inspect(self, container_id: str) -> ContainerInfo | None:
         try:

@@ -66,19 +66,30 @@ class RunDirs:
             (root / "owner.json").write_text(json.dumps(  # first, so the reaper knows whose it is
                 {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
             run, bridge, context = root / "run", root / "bridge", root / "context"
-            run.mkdir(mode=0o700)
+            run.mkdir(mode=0o711)
             bridge.mkdir(mode=0o755)
             context.mkdir(mode=0o755)
-            if os.geteuid() == 0:
-                os.chown(run, sandbox_uid, sandbox_uid)
-            else:  # the sandbox user cannot be given the folder; the 0700 parents keep other users out
-                os.chmod(run, 0o777)
             os.chmod(root, 0o711)
         except OSError as exc:
             raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
         if len(str(run)) + 12 > 100:
             raise SandboxError(f"run folder path {run} is too long for Unix sockets; set a shorter run_root")
         return cls(root=root, run=run, bridge=bridge, context=context)
+
+    def unlock_run(self, sandbox_uid: int) -> None:
+        """Let the kernel (re)create its sockets in run/ (only while it starts)."""
+        if os.geteuid() == 0:
+            os.chown(self.run, sandbox_uid, sandbox_uid)
+            os.chmod(self.run, 0o700)
+        else:  # the sandbox user cannot be given the folder; the 0700 parents keep other users out
+            os.chmod(self.run, 0o777)
+
+    def lock_run(self) -> None:
+        """Once the kernel's sockets exist, the sandbox may no longer create files in run/
+        (it is on the host's disk: no filling it, no planting links for later)."""
+        if os.geteuid() == 0:
+            os.chown(self.run, 0, 0)
+        os.chmod(self.run, 0o711)
 
     def clear_run(self) -> None:
         """Empty the kernel's folder (before a container is recreated) without following links."""
@@ -143,8 +154,5 @@ def write_connection_file(run: Path, key: str, sandbox_uid: int) -> dict:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(info, fh)
-    if os.geteuid() == 0:
-        os.chown(path, sandbox_uid, sandbox_uid)
-    else:
-        os.chmod(path, 0o644)
+    os.chmod(path, 0o644)  # host-owned: the kernel reads it and never needs to write it
     return info

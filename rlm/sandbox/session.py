@@ -26,6 +26,7 @@ import weakref
 from pathlib import Path
 
 from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
+from rlm.sandbox import seccomp
 from rlm.sandbox.bridge import BridgeServer, Handler
 from rlm.sandbox.engine import ContainerSpec, Engine, Mount
 from rlm.sandbox.execution import Execution
@@ -320,7 +321,7 @@ class SandboxSession:
                    home: f"rw,nosuid,nodev,noexec,size={s.home_tmpfs_mb}m,uid={self._sandbox_uid},"
                          f"gid={self._sandbox_uid},mode=0700"},
             network_mode=s.network_mode, read_only=s.read_only_rootfs, cap_drop=list(s.cap_drop),
-            security_opt=["no-new-privileges:true"] if s.no_new_privileges else [],
+            security_opt=(["no-new-privileges:true"] if s.no_new_privileges else []) + seccomp.security_opt(s.seccomp),
             pids_limit=s.pids_limit, mem_limit_bytes=s.memory_mb * 1024 * 1024,
             memswap_limit_bytes=s.memory_mb * 1024 * 1024, nano_cpus=int(s.cpus * 1e9),
             ulimits=[("nofile", s.nofile, s.nofile),
@@ -329,6 +330,7 @@ class SandboxSession:
 
     def _start_container(self) -> None:
         self._connection = write_connection_file(self._dirs.run, new_key(), self._sandbox_uid)
+        self._dirs.unlock_run(self._sandbox_uid)
         self._container = self._engine.run(self._spec())
         self._await_event("hello", self.settings.start_timeout_s)
         self._await_kernel(self.settings.start_timeout_s)
@@ -364,6 +366,7 @@ class SandboxSession:
             self._client.close()
         self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
         self._client.wait_ready(timeout)
+        self._dirs.lock_run()
         self._kernel_alive = True
         self._drain_wake()
 
@@ -432,6 +435,7 @@ class SandboxSession:
         """Kernel restart through the supervisor; container recreation when that fails."""
         log.info("restarting sandbox %s: %s", self.id, reason)
         self._kernel_alive = False
+        self._dirs.unlock_run(self._sandbox_uid)
         if self._bridge.send_control("restart"):
             try:
                 self._await_kernel(min(self.settings.start_timeout_s, 20.0))

@@ -19,6 +19,7 @@ class SandboxSettings:
     user: str = "1000:1000"
     cap_drop: tuple[str, ...] = ("ALL",)
     no_new_privileges: bool = True
+    seccomp: str = "rlm"                # "rlm" (rlm's profile), "docker-default", or a profile JSON file
     pids_limit: int = 128
     memory_mb: int = 2048               # cgroup memory limit; swap limit equal (no extra swap)
     address_space_margin_mb: int = 96   # RLIMIT_AS = memory - tmpfs sizes - margin
