@@ -339,7 +339,42 @@ def install(shell, *, output_limit: int, final_limit: int) -> Repl:
     repl.output_guard.wrap("stdout", sys.stdout)
     repl.output_guard.wrap("stderr", sys.stderr)
     _cap_long_reprs(shell, output_limit)
+    _cap_rich_output(shell, output_limit)
     return repl
+
+
+def _cap_mime(data: dict, limit: int) -> dict:
+    """Rich output (HTML, JSON, images...) larger than the limit is cut or dropped, never sent whole."""
+    out = {}
+    for mime, value in data.items():
+        if mime == STATE_MIME:  # our own per-cell state, already bounded (FINAL is capped)
+            out[mime] = value
+        elif isinstance(value, str) and len(value) > limit:
+            keep = limit // 4
+            value = value[:keep] + f"\n[... {len(value) - 2 * keep} characters not shown ...]\n" + value[-keep:]
+        elif isinstance(value, (bytes, bytearray)) and len(value) > limit:
+            continue
+        elif not isinstance(value, (str, bytes, bytearray)) and len(repr(value)) > limit:
+            value = f"[{mime} output of {len(repr(value))} characters not shown]"
+        out[mime] = value
+    return out
+
+
+def _cap_rich_output(shell, limit: int) -> None:
+    publisher = shell.display_pub
+    publish = publisher.publish
+
+    def capped_publish(data, *args, **kwargs):
+        return publish(_cap_mime(data, limit), *args, **kwargs)
+
+    publisher.publish = capped_publish
+    hook = shell.displayhook
+    write = hook.write_format_data
+
+    def capped_write(format_dict, *args, **kwargs):
+        return write(_cap_mime(format_dict, limit), *args, **kwargs)
+
+    hook.write_format_data = capped_write
 
 
 def _cap_long_reprs(shell, limit: int) -> None:

@@ -237,10 +237,20 @@ class Engine:
             return
         except docker.errors.APIError as exc:
             if exc.status_code == 409 and "already in progress" in str(exc.explanation):
+                self._wait_gone(container_id)
                 return
             raise _translate(exc, f"removing container {container_id[:12]}") from exc
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, f"removing container {container_id[:12]}") from exc
+
+    def _wait_gone(self, container_id: str, timeout: float = 10.0) -> None:
+        """Wait until a removal the engine already started has finished."""
+        try:
+            self._api.wait(container_id, timeout=timeout, condition="removed")
+        except docker.errors.NotFound:
+            return
+        except _DOCKER_ERRORS:
+            pass
 
     def list_labelled(self, label: str) -> list[ContainerInfo]:
         """Every container (running or not) that carries ``label`` (key or key=value)."""

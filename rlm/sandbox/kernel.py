@@ -46,6 +46,8 @@ class CellOutput:
     state: dict = field(default_factory=dict)
     got_reply: bool = False
     got_idle: bool = False
+    lost_output: bool = False   # an output message over the host's size cap was dropped
+
 
     def __post_init__(self) -> None:
         self.stdout = OutputCap(self.limit)
@@ -54,7 +56,8 @@ class CellOutput:
 
     @property
     def done(self) -> bool:
-        return self.got_reply and self.got_idle
+        # After a dropped oversized message the idle status may be lost too: the reply suffices.
+        return self.got_reply and (self.got_idle or self.lost_output)
 
 
 class KernelClient:
@@ -72,6 +75,7 @@ class KernelClient:
             self.iopub = self._connect(zmq.SUB, host_run_dir, connection["iopub_port"], allowed_uids,
                                        max_message_bytes)
             self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
+            self.iopub_monitor = self.iopub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         except Exception:
             self.close()
             raise
@@ -87,6 +91,9 @@ class KernelClient:
         return sock
 
     def close(self) -> None:
+        if hasattr(self, "iopub_monitor"):
+            self.iopub.disable_monitor()
+            self.iopub_monitor.close(linger=0)
         for sock in ("shell", "iopub"):
             if hasattr(self, sock):
                 getattr(self, sock).close(linger=0)
@@ -164,6 +171,7 @@ class KernelClient:
         poller.register(self.shell, zmq.POLLIN)
         poller.register(self.iopub, zmq.POLLIN)
         poller.register(wake_fd, zmq.POLLIN)
+        poller.register(self.iopub_monitor, zmq.POLLIN)
         while not out.done:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
@@ -179,6 +187,9 @@ class KernelClient:
                     msg = self._recv(self.shell)
                     if msg and msg["parent_header"].get("msg_id") == msg_id:
                         out.got_reply = True
+            if self.iopub_monitor in events:
+                self.iopub_monitor.recv_multipart()
+                out.lost_output = True  # ZeroMQ cut the connection over an oversized message; it reconnects
             if wake_fd in events and not out.done:
                 return Outcome.WOKEN
         return Outcome.COMPLETED

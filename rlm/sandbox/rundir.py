@@ -57,6 +57,9 @@ class RunDirs:
     @classmethod
     def create(cls, run_root: str, session_id: str, sandbox_uid: int) -> "RunDirs":
         base = Path(run_root)
+        if len(str(base / session_id / "run")) + 12 > 100:
+            raise SandboxError(f"run folder {base / session_id / 'run'} is too long for Unix sockets; "
+                               "set a shorter run_root")
         try:
             base.mkdir(mode=0o700, parents=True, exist_ok=True)
             if base.is_symlink() or base.stat().st_uid != os.getuid():
@@ -72,8 +75,6 @@ class RunDirs:
             os.chmod(root, 0o711)
         except OSError as exc:
             raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
-        if len(str(run)) + 12 > 100:
-            raise SandboxError(f"run folder path {run} is too long for Unix sockets; set a shorter run_root")
         return cls(root=root, run=run, bridge=bridge, context=context)
 
     def unlock_run(self, sandbox_uid: int) -> None:

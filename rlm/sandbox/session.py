@@ -193,7 +193,7 @@ class SandboxSession:
         if not self.opened:
             self.open()
         timeout = self.settings.cell_timeout_s if timeout is None else timeout
-        notice = self._recover_if_needed()
+        notice, recovered = self._recover_if_needed()
         started = time.perf_counter()
         out = CellOutput(self.settings.output_limit_bytes)
         msg_id = self._client.start_execute(code)
@@ -219,9 +219,12 @@ class SandboxSession:
                 result.state_lost = True
                 result.notice = (f"The kernel died while running this cell ({event}); "
                                  f"the {result.restarted} was restarted and all variables were lost.")
+        if out.lost_output and result.restarted is None:
+            self._reconnect()  # ZeroMQ dropped the iopub connection over the oversized message
         if notice:
             result.notice = notice + ("\n" + result.notice if result.notice else "")
             result.state_lost = True
+            result.restarted = result.restarted or recovered
         result.duration_s = time.perf_counter() - started
         self._fill(result, out)
         return result
@@ -370,6 +373,12 @@ class SandboxSession:
         self._kernel_alive = True
         self._drain_wake()
 
+    def _reconnect(self) -> None:
+        """A fresh client on the same kernel (its variables are kept)."""
+        self._client.close()
+        self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
+        self._client.wait_ready(self.settings.start_timeout_s)
+
     def _on_control(self, event: dict) -> None:
         self._events.put(event)
         try:
@@ -418,18 +427,20 @@ class SandboxSession:
             return "the container stopped"
         return str(event.get("message") or kind)
 
-    def _recover_if_needed(self) -> str | None:
-        """Before a cell: if the kernel or container died since the last one, bring it back."""
+    def _recover_if_needed(self) -> tuple[str | None, str | None]:
+        """Before a cell: if the kernel or container died since the last one, bring it back.
+        Returns (notice for the model, what was restarted)."""
         self._drain_wake()
         if self._client is None:  # an earlier restart failed: try again, or fail clearly
             self._recreate_container()
             self.restarts["container"] += 1
-            return "The sandbox had failed and was started again; all variables were lost."
+            return "The sandbox had failed and was started again; all variables were lost.", "container"
         reason = self._take_death()
         if reason is None:
-            return None
+            return None, None
         restarted = self._restart(reason=reason)
-        return f"The kernel had died since the last cell ({reason}); the {restarted} was restarted and all variables were lost."
+        return (f"The kernel had died since the last cell ({reason}); the {restarted} was restarted "
+                "and all variables were lost.", restarted)
 
     def _restart(self, reason: str) -> str:
         """Kernel restart through the supervisor; container recreation when that fails."""
@@ -468,7 +479,10 @@ class SandboxSession:
         display = out.display.text()
         result.display = [display.rstrip("\n")] if display else []
         result.truncated = bool(out.stdout.dropped or out.stderr.dropped or out.display.dropped
-                                or out.state.get("output_dropped"))
+                                or out.state.get("output_dropped") or out.lost_output)
+        if out.lost_output:
+            lost = "Some output was too large to transfer and was dropped."
+            result.notice = f"{result.notice}\n{lost}" if result.notice else lost
         result.error = out.error
         result.error_name = out.error_name
         final, meta = _checked_state(out.state, self.settings.final_limit_chars)
