@@ -299,7 +299,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("cpus", "sandbox", "float", "CPU quota (cores)", check=_positive),
     _f("nofile", "sandbox", "int", "open-file limit (RLIMIT_NOFILE)", check=_positive),
     _f("fsize_mb", "sandbox", "int", "largest file a cell may write (MB)", check=_positive),
-    _f("init", "sandbox", "bool", "run an init process as pid 1"),
+    _f("init", "sandbox", "bool", "Docker's tini as pid 1 (false: rlm's supervisor is pid 1, reaping orphans)"),
     _f("cell_timeout_s", "sandbox", "float", "seconds one cell may run", "EXECUTION_TIMEOUT",
        check=_positive),
     _f("interrupt_grace_s", "sandbox", "float", "seconds after an interrupt before a kernel restart",

@@ -760,7 +760,10 @@ attack("files_proc_root", "files", "/proc/*/root of every process is the contain
                 continue
             same = (st.st_dev, st.st_ino) == (root.st_dev, root.st_ino)
             roots[pid] = "container" if same else f"OTHER {st.st_dev}:{st.st_ino}"
-    ours = open("/proc/1/root/etc/hostname").read() == open("/etc/hostname").read()
+    try:
+        ours = open("/proc/1/root/etc/hostname").read() == open("/etc/hostname").read()
+    except PermissionError:
+        ours = True  # pid 1 (the supervisor) is not dumpable: its root is not even visible
     report(roots=roots, init_root_is_ours=ours)
 """, _verify_proc_roots)
 
@@ -850,7 +853,9 @@ attack("files_write_bridge", "files", "the bridge folder is read-only: no plant,
 
 
 _KILL_KERNEL = "import os\nos._exit(1)"
-_KILL_SUPERVISOR = "import os, signal, time\nos.kill(os.getppid(), signal.SIGKILL)\ntime.sleep(60)"
+# The supervisor is pid 1 and cannot be killed from inside; the kernel's death makes the host
+# restart it, which locks run/ again and removes anything planted there.
+_KILL_SUPERVISOR = "import os\nos._exit(1)"
 
 
 def _after_death(kill: str, *, refuse: bool = False, container: bool = False) -> Verify:
@@ -957,13 +962,27 @@ attack("files_run_cleanup_links", "files", "emptying run/ on recreation does not
         os.symlink("/", "/rlm/run/nested/root")
     # The verification then kills the supervisor: the host recreates the container and empties run/.
     report(planted={"links to the host secret folder": attempt(plant)})
-""", _after_death(_KILL_SUPERVISOR, container=True))
+""", _after_death(_KILL_SUPERVISOR))
 
 
-def _verify_restart_race(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
-    if not execution.restarted:
-        return False, "the kernel did not die as planned: " + _short(execution.output, 80)
-    after = ctx.run(r"""
+_RESTART_RACE = r"""
+import os, time
+for _ in range(3):                # helpers that outlive the kernel until the supervisor's clean-up
+    if os.fork() == 0:
+        try:
+            while not os.path.isdir("/rlm/run/escape"):
+                try:
+                    os.mkdir("/rlm/run/escape", 0o777)
+                except OSError:
+                    pass
+            time.sleep(3600)
+        finally:
+            os._exit(0)
+time.sleep(0.2)
+os._exit(1)                       # the kernel dies: the host makes run/ writable again for the restart
+"""
+
+_USE_ESCAPE = r"""
 import os
 exists = os.path.isdir("/rlm/run/escape")
 written, stopped = 0, None
@@ -977,38 +996,33 @@ if exists:
     except OSError as exc:
         stopped = type(exc).__name__
 report(exists=exists, mb=written >> 20, stopped=stopped)
-""")
-    data = report_of(after)
-    if data is None:
-        return _missing(after)
-    cap = ctx.probe["tmpfs_mb"]
-    if not data["exists"]:
-        return True, f"the host restarted the {execution.restarted}; nothing created in run/ during the restart"
-    ok = data["mb"] <= cap
-    return ok, (f"a folder made in run/ during the restart stays writable: {data['mb']} MB written to the "
-                f"host disk after the restart (stopped: {data['stopped']})" if not ok else
-                f"a folder was made during the restart but writes stop at {data['mb']} MB ({data['stopped']})")
+"""
+
+
+def _verify_restart_race(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    restarts = []
+    for attempt_no in range(3):   # the window is short: give the race three chances
+        if attempt_no:
+            execution = ctx.run(_RESTART_RACE)
+        if not execution.restarted:
+            return False, "the kernel did not die as planned: " + _short(execution.output, 80)
+        restarts.append(execution.restarted)
+        after = ctx.run(_USE_ESCAPE)
+        data = report_of(after)
+        if data is None:
+            return _missing(after)
+        if data["exists"]:
+            cap = ctx.probe["tmpfs_mb"]
+            ok = data["mb"] <= cap
+            return ok, (f"a folder made in run/ during a {execution.restarted} restart stays writable: "
+                        f"{data['mb']} MB written to the host disk afterwards (stopped: {data['stopped']})"
+                        if not ok else f"a folder was made during the restart but writes stop at {data['mb']} MB")
+    return True, f"{len(restarts)} restarts ({', '.join(restarts)}): nothing could be created in run/ meanwhile"
 
 
 attack("files_run_restart_race", "files",
-       "no window during a kernel restart lets the sandbox create files in /rlm/run", r"""
-    import os, time
-    if os.fork() == 0:            # a helper that outlives the kernel until the supervisor's clean-up
-        try:
-            while True:
-                try:
-                    os.mkdir("/rlm/run/escape", 0o777)
-                    break
-                except FileExistsError:
-                    break
-                except OSError:
-                    pass
-            time.sleep(3600)
-        finally:
-            os._exit(0)
-    time.sleep(0.2)
-    os._exit(1)                   # the kernel dies: the host makes run/ writable again for the restart
-""", _verify_restart_race, cleanup=r"""
+       "no window during a kernel restart lets the sandbox create files in /rlm/run", _RESTART_RACE,
+       _verify_restart_race, cleanup=r"""
     import glob, os
     for p in glob.glob("/rlm/run/escape/*"):
         os.unlink(p)
@@ -1387,15 +1401,20 @@ attack("priv_kill_init", "privilege", "killing pid 1 only stops this container; 
 
 
 def _verify_kill_all(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
-    if execution.restarted != "container":
-        return False, "expected the container to be recreated: " + _short(execution.output, 80)
-    return True, "kill(-1) and SIGKILL of the supervisor: host recreated the container"
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    ok = data["supervisor_alive"] and execution.restarted is None
+    return ok, (f"kill(-1): {data['kill']}; SIGKILL to pid 1: {data['kill_1']}; the supervisor lives on"
+                if ok else f"supervisor alive {data['supervisor_alive']}, restarted {execution.restarted}")
 
 
-attack("priv_kill_everything", "privilege", "kill(-1, SIGKILL) only hurts the sandbox; host recreates it", r"""
-    import os, signal, time
-    os.kill(-1, signal.SIGKILL)        # every process but init and ourselves, the supervisor included
-    time.sleep(60)
+attack("priv_kill_everything", "privilege", "kill(-1) / SIGKILL of pid 1 reach nothing: the supervisor is pid 1",
+       r"""
+    import os, signal
+    out = {"kill": attempt(os.kill, -1, signal.SIGKILL), "kill_1": attempt(os.kill, 1, signal.SIGKILL)}
+    out["supervisor_alive"] = os.path.exists("/proc/1") and open("/proc/1/stat").read().split()[2] != "Z"
+    report(**out)
 """, _verify_kill_all, fast=False)
 
 attack("priv_docker_socket", "privilege", "no Docker/containerd/podman socket, no DOCKER_HOST", r"""
@@ -2139,12 +2158,12 @@ attack("bridge_ctl_second_client", "bridge", "ctl.sock refuses a second client; 
 
 
 def _verify_frozen_supervisor(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
-    ok = execution.timed_out and execution.restarted == "container"
-    return ok, (f"supervisor frozen, cell hung: host recreated the container after {execution.duration_s:.1f} s"
-                if ok else f"timed_out={execution.timed_out} restarted={execution.restarted}")
+    ok = execution.timed_out and not execution.state_lost
+    return ok, (f"SIGSTOP to pid 1 ignored; the host interrupted the cell after {execution.duration_s:.1f} s, "
+                "variables kept" if ok else f"timed_out={execution.timed_out} restarted={execution.restarted}")
 
 
-attack("bridge_frozen_supervisor", "bridge", "a frozen supervisor cannot keep the host from recovering", r"""
+attack("bridge_frozen_supervisor", "bridge", "a cell cannot freeze the supervisor; the host still interrupts", r"""
     import os, signal
     os.kill(os.getppid(), signal.SIGSTOP)   # the supervisor no longer obeys interrupt/restart
     while True:

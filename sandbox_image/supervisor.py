@@ -7,8 +7,14 @@ read-only bridge folder), says hello, starts the kernel, and then:
   the exit status) when the kernel dies for any reason (os._exit, segfault, OOM kill);
 * on ``interrupt``, sends SIGINT to the kernel's own pid only (never its process group:
   forked children of a cell would wake up as copies of the kernel);
-* on ``restart``, kills every process in the container but itself and init, then starts
-  a fresh kernel (the way out of a cell that holds the GIL in C, a fork bomb, ...);
+* on ``interrupt``, also kills every other process the cell left (forked children, a fork
+  bomb) so they cannot hold the pids limit; the kernel itself is kept;
+* on ``kill``, kills every process in the container but itself and reports ``killed``; on
+  ``start``, starts a fresh kernel.  A restart is the two in turn, so that the host can
+  reopen the run folder for the new kernel only once no process of the old one is left
+  (the way out of a cell that holds the GIL in C, a fork bomb, ...);
+* it is normally pid 1 of the container: the kernel does not deliver signals it has no
+  handler for, so a cell cannot kill it; it reaps orphans (its own children only);
 * when the host goes away (the control connection closes), kills everything and exits,
   so the container stops.
 """
@@ -119,12 +125,28 @@ class Supervisor:
             os.close(self.ready_fd)
             self.ready_fd = None
 
-    def restart(self) -> None:
+    def kill_kernel(self) -> None:
         self._close_ready()
         self.kernel = None  # its exit is expected: not reported
         self.kill_all()
         self.reap()
-        self.start_kernel()
+        self.send("killed", generation=self.generation)
+
+    def kill_others(self) -> None:
+        """Kill every process but ourselves and the kernel (what a cell left running)."""
+        keep = {1, os.getpid(), self.kernel.pid if self.kernel else -1}
+        for _ in range(20):
+            found = False
+            for entry in os.listdir("/proc"):
+                if entry.isdigit() and int(entry) not in keep:
+                    found = True
+                    try:
+                        os.kill(int(entry), signal.SIGKILL)
+                    except (ProcessLookupError, PermissionError):
+                        pass
+            self.reap()
+            if not found:
+                break
 
     def shutdown(self, code: int) -> None:
         self.kernel = None
@@ -139,12 +161,17 @@ class Supervisor:
             return
         command = message.get("cmd")
         if command == "interrupt" and self.kernel is not None:
+            self.kill_others()  # first, so they are gone before the interrupted kernel answers
             try:
                 os.kill(self.kernel.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
-        elif command == "restart":
-            self.restart()
+            self.kill_others()  # and what the kernel forked meanwhile
+        elif command == "kill":
+            self.kill_kernel()
+        elif command == "start":
+            if self.kernel is None:
+                self.start_kernel()
         elif command == "stop":
             self.shutdown(0)
 

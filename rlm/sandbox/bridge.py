@@ -50,6 +50,7 @@ class _Conn:
         self.reader = protocol.FrameReader(max_frame)
         self.lock = threading.Lock()
         self.closed = False
+        self.partial_since: float | None = None
 
     def send(self, message: dict, timeout: float = 60.0) -> None:
         """Write a whole frame on the non-blocking socket, waiting for room up to ``timeout``.
@@ -76,6 +77,11 @@ class _Conn:
                     self.sock.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+
+MAX_CONNECTIONS = 32               # open llm.sock connections per session
+MAX_BUFFERED = 32 * 1024 * 1024    # bytes of unfinished frames held for a session
+FRAME_DEADLINE_S = 30.0            # an unfinished frame older than this drops its connection
 
 
 class BridgeServer:
@@ -196,7 +202,9 @@ class BridgeServer:
 
     def _accept_llm(self) -> None:
         sock, _ = self.llm_listener.accept()
-        if not self._peer_ok(sock):
+        with self._lock:
+            full = len(self._conns) >= MAX_CONNECTIONS
+        if full or not self._peer_ok(sock):
             sock.close()
             return
         sock.setblocking(False)
@@ -229,6 +237,8 @@ class BridgeServer:
             return
         try:
             messages = conn.reader.feed(data)
+            if kind == "llm":
+                self._check_buffers(conn)
         except protocol.ProtocolError as exc:
             conn.send(protocol.error_reply(None, str(exc), kind="protocol"))
             self._drop(conn)
@@ -241,6 +251,20 @@ class BridgeServer:
                 conn.send(protocol.error_reply(None, str(message), kind="protocol"))
             else:
                 self._pool.submit(self._serve, conn, message)
+
+    def _check_buffers(self, conn: _Conn) -> None:
+        """Bound what unfinished frames may hold: per session in bytes, and in time."""
+        now = time.monotonic()
+        conn.partial_since = (conn.partial_since or now) if conn.reader.pending else None
+        with self._lock:
+            total = sum(c.reader.pending for c in self._conns)
+            stale = [c for c in self._conns if c is not conn and c.partial_since
+                     and now - c.partial_since > FRAME_DEADLINE_S]
+        for old in stale:
+            old.send(protocol.error_reply(None, "unfinished frame timed out", kind="protocol"))
+            self._drop(old)
+        if total > MAX_BUFFERED:
+            raise protocol.ProtocolError(f"more than {MAX_BUFFERED} bytes of unfinished frames in this session")
 
     def _serve(self, conn: _Conn, request: dict) -> None:
         request_id = request.get("id")

@@ -43,6 +43,8 @@ def decode_body(data: bytes) -> dict:
         obj = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ProtocolError(f"invalid JSON in frame: {exc}") from None
+    except RecursionError:
+        raise ProtocolError("frame nested too deeply") from None
     if not isinstance(obj, dict):
         raise ProtocolError("a frame must hold a JSON object")
     if obj.get("v") != VERSION:

@@ -26,6 +26,7 @@ from rlm.errors import SandboxError
 CONTAINER_RUN = "/rlm/run"
 CONTAINER_BRIDGE = "/rlm/bridge"
 CONTAINER_CONTEXT = "/rlm/context"
+KERNEL_FILES = frozenset({"kernel.json", "k-1", "k-2", "k-3", "k-4", "k-5"})
 
 
 def process_start_time(pid: int) -> str | None:
@@ -87,10 +88,18 @@ class RunDirs:
 
     def lock_run(self) -> None:
         """Once the kernel's sockets exist, the sandbox may no longer create files in run/
-        (it is on the host's disk: no filling it, no planting links for later)."""
+        (it is on the host's disk: no filling it, no planting links for later).  Anything
+        but the connection file and the kernel's sockets is removed (links are not followed)."""
         if os.geteuid() == 0:
             os.chown(self.run, 0, 0)
         os.chmod(self.run, 0o711)
+        for entry in os.scandir(self.run):
+            if entry.name in KERNEL_FILES:
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            else:
+                Path(entry.path).unlink(missing_ok=True)
 
     def clear_run(self) -> None:
         """Empty the kernel's folder (before a container is recreated) without following links."""

@@ -1,8 +1,9 @@
-"""rlm's seccomp profile: everything allowed except the syscalls a REPL never needs and
-kernel attack surface that capabilities alone do not close.
+"""rlm's seccomp profile: an allowlist.  Syscalls not named here fail (ENOSYS for calls
+newer than the list, so libc falls back; EPERM for the refused ones).
 
-Docker's own default profile (20.10) still lets a container call ``ptrace`` and
-``io_uring_*``; this profile refuses those, namespace creation (``unshare``, ``setns``,
+The allowlist is the Linux 6.1 x86_64 syscall table minus ``DENIED``.  Docker's own
+default profile (20.10) still lets a container call ``ptrace`` and ``io_uring_*``; this
+profile refuses those, namespace creation (``unshare``, ``setns``,
 ``clone`` with CLONE_NEW* flags, including unprivileged user namespaces), the kernel
 keyring, ``bpf``, ``perf_event_open``, ``userfaultfd``, mounts, module loading, clock
 setting and the other privileged calls (which ``cap_drop=ALL`` already denies; refusing
@@ -37,8 +38,48 @@ DENIED = (
     "kexec_load", "kexec_file_load", "reboot", "swapon", "swapoff", "acct", "quotactl", "quotactl_fd",
     # clocks, I/O ports, kernel logs, obsolete calls
     "clock_adjtime", "clock_settime", "settimeofday", "stime", "adjtimex", "ioperm", "iopl", "syslog",
-    "lookup_dcookie", "nfsservctl", "sysfs", "_sysctl", "uselib", "ustat", "vm86", "vm86old",
+    "lookup_dcookie", "nfsservctl", "sysfs", "_sysctl", "uselib", "ustat", "vm86", "vm86old", "modify_ldt",
+    "process_madvise",
 )
+
+# Linux 6.1 x86_64 syscalls, minus DENIED and minus clone/clone3/personality (conditional rules below).
+ALLOWED = tuple("""
+    accept accept4 access alarm arch_prctl bind brk capget capset chdir chmod chown clock_getres
+    clock_gettime clock_nanosleep close close_range connect copy_file_range creat dup dup2 dup3
+    epoll_create epoll_create1 epoll_ctl epoll_pwait epoll_pwait2 epoll_wait eventfd eventfd2 execve
+    execveat exit exit_group faccessat faccessat2 fadvise64 fallocate fanotify_mark fchdir fchmod
+    fchmodat fchown fchownat fcntl fdatasync fgetxattr flistxattr flock fork fremovexattr fsetxattr
+    fstat fstatfs fsync ftruncate futex futex_waitv futimesat get_mempolicy get_robust_list
+    get_thread_area getcpu getcwd getdents getdents64 getegid geteuid getgid getgroups getitimer
+    getpeername getpgid getpgrp getpid getppid getpriority getrandom getresgid getresuid getrlimit
+    getrusage getsid getsockname getsockopt gettid gettimeofday getuid getxattr inotify_add_watch
+    inotify_init inotify_init1 inotify_rm_watch io_cancel io_destroy io_getevents io_pgetevents
+    io_setup io_submit ioctl ioprio_get ioprio_set kill landlock_add_rule landlock_create_ruleset
+    landlock_restrict_self lchown lgetxattr link linkat listen listxattr llistxattr lremovexattr
+    lseek lsetxattr lstat madvise mbind membarrier memfd_create memfd_secret migrate_pages mincore
+    mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap move_pages mprotect mq_getsetattr
+    mq_notify mq_open mq_timedreceive mq_timedsend mq_unlink mremap msgctl msgget msgrcv msgsnd
+    msync munlock munlockall munmap nanosleep newfstatat open openat openat2 pause pidfd_open
+    pidfd_send_signal pipe pipe2 pkey_alloc pkey_free pkey_mprotect poll ppoll prctl pread64 preadv
+    preadv2 prlimit64 process_mrelease pselect6 pwrite64 pwritev pwritev2 read readahead readlink
+    readlinkat readv recvfrom recvmmsg recvmsg remap_file_pages removexattr rename renameat
+    renameat2 restart_syscall rmdir rseq rt_sigaction rt_sigpending rt_sigprocmask rt_sigqueueinfo
+    rt_sigreturn rt_sigsuspend rt_sigtimedwait rt_tgsigqueueinfo sched_get_priority_max
+    sched_get_priority_min sched_getaffinity sched_getattr sched_getparam sched_getscheduler
+    sched_rr_get_interval sched_setaffinity sched_setattr sched_setparam sched_setscheduler
+    sched_yield seccomp select semctl semget semop semtimedop sendfile sendmmsg sendmsg sendto
+    set_mempolicy set_mempolicy_home_node set_robust_list set_thread_area set_tid_address
+    setdomainname setfsgid setfsuid setgid setgroups sethostname setitimer setpgid setpriority
+    setregid setresgid setresuid setreuid setrlimit setsid setsockopt setuid setxattr shmat shmctl
+    shmdt shmget shutdown sigaltstack signalfd signalfd4 socket socketpair splice stat statfs statx
+    symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete
+    timer_getoverrun timer_gettime timer_settime timerfd_create timerfd_gettime timerfd_settime
+    times tkill truncate umask uname unlink unlinkat utime utimensat utimes vfork vhangup vmsplice
+    wait4 waitid write writev
+""".split())
+
+# personality(2) values libc and common runtimes use; others (e.g. ADDR_NO_RANDOMIZE) are refused.
+PERSONALITIES = (0x0, 0x8, 0x20000, 0x20008, 0xFFFFFFFF)
 
 CLONE_NAMESPACE_FLAGS = (
     0x00020000,  # CLONE_NEWNS
@@ -59,16 +100,20 @@ _ARCHES = {
 
 def profile(machine: str | None = None) -> dict:
     machine = (machine or platform.machine()).lower()
+    flags_arg = 1 if machine.startswith("s390") else 0
     rules: list[dict] = [
-        {"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
+        {"names": list(ALLOWED), "action": "SCMP_ACT_ALLOW"},
+        # clone without any CLONE_NEW* flag (threads and processes, no namespaces)
+        {"names": ["clone"], "action": "SCMP_ACT_ALLOW",
+         "args": [{"index": flags_arg, "value": sum(CLONE_NAMESPACE_FLAGS), "valueTwo": 0,
+                   "op": "SCMP_CMP_MASKED_EQ"}]},
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
+        {"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
     ]
-    clone_flags_arg = 1 if machine.startswith("s390") else 0
-    for flag in CLONE_NAMESPACE_FLAGS:
-        rules.append({"names": ["clone"], "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM,
-                      "args": [{"index": clone_flags_arg, "value": flag, "valueTwo": flag,
-                                "op": "SCMP_CMP_MASKED_EQ"}]})
-    out: dict = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": rules}
+    for value in PERSONALITIES:
+        rules.append({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": value, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]})
+    out: dict = {"defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": ENOSYS, "syscalls": rules}
     if machine in _ARCHES:
         out["architectures"] = _ARCHES[machine]
     return out

@@ -446,9 +446,12 @@ class SandboxSession:
         """Kernel restart through the supervisor; container recreation when that fails."""
         log.info("restarting sandbox %s: %s", self.id, reason)
         self._kernel_alive = False
-        self._dirs.unlock_run(self._sandbox_uid)
-        if self._bridge.send_control("restart"):
+        if self._bridge.send_control("kill"):
             try:
+                self._await_event("killed", min(self.settings.start_timeout_s, 20.0))
+                # no process of the old kernel is left: the new one may create its sockets
+                self._dirs.unlock_run(self._sandbox_uid)
+                self._bridge.send_control("start")
                 self._await_kernel(min(self.settings.start_timeout_s, 20.0))
                 if self._attached is not None:
                     self._send_attach()  # a restarted kernel starts from the container's environment

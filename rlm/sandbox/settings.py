@@ -26,7 +26,8 @@ class SandboxSettings:
     cpus: float = 1.0
     nofile: int = 256                   # RLIMIT_NOFILE
     fsize_mb: int = 256                 # RLIMIT_FSIZE: largest file a cell may write
-    init: bool = True                   # an init process as pid 1 (reaps zombies, forwards signals)
+    init: bool = False                  # Docker's tini as pid 1; off: rlm's supervisor is pid 1 (it reaps
+                                        # orphans and, as pid 1, cannot be killed from inside)
     cell_timeout_s: float = 30.0        # EXECUTION_TIMEOUT
     interrupt_grace_s: float = 2.0      # after an interrupt, how long before the kernel is restarted
     start_timeout_s: float = 30.0       # container + kernel ready
