@@ -79,13 +79,8 @@ from rlm.cli_batch import batch_app, benchmark_command  # noqa: E402 - registere
 app.add_typer(batch_app, name="batch", cls=RLMGroup)
 app.command("benchmark")(benchmark_command)
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default: Ollama at http://localhost:11434/v1).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Root model name.")]
-SubModelOpt = Annotated[Optional[str], typer.Option("--sub-model", help="Model for llm_query (default: the root model).")]
-MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Iteration limit (default 20).")]
-NoSubOpt = Annotated[bool, typer.Option("--no-subcalls", help="Disable llm_query and friends.")]
+from rlm.cli_options import (BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt,  # noqa: E402
+                             NoSubOpt, SubModelOpt)
 
 
 def _settings(ctx: typer.Context, config: Path | None, debug: bool, **cli):

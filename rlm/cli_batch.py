@@ -24,14 +24,7 @@ from rich.table import Table
 
 from rlm.errors import UsageError
 
-# The same flags as rlm/cli.py (repeated here so that this module never imports rlm.cli at import time).
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
-BaseUrlOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible server URL (default: Ollama at http://localhost:11434/v1).")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Root model name.")]
-SubModelOpt = Annotated[Optional[str], typer.Option("--sub-model", help="Model for llm_query (default: the root model).")]
-MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Iteration limit (default 20).")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", help="Show no progress.")]
+from rlm.cli_options import BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt, QuietOpt, SubModelOpt
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa")
 
