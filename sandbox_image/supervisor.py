@@ -37,6 +37,15 @@ CONNECTION_FILE = "/rlm/run/kernel.json"
 KERNEL_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_main.py")
 
 
+def _state_and_parent(pid: int) -> tuple[str | None, int]:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            fields = fh.read().rsplit(b")", 1)[1].split()
+    except OSError:
+        return None, -1
+    return fields[0].decode(), int(fields[1])
+
+
 class Supervisor:
     def __init__(self, ctl: socket.socket) -> None:
         self.ctl = ctl
@@ -132,21 +141,29 @@ class Supervisor:
         self.reap()
         self.send("killed", generation=self.generation)
 
-    def kill_others(self) -> None:
-        """Kill every process but ourselves and the kernel (what a cell left running)."""
-        keep = {1, os.getpid(), self.kernel.pid if self.kernel else -1}
-        for _ in range(20):
-            found = False
+    def kill_others(self, deadline_s: float = 2.0) -> None:
+        """Kill every process but ourselves and the kernel (what a cell left running), and wait
+        until they are gone: reaped by us, or zombies the kernel itself must collect."""
+        kernel = self.kernel.pid if self.kernel else -1
+        keep = {1, os.getpid(), kernel}
+        deadline = time.monotonic() + deadline_s
+        while True:
+            left = []
             for entry in os.listdir("/proc"):
-                if entry.isdigit() and int(entry) not in keep:
-                    found = True
-                    try:
-                        os.kill(int(entry), signal.SIGKILL)
-                    except (ProcessLookupError, PermissionError):
-                        pass
+                if not entry.isdigit() or int(entry) in keep:
+                    continue
+                state, parent = _state_and_parent(int(entry))
+                if state is None or (state == "Z" and parent == kernel):
+                    continue  # gone, or the kernel's own zombie child
+                left.append(int(entry))
+                try:
+                    os.kill(int(entry), signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
             self.reap()
-            if not found:
-                break
+            if not left or time.monotonic() > deadline:
+                return
+            time.sleep(0.005)
 
     def shutdown(self, code: int) -> None:
         self.kernel = None

@@ -1,0 +1,234 @@
+"""The runner: the check handler, the cell prelude, the session pool, run_attack/run_checks."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from rlm.errors import RLMError
+from rlm.parsing import sanitize_for_terminal
+from rlm.sandbox.bridge import BridgeRefusal
+from rlm.sandbox.execution import Execution
+from rlm.sandbox.session import SandboxSession
+from rlm.sandbox.settings import SandboxSettings
+from rlm.security.canaries import Canaries
+from rlm.security.model import ATTACKS, Attack, CheckResult
+
+MARK = "@@RLM-CHECK@@"
+ALIVE_CODE = "print(1+1)"
+
+
+# =========================================================================== sub-call handler
+class CheckHandler:
+    """Serves llm_query for the checks: echoes sizes, records prompts, refuses past a budget."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self, budget: int | None = None) -> None:
+        with self._lock:
+            self.budget = budget
+            self.calls = self.served = self.refused = 0
+            self.prompts: list[str] = []
+            self.largest_prompt = 0
+
+    def __call__(self, request: dict) -> dict:
+        op = request.get("op")
+        prompts = request.get("prompts") if op == "llm_query_batched" else [request.get("prompt")]
+        prompts = [str(p) for p in (prompts or [])]
+        with self._lock:
+            self.calls += 1
+            if self.budget is not None and self.served >= self.budget:
+                self.refused += 1
+                raise BridgeRefusal(f"sub-call budget of {self.budget} calls is spent")
+            self.served += 1
+            for p in prompts:
+                self.largest_prompt = max(self.largest_prompt, len(p))
+                if len(self.prompts) < 100:
+                    self.prompts.append(p)
+        if op == "llm_query_batched":
+            return {"texts": [f"echo:{len(p)}" for p in prompts]}
+        return {"text": f"echo:{len(prompts[0]) if prompts else 0}"}
+
+
+# =========================================================================== runner
+@dataclass
+class CheckContext:
+    """What a verify function may use: the session, the canaries, the handler, notes."""
+
+    session: SandboxSession
+    canaries: Canaries
+    handler: CheckHandler
+    probe: dict
+    notes: dict = field(default_factory=dict)
+
+    def run(self, code: str, timeout: float = 15.0) -> Execution:
+        """Run one more cell in the attacked session (with the helpers defined)."""
+        return self.session.execute(prelude(self.probe) + "\n" + code, timeout=timeout)
+
+
+_PRELUDE = '''\
+import json as _rlm_json, errno as _rlm_errno
+PROBE = _rlm_json.loads({probe!r})
+def attempt(fn, *args, **kwargs):
+    """'ok' when fn(*args, **kwargs) works, else the exception's name (and errno)."""
+    try:
+        fn(*args, **kwargs)
+        return "ok"
+    except Exception as exc:
+        code = _rlm_errno.errorcode.get(getattr(exc, "errno", None) or 0, "")
+        return type(exc).__name__ + (":" + code if code else "")
+def report(**fields):
+    print({mark!r} + _rlm_json.dumps(fields, default=str), flush=True)
+'''
+
+
+def prelude(probe: dict) -> str:
+    return _PRELUDE.format(probe=json.dumps(probe), mark=MARK)
+
+
+SessionFactory = Callable[..., SandboxSession]
+"""Called as ``factory(**settings_overrides)`` (``SandboxSettings`` field names); returns a new,
+not yet opened ``SandboxSession`` with the user's settings plus those overrides.  The runner
+attaches the check handler (``set_handler``) and the canary context file before opening it."""
+
+
+def default_session_factory(base: SandboxSettings | None = None, engine=None) -> SessionFactory:
+    """Sessions with ``base`` settings (the user's, or the defaults) plus each attack's overrides."""
+
+    def factory(**overrides) -> SandboxSession:
+        return SandboxSession(settings=(base or SandboxSettings()).with_(**overrides), engine=engine)
+
+    return factory
+
+
+def _key(overrides: Mapping[str, Any]) -> tuple:
+    return tuple(sorted(overrides.items()))
+
+
+class SessionPool:
+    """Reuses one open session per distinct settings override; replaces sessions that died."""
+
+    def __init__(self, factory: SessionFactory, canaries: Canaries, handler: CheckHandler) -> None:
+        self.factory = factory
+        self.canaries = canaries
+        self.handler = handler
+        self._sessions: dict[tuple, SandboxSession] = {}
+        self.opened = 0
+
+    def _open(self, overrides: Mapping[str, Any]) -> SandboxSession:
+        session = self.factory(**dict(overrides))
+        session.set_handler(self.handler)
+        if not session.opened and session.context_path is None:
+            session.context_path = self.canaries.context_path.resolve()  # the read-only canary context
+        self.opened += 1
+        return session.open()
+
+    def acquire(self, attack: Attack) -> SandboxSession:
+        if attack.fresh:
+            return self._open(attack.settings)
+        key = _key(attack.settings)
+        session = self._sessions.get(key)
+        if session is None or session.closed:
+            session = self._sessions[key] = self._open(attack.settings)
+        return session
+
+    def release(self, attack: Attack, session: SandboxSession, alive: bool) -> None:
+        if attack.fresh or not alive:
+            session.close()
+            for key, value in list(self._sessions.items()):
+                if value is session:
+                    del self._sessions[key]
+
+    def close(self) -> None:
+        for session in self._sessions.values():
+            session.close()
+        self._sessions.clear()
+
+
+def _short(text: str, limit: int = 160) -> str:
+    text = sanitize_for_terminal(str(text)).replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def run_attack(pool: SessionPool, attack: Attack) -> CheckResult:
+    """Play one attack in a pooled session; judge it; confirm the session still answers."""
+    started = time.perf_counter()
+    passed, seen, alive = False, "", False
+    session = None
+    try:
+        session = pool.acquire(attack)
+        ctx = CheckContext(session, pool.canaries, pool.handler, pool.canaries.probe(session))
+        pool.handler.reset(attack.budget)
+        if attack.prepare is not None:
+            attack.prepare(ctx)
+        execution = session.execute(prelude(ctx.probe) + "\n" + textwrap.dedent(attack.code),
+                                    timeout=attack.timeout)
+        try:
+            passed, seen = attack.verify(execution, ctx)
+        except Exception as exc:  # noqa: BLE001 - a verify bug is a failed check, not a crash of the run
+            passed, seen = False, f"verify failed: {exc.__class__.__name__}: {exc}"
+        if attack.cleanup:
+            ctx.run(textwrap.dedent(attack.cleanup), timeout=30)
+        answer = session.execute(ALIVE_CODE, timeout=15)
+        alive = answer.ok and answer.stdout.strip() == "2"
+        if not alive:
+            seen += f"; the session no longer answers ({_short(answer.output, 80)})"
+    except RLMError as exc:
+        seen = (seen + "; " if seen else "") + f"host error: {exc.__class__.__name__}: {exc.message}"
+    finally:
+        pool.handler.reset()
+        if session is not None:
+            pool.release(attack, session, alive)
+    return CheckResult(attack.name, attack.category, attack.expected, _short(seen), passed and alive,
+                       round(time.perf_counter() - started, 2), alive)
+
+
+def select_attacks(fast: bool = True, names: Iterable[str] | None = None) -> list[Attack]:
+    chosen = [a for a in ATTACKS if (a.fast or not fast)]
+    if names is not None:
+        wanted = set(names)
+        chosen = [a for a in ATTACKS if a.name in wanted]
+    # Group attacks sharing settings so that each group reuses one session; keep catalogue order.
+    order = {}
+    for a in chosen:
+        order.setdefault(_key(a.settings), len(order))
+    return sorted(chosen, key=lambda a: (order[_key(a.settings)], a.fresh))
+
+
+def run_checks(session_factory: SessionFactory, *, fast: bool = True,
+               progress: Callable[[str], None] | None = None,
+               attacks: Iterable[Attack] | None = None, canaries: Canaries | None = None) -> list[CheckResult]:
+    """Run the catalogue (the fast subset by default); one CheckResult per attack, plus a final
+    ``host_canaries`` result.  ``progress(name)`` is called as each check starts."""
+    chosen = list(attacks) if attacks is not None else select_attacks(fast)
+    own = canaries is None
+    canaries = canaries or Canaries().start()
+    pool = SessionPool(session_factory, canaries, CheckHandler())
+    results: list[CheckResult] = []
+    try:
+        for attack in chosen:
+            if progress:
+                progress(attack.name)
+            results.append(run_attack(pool, attack))
+    finally:
+        pool.close()
+        if progress:
+            progress("host_canaries")
+        started = time.perf_counter()
+        problems = canaries.problems()
+        reachable = canaries.host_probe()
+        if not reachable:
+            problems.append("the host can no longer reach its own canary server")
+        results.append(CheckResult("host_canaries", "host", "no connection reached a host canary; secret, "
+                                   "context and host environment unchanged",
+                                   "; ".join(problems) if problems else "all canaries untouched",
+                                   not problems, round(time.perf_counter() - started, 2)))
+        if own:
+            canaries.stop()
+    return results
