@@ -134,7 +134,7 @@ def query(
     if len(given) != 1:
         raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",
                          hint="e.g. rlm query -q 'What is the main topic?' -f report.txt")
-    answer_question(ctx, loaded.settings, question, file=file, text=text, context_dir=context_dir, stats=stats,
+    answer_question(ctx, loaded, question, file=file, text=text, context_dir=context_dir, stats=stats,
                     json_out=json_out, trace=trace, quiet=quiet)
 
 
@@ -157,7 +157,7 @@ def interactive(
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     if (file is None) == (context_dir is None):
         raise UsageError("give one context: -f FILE or --context-dir DIR")
-    interactive_loop(ctx, loaded.settings, file=file, context_dir=context_dir, quiet=quiet)
+    interactive_loop(ctx, loaded, file=file, context_dir=context_dir, quiet=quiet)
 
 
 # ---------------------------------------------------------------------------- demo
@@ -171,7 +171,7 @@ def demo_simple(ctx: typer.Context, base_url: BaseUrlOpt = None, model: ModelOpt
     from rlm.runner import run_demo
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
-    raise typer.Exit(run_demo(ctx, loaded.settings, simple_case(), quiet=quiet))
+    raise typer.Exit(run_demo(ctx, loaded, simple_case(), quiet=quiet))
 
 
 @demo_app.command("needle")
@@ -186,7 +186,7 @@ def demo_needle(ctx: typer.Context,
     from rlm.runner import run_demo
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
-    raise typer.Exit(run_demo(ctx, loaded.settings, needle_case(size, seed), quiet=quiet))
+    raise typer.Exit(run_demo(ctx, loaded, needle_case(size, seed), quiet=quiet))
 
 
 # ---------------------------------------------------------------------------- config

@@ -149,7 +149,7 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
     if info is not None:
         data["server"] = {**info.to_dict(), "base_url": info.base_url, "rss_bytes": rss_bytes(info.pid)}
     elif recorded is not None:
-        data["server"] = {**recorded.to_dict(), "state": "not answering (starting, or hung)"}
+        data["server"] = {**recorded.to_dict(), "state": "alive but not answering within 2 s (busy with a long request, starting, or hung)"}
     if json_out:
         typer.echo(json.dumps(data, indent=2))
         return

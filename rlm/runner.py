@@ -10,13 +10,23 @@ import typer
 from rich.console import Console
 
 from rlm.cli_view import StepView, stats_table
-from rlm.config import Settings
+from rlm.config import LoadedSettings, Settings
 from rlm.context import ContextSource, check_file, inline_text
 from rlm.demo import DemoCase
 from rlm.errors import ModelNotFound
 from rlm.llm.base import ModelClient
 from rlm.orchestrator import Orchestrator, RunResult
 from rlm.parsing import sanitize_for_terminal
+
+
+def with_model_server(loaded: "LoadedSettings") -> Settings:
+    """The settings to run with: as configured, or, when no base URL was configured anywhere and
+    nothing answers at the default one, pointing at the embedded llama.cpp server (started or
+    reused; said on stderr).  A configured but unreachable URL stays the user's choice (an error later)."""
+    from rlm.llm.embedded import resolve_settings
+
+    explicit = loaded.sources.get("base_url", "default") != "default"
+    return resolve_settings(loaded.settings, base_url_explicit=explicit, console=Console(stderr=True))
 
 
 def make_client(settings: Settings) -> ModelClient:
@@ -49,18 +59,15 @@ def _orchestrator(settings: Settings, client: ModelClient, quiet: bool) -> Orche
     return Orchestrator(settings, client, progress=StepView(Console(stderr=True), quiet=quiet))
 
 
-def answer_question(ctx: typer.Context, settings: Settings, question: str, *, file=None, text=None,
+def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *, file=None, text=None,
                     context_dir=None, stats=False, json_out=False, trace=None, quiet=False) -> RunResult:
     if not question.strip():
         from rlm.errors import UsageError
 
         raise UsageError("the question is empty", hint="give one with -q 'your question'")
-    with _context(settings, file=file, text=text, context_dir=context_dir) as source, make_client(settings) as client:
-        check_models(client, settings)
-        orch = _orchestrator(settings, client, quiet or json_out and not sys.stderr.isatty())
-        trace_path = Path(trace) if trace else orch.default_trace_path()
-        ctx.meta["rlm_trace"] = str(trace_path)
-        result = orch.run(question, source.path, trace_path=trace_path)
+    with _context(loaded.settings, file=file, text=text, context_dir=context_dir) as source:
+        settings = with_model_server(loaded)  # only once the input is known to be good
+        result = _answer(ctx, settings, question, source, json_out=json_out, trace=trace, quiet=quiet)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -72,9 +79,20 @@ def answer_question(ctx: typer.Context, settings: Settings, question: str, *, fi
     return result
 
 
-def run_demo(ctx: typer.Context, settings: Settings, case: DemoCase, *, quiet: bool = False) -> int:
+def _answer(ctx: typer.Context, settings: Settings, question: str, source: ContextSource, *, json_out: bool,
+            trace, quiet: bool) -> RunResult:
+    with make_client(settings) as client:
+        check_models(client, settings)
+        orch = _orchestrator(settings, client, quiet or json_out and not sys.stderr.isatty())
+        trace_path = Path(trace) if trace else orch.default_trace_path()
+        ctx.meta["rlm_trace"] = str(trace_path)
+        return orch.run(question, source.path, trace_path=trace_path)
+
+
+def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quiet: bool = False) -> int:
     """Run one generated case; print answer, expected and whether they match; 0 when matched."""
     console = Console(stderr=True)
+    settings = with_model_server(loaded)
     with inline_text(case.document, max_bytes=settings.run.max_context_bytes) as source, \
             make_client(settings) as client:
         check_models(client, settings)
@@ -110,13 +128,20 @@ def _questions(console: Console):
             yield line.rstrip("\n")
 
 
-def interactive_loop(ctx: typer.Context, settings: Settings, *, file=None, context_dir=None,
+def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file=None, context_dir=None,
                      quiet: bool = False) -> None:
-    from rlm.sandbox.pool import SandboxPool
-
     console = Console(stderr=True)
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
-    with _context(settings, file=file, context_dir=context_dir) as source, make_client(settings) as client, \
+    with _context(loaded.settings, file=file, context_dir=context_dir) as source:
+        settings = with_model_server(loaded)
+        _interact(ctx, settings, source, console, totals, quiet)
+
+
+def _interact(ctx: typer.Context, settings: Settings, source: ContextSource, console: Console, totals: dict,
+              quiet: bool) -> None:
+    from rlm.sandbox.pool import SandboxPool
+
+    with make_client(settings) as client, \
             SandboxPool(max(1, settings.pool_size), settings.sandbox) as pool:  # a warm spare makes :reset instant
         check_models(client, settings)
         orch = _orchestrator(settings, client, quiet)

@@ -63,6 +63,7 @@ INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the off
 # make sub-calls need more than the default 30 s.
 EMBEDDED_MAX_SUB_CALL_CHARS = 24_000
 EMBEDDED_CELL_TIMEOUT_S = 600.0
+EMBEDDED_MAX_OUTPUT_CHARS = 4_000   # ~1k tokens per turn: 20 turns stay inside the 32k window
 EMBEDDED_REQUEST_TIMEOUT_S = 900.0
 _STARTED: list[subprocess.Popen] = []  # keeps Popen objects alive: no "still running" warnings
 
@@ -400,8 +401,10 @@ def resolve_model_settings(settings, *, base_url_explicit: bool, console=None,
 
 def adapt_settings(settings, model: ModelSettings):
     """``settings`` (``rlm.config.Settings``) with ``model`` and the budgets of a small CPU model."""
-    run = dataclasses.replace(settings.run, max_sub_call_chars=min(settings.run.max_sub_call_chars,
-                                                                   EMBEDDED_MAX_SUB_CALL_CHARS))
+    run = dataclasses.replace(
+        settings.run,
+        max_sub_call_chars=min(settings.run.max_sub_call_chars, EMBEDDED_MAX_SUB_CALL_CHARS),
+        max_output_chars=min(settings.run.max_output_chars, EMBEDDED_MAX_OUTPUT_CHARS))
     sandbox = dataclasses.replace(settings.sandbox, cell_timeout_s=max(settings.sandbox.cell_timeout_s,
                                                                        EMBEDDED_CELL_TIMEOUT_S))
     return dataclasses.replace(settings, model=model, run=run, sandbox=sandbox)
