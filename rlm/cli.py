@@ -75,9 +75,11 @@ app.add_typer(demo_app, name="demo")
 app.add_typer(bench_app, name="bench")
 
 from rlm.cli_batch import batch_app, benchmark_command  # noqa: E402 - registered beside the others
+from rlm.cli_model import model_app  # noqa: E402
 
 app.add_typer(batch_app, name="batch", cls=RLMGroup)
 app.command("benchmark")(benchmark_command)
+app.add_typer(model_app, name="model", cls=RLMGroup)
 
 from rlm.cli_options import (BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt,  # noqa: E402
                              NoSubOpt, SubModelOpt)
