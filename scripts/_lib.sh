@@ -181,6 +181,40 @@ ensure_image() {
     fi
 }
 
+# ---- the embedded offline model (only when no model server is configured or answering) ---
+model_server_configured() {
+    [ -n "${OLLAMA_BASE_URL:-}" ] && return 0
+    "$RLM_VENV/bin/python" - <<'PY' >/dev/null 2>&1
+import urllib.request
+urllib.request.urlopen("http://localhost:11434/v1/models", timeout=1)
+PY
+}
+
+ensure_local_model() {
+    if [ "${1:-}" != "force" ] && model_server_configured; then
+        note "a model server is configured or answering: the embedded model is not needed"
+        return 0
+    fi
+    if ! "$RLM_VENV/bin/python" -c 'import llama_cpp.server' >/dev/null 2>&1; then
+        say "installing the embedded model runtime (llama-cpp-python[server], built from source: ~6.5 min on 2 cores) ..."
+        local log="$RLM_STATE/pip-local.log" t0=$SECONDS
+        mkdir -p "$RLM_STATE"
+        (cd "$RLM_ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
+            "$RLM_VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[test,local]') >"$log" 2>&1 &
+        local pid=$!
+        while kill -0 "$pid" 2>/dev/null; do
+            sleep 15
+            kill -0 "$pid" 2>/dev/null && say "  still building llama-cpp-python ($((SECONDS - t0))s) ..."
+        done
+        if ! wait "$pid"; then
+            tail -n 25 "$log" >&2
+            die "installing llama-cpp-python failed (full log: $log)"
+        fi
+        say "llama-cpp-python installed ($((SECONDS - t0))s)"
+    fi
+    "$RLM_VENV/bin/rlm" model install || die "installing the embedded model's weights failed"
+}
+
 # Everything, in order.  RLM_SKIP_DOCKER=1 stops after the Python part.
 rlm_setup() {
     local t0=$SECONDS
