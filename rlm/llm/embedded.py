@@ -222,9 +222,8 @@ def server_command(spec: ModelSpec, model_file: Path, port: int, *, n_ctx: int |
 
 
 def running_server(cache: Path | None = None) -> ServerInfo | None:
-    """The recorded server when its process is alive, is llama_cpp.server and answers; else None.
-
-    A record whose process is gone is removed.
+    """The recorded server when its process is alive, is llama_cpp.server and answers (or is busy
+    with a request); else None.  A record whose process is gone is removed.
     """
     info = read_state(cache)
     if info is None:
@@ -232,10 +231,24 @@ def running_server(cache: Path | None = None) -> ServerInfo | None:
     if not _alive(info.pid) or not _is_our_server(info.pid):
         _clear_state(cache, info.pid)
         return None
-    offered = _models_offered(info.port)
-    if offered is None or info.alias not in offered:
-        return None  # alive but not (yet) answering: maybe still loading
-    return info
+    return info if _answers(info) else None
+
+
+def _port_open(port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((HOST, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _answers(info: ServerInfo, timeout: float = 2.0) -> bool:
+    """It lists the alias; or it is busy: llama_cpp.server answers /v1/models only between requests
+    (it takes the model's lock), but it opens its port only after the model is loaded."""
+    offered = _models_offered(info.port, timeout=timeout)
+    if offered is not None:
+        return info.alias in offered
+    return _port_open(info.port)
 
 
 def _log_tail(path: Path, lines: int = 12) -> str:
@@ -293,7 +306,8 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
             if port is not None and port != info.port:
                 raise UsageError(f"the embedded server already runs on port {info.port} (pid {info.pid})",
                                  hint="stop it first (rlm model stop) or omit --port")
-            _wait_ready(info, None, ready_timeout_s, on_wait)
+            if not _answers(info):
+                _wait_ready(info, None, ready_timeout_s, on_wait)
             return info, True
         _clear_state(cache)
         model_file = _require_ready_to_start(spec, cache)

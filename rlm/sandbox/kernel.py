@@ -147,7 +147,8 @@ class KernelClient:
                     raise SandboxError("the sandbox kernel did not answer in time")
                 if now >= resend_at and got_reply:
                     break  # iopub subscription not established yet: ask again
-                events = dict(poller.poll(max(1, int(min(deadline, resend_at if got_reply else deadline) - now) * 1000 or 50)))
+                wait_until = min(deadline, resend_at) if got_reply else deadline
+                events = dict(poller.poll(max(1, int((wait_until - now) * 1000))))
                 if self.shell in events:
                     msg = self._recv(self.shell)
                     if msg and msg["parent_header"].get("msg_id") == msg_id:

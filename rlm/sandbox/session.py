@@ -127,7 +127,6 @@ class SandboxSession:
         self._events: queue.Queue[dict] = queue.Queue()
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
-        self._kernel_alive = False
         self._pending_notice: str | None = None
         self.opened = False
         self.closed = False
@@ -370,7 +369,6 @@ class SandboxSession:
         self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
         self._client.wait_ready(timeout)
         self._dirs.lock_run()
-        self._kernel_alive = True
         self._drain_wake()
 
     def _reconnect(self) -> None:
@@ -445,7 +443,6 @@ class SandboxSession:
     def _restart(self, reason: str) -> str:
         """Kernel restart through the supervisor; container recreation when that fails."""
         log.info("restarting sandbox %s: %s", self.id, reason)
-        self._kernel_alive = False
         if self._bridge.send_control("kill"):
             try:
                 self._await_event("killed", min(self.settings.start_timeout_s, 20.0))

