@@ -168,6 +168,7 @@ class BatchRunner:
     # -- the whole batch ------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> BatchSummary:
         started = time.perf_counter()
+        self._reap_leftovers()
         previous = read_results(self.spec.output)
         todo = select_queries(self.spec, previous, retry_failed=retry_failed)
         if todo:
@@ -211,6 +212,20 @@ class BatchRunner:
         else:
             self.reporter.finish()
         return summarize(self.spec, previous, ran=ran, wall_s=time.perf_counter() - started)
+
+    def _reap_leftovers(self) -> None:
+        """A run killed earlier may have left sandboxes; remove them even when nothing is left to run."""
+        from rlm.sandbox.engine import Engine
+        from rlm.sandbox.reaper import reap_orphans
+
+        try:
+            engine = Engine()
+        except EngineUnavailable:
+            return  # nothing can be left on an engine that is not there; a query that needs one says so
+        try:
+            reap_orphans(engine, self.settings.sandbox.resolved_run_root)
+        finally:
+            engine.close()
 
     def _stop(self, executor: Executor, pending: dict[Future, BatchQuery], writer: ResultWriter,
               previous: dict[str, dict]) -> int:
