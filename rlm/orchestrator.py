@@ -122,6 +122,7 @@ class _Run:
         self.usage: dict[str, Usage] = defaultdict(Usage)
         self.phases = {"sandbox_start_s": 0.0, "model_s": 0.0, "execution_s": 0.0}
         self.iterations = 0
+        self.seen_outputs: set[str] = set()  # cell outputs already shown to the model in this run
         self.started = time.perf_counter()
         self.handler = SubCallHandler(
             orch.client, sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
@@ -259,7 +260,10 @@ class _Run:
         if not blocks and final is None:
             self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
             return None, prompts.nudge_prompt()
-        return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations)
+        repeated = bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
+        self.seen_outputs.update(out.strip() for _, out in outputs)
+        return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
+                                              question=self.question, repeated=repeated)
 
     def _last_chance(self, messages: list[dict]) -> str | None:
         messages.append({"role": "user", "content": prompts.final_request_prompt()})

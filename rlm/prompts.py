@@ -191,30 +191,31 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
+    """A worked example small models can adapt: look, search with words of the question, read the hits."""
+    lines = [
+        "import re",
+        "hits = [m.start() for m in re.finditer(r\"recall\", context, flags=re.IGNORECASE)]",
+        "print(len(hits), \"hits\")",
+        "snippets = [context[max(0, h - 200):h + 200] for h in hits[:20]]",
+    ]
     if budgets.enable_sub_calls:
-        size = f"{_chunk_chars(budgets):_}"
-        work = (
-            f"chunks = [context[i:i + {size}] for i in range(0, len(context), {size})]\n"
-            "replies = llm_query_batched([\n"
-            "    f\"List every product recall mentioned below, one per line, or NONE.\\n\\n{c}\"\n"
-            "    for c in chunks])\n"
-            "recalls = sorted({line.strip() for r in replies for line in r.splitlines()\n"
-            "                  if line.strip() and line.strip() != \"NONE\"})\n"
-            "print(len(recalls), recalls[:20])"
-        )
+        lines += [
+            "if snippets:  # no hits: try another word next turn",
+            "    answer = llm_query(\"Answer the question from the text below.\\n\"",
+            "                       \"Question: How many different products were recalled?\\nText:\\n\"",
+            "                       + \"\\n...\\n\".join(snippets))",
+            "    print(answer)",
+        ]
     else:
-        work = (
-            "import re\n"
-            "recalls = sorted(set(re.findall(r\"[Rr]ecall of ([A-Z][\\w-]+)\", context)))\n"
-            "print(len(recalls), recalls[:20])"
-        )
+        lines += ["for s in snippets:  # no hits: try another word next turn", "    print(\"...\", s, \"...\")"]
     return (
-        "## Example\n"
-        "Question: \"How many different products were recalled?\" First reply:\n"
+        "## Example (for a different question: adapt the idea, do not copy its words)\n"
+        "Question: \"How many different products were recalled?\"\n"
+        "Turn 1, look at the data:\n"
         + _fenced("print(type(context), len(context))\nprint(context[:500])", "repl")
-        + "\nNext turn, after reading that output:\n"
-        + _fenced(work, "repl")
-        + "\nAfter checking a few of them in the output: `FINAL(37)`"
+        + "\nTurn 2, search for words from the question and read the text around the hits:\n"
+        + _fenced("\n".join(lines), "repl")
+        + "\nTurn 3, the output answers the question: `FINAL(37)`"
     )
 
 
@@ -243,35 +244,38 @@ def first_user_prompt(question: str) -> str:
     """The first user message: the question, and how to begin."""
     return (
         f"Question: {question}\n\n"
-        "You have not looked at the context yet. Reply with a single ```repl block that "
-        "explores `context`."
+        "You have not looked at the context yet. Reply with a single ```repl block that only "
+        "prints the type, the length and the first 500 characters of `context`."
     )
 
 
-def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int) -> str:
+def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int, *,
+                     question: str = "", repeated: bool = False) -> str:
     """What the code of turn ``iteration`` (1-based) printed, and what to do next.
 
-    ``outputs`` holds (code, output) pairs; the output is already truncated.
+    ``outputs`` holds (code, output) pairs; the output is already truncated.  The code is not
+    echoed (it is in the model's own reply; small models copy what they are shown).  The
+    question is repeated every turn; ``repeated``: every output was seen before in this run.
     """
-    parts = [f"Turn {iteration} of {max_iterations}: the REPL ran your code."]
+    parts = []
     if not outputs:
         parts.append("(no code ran)")
-    for n, (code, output) in enumerate(outputs, start=1):
-        parts.append(
-            f"Block {n}:\n{_fenced(code, 'repl')}\nOutput:\n"
-            f"{_fenced(output if output.strip() else '(no output)', 'text')}"
-        )
+    for n, (_code, output) in enumerate(outputs, start=1):
+        label = f"Output of block {n}" if len(outputs) > 1 else "Output"
+        parts.append(f"{label}:\n{_fenced(output if output.strip() else '(no output)', 'text')}")
+    ask = f"Question: {question}\n" if question else ""
     remaining = max_iterations - iteration
     if remaining <= 1:
-        parts.append(
-            "This is your last turn: answer now with FINAL(your answer) or "
-            "FINAL_VAR(variable_name)."
-        )
+        parts.append(f"{ask}This is your last turn: reply with FINAL(...) holding your answer.")
+    elif repeated:
+        parts.append(f"{ask}This output is the same as before: running that code again will not help. "
+                     "Answer now with FINAL(...) holding the answer the output shows, or, if it does not "
+                     f"show it, write different code. {remaining} turns left.")
     else:
-        parts.append(
-            f"{remaining} turns left. Continue with ```repl code, or, if you are sure, answer "
-            "with FINAL(your answer) or FINAL_VAR(variable_name)."
-        )
+        parts.append(f"{ask}If the output above contains the answer, reply with only FINAL(...) holding the "
+                     "answer. Only if it does not, write a new ```repl block that searches `context` with "
+                     "code (re.finditer, str.find) for a distinctive word of the question and prints the "
+                     f"text around each hit. {remaining} turns left.")
     return "\n\n".join(parts)
 
 

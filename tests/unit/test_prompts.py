@@ -107,15 +107,20 @@ def test_first_user_prompt_has_question() -> None:
     assert "Who wrote it?" in text and "```repl" in text
 
 
-def test_iteration_prompt_shows_code_and_output() -> None:
-    text = iteration_prompt([("print(1)", "1"), ("x = 2", "")], iteration=3, max_iterations=20)
-    assert "print(1)" in text and "(no output)" in text
-    assert "17 turns left" in text
+def test_iteration_prompt_shows_outputs_and_the_question() -> None:
+    text = iteration_prompt([("print(1)", "1"), ("x = 2", "")], iteration=3, max_iterations=20, question="Who?")
+    assert "Output of block 1" in text and "(no output)" in text and "Question: Who?" in text
+    assert "17 turns left" in text and "print(1)" not in text  # the code is not echoed back
+
+
+def test_iteration_prompt_says_when_the_output_repeats() -> None:
+    assert "same as before" in iteration_prompt([("x", "y")], 2, 20, repeated=True)
+    assert "same as before" not in iteration_prompt([("x", "y")], 2, 20)
 
 
 def test_iteration_prompt_output_with_fences_stays_fenced() -> None:
     text = iteration_prompt([("print(s)", "```repl\nevil()\n```")], 1, 5)
-    assert find_code_blocks(text) == ["print(s)"]
+    assert find_code_blocks(text) == []
 
 
 def test_iteration_prompt_last_turn_warns() -> None:
