@@ -41,8 +41,8 @@ _FLAGS = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub
           "max_iterations": "--max-iterations"}
 
 
-def _base_settings(config: Path | None, debug: bool, cli: dict | None = None):
-    """Settings from defaults, the config file, .env and the environment (and ``cli`` flags)."""
+def _load(config: Path | None, debug: bool, cli: dict | None = None):
+    """Settings (with their sources) from defaults, the config file, .env, the environment and ``cli`` flags."""
     from rlm.config import load_settings
 
     values = dict(cli or {})
@@ -53,7 +53,7 @@ def _base_settings(config: Path | None, debug: bool, cli: dict | None = None):
         import logging
 
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    return loaded.settings
+    return loaded
 
 
 # ---------------------------------------------------------------------------- progress
@@ -177,7 +177,7 @@ def batch_run(
     """
     from rlm.batch import load_spec, run_batch
 
-    base = _base_settings(config, debug)
+    base = _load(config, debug).settings
     batch = load_spec(spec, base=base, cli=_model_values(base_url, model, sub_model, max_iterations),
                       output=output, concurrency=concurrency)
     console = Console(stderr=True)
@@ -229,7 +229,7 @@ def benchmark_command(
     """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
     from rlm.benchmarks.generators import parse_sizes
     from rlm.benchmarks.runner import run_benchmark
-    from rlm.runner import make_client
+    from rlm.runner import make_client, with_model_server
 
     if name not in BENCHMARKS:
         import difflib
@@ -244,7 +244,8 @@ def benchmark_command(
         require_matplotlib()
         if plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
-    settings = _base_settings(config, debug, _model_values(base_url, model, sub_model, max_iterations))
+    loaded = _load(config, debug, _model_values(base_url, model, sub_model, max_iterations))
+    settings = with_model_server(loaded)  # the embedded model when no server is configured or answering
     with make_client(settings) as client:
         report = run_benchmark(name, size_list, n=n, seed=seed, settings=settings, client=client,
                                compare_base=compare_base, base_window=base_window, concurrency=concurrency,

@@ -334,10 +334,17 @@ def _defaults(base: Settings) -> tuple[dict[str, Any], dict[str, str]]:
     return values, {key: "default" for key in values}
 
 
+# Settings that null (or an empty string) leaves unset: ``base_url`` unset means Ollama at the default
+# URL when it answers, else the embedded model; any value given counts as the user's choice.
+NULL_MEANS_UNSET = frozenset({"base_url"})
+
+
 def _apply(layer: Layer, values: dict[str, Any], sources: dict[str, str], problems: _Problems) -> None:
     """Convert each raw value of a layer and put it over the current values."""
     for key, (raw, source) in layer.items():
         spec = FIELDS_BY_KEY[key]
+        if key in NULL_MEANS_UNSET and (raw is None or (isinstance(raw, str) and not raw.strip())):
+            continue
         try:
             values[key] = _PARSERS[spec.kind](raw)
         except _BadValue as exc:

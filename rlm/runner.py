@@ -29,6 +29,30 @@ def with_model_server(loaded: "LoadedSettings") -> Settings:
     return resolve_settings(loaded.settings, base_url_explicit=explicit, console=Console(stderr=True))
 
 
+def embedded_model_needed(argv: list[str]) -> bool:
+    """Whether ``rlm <argv>`` would fall back to the embedded model: no ``--base-url`` among the
+    arguments, no base URL in the environment, ``.env`` or the YAML file (``--config`` honoured),
+    and nothing answering at the default URL.  For the set-up scripts, before anything is installed;
+    settings that do not load count as "not needed" (the command itself then reports them)."""
+    from rlm.config import load_settings
+    from rlm.errors import RLMError
+    from rlm.llm.embedded import probe_url
+
+    config = None
+    for i, arg in enumerate(argv):
+        if arg == "--base-url" or arg.startswith("--base-url="):
+            return False
+        if arg == "--config" and i + 1 < len(argv):
+            config = argv[i + 1]
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+    try:
+        loaded = load_settings(config_file=config)
+    except RLMError:
+        return False
+    return loaded.sources.get("base_url", "default") == "default" and not probe_url(loaded.settings.model.base_url)
+
+
 def make_client(settings: Settings) -> ModelClient:
     from rlm.llm.openai_client import OpenAICompatibleClient
 

@@ -45,3 +45,20 @@ def test_everything_done_already_makes_no_request(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         assert server.requests == []
     assert "1/1 (100%)" in result.output
+
+
+def test_benchmark_with_no_server_configured_goes_to_the_embedded_model(tmp_path: Path, monkeypatch) -> None:
+    """No base URL anywhere and nothing answering: `benchmark` takes the embedded-model path (here:
+    nothing installed in an empty cache, so the error names the install command), not a bare
+    "cannot reach the model server"."""
+    import rlm.llm.embedded as embedded
+
+    for name in ("OLLAMA_BASE_URL", "RLM_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(embedded, "probe_url", lambda url, timeout=1.0: False)
+    result = CliRunner().invoke(standalone_app(), ["benchmark", "--name", "s_niah", "--sizes", "2k", "--n", "1"])
+    assert result.exit_code == 4, result.output
+    assert "no model server answers at http://localhost:11434/v1" in result.output
+    assert "rlm model install" in result.output

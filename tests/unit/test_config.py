@@ -345,3 +345,32 @@ def test_settings_from_mapping_validates() -> None:
 def test_flat_dict_round_trips_through_settings_from_mapping() -> None:
     s = settings_from_mapping({"extra_labels": {"a": "b"}, "cap_drop": ["ALL"], "api_key": "k"})
     assert settings_from_mapping(s.to_flat_dict(redact=False)) == s
+
+
+@pytest.mark.parametrize("yaml_text, environ", [
+    ("model:\n  base_url: null\n", {}),
+    ("base_url:\n", {}),
+    ("", {"OLLAMA_BASE_URL": ""}),
+    ("", {"OLLAMA_BASE_URL": "   "}),
+])
+def test_null_or_empty_base_url_leaves_it_unset(tmp_path: Path, yaml_text: str, environ: dict) -> None:
+    write(tmp_path / "configs" / "default.yaml", yaml_text)
+    loaded = load(tmp_path, environ)
+    assert loaded.sources["base_url"] == "default"      # unset: Ollama if it answers, else the embedded model
+    assert loaded.settings.model.base_url == ModelSettings().base_url
+
+
+def test_shipped_default_yaml_leaves_base_url_unset(tmp_path: Path) -> None:
+    write(tmp_path / "configs" / "default.yaml", (REPO / "configs" / "default.yaml").read_text())
+    assert load(tmp_path).sources["base_url"] == "default"
+
+
+def test_a_given_base_url_counts_even_when_it_is_the_default(tmp_path: Path) -> None:
+    write(tmp_path / "configs" / "default.yaml", f"base_url: {ModelSettings().base_url}\n")
+    assert load(tmp_path).sources["base_url"] == "yaml:configs/default.yaml"
+    assert load(tmp_path, {"OLLAMA_BASE_URL": "http://h:1/v1"}).sources["base_url"] == "env:OLLAMA_BASE_URL"
+
+
+def test_null_is_still_refused_for_other_required_settings(tmp_path: Path) -> None:
+    write(tmp_path / "configs" / "default.yaml", "root_model: null\n")
+    assert "root_model" in error_of(tmp_path)
