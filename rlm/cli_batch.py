@@ -201,14 +201,17 @@ def bench_table(report) -> Table:
     table = Table(title=f"{report.benchmark} (sizes in characters, n={report.n}, seed={report.seed})",
                   show_header=True, header_style="bold")
     for column in ("size", "n", "RLM score", "base score", "RLM s/query", "base s/query", "RLM tokens/query",
-                   "base tokens/query"):
+                   "base tokens/query", "RLM tokens/s", "base tokens/s"):
         table.add_column(column, justify="right")
+
+    def cell(value, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
     for r in report.rows():
-        dash = "-"
-        table.add_row(f"{r['size']:,}", str(r["n"]), f"{r['rlm_score']:.2f}",
-                      dash if r["base_score"] is None else f"{r['base_score']:.2f}", f"{r['rlm_time_s']:.1f}",
-                      dash if r["base_time_s"] is None else f"{r['base_time_s']:.1f}", f"{r['rlm_tokens']:,}",
-                      dash if r["base_tokens"] is None else f"{r['base_tokens']:,}")
+        table.add_row(f"{r['size']:,}", str(r["n"]), f"{r['rlm_score']:.2f}", cell(r["base_score"], ".2f"),
+                      f"{r['rlm_time_s']:.1f}", cell(r["base_time_s"], ".1f"), f"{r['rlm_tokens']:,}",
+                      cell(r["base_tokens"], ","), cell(r["rlm_tokens_per_s"], ".0f"),
+                      cell(r["base_tokens_per_s"], ".0f"))
     return table
 
 

@@ -58,6 +58,12 @@ class ItemResult:
         return {**self.item.to_dict(), "rlm": self.rlm, "base": self.base}
 
 
+def _rate(runs: list[dict]) -> float | None:
+    """Tokens (prompt + completion) the model processed per second of these runs, all together."""
+    seconds = sum(r["duration_s"] for r in runs)
+    return round(sum(r["tokens"] for r in runs) / seconds, 1) if seconds > 0 else None
+
+
 @dataclass
 class BenchReport:
     benchmark: str
@@ -82,13 +88,14 @@ class BenchReport:
                    "rlm_score": round(mean(r.rlm["score"] for r in rs), 4),
                    "rlm_time_s": round(mean(r.rlm["duration_s"] for r in rs), 3),
                    "rlm_tokens": round(mean(r.rlm["tokens"] for r in rs)),
+                   "rlm_tokens_per_s": _rate([r.rlm for r in rs]),
                    "rlm_errors": sum(1 for r in rs if r.rlm["status"] == "error"),
-                   "base_score": None, "base_time_s": None, "base_tokens": None}
+                   "base_score": None, "base_time_s": None, "base_tokens": None, "base_tokens_per_s": None}
             bs = [r.base for r in rs if r.base is not None]
             if bs:
                 row.update(base_score=round(mean(b["score"] for b in bs), 4),
                            base_time_s=round(mean(b["duration_s"] for b in bs), 3),
-                           base_tokens=round(mean(b["tokens"] for b in bs)))
+                           base_tokens=round(mean(b["tokens"] for b in bs)), base_tokens_per_s=_rate(bs))
             out.append(row)
         return out
 

@@ -32,6 +32,8 @@ def test_rows_and_json_shape() -> None:
     assert [r["size"] for r in rows] == [2000, 20000]
     assert rows[0]["rlm_score"] == 1.0 and rows[0]["base_score"] == 1.0 and rows[1]["base_score"] == 0.0
     assert rows[0]["rlm_time_s"] == 2.5 and rows[1]["rlm_tokens"] == 1000 and rows[1]["base_tokens"] == 300
+    assert rows[0]["rlm_tokens_per_s"] == 400.0      # 2000 tokens in 2 s + 3 s
+    assert rows[1]["base_tokens_per_s"] == 600.0     # 600 tokens in 0.5 s + 0.5 s
     d = report.to_dict()
     assert d["size_unit"] == "characters" and d["base_window"] == 2000 and len(d["items"]) == 4
     item = d["items"][0]
@@ -39,6 +41,7 @@ def test_rows_and_json_shape() -> None:
     assert "context" not in item
     no_base = _report(compare_base=False)
     assert no_base.rows()[0]["base_score"] is None and no_base.to_dict()["base_window"] is None
+    assert no_base.rows()[0]["base_tokens_per_s"] is None
     assert bench_table(no_base).row_count == 2
 
 
