@@ -195,7 +195,7 @@ ensure_local_model() {
         return 0
     fi
     if ! "$RLM_VENV/bin/python" -c 'import llama_cpp.server' >/dev/null 2>&1; then
-        say "installing the embedded model runtime (llama-cpp-python[server], built from source: ~6.5 min on 2 cores) ..."
+        say "installing the embedded model runtime (llama-cpp-python[server], built from source: about 5-7 min on 2 cores) ..."
         local log="$RLM_STATE/pip-local.log" t0=$SECONDS
         mkdir -p "$RLM_STATE"
         (cd "$RLM_ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
