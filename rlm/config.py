@@ -97,6 +97,12 @@ class LoadedSettings:
     sources: dict[str, str]
     config_file: Path | None = None
 
+    @property
+    def base_url_configured(self) -> bool:
+        """Whether a base URL was given anywhere (flag, environment, ``.env``, YAML); when not,
+        rlm uses Ollama at the default URL if it answers, else the embedded model."""
+        return self.sources.get("base_url", "default") != "default"
+
 
 # ---------------------------------------------------------------- the table
 

@@ -25,8 +25,7 @@ def with_model_server(loaded: "LoadedSettings") -> Settings:
     reused; said on stderr).  A configured but unreachable URL stays the user's choice (an error later)."""
     from rlm.llm.embedded import resolve_settings
 
-    explicit = loaded.sources.get("base_url", "default") != "default"
-    return resolve_settings(loaded.settings, base_url_explicit=explicit, console=Console(stderr=True))
+    return resolve_settings(loaded.settings, base_url_explicit=loaded.base_url_configured, console=Console(stderr=True))
 
 
 def embedded_model_needed(argv: list[str]) -> bool:
@@ -36,7 +35,7 @@ def embedded_model_needed(argv: list[str]) -> bool:
     settings that do not load count as "not needed" (the command itself then reports them)."""
     from rlm.config import load_settings
     from rlm.errors import RLMError
-    from rlm.llm.embedded import probe_url
+    from rlm.llm.embedded import fallback_needed
 
     config = None
     for i, arg in enumerate(argv):
@@ -50,7 +49,7 @@ def embedded_model_needed(argv: list[str]) -> bool:
         loaded = load_settings(config_file=config)
     except RLMError:
         return False
-    return loaded.sources.get("base_url", "default") == "default" and not probe_url(loaded.settings.model.base_url)
+    return fallback_needed(loaded.settings.model, base_url_explicit=loaded.base_url_configured)
 
 
 def make_client(settings: Settings) -> ModelClient:

@@ -182,15 +182,16 @@ ensure_image() {
 }
 
 # ---- the embedded offline model (only when no model server is configured or answering) ---
-# True when `rlm "$@"` would use a configured or answering server (flag, environment, .env, YAML).
-model_server_configured() {
-    ! "$RLM_VENV/bin/python" -c 'import sys; from rlm.runner import embedded_model_needed as need
+# True when `rlm "$@"` would fall back to the embedded model: no server configured (flag,
+# environment, .env, YAML) and none answering.
+embedded_model_needed() {
+    "$RLM_VENV/bin/python" -c 'import sys; from rlm.runner import embedded_model_needed as need
 sys.exit(0 if need(sys.argv[1:]) else 1)' "$@" 2>/dev/null
 }
 
 # `ensure_local_model force`, or `ensure_local_model ARGS...` (the rlm command line it is for).
 ensure_local_model() {
-    if [ "${1:-}" != "force" ] && model_server_configured "$@"; then
+    if [ "${1:-}" != "force" ] && ! embedded_model_needed "$@"; then
         note "a model server is configured or answering: the embedded model is not needed"
         return 0
     fi

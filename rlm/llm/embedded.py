@@ -39,6 +39,7 @@ __all__ = [
     "llama_cpp_missing",
     "probe_url",
     "adapt_settings",
+    "fallback_needed",
     "resolve_model_settings",
     "resolve_settings",
     "running_server",
@@ -384,6 +385,11 @@ def _say(console, text: str) -> None:
         console.print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
+def fallback_needed(model: ModelSettings, *, base_url_explicit: bool) -> bool:
+    """Whether the embedded server stands in: no base URL configured and nothing answering at the default."""
+    return not base_url_explicit and not probe_url(model.base_url)
+
+
 def resolve_model_settings(settings, *, base_url_explicit: bool, console=None,
                            cache: Path | None = None) -> ModelSettings:
     """The model settings to use: the configured ones, or the embedded server's.
@@ -394,7 +400,7 @@ def resolve_model_settings(settings, *, base_url_explicit: bool, console=None,
     temperature 0.  A configured URL is returned untouched, answering or not.
     """
     model: ModelSettings = settings.model
-    if base_url_explicit or probe_url(model.base_url):
+    if not fallback_needed(model, base_url_explicit=base_url_explicit):
         return model
     info = running_server(cache)
     reused = info is not None
