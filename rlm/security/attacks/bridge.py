@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rlm.parsing import sanitize_for_terminal
 from rlm.sandbox.execution import Execution
 from rlm.security.canaries import host_fd_count, host_rss_mb
@@ -211,18 +213,26 @@ attack("bridge_past_budget", "bridge", "calls past the budget are refused as Sub
 """, _verify_budget, budget=5)
 
 
-def _measure_rss(ctx: CheckContext) -> None:
-    ctx.notes["rss"] = host_rss_mb()
+def _measured_before(measure: Callable[[], float | None]) -> Callable[[CheckContext], None]:
+    """A ``prepare`` step keeping a host figure (memory, descriptors) to compare with afterwards."""
+    def prepare(ctx: CheckContext) -> None:
+        ctx.notes[measure.__name__] = measure()
+    return prepare
+
+
+def _growth(ctx: CheckContext, measure: Callable[[], float | None]) -> float | None:
+    """How much the figure kept by ``_measured_before(measure)`` grew; None where /proc is absent."""
+    before, after = ctx.notes.get(measure.__name__), measure()
+    return None if before is None or after is None else after - before
 
 
 def _verify_rss(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
     if data is None:
         return _missing(execution)
-    before, after = ctx.notes.get("rss"), host_rss_mb()
-    if before is None or after is None:
+    grew = _growth(ctx, host_rss_mb)
+    if grew is None:
         return True, "host memory not measurable here (no /proc)"
-    grew = after - before
     ok = grew < 64
     return ok, (f"{data['connections']} connections x {data['mb_each']} MB of unfinished frames: host grew "
                 f"{grew:.0f} MB")
@@ -243,25 +253,20 @@ attack("bridge_partial_frames", "bridge", "unfinished frames cannot pile up in h
             break
         hoard.append(s)
     report(connections=len(hoard), mb_each=size >> 20)
-""", _verify_rss, prepare=_measure_rss, cleanup="""
+""", _verify_rss, prepare=_measured_before(host_rss_mb), cleanup="""
     for s in hoard:
         s.close()
     hoard.clear()
 """)
 
 
-def _measure_fds(ctx: CheckContext) -> None:
-    ctx.notes["fds"] = host_fd_count()
-
-
 def _verify_fds_host(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
     if data is None:
         return _missing(execution)
-    before, after = ctx.notes.get("fds"), host_fd_count()
-    if before is None or after is None:
+    grew = _growth(ctx, host_fd_count)
+    if grew is None:
         return True, "host descriptors not measurable here (no /proc)"
-    grew = after - before
     return grew <= 64, f"{data['connections']} idle connections held: host holds {grew} more descriptors"
 
 
@@ -277,7 +282,7 @@ attack("bridge_connection_hoard", "bridge", "idle connections cannot exhaust hos
     except OSError as exc:
         stopped = type(exc).__name__
     report(connections=len(hoard), stopped=stopped)
-""", _verify_fds_host, prepare=_measure_fds, cleanup="""
+""", _verify_fds_host, prepare=_measured_before(host_fd_count), cleanup="""
     for s in hoard:
         s.close()
     hoard.clear()
