@@ -185,7 +185,7 @@ ensure_image() {
 # True when `rlm "$@"` would fall back to the embedded model: no server configured (flag,
 # environment, .env, YAML) and none answering.
 embedded_model_needed() {
-    "$RLM_VENV/bin/python" -c 'import sys; from rlm.runner import embedded_model_needed as need
+    "$RLM_VENV/bin/python" -c 'import sys; from rlm.cli.run import embedded_model_needed as need
 sys.exit(0 if need(sys.argv[1:]) else 1)' "$@" 2>/dev/null
 }
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from rlm.errors import RLMError
-from rlm.parsing import sanitize_for_terminal
+from rlm.core.parsing import sanitize_for_terminal
 from rlm.sandbox.bridge import BridgeRefusal
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.session import SandboxSession

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rlm.benchmarks.generators import generate
-from rlm.cli_batch import standalone_app
+from rlm.bench.generators import generate
+from rlm.cli.batch import standalone_app
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 import rlm
-from rlm.batch import load_spec, read_results, run_batch
+from rlm.jobs import load_spec, read_results, run_batch
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker
@@ -119,7 +119,7 @@ def test_retry_failed(engine, tmp_path: Path) -> None:
 
 
 def _start(spec: Path, out: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "rlm.cli_batch", "batch", "run", str(spec), "-o", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "rlm", "batch", "run", str(spec), "-o", str(out)],
                             cwd=spec.parent, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from rlm.config import CONFIG_ENV_VAR, FIELDS
-from rlm.demo import needle_case
+from rlm.bench.demo import needle_case
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker
@@ -38,7 +38,7 @@ def env_for(server: FakeModelServer | None, **extra: str) -> dict[str, str]:
 
 def rlm(*args: str, env: dict, cwd: Path, input: str | None = None, script: bool = False,
         timeout: float = 120) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "cli.py"] if script else [sys.executable, "-m", "rlm.cli"]
+    cmd = [sys.executable, "cli.py"] if script else [sys.executable, "-m", "rlm"]
     return subprocess.run(cmd + list(args), env=env, cwd=cwd, input=input, capture_output=True, text=True,
                           timeout=timeout)
 
@@ -177,7 +177,7 @@ def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, 
     server = model([repl("llm_query('cell started')\nimport time\ntime.sleep(60)")])
     trace = tmp_path / "interrupted.jsonl"
     env = env_for(server, EXECUTION_TIMEOUT="300")
-    proc = subprocess.Popen([sys.executable, "-m", "rlm.cli", "query", "-q", "Wait", "-c", "some text",
+    proc = subprocess.Popen([sys.executable, "-m", "rlm", "query", "-q", "Wait", "-c", "some text",
                              "--trace", str(trace)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     try:

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rlm import prompts
+from rlm.core import prompts
 from rlm.config import settings_from_mapping
 from rlm.errors import ModelUnreachable
 from rlm.llm.fake_server import FakeModelServer
 from rlm.llm.openai_client import OpenAICompatibleClient
-from rlm.orchestrator import Orchestrator, RunResult
+from rlm.core.orchestrator import Orchestrator, RunResult
 from rlm.sandbox import SandboxSession
 
 pytestmark = pytest.mark.docker

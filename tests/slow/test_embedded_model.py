@@ -17,10 +17,10 @@ import time
 import pytest
 
 from rlm.config import RunSettings, Settings
-from rlm.demo import filler
+from rlm.bench.demo import filler
 from rlm.llm.base import ModelSettings
-from rlm.llm.embedded import adapt_settings, llama_cpp_missing, running_server, start_server, stop_server
-from rlm.llm.weights import MODELS, install_weights, installed_path
+from rlm.llm.local.server import adapt_settings, llama_cpp_missing, running_server, start_server, stop_server
+from rlm.llm.local.weights import MODELS, install_weights, installed_path
 
 pytestmark = pytest.mark.slow
 SIZE = "1.5b"
@@ -93,7 +93,7 @@ def test_server_answers_a_chat_completion(client, embedded_server):
 
 @pytest.mark.parametrize("size", [20_000, 200_000], ids=["20k", "200k"])
 def test_needles_through_the_real_sandbox(engine, model_settings, client, tmp_path, size):
-    from rlm.orchestrator import Orchestrator
+    from rlm.core.orchestrator import Orchestrator
 
     settings = adapt_settings(Settings(run=RunSettings(max_iterations=8, trace_dir=str(tmp_path))), model_settings)
     orch = Orchestrator(settings, client)
@@ -116,7 +116,7 @@ def test_needles_through_the_real_sandbox(engine, model_settings, client, tmp_pa
 def test_llm_query_round_trip(engine, model_settings, client):
     from rlm.sandbox import SandboxSession
     from rlm.sandbox.settings import SandboxSettings
-    from rlm.subcalls import SubCallHandler
+    from rlm.core.subcalls import SubCallHandler
 
     handler = SubCallHandler(client, sub_model=model_settings.root_model, temperature=0.0, enabled=True,
                              max_calls=5, max_chars=10_000, concurrency=2)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from rlm.cli_batch import standalone_app
+from rlm.cli.batch import standalone_app
 from rlm.llm.fake_server import FakeModelServer
 
 
@@ -51,7 +51,7 @@ def test_benchmark_with_no_server_configured_goes_to_the_embedded_model(tmp_path
     """No base URL anywhere and nothing answering: `benchmark` takes the embedded-model path (here:
     nothing installed in an empty cache, so the error names the install command), not a bare
     "cannot reach the model server"."""
-    import rlm.llm.embedded as embedded
+    import rlm.llm.local.server as embedded
 
     for name in ("OLLAMA_BASE_URL", "RLM_CONFIG"):
         monkeypatch.delenv(name, raising=False)

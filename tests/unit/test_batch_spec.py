@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.batch import LocalExecutor, ResultWriter, load_spec, read_results, select_queries, summarize
+from rlm.jobs import LocalExecutor, ResultWriter, load_spec, read_results, select_queries, summarize
 from rlm.config import Settings, settings_from_mapping
 from rlm.errors import ConfigError
 

@@ -10,8 +10,8 @@ from itertools import combinations
 
 import pytest
 
-from rlm.benchmarks.generators import GENERATORS, generate, parse_sizes
-from rlm.benchmarks.scorers import score
+from rlm.bench.generators import GENERATORS, generate, parse_sizes
+from rlm.bench.scorers import score
 from rlm.errors import UsageError
 
 

@@ -7,9 +7,9 @@ import sys
 import pytest
 from typer.testing import CliRunner
 
-from rlm.benchmarks.generators import generate
-from rlm.benchmarks.runner import BenchReport, ItemResult, base_prompt
-from rlm.cli_batch import bench_table, standalone_app
+from rlm.bench.generators import generate
+from rlm.jobs.benchmark import BenchReport, ItemResult, base_prompt
+from rlm.cli.batch import bench_table, standalone_app
 from rlm.errors import UsageError
 
 
@@ -56,14 +56,14 @@ def test_base_prompt_cuts_to_the_window() -> None:
 
 def test_plot_writes_a_png(tmp_path) -> None:
     pytest.importorskip("matplotlib", reason="matplotlib is optional: pip install matplotlib")
-    from rlm.benchmarks.plot import plot_report
+    from rlm.bench.plot import plot_report
 
     out = plot_report(_report(), tmp_path / "score.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path) -> None:
-    from rlm.benchmarks.plot import plot_report, require_matplotlib
+    from rlm.bench.plot import plot_report, require_matplotlib
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)   # import fails as if not installed
     with pytest.raises(UsageError) as info:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.benchmarks.scorers import (contains, exact, f1, f1_pairs, normalize, numeric, parse_number, parse_pairs,
+from rlm.bench.scorers import (contains, exact, f1, f1_pairs, normalize, numeric, parse_number, parse_pairs,
                                     score)
 
 

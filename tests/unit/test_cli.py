@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 from rlm.cli import app
 from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.llm.fake_server import FakeModelServer
-from rlm.trace import TraceWriter
+from rlm.core.trace import TraceWriter
 
 EXIT_OTHER, EXIT_USAGE, EXIT_SANDBOX, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 
@@ -364,24 +364,24 @@ def test_debug_shows_the_traceback(cli, how):
 
 
 def test_unexpected_exception_is_exit_1_with_a_bug_hint(cli, doc, monkeypatch):
-    import rlm.runner
+    import rlm.cli.run
 
     def broken(*args, **kwargs):
         raise RuntimeError("something odd")
 
-    monkeypatch.setattr(rlm.runner, "answer_question", broken)
+    monkeypatch.setattr(rlm.cli.run, "answer_question", broken)
     result = cli("query", "-q", "x", "-f", str(doc))
     assert_error(result, EXIT_OTHER, "RuntimeError: something odd", "this is a bug in rlm")
 
 
 def test_keyboard_interrupt_is_exit_130_and_names_the_trace(cli, doc, monkeypatch):
-    import rlm.runner
+    import rlm.cli.run
 
     def interrupted(ctx, *args, **kwargs):
         ctx.meta["rlm_trace"] = "traces/partial.jsonl"
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(rlm.runner, "answer_question", interrupted)
+    monkeypatch.setattr(rlm.cli.run, "answer_question", interrupted)
     result = cli("query", "-q", "x", "-f", str(doc))
     assert_error(result, EXIT_INTERRUPTED, "error: interrupted", "traces/partial.jsonl")
 

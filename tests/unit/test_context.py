@@ -7,8 +7,8 @@ import stat
 
 import pytest
 
-import rlm.context as context_mod
-from rlm.context import ContextSource, check_file, inline_text
+import rlm.core.context as context_mod
+from rlm.core.context import ContextSource, check_file, inline_text
 from rlm.errors import ContextError, UsageError
 
 BIG = 10_000_000

@@ -20,8 +20,8 @@ from rich.console import Console
 
 from rlm.config import Settings
 from rlm.errors import LLMError, ModelUnreachable, UsageError
-from rlm.llm import embedded as e
-from rlm.llm import weights as w
+from rlm.llm.local import server as e
+from rlm.llm.local import weights as w
 from rlm.llm.base import ModelSettings
 
 FAKE_SERVER = r'''

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rlm.errors import LLMError, UsageError
-from rlm.llm import weights as w
+from rlm.llm.local import weights as w
 
 shutil_usage = collections.namedtuple("usage", "total used free")
 PARTS = [b"GGUF" + b"a" * 5000, b"b" * 7000, b"c" * 123]

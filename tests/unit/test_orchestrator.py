@@ -9,11 +9,11 @@ from typing import Callable
 
 import pytest
 
-from rlm import prompts
+from rlm.core import prompts
 from rlm.config import settings_from_mapping
 from rlm.errors import LLMError
 from rlm.llm.scripted import ScriptedClient
-from rlm.orchestrator import Orchestrator, RunResult, result_json
+from rlm.core.orchestrator import Orchestrator, RunResult, result_json
 from rlm.sandbox import Execution
 from rlm.sandbox.bridge import BridgeRefusal
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.parsing import (
+from rlm.core.parsing import (
     Final,
     find_code_blocks,
     find_final,

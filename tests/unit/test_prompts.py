@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.parsing import find_code_blocks
-from rlm.prompts import (
+from rlm.core.parsing import find_code_blocks
+from rlm.core.prompts import (
     Budgets,
     ContextInfo,
     context_restored_note,

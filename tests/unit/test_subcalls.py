@@ -11,7 +11,7 @@ from rlm.errors import LLMError, ModelUnreachable, RLMError
 from rlm.llm.base import Completion, ModelClient, Usage
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox.bridge import BridgeRefusal
-from rlm.subcalls import SubCallHandler
+from rlm.core.subcalls import SubCallHandler
 
 
 def handler(client: ModelClient | None = None, **kw) -> tuple[SubCallHandler, list[dict]]:

@@ -10,7 +10,8 @@ import pytest
 from rich.console import Console
 
 from rlm.errors import UsageError
-from rlm.trace import TraceWriter, read_trace, render_trace
+from rlm.cli.trace_text import render_trace
+from rlm.core.trace import TraceWriter, read_trace
 
 
 def write_run(path: Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from rlm.parsing import sanitize_for_terminal
+from rlm.core.parsing import sanitize_for_terminal
 from rlm.sandbox.execution import Execution
 from rlm.security.model import attack
 from rlm.security.runner import CheckContext

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from rlm.parsing import sanitize_for_terminal
+from rlm.core.parsing import sanitize_for_terminal
 from rlm.sandbox.execution import Execution
 from rlm.security.canaries import host_fd_count, host_rss_mb
 from rlm.security.model import _indent, attack

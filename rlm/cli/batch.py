@@ -7,8 +7,8 @@ Registered by rlm/cli.py::
 
 Standalone (same commands, same error mapping and exit codes)::
 
-    python -m rlm.cli_batch batch run SPEC.yaml
-    python -m rlm.cli_batch benchmark --name s_niah --sizes 8k
+    python -m rlm.cli.batch batch run SPEC.yaml
+    python -m rlm.cli.batch benchmark --name s_niah --sizes 8k
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from rich.table import Table
 
 from rlm.errors import UsageError
 
-from rlm.cli_options import BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt, QuietOpt, SubModelOpt
+from rlm.cli.options import BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt, QuietOpt, SubModelOpt
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa")
 
@@ -117,7 +117,7 @@ def _plural(label: str, count: int) -> str:
 
 
 def _done_line(record: dict, done: int, total: int) -> str:
-    from rlm.parsing import sanitize_for_terminal
+    from rlm.core.parsing import sanitize_for_terminal
 
     parts = [f"[{done}/{total}] {sanitize_for_terminal(str(record.get('id')))}: {record.get('status')}"]
     if record.get("score") is not None:
@@ -175,7 +175,7 @@ def batch_run(
     Ids already answered ok in the output file are skipped; --retry-failed reruns failed ones.
     Exit code 0 when every query's last result is ok, 1 otherwise.
     """
-    from rlm.batch import load_spec, run_batch
+    from rlm.jobs import load_spec, run_batch
 
     base = _load(config, debug).settings
     batch = load_spec(spec, base=base, cli=_model_values(base_url, model, sub_model, max_iterations),
@@ -230,9 +230,9 @@ def benchmark_command(
     config: ConfigOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
-    from rlm.benchmarks.generators import parse_sizes
-    from rlm.benchmarks.runner import run_benchmark
-    from rlm.runner import make_client, with_model_server
+    from rlm.bench.generators import parse_sizes
+    from rlm.jobs.benchmark import run_benchmark
+    from rlm.cli.run import make_client, with_model_server
 
     if name not in BENCHMARKS:
         import difflib
@@ -242,7 +242,7 @@ def benchmark_command(
                          hint="choose one of: " + ", ".join(BENCHMARKS))
     size_list = parse_sizes(sizes)
     if plot is not None:
-        from rlm.benchmarks.plot import require_matplotlib
+        from rlm.bench.plot import require_matplotlib
 
         require_matplotlib()
         if plot.suffix.lower() != ".png":
@@ -255,7 +255,7 @@ def benchmark_command(
                                reporter=make_reporter(quiet, label="item"))
     (Console(stderr=True) if json_out else Console()).print(bench_table(report))
     if plot is not None:
-        from rlm.benchmarks.plot import plot_report
+        from rlm.bench.plot import plot_report
 
         plot_report(report, plot)
         Console(stderr=True).print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
@@ -269,7 +269,7 @@ def _sigterm_to_interrupt(signum, frame):  # so sandboxes are closed on SIGTERM 
 
 
 def standalone_app() -> typer.Typer:
-    from rlm.cli import RLMGroup
+    from rlm.cli.app import RLMGroup
 
     root = typer.Typer(cls=RLMGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
     root.add_typer(batch_app, name="batch", cls=RLMGroup)

@@ -3,7 +3,7 @@ the same root model asked directly with the context cut to a window (one prompt)
 
 Items run on an executor (``concurrency`` at a time; 1 keeps model calls in a fixed order).
 An item's infrastructure error is recorded (score 0) unless it would fail every item the
-same way (see ``rlm.batch.runner.FATAL_ERRORS``), which stops the run.
+same way (see ``rlm.jobs.batch.FATAL_ERRORS``), which stops the run.
 """
 
 from __future__ import annotations
@@ -15,15 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
-from rlm import parsing
-from rlm.batch.executor import Cancelled, CancelToken, LocalExecutor
-from rlm.batch.runner import FATAL_ERRORS, STOP_GRACE_S, Reporter
-from rlm.benchmarks.generators import BenchItem, generate
-from rlm.benchmarks.scorers import score
+from rlm.core import parsing
+from rlm.jobs.executor import Cancelled, CancelToken, LocalExecutor
+from rlm.jobs.batch import FATAL_ERRORS, STOP_GRACE_S, Reporter
+from rlm.bench.generators import BenchItem, generate
+from rlm.bench.scorers import score
 from rlm.config import Settings
-from rlm.context import inline_text
+from rlm.core.context import inline_text
 from rlm.llm.base import ModelClient
-from rlm.orchestrator import Orchestrator
+from rlm.core.orchestrator import Orchestrator
 
 DEFAULT_BASE_WINDOW = 32_000
 BASE_SYSTEM = ("You answer questions about a document. Reply with the answer only: no explanation, "
@@ -210,7 +210,7 @@ def run_benchmark(name: str, sizes: list[int], *, n: int, seed: int, settings: S
                   compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW, concurrency: int = 1,
                   reporter: Reporter | None = None, trace_dir: Path | None = None) -> BenchReport:
     """Generate ``n`` items per size of benchmark ``name``, run them, return the report."""
-    from rlm.runner import check_models
+    from rlm.cli.run import check_models
 
     started = time.perf_counter()
     items = generate(name, sizes, n, seed)

@@ -32,7 +32,7 @@ from typing import Any
 
 from rlm.errors import LLMError, ModelUnreachable, UsageError
 from rlm.llm.base import ModelSettings
-from rlm.llm.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path, spec_for
+from rlm.llm.local.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path, spec_for
 
 __all__ = [
     "ServerInfo",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.config import Settings, settings_from_mapping
-from rlm.context import check_file
+from rlm.core.context import check_file
 from rlm.errors import ConfigError, ContextError
 
 TOP_KEYS = ("model", "settings", "concurrency", "output", "context_file", "context_dir", "match", "queries")

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from rlm import parsing, prompts
+from rlm.core import parsing, prompts
 from rlm.config import Settings
-from rlm.context import ContextSource, inline_text
+from rlm.core.context import ContextSource, inline_text
 from rlm.llm.base import ModelClient, Usage
 from rlm.sandbox import Execution, SandboxSession
-from rlm.subcalls import SubCallHandler
-from rlm.trace import TraceWriter
+from rlm.core.subcalls import SubCallHandler
+from rlm.core.trace import TraceWriter
 
 Progress = Callable[[str, dict], None]
 SessionFactory = Callable[[Path | None], SandboxSession]

@@ -9,21 +9,21 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from rlm.cli_view import StepView, stats_table
+from rlm.cli.views import StepView, stats_table
 from rlm.config import LoadedSettings, Settings
-from rlm.context import ContextSource, check_file, inline_text
-from rlm.demo import DemoCase
+from rlm.core.context import ContextSource, check_file, inline_text
+from rlm.bench.demo import DemoCase
 from rlm.errors import ModelNotFound
 from rlm.llm.base import ModelClient
-from rlm.orchestrator import Orchestrator, RunResult
-from rlm.parsing import sanitize_for_terminal
+from rlm.core.orchestrator import Orchestrator, RunResult
+from rlm.core.parsing import sanitize_for_terminal
 
 
 def with_model_server(loaded: "LoadedSettings") -> Settings:
     """The settings to run with: as configured, or, when no base URL was configured anywhere and
     nothing answers at the default one, pointing at the embedded llama.cpp server (started or
     reused; said on stderr).  A configured but unreachable URL stays the user's choice (an error later)."""
-    from rlm.llm.embedded import resolve_settings
+    from rlm.llm.local.server import resolve_settings
 
     return resolve_settings(loaded.settings, base_url_explicit=loaded.base_url_configured, console=Console(stderr=True))
 
@@ -35,7 +35,7 @@ def embedded_model_needed(argv: list[str]) -> bool:
     settings that do not load count as "not needed" (the command itself then reports them)."""
     from rlm.config import load_settings
     from rlm.errors import RLMError
-    from rlm.llm.embedded import fallback_needed
+    from rlm.llm.local.server import fallback_needed
 
     config = None
     for i, arg in enumerate(argv):

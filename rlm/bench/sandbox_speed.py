@@ -130,7 +130,7 @@ def _bench_batched(settings: SandboxSettings, engine: Engine) -> float:
     from rlm.llm.base import ModelSettings
     from rlm.llm.fake_server import FakeModelServer
     from rlm.llm.openai_client import OpenAICompatibleClient
-    from rlm.subcalls import SubCallHandler
+    from rlm.core.subcalls import SubCallHandler
 
     with FakeModelServer(root_model="root", models=("sub",), sub={"default": "ok"}, sub_delay_s=0.2) as server:
         client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model="root", sub_model="sub"))

@@ -3,7 +3,7 @@
 Sizes are in characters.  See docs/batch.md for `rlm benchmark`.
 """
 
-from rlm.benchmarks.generators import GENERATORS, BenchItem, generate, parse_sizes
-from rlm.benchmarks.scorers import SCORERS, score
+from rlm.bench.generators import GENERATORS, BenchItem, generate, parse_sizes
+from rlm.bench.scorers import SCORERS, score
 
 __all__ = ["GENERATORS", "SCORERS", "BenchItem", "generate", "parse_sizes", "score"]

@@ -1,6 +1,6 @@
 """Running a batch spec: each query in its own sandbox session, ``concurrency`` at a time.
 
-The runner only submits work to an :class:`~rlm.batch.executor.Executor` and writes the
+The runner only submits work to an :class:`~rlm.jobs.executor.Executor` and writes the
 records that come back, so the executor may run queries anywhere.
 
 * ids whose last record is ``ok`` are skipped (no model call); ids with a failed last
@@ -25,14 +25,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Protocol
 
-from rlm.batch.executor import Cancelled, CancelToken, Executor, LocalExecutor
-from rlm.batch.results import ResultWriter, read_results
-from rlm.batch.spec import BatchQuery, BatchSpec
-from rlm.benchmarks.scorers import score as score_answer
-from rlm.context import ContextSource, inline_text
+from rlm.jobs.executor import Cancelled, CancelToken, Executor, LocalExecutor
+from rlm.jobs.results import ResultWriter, read_results
+from rlm.jobs.spec import BatchQuery, BatchSpec
+from rlm.bench.scorers import score as score_answer
+from rlm.core.context import ContextSource, inline_text
 from rlm.errors import (EngineUnavailable, ImageMissing, ModelAuthError, ModelNotFound, ModelUnreachable)
 from rlm.llm.base import ModelClient
-from rlm.orchestrator import Orchestrator
+from rlm.core.orchestrator import Orchestrator
 
 # Errors that would fail every remaining query the same way: stop instead of recording each.
 FATAL_ERRORS = (EngineUnavailable, ImageMissing, ModelUnreachable, ModelNotFound, ModelAuthError)
@@ -172,7 +172,7 @@ class BatchRunner:
         previous = read_results(self.spec.output)
         todo = select_queries(self.spec, previous, retry_failed=retry_failed)
         if todo:
-            from rlm.runner import check_models
+            from rlm.cli.run import check_models
 
             check_models(self.client, self.settings)  # fail early, before any sandbox starts
         self.reporter.start(len(self.spec.queries), len(todo), len(self.spec.queries) - len(todo))
@@ -285,7 +285,7 @@ def run_batch(spec: BatchSpec, client: ModelClient | None = None, *, retry_faile
     """Run ``spec`` (see :class:`BatchRunner`); makes and closes a client when none is given."""
     if client is not None:
         return BatchRunner(spec, client, executor=executor, reporter=reporter).run(retry_failed=retry_failed)
-    from rlm.runner import make_client
+    from rlm.cli.run import make_client
 
     with make_client(spec.settings) as own:
         return BatchRunner(spec, own, executor=executor, reporter=reporter).run(retry_failed=retry_failed)

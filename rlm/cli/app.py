@@ -48,7 +48,7 @@ class RLMGroup(TyperGroup):
             console = Console(stderr=True)
             if debug:
                 console.print_exception(show_locals=False)
-            from rlm.cli_view import print_error
+            from rlm.cli.views import print_error
 
             if isinstance(exc, KeyboardInterrupt):
                 trace = ctx.meta.get("rlm_trace")
@@ -74,14 +74,14 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(demo_app, name="demo")
 app.add_typer(bench_app, name="bench")
 
-from rlm.cli_batch import batch_app, benchmark_command  # noqa: E402 - registered beside the others
-from rlm.cli_model import model_app  # noqa: E402
+from rlm.cli.batch import batch_app, benchmark_command  # noqa: E402 - registered beside the others
+from rlm.cli.model import model_app  # noqa: E402
 
 app.add_typer(batch_app, name="batch", cls=RLMGroup)
 app.command("benchmark")(benchmark_command)
 app.add_typer(model_app, name="model", cls=RLMGroup)
 
-from rlm.cli_options import (BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt,  # noqa: E402
+from rlm.cli.options import (BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt,  # noqa: E402
                              NoSubOpt, SubModelOpt)
 
 
@@ -129,7 +129,7 @@ def query(
     config: ConfigOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Answer QUESTION over a context with the RLM loop."""
-    from rlm.runner import answer_question
+    from rlm.cli.run import answer_question
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     given = [x for x in (file, text, context_dir) if x is not None]
@@ -154,7 +154,7 @@ def interactive(
 
     Commands: :reset (new sandbox), :stats, :quit.  With piped stdin, each line is a question.
     """
-    from rlm.runner import interactive_loop
+    from rlm.cli.run import interactive_loop
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     if (file is None) == (context_dir is None):
@@ -169,8 +169,8 @@ def demo_simple(ctx: typer.Context, base_url: BaseUrlOpt = None, model: ModelOpt
                 quiet: Annotated[bool, typer.Option("--quiet")] = False,
                 config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """A short report and a question about it."""
-    from rlm.demo import simple_case
-    from rlm.runner import run_demo
+    from rlm.bench.demo import simple_case
+    from rlm.cli.run import run_demo
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
     raise typer.Exit(run_demo(ctx, loaded, simple_case(), quiet=quiet))
@@ -184,8 +184,8 @@ def demo_needle(ctx: typer.Context,
                 max_iterations: MaxIterOpt = None, quiet: Annotated[bool, typer.Option("--quiet")] = False,
                 config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """A generated document of SIZE characters with one hidden number to find."""
-    from rlm.demo import needle_case
-    from rlm.runner import run_demo
+    from rlm.bench.demo import needle_case
+    from rlm.cli.run import run_demo
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
     raise typer.Exit(run_demo(ctx, loaded, needle_case(size, seed), quiet=quiet))
@@ -219,7 +219,8 @@ def config_show(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--js
 def trace_show(ctx: typer.Context, file: Annotated[Path, typer.Argument(help="A trace file (.jsonl).")],
                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Render a run's trace readably."""
-    from rlm.trace import read_trace, render_trace
+    from rlm.cli.trace_text import render_trace
+    from rlm.core.trace import read_trace
 
     _settings(ctx, config, debug)
     render_trace(read_trace(file), Console())
@@ -247,7 +248,7 @@ def sandbox_build(ctx: typer.Context, base_image: Annotated[Optional[str], typer
 def sandbox_check(ctx: typer.Context, security: Annotated[bool, typer.Option("--security", help="Also run the fast attack subset.")] = False,
                   config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Engine, image, runtime, a smoke session and its speed; --security adds attacks."""
-    from rlm.sandbox_check import run_check
+    from rlm.cli.sandbox_check import run_check
 
     loaded = _settings(ctx, config, debug)
     raise typer.Exit(run_check(loaded.settings.sandbox, Console(), security=security))
@@ -277,7 +278,7 @@ def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option
 
     from rich.table import Table
 
-    from rlm.bench_sandbox import bench_sandbox
+    from rlm.bench.sandbox_speed import bench_sandbox
 
     loaded = _settings(ctx, config, debug)
     console = _console()

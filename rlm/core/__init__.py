@@ -1,0 +1,1 @@
+"""The RLM loop: the orchestrator, reply parsing, prompts, sub-calls, contexts and traces."""
