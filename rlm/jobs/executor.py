@@ -173,7 +173,7 @@ class CancelToken:
             return
         try:
             from rlm.sandbox.engine import Engine
-            from rlm.sandbox.session import LABEL
+            from rlm.sandbox.provisioner import LABEL
 
             engine = Engine()
             try:

@@ -420,7 +420,7 @@ def _stream(cmd: list[str], progress: Progress, what: str) -> None:
         joined = "\n".join(tail)
         raise ImageBuildError(f"{what} failed (exit {proc.returncode})\n{joined}",
                               hint="check the network to the Debian mirror (RLM_DEBIAN_MIRROR), "
-                                   f"or pass --base-image with an image that has python3")
+                                   "or pass --base-image with an image that has python3")
 
 
 # -- command line --------------------------------------------------------------------------

@@ -26,20 +26,18 @@ import weakref
 from pathlib import Path
 
 from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
-from rlm.sandbox import seccomp
 from rlm.sandbox.bridge import BridgeServer, Handler
-from rlm.sandbox.engine import ContainerSpec, Engine, Mount
+from rlm.sandbox.engine import ContainerSpec, Engine
+from rlm.sandbox.provisioner import container_spec
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.kernel import CellOutput, KernelClient, Outcome, new_key
 from rlm.sandbox.reaper import reap_orphans
-from rlm.sandbox.rundir import (CONTAINER_BRIDGE, CONTAINER_CONTEXT, CONTAINER_RUN, RunDirs,
-                                process_start_time, write_connection_file)
+from rlm.sandbox.rundir import (CONTAINER_CONTEXT, RunDirs,
+                                write_connection_file)
 from rlm.sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
-SUPERVISOR = ["python3", "/opt/rlm/supervisor.py"]
-LABEL = "rlm.session"
 _open_sessions: "weakref.WeakSet[SandboxSession]" = weakref.WeakSet()
 
 
@@ -297,38 +295,14 @@ class SandboxSession:
             raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
 
     def _spec(self) -> ContainerSpec:
-        s = self.settings
-        env = {"RLM_AS_LIMIT": str(s.address_space_limit_bytes), "RLM_OUTPUT_LIMIT": str(s.output_limit_bytes),
-               "RLM_FINAL_LIMIT": str(s.final_limit_chars), "RLM_BRIDGE_MAX_FRAME": str(s.bridge_max_frame)}
-        mounts = [Mount(str(self._dirs.run), CONTAINER_RUN, read_only=False),
-                  Mount(str(self._dirs.bridge), CONTAINER_BRIDGE, read_only=True)]
+        context: tuple[Path, str] | None = None
         if self.attachable:
-            mounts.append(Mount(str(self._dirs.context), CONTAINER_CONTEXT, read_only=True))
-            if self._attached is not None:
-                env["RLM_CONTEXT_PATH"], env["RLM_CONTEXT_FORMAT"] = self._attached
+            context = None
         elif self.context_path is not None:
-            target = f"{CONTAINER_CONTEXT}/{self.context_path.name or 'context'}"
-            mounts.append(Mount(str(self.context_path), target, read_only=True))
-            env["RLM_CONTEXT_PATH"] = target
-            env["RLM_CONTEXT_FORMAT"] = context_format(self.context_path)
-        home = "/home/sandbox"
-        labels = {LABEL: self.id, "rlm.owner_pid": str(os.getpid()),
-                  "rlm.owner_start": process_start_time(os.getpid()) or "",
-                  "rlm.owner_host": socket.gethostname(), "rlm.run_dir": str(self._dirs.root),
-                  **dict(s.extra_labels)}
-        return ContainerSpec(
-            image=s.image, command=SUPERVISOR, name=f"rlm-{self.id}-{self.restarts['container']}", user=s.user,
-            environment=env, labels=labels, mounts=mounts,
-            tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={s.tmpfs_mb}m",
-                   home: f"rw,nosuid,nodev,noexec,size={s.home_tmpfs_mb}m,uid={self._sandbox_uid},"
-                         f"gid={self._sandbox_uid},mode=0700"},
-            network_mode=s.network_mode, read_only=s.read_only_rootfs, cap_drop=list(s.cap_drop),
-            security_opt=(["no-new-privileges:true"] if s.no_new_privileges else []) + seccomp.security_opt(s.seccomp),
-            pids_limit=s.pids_limit, mem_limit_bytes=s.memory_mb * 1024 * 1024,
-            memswap_limit_bytes=s.memory_mb * 1024 * 1024, nano_cpus=int(s.cpus * 1e9),
-            ulimits=[("nofile", s.nofile, s.nofile),
-                     ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)],
-            init=s.init, runtime=s.runtime, working_dir=home)
+            context = (self.context_path, context_format(self.context_path))
+        return container_spec(self.settings, session_id=self.id, generation=self.restarts["container"],
+                              dirs=self._dirs, attachable=self.attachable, attached=self._attached,
+                              context=context)
 
     def _start_container(self) -> None:
         self._connection = write_connection_file(self._dirs.run, new_key(), self._sandbox_uid)
