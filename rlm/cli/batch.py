@@ -22,9 +22,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rlm.cli.options import (
+    BaseUrlOpt,
+    ConfigOpt,
+    DebugOpt,
+    MaxIterOpt,
+    ModelOpt,
+    QuietOpt,
+    SubModelOpt,
+)
 from rlm.errors import UsageError
-
-from rlm.cli.options import BaseUrlOpt, ConfigOpt, DebugOpt, MaxIterOpt, ModelOpt, QuietOpt, SubModelOpt
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa")
 
@@ -88,7 +95,13 @@ class RichReporter(PlainReporter):
         self.task = None
 
     def start(self, total: int, to_run: int, skipped: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
 
         super().start(total, to_run, skipped)
         if not to_run:
@@ -231,8 +244,8 @@ def benchmark_command(
 ) -> None:
     """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
     from rlm.bench.generators import parse_sizes
-    from rlm.jobs.benchmark import run_benchmark
     from rlm.cli.run import make_client, with_model_server
+    from rlm.jobs.benchmark import run_benchmark
 
     if name not in BENCHMARKS:
         import difflib

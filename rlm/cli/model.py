@@ -42,8 +42,14 @@ class _RichInstallProgress:
     """Install progress on stderr: one bar over the bytes of the joined file, the part being fetched."""
 
     def __init__(self, console: Console) -> None:
-        from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TransferSpeedColumn)
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TransferSpeedColumn,
+        )
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=False)
@@ -138,7 +144,13 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
     """Installed models, whether llama-cpp-python is there, and the running server."""
     import json
 
-    from rlm.llm.local.server import describe_sizes, llama_cpp_missing, read_state, rss_bytes, running_server
+    from rlm.llm.local.server import (
+        describe_sizes,
+        llama_cpp_missing,
+        read_state,
+        rss_bytes,
+        running_server,
+    )
     from rlm.llm.local.weights import cache_dir
 
     _load(ctx, config, debug)

@@ -15,3 +15,31 @@ SubModelOpt = Annotated[Optional[str], typer.Option("--sub-model", help="Model f
 MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Iteration limit (default 20).")]
 NoSubOpt = Annotated[bool, typer.Option("--no-subcalls", help="Disable llm_query and friends.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Show no progress.")]
+
+
+FLAG_NAMES = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
+              "max_iterations": "--max-iterations", "enable_sub_calls": "--no-subcalls"}
+
+
+def model_flags(base_url, model, sub_model, max_iterations, no_subcalls) -> dict:
+    """The shared model options as setting keys (None: not given)."""
+    return {"base_url": base_url, "root_model": model, "sub_model": sub_model, "max_iterations": max_iterations,
+            "enable_sub_calls": False if no_subcalls else None}
+
+
+def load_cli_settings(ctx: typer.Context, config: Path | None, debug: bool, **cli):
+    """The one place the CLI loads settings: YAML, .env, environment, then the flags given."""
+    from rlm.config import load_settings
+
+    values = {k: v for k, v in cli.items() if v is not None}
+    if debug:
+        values["debug"] = True
+    ctx.meta["rlm_debug"] = debug
+    loaded = load_settings(config_file=config, cli=values, cli_flags={k: FLAG_NAMES.get(k, "--" + k) for k in values})
+    ctx.meta["rlm_debug"] = loaded.settings.run.debug
+    ctx.obj = loaded
+    if loaded.settings.run.debug:
+        import logging
+
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    return loaded

@@ -9,14 +9,14 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
+from rlm.bench.demo import DemoCase
 from rlm.cli.views import StepView, stats_table
 from rlm.config import LoadedSettings, Settings
 from rlm.core.context import ContextSource, check_file, inline_text
-from rlm.bench.demo import DemoCase
-from rlm.errors import ModelNotFound
-from rlm.llm.base import ModelClient
 from rlm.core.orchestrator import Orchestrator, RunResult
 from rlm.core.parsing import sanitize_for_terminal
+from rlm.errors import ModelNotFound
+from rlm.llm.base import ModelClient
 
 
 def with_model_server(loaded: "LoadedSettings") -> Settings:

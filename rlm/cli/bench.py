@@ -1,0 +1,44 @@
+"""`rlm bench ...`: speed and footprint figures."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from rlm.cli.options import (
+    ConfigOpt,
+    DebugOpt,
+)
+from rlm.cli.options import load_cli_settings as _settings
+
+bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's speed and footprint.")
+
+
+# ---------------------------------------------------------------------------- bench
+@bench_app.command("sandbox")
+def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+                      context_mb: Annotated[int, typer.Option("--context-mb", min=1, help="Context size to load (MB).")] = 100,
+                      sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions.")] = 16,
+                      config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Cold/warm open, cell latency vs docker exec, context load, bridge, batching, memory, concurrency."""
+    import json
+
+    from rich.table import Table
+
+    from rlm.bench.sandbox_speed import bench_sandbox
+
+    loaded = _settings(ctx, config, debug)
+    console = Console(stderr=True)
+    figures = bench_sandbox(loaded.settings.sandbox, context_mb=context_mb, sessions=sessions,
+                            say=lambda m: console.print(m, style="dim"))
+    if json_out:
+        typer.echo(json.dumps(figures))
+        return
+    table = Table(title="sandbox benchmark", header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    Console().print(table)

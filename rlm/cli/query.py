@@ -1,0 +1,101 @@
+"""`rlm query`, `rlm interactive`, `rlm demo`: questions over a context."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from rlm.cli.options import (
+    BaseUrlOpt,
+    ConfigOpt,
+    DebugOpt,
+    MaxIterOpt,
+    ModelOpt,
+    NoSubOpt,
+    SubModelOpt,
+)
+from rlm.cli.options import load_cli_settings as _settings
+from rlm.cli.options import model_flags as _model_flags
+from rlm.errors import UsageError
+
+demo_app = typer.Typer(no_args_is_help=True, help="Generated documents with a known answer.")
+
+
+# ---------------------------------------------------------------------------- query
+
+def query(
+    ctx: typer.Context,
+    question: Annotated[str, typer.Option("-q", "--question", help="The question to answer.")],
+    file: Annotated[Optional[Path], typer.Option("-f", "--file", help="Context file (text, .json, .jsonl).")] = None,
+    text: Annotated[Optional[str], typer.Option("-c", "--context", help="Context given inline.")] = None,
+    context_dir: Annotated[Optional[Path], typer.Option("--context-dir", help="A folder of documents as context.")] = None,
+    base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
+    max_iterations: MaxIterOpt = None, no_subcalls: NoSubOpt = False,
+    stats: Annotated[bool, typer.Option("--stats", help="Print a statistics table.")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
+    trace: Annotated[Optional[Path], typer.Option("--trace", help="Where to write the JSONL trace.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
+    config: ConfigOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Answer QUESTION over a context with the RLM loop."""
+    from rlm.cli.run import answer_question
+
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
+    given = [x for x in (file, text, context_dir) if x is not None]
+    if len(given) != 1:
+        raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",
+                         hint="e.g. rlm query -q 'What is the main topic?' -f report.txt")
+    answer_question(ctx, loaded, question, file=file, text=text, context_dir=context_dir, stats=stats,
+                    json_out=json_out, trace=trace, quiet=quiet)
+
+
+
+def interactive(
+    ctx: typer.Context,
+    file: Annotated[Optional[Path], typer.Option("-f", "--file", help="Context file.")] = None,
+    context_dir: Annotated[Optional[Path], typer.Option("--context-dir", help="A folder of documents.")] = None,
+    base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
+    max_iterations: MaxIterOpt = None, no_subcalls: NoSubOpt = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
+    config: ConfigOpt = None, debug: DebugOpt = False,
+) -> None:
+    """Ask many questions over one context; the sandbox (and its variables) stays between them.
+
+    Commands: :reset (new sandbox), :stats, :quit.  With piped stdin, each line is a question.
+    """
+    from rlm.cli.run import interactive_loop
+
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
+    if (file is None) == (context_dir is None):
+        raise UsageError("give one context: -f FILE or --context-dir DIR")
+    interactive_loop(ctx, loaded, file=file, context_dir=context_dir, quiet=quiet)
+
+
+@demo_app.command("simple")
+def demo_simple(ctx: typer.Context, base_url: BaseUrlOpt = None, model: ModelOpt = None,
+                sub_model: SubModelOpt = None, max_iterations: MaxIterOpt = None,
+                quiet: Annotated[bool, typer.Option("--quiet")] = False,
+                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """A short report and a question about it."""
+    from rlm.bench.demo import simple_case
+    from rlm.cli.run import run_demo
+
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
+    raise typer.Exit(run_demo(ctx, loaded, simple_case(), quiet=quiet))
+
+
+@demo_app.command("needle")
+def demo_needle(ctx: typer.Context,
+                size: Annotated[int, typer.Option("--size", min=100, help="Document size in characters.")] = 100_000,
+                seed: Annotated[int, typer.Option("--seed")] = 0,
+                base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
+                max_iterations: MaxIterOpt = None, quiet: Annotated[bool, typer.Option("--quiet")] = False,
+                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """A generated document of SIZE characters with one hidden number to find."""
+    from rlm.bench.demo import needle_case
+    from rlm.cli.run import run_demo
+
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, False))
+    raise typer.Exit(run_demo(ctx, loaded, needle_case(size, seed), quiet=quiet))
