@@ -13,7 +13,7 @@ from rlm.cli.options import (
 )
 from rlm.cli.options import load_cli_settings as _settings
 
-bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's speed and footprint.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's and the trace viewer's speed and footprint.")
 
 
 # ---------------------------------------------------------------------------- bench
@@ -37,6 +37,34 @@ def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option
         typer.echo(json.dumps(figures))
         return
     table = Table(title="sandbox benchmark", header_style="bold")
+    table.add_column("figure")
+    table.add_column("value", justify="right")
+    for key, value in figures.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@bench_app.command("viewer")
+def bench_viewer_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+                     iterations: Annotated[int, typer.Option("--iterations", min=1, help="Iterations in the trace.")] = 1_000,
+                     output_mb: Annotated[float, typer.Option("--output-mb", min=0.001, help="Cell output in all (MB).")] = 10.0,
+                     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Loads to take the median of.")] = 3,
+                     config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """The trace viewer on a synthetic trace: page size, render time, headless Chromium load time."""
+    import json
+
+    from rich.table import Table
+
+    from rlm.viewer.bench import bench_viewer
+
+    _settings(ctx, config, debug)
+    console = Console(stderr=True)
+    figures = bench_viewer(iterations=iterations, output_mb=output_mb, repeats=repeats,
+                           say=lambda m: console.print(m, style="dim"))
+    if json_out:
+        typer.echo(json.dumps(figures))
+        return
+    table = Table(title="trace viewer benchmark", header_style="bold")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
