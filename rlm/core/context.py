@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import codecs
+import errno
 import os
+import stat
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from rlm.errors import ContextError
 
@@ -30,17 +35,73 @@ class ContextSource:
             except OSError:
                 pass
 
-    def __enter__(self) -> "ContextSource":
+    def __enter__(self) -> ContextSource:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.cleanup()
 
 
-def _check_text(path: Path, size: int) -> None:
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    return "not a file or folder"
+
+
+def _not_regular(path: Path, mode: int, *, in_folder: bool) -> ContextError:
+    hint = ("remove it from the folder, or give a folder that holds only text files" if in_folder
+            else "give a regular text file (a pipe or device is never read)")
+    return ContextError(f"{path} is not a regular file: it is {_kind(mode)}", hint=hint)
+
+
+def _stat(path: Path, *, in_folder: bool = False) -> os.stat_result:
+    """``os.stat`` (symlinks followed) with every failure named: missing, broken or looping
+    symlink, unreadable.  Never opens the file."""
+    where = "in the context folder" if in_folder else "given with -f"
+    try:
+        return os.stat(path)
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise ContextError(f"{path} is a broken symbolic link: its target {os.readlink(path)!r} does not exist",
+                               hint=f"fix or remove the link {where}") from None
+        raise ContextError(f"context file not found: {path}", hint="check the path given with -f") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ContextError(f"{path} is a symbolic link loop (it resolves to itself)",
+                               hint=f"fix or remove the link {where}") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ContextError(f"context file is not readable: {path}", hint="check its permissions") from None
+        raise ContextError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+@contextmanager
+def _open_regular(path: Path, *, in_folder: bool = False) -> Iterator[BinaryIO]:
+    """Open ``path`` for reading only if it is a regular file: O_NONBLOCK, so a FIFO put in its
+    place after the check cannot block, and fstat'ed after opening."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except PermissionError:
+        raise ContextError(f"context file is not readable: {path}", hint="check its permissions") from None
+    except OSError as exc:
+        raise ContextError(f"cannot read {path}: {exc.strerror or exc}") from None
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise _not_regular(path, mode, in_folder=in_folder)
+    with os.fdopen(fd, "rb") as fh:
+        yield fh
+
+
+def _check_text(path: Path, size: int, *, in_folder: bool = False) -> None:
     """Refuse binary data: NUL bytes or invalid UTF-8 (whole file when small, samples when huge)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
-    with path.open("rb") as fh:
+    with _open_regular(path, in_folder=in_folder) as fh:
         ranges = [(0, size)] if size <= _FULL_CHECK_BYTES else [(0, _SAMPLE), (size - _SAMPLE, _SAMPLE)]
         for start, length in ranges:
             fh.seek(start)
@@ -60,6 +121,11 @@ def _check_text(path: Path, size: int) -> None:
                                    hint="convert it to UTF-8 (e.g. iconv -t utf-8) or give a text file") from None
 
 
+def _read_text(path: Path) -> str:
+    with _open_regular(path) as fh:
+        return fh.read().decode("utf-8")
+
+
 def _check_json(path: Path, size: int) -> None:
     """A .json / .jsonl context must parse (checked in full up to 64 MiB)."""
     import json
@@ -67,7 +133,7 @@ def _check_json(path: Path, size: int) -> None:
     suffix = path.suffix.lower()
     if suffix not in (".json", ".jsonl", ".ndjson") or size > _FULL_CHECK_BYTES:
         return
-    text = path.read_text(encoding="utf-8")
+    text = _read_text(path)
     lines = [(1, text)] if suffix == ".json" else enumerate(text.splitlines(), 1)
     for number, chunk in lines:
         if not chunk.strip():
@@ -80,40 +146,62 @@ def _check_json(path: Path, size: int) -> None:
                                hint="fix the JSON, or rename the file to .txt to use it as plain text") from None
 
 
+def _check_folder(folder: Path, max_bytes: int) -> int:
+    """Total bytes of the folder's files, each checked like -f; symlinks are followed (the sandbox
+    gets copies of their targets), and every entry that is not text is refused by name."""
+    total = 0
+    root = _stat(folder)
+    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(folder, frozenset({(root.st_dev, root.st_ino)}))]
+    while stack:
+        current, ancestors = stack.pop()
+        try:
+            names = sorted(os.listdir(current))
+        except PermissionError:
+            raise ContextError(f"the folder {current} is not readable", hint="check its permissions") from None
+        for name in names:
+            entry = current / name
+            st = _stat(entry, in_folder=True)
+            if stat.S_ISDIR(st.st_mode):
+                key = (st.st_dev, st.st_ino)
+                if key in ancestors:
+                    raise ContextError(f"{entry} is a symbolic link loop (it points back to a folder that holds it)",
+                                       hint="fix or remove the link in the context folder")
+                stack.append((entry, ancestors | {key}))
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                raise _not_regular(entry, st.st_mode, in_folder=True)
+            total += st.st_size
+            if total > max_bytes:
+                raise ContextError(f"the folder {folder} holds more than the maximum context size ({max_bytes} bytes)",
+                                   hint="raise max_context_bytes (RLM_MAX_CONTEXT_BYTES) or give less")
+            _check_text(entry, st.st_size, in_folder=True)
+    return total
+
+
 def check_file(path: str | os.PathLike, *, max_bytes: int, allow_dir: bool = False) -> ContextSource:
+    """Check a context file (``-f``) or folder (``allow_dir``, ``--context-dir``) without ever opening
+    anything but regular files; every problem is a ``ContextError`` naming the file."""
     p = Path(path).expanduser()
-    if not p.exists():
-        raise ContextError(f"context file not found: {p}", hint="check the path given with -f")
-    if p.is_dir():
+    st = _stat(p)
+    if stat.S_ISDIR(st.st_mode):
         if not allow_dir:
             raise ContextError(f"{p} is a folder, not a file", hint="give a file with -f, or a folder with --context-dir")
-        total = 0
-        for root, _dirs, files in os.walk(p):
-            for name in files:
-                f = Path(root) / name
-                total += f.stat().st_size
-                if total > max_bytes:
-                    raise ContextError(f"the folder {p} holds more than the maximum context size ({max_bytes} bytes)",
-                                       hint="raise max_context_bytes (RLM_MAX_CONTEXT_BYTES) or give less")
-                _check_text(f, f.stat().st_size)
+        total = _check_folder(p, max_bytes)
         if total == 0:
             raise ContextError(f"the folder {p} holds no text", hint="give a folder with documents in it")
         return ContextSource(p.resolve(), total)
-    if not p.is_file():
-        raise ContextError(f"{p} is not a regular file")
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(p, st.st_mode, in_folder=False)
     if not os.access(p, os.R_OK):
         raise ContextError(f"context file is not readable: {p}", hint="check its permissions")
-    size = p.stat().st_size
+    size = st.st_size
     if size == 0:
         raise ContextError(f"context file is empty: {p}", hint="give a file with some text in it")
     if size > max_bytes:
         raise ContextError(f"context file is {size} bytes, over the maximum of {max_bytes}",
                            hint="raise max_context_bytes (RLM_MAX_CONTEXT_BYTES) or give a smaller file")
-    try:
-        _check_text(p, size)
-    except PermissionError as exc:
-        raise ContextError(f"context file is not readable: {p}", hint="check its permissions") from exc
-    if size <= _SAMPLE and not p.read_text(encoding="utf-8").strip():
+    _check_text(p, size)
+    if size <= _SAMPLE and not _read_text(p).strip():
         raise ContextError(f"context file holds only whitespace: {p}", hint="give a file with some text in it")
     _check_json(p, size)
     return ContextSource(p.resolve(), size)

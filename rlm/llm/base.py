@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 DEFAULT_BASE_URL = "http://localhost:11434/v1"
@@ -17,7 +20,8 @@ class ModelSettings:
     sub_model: str | None = None        # None: same as root_model
     temperature: float = 0.0
     timeout_s: float = 300.0            # per request
-    max_retries: int = 3                # on connection errors, 429 and 5xx
+    max_retries: int = 3                # on connection errors, 429, 5xx and malformed replies
+    max_wait_s: float = 600.0           # one call in total, over all its retries; 0: no total limit
 
     @property
     def effective_sub_model(self) -> str:
@@ -49,6 +53,28 @@ class Completion:
 
 
 Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+
+WaitListener = Callable[[str, dict], None]
+"""Told ``("model_wait", data)`` while a model call is silent and ``("model_retry", data)`` before a
+retry; ``data["message"]`` is a sentence to show."""
+
+_wait_listener: contextvars.ContextVar[WaitListener | None] = contextvars.ContextVar(
+    "rlm_model_wait_listener", default=None)
+
+
+@contextmanager
+def report_waits(listener: WaitListener | None) -> Iterator[None]:
+    """Model calls made in this context (this thread, or tasks created in it) tell ``listener``
+    when the server is silent or a request is retried."""
+    token = _wait_listener.set(listener)
+    try:
+        yield
+    finally:
+        _wait_listener.reset(token)
+
+
+def current_wait_listener() -> WaitListener | None:
+    return _wait_listener.get()
 
 
 class ModelClient(ABC):

@@ -3,7 +3,10 @@
 Requests for the root model consume ``root`` steps in order; requests for any other
 offered model are sub-calls answered by ``sub``.  A root step is a string (the content)
 or a dict with optional ``content`` (str or None), ``think``, ``delay_s``,
-``finish_reason``, and ``status`` (+ ``message``) to answer with an HTTP error instead.
+``finish_reason``, ``status`` (+ ``message``) to answer with an HTTP error instead, and
+``raw`` (a string sent as the body as it is, with ``content_type``, default JSON, and
+``status``, default 200) to answer with a malformed reply.  ``sub_raw_when`` (a regex)
+answers matching sub-call prompts with a malformed JSON body.
 One thread per request, so concurrent sub-calls overlap.  Also runnable as a process::
 
     python -m rlm.llm.fake_server --scenario FILE.json [--port N]
@@ -26,11 +29,22 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Union
 
 Step = Union[str, Mapping[str, Any]]
+Reply = tuple[int, Union[dict[str, Any], "RawBody"]]
 SubRule = Union[Callable[[str], str], Mapping[str, str]]
 
 DEFAULT_ROOT_DEFAULT = "The script is exhausted.\nFINAL(out of script)"
+MALFORMED_JSON = '{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "mess'
+
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
                 404: "invalid_request_error", 429: "rate_limit_error"}
+
+
+class RawBody:
+    """A reply body sent byte for byte (for malformed replies)."""
+
+    def __init__(self, text: str, content_type: str = "application/json") -> None:
+        self.data = text.encode()
+        self.content_type = content_type
 
 
 def _error_body(status: int, message: str, code: str | None = None) -> dict[str, Any]:
@@ -87,13 +101,14 @@ class FakeModelServer:
     def __init__(self, *, root_model: str = "root-model", models: Sequence[str] = ("sub-model",),
                  root: Sequence[Step] = (), root_default: str = DEFAULT_ROOT_DEFAULT,
                  sub: SubRule | None = None, sub_delay_s: float = 0.0, sub_fail_when: str | None = None,
-                 api_key: str | None = None, port: int = 0) -> None:
+                 sub_raw_when: str | None = None, api_key: str | None = None, port: int = 0) -> None:
         self.root_model = root_model
         self.models = [root_model] + [m for m in models if m != root_model]
         self.root_default = root_default
         self.sub = sub if sub is not None else {"default": "sub-answer"}
         self.sub_delay_s = sub_delay_s
         self.sub_fail_when = re.compile(sub_fail_when, re.DOTALL) if sub_fail_when else None
+        self.sub_raw_when = re.compile(sub_raw_when, re.DOTALL) if sub_raw_when else None
         self.api_key = api_key
         self._steps = list(root)
         self._lock = threading.Lock()
@@ -154,8 +169,8 @@ class FakeModelServer:
                 return reply
         return self.sub.get("default", "(no rule matched)")
 
-    def chat(self, body: Mapping[str, Any]) -> tuple[int, dict[str, Any]]:
-        """Status and JSON reply for one chat-completion request body."""
+    def chat(self, body: Mapping[str, Any]) -> Reply:
+        """Status and reply (JSON, or a raw body) for one chat-completion request body."""
         with self._lock:
             self._requests.append(dict(body))
         model = body.get("model")
@@ -164,6 +179,9 @@ class FakeModelServer:
         if model == self.root_model:
             step = self._next_root_step()
             time.sleep(float(step.get("delay_s", 0) or 0))
+            if step.get("raw") is not None:
+                return int(step.get("status") or 200), RawBody(str(step["raw"]),
+                                                               step.get("content_type", "application/json"))
             if step.get("status"):
                 status = int(step["status"])
                 return status, _error_body(status, step.get("message", f"scripted HTTP {status}"))
@@ -175,6 +193,8 @@ class FakeModelServer:
             time.sleep(self.sub_delay_s)
             if self.sub_fail_when and self.sub_fail_when.search(prompt):
                 return 500, _error_body(500, "scripted sub-call failure")
+            if self.sub_raw_when and self.sub_raw_when.search(prompt):
+                return 200, RawBody(MALFORMED_JSON)
             content = self._sub_reply(prompt)
         else:
             return 404, _error_body(404, f"The model `{model}` does not exist or you do not have access "
@@ -197,11 +217,14 @@ class FakeModelServer:
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
                 pass
 
-            def _send(self, status: int, payload: dict[str, Any]) -> None:
-                data = json.dumps(payload).encode()
+            def _send(self, status: int, payload: dict[str, Any] | RawBody) -> None:
+                if isinstance(payload, RawBody):
+                    data, content_type = payload.data, payload.content_type
+                else:
+                    data, content_type = json.dumps(payload).encode(), "application/json"
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Type", content_type)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)

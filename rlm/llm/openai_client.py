@@ -1,8 +1,10 @@
 """The OpenAI-compatible model client (Ollama, vLLM, llama.cpp's server, OpenAI).
 
 This is the only module in rlm that imports ``openai``.  It adds what the plain SDK
-does not: its own bounded retries, ``<think>`` stripping, an empty-reply retry, usage
-and latency, and translation of every SDK error into an ``LLMError`` with a hint.
+does not: its own bounded retries (also of malformed replies), a total wait per call
+(``max_wait_s``), reports while the server is silent, ``<think>`` stripping, an
+empty-reply retry, usage and latency, and translation of every SDK error into an
+``LLMError`` with a hint.
 """
 
 from __future__ import annotations
@@ -18,11 +20,12 @@ from typing import Any, TypeVar
 import openai
 
 from rlm.errors import EmptyReply, LLMError, ModelAuthError, ModelNotFound, ModelUnreachable
-from rlm.llm.base import Completion, Message, ModelClient, ModelSettings, Usage
+from rlm.llm.base import Completion, Message, ModelClient, ModelSettings, Usage, WaitListener, current_wait_listener
 
 PLACEHOLDER_API_KEY = "not-needed"
 BACKOFF_CAP_S = 8.0
 EMPTY_REPLY_ATTEMPTS = 2  # the first call plus one retry
+SILENCE_REPORT_S = 30.0   # say so after this long without an answer, then again every as long
 
 _T = TypeVar("_T")
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
@@ -52,6 +55,8 @@ def _server_message(exc: openai.APIStatusError) -> str:
 
 
 def _is_retryable(exc: Exception) -> bool:
+    if isinstance(exc, _MALFORMED):  # a garbled body is usually a proxy's or server's hiccup
+        return True
     if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
         return True
     if isinstance(exc, openai.APIStatusError):
@@ -66,12 +71,135 @@ def _is_model_not_found(exc: Exception) -> bool:
         exc.status_code == 404 or exc.code == "model_not_found")
 
 
+class MalformedReply(Exception):
+    """The server answered 200 with a body that is not a chat completion (bad JSON, wrong shape)."""
+
+
+# What a malformed body raises in the SDK or in our reading of it: json.JSONDecodeError and
+# pydantic's ValidationError are ValueErrors; APIResponseValidationError is the SDK's own.
+_MALFORMED = (MalformedReply, ValueError, openai.APIResponseValidationError)
+_FAILURES = (openai.OpenAIError, MalformedReply, ValueError)
+
+
+class _Clock:
+    """One call's time budget over all its attempts, and who is told while it is silent."""
+
+    def __init__(self, settings: ModelSettings, url: str, what: str, listener: WaitListener | None,
+                 interval_s: float) -> None:
+        self.settings = settings
+        self.url = url
+        self.what = what
+        self.listener = listener
+        self.interval_s = interval_s
+        self.max_wait_s = float(getattr(settings, "max_wait_s", 0.0) or 0.0)
+        self.started = time.monotonic()
+        self.attempt = 0  # 0-based number of the attempt in flight
+        self.out_of_time = False  # a retry was due, but max_wait_s was used up
+        self.cut = False          # the attempt in flight has less than timeout_s, because of max_wait_s
+
+    @property
+    def max_attempts(self) -> int:
+        return self.settings.max_retries + 1
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def remaining(self) -> float:
+        return float("inf") if self.max_wait_s <= 0 else self.max_wait_s - self.elapsed()
+
+    def attempt_timeout(self) -> float:
+        """The request timeout of the next attempt: timeout_s, cut to what is left of max_wait_s."""
+        timeout = min(self.settings.timeout_s, self.remaining())
+        self.cut = timeout < self.settings.timeout_s
+        return max(0.001, timeout)
+
+    def _tell(self, kind: str, data: dict[str, Any]) -> None:
+        if self.listener is None:
+            return
+        try:
+            self.listener(kind, data)
+        except Exception:  # noqa: BLE001 - a display problem never breaks a model call
+            pass
+
+    def _limit(self) -> str:
+        return f"gives up after {self.max_wait_s:g} s" if self.max_wait_s > 0 else "no total limit"
+
+    def silent(self) -> None:
+        silent_s = round(self.elapsed())
+        retry = ", retried" if self.attempt else ""
+        self._tell("model_wait", {
+            "model": self.what, "silent_s": silent_s, "attempt": self.attempt + 1,
+            "max_attempts": self.max_attempts, "max_wait_s": self.max_wait_s,
+            "message": (f"the model server at {self.url} has been silent for {silent_s} s ({self.what}, "
+                        f"attempt {self.attempt + 1} of {self.max_attempts}{retry}; rlm {self._limit()})")})
+
+    def retrying(self, reason: str, delay_s: float) -> None:
+        self._tell("model_retry", {
+            "model": self.what, "attempt": self.attempt + 2, "max_attempts": self.max_attempts,
+            "delay_s": round(delay_s, 3), "reason": reason,
+            "message": (f"the model server at {self.url} failed ({reason}); retrying {self.what} in "
+                        f"{delay_s:.1f} s (attempt {self.attempt + 2} of {self.max_attempts})")})
+
+    def watch_sync(self) -> _SyncWatch:
+        return _SyncWatch(self)
+
+    async def watch_async(self) -> None:
+        """Report silence every interval until cancelled."""
+        while True:
+            await asyncio.sleep(self._next_report())
+            self.silent()
+
+    def _next_report(self) -> float:
+        """Seconds to the next multiple of the interval since the call started."""
+        elapsed = self.elapsed()
+        return max(0.01, self.interval_s * (int(elapsed // self.interval_s) + 1) - elapsed)
+
+
+class _SyncWatch:
+    """A thread that reports silence while a sync call is in flight (only with a listener)."""
+
+    def __init__(self, clock: _Clock) -> None:
+        self.clock = clock
+        self.done = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def __enter__(self) -> _SyncWatch:
+        if self.clock.listener is not None:
+            self.thread = threading.Thread(target=self._run, name="rlm-model-wait", daemon=True)
+            self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        while not self.done.wait(self.clock._next_report()):
+            self.clock.silent()
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        if self.thread is not None:
+            self.thread.join(timeout=1)
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, openai.APITimeoutError):
+        return "no answer within the request timeout"
+    if isinstance(exc, openai.APIConnectionError):
+        return "connection error"
+    if isinstance(exc, openai.APIStatusError):
+        return f"HTTP {exc.status_code}"
+    if isinstance(exc, _MALFORMED):
+        return "malformed reply"
+    return type(exc).__name__
+
+
 class OpenAICompatibleClient(ModelClient):
     """Chat completions against one OpenAI-compatible server, sync and async."""
 
-    def __init__(self, settings: ModelSettings | None = None, *, backoff_base_s: float = 0.5) -> None:
+    def __init__(self, settings: ModelSettings | None = None, *, backoff_base_s: float = 0.5,
+                 silence_report_s: float = SILENCE_REPORT_S, on_wait: WaitListener | None = None) -> None:
         self.settings = settings or ModelSettings()
         self.backoff_base_s = backoff_base_s
+        self.silence_report_s = silence_report_s
+        self.on_wait = on_wait  # used when no listener is set with rlm.llm.base.report_waits
         self._lock = threading.Lock()
         self._client = openai.OpenAI(**self._client_kwargs())
         # One async client per event loop: httpx connections belong to the loop that made them.
@@ -103,12 +231,14 @@ class OpenAICompatibleClient(ModelClient):
                  max_tokens: int | None = None) -> Completion:
         kwargs = self._request(messages, model, temperature, max_tokens)
         start = time.monotonic()
+        clock = self._clock(model)
         usage = Usage()
         finish: str | None = None
         had_thinking = False
         for _ in range(EMPTY_REPLY_ATTEMPTS):
-            response = self._retry_sync(lambda: self._client.chat.completions.create(**kwargs), model)
-            text, finish, had_thinking = self._read(response, usage)
+            text, finish, had_thinking = self._retry_sync(
+                lambda timeout: self._read(self._client.chat.completions.create(**kwargs, timeout=timeout), usage),
+                model, clock)
             if text:
                 return Completion(text=text, model=model, usage=usage, latency_s=time.monotonic() - start)
         raise self._empty_reply(model, finish, had_thinking)
@@ -118,24 +248,31 @@ class OpenAICompatibleClient(ModelClient):
         kwargs = self._request(messages, model, temperature, max_tokens)
         client = self._async_client()
         start = time.monotonic()
+        clock = self._clock(model)
         usage = Usage()
         finish: str | None = None
         had_thinking = False
+
+        async def attempt(timeout: float) -> tuple[str, str | None, bool]:
+            return self._read(await client.chat.completions.create(**kwargs, timeout=timeout), usage)
+
         for _ in range(EMPTY_REPLY_ATTEMPTS):
-            response = await self._retry_async(lambda: client.chat.completions.create(**kwargs), model)
-            text, finish, had_thinking = self._read(response, usage)
+            text, finish, had_thinking = await self._retry_async(attempt, model, clock)
             if text:
                 return Completion(text=text, model=model, usage=usage, latency_s=time.monotonic() - start)
         raise self._empty_reply(model, finish, had_thinking)
 
     def list_models(self) -> list[str]:
-        page = self._retry_sync(lambda: self._client.models.list(), None)
-        return [m.id for m in page.data]
+        return self._retry_sync(lambda timeout: _model_ids(self._client.models.list(timeout=timeout)),
+                                None, self._clock(None))
 
     async def alist_models(self) -> list[str]:
         client = self._async_client()
-        page = await self._retry_async(lambda: client.models.list(), None)
-        return [m.id for m in page.data]
+
+        async def attempt(timeout: float) -> list[str]:
+            return _model_ids(await client.models.list(timeout=timeout))
+
+        return await self._retry_async(attempt, None, self._clock(None))
 
     def close(self) -> None:
         """Close the sync client and every async client (idempotent)."""
@@ -186,19 +323,39 @@ class OpenAICompatibleClient(ModelClient):
             kwargs["max_tokens"] = max_tokens
         return kwargs
 
+    def _clock(self, model: str | None) -> _Clock:
+        what = f"model {model!r}" if model else "the model list"
+        return _Clock(self.settings, self.base_url, what, current_wait_listener() or self.on_wait,
+                      self.silence_report_s)
+
     @staticmethod
     def _read(response: Any, usage: Usage) -> tuple[str, str | None, bool]:
-        """Text (thinking removed), finish_reason and whether thinking was removed; adds usage."""
+        """Text (thinking removed), finish_reason and whether thinking was removed; adds usage.
+
+        Raises ``MalformedReply`` when the body is not a chat completion."""
+        if isinstance(response, (str, bytes)) or response is None or not hasattr(response, "choices"):
+            raise MalformedReply(f"the body is not a chat completion: {str(response)[:200]!r}")
+        choices = response.choices
+        if choices is not None and not isinstance(choices, list):
+            raise MalformedReply(f"'choices' is {type(choices).__name__}, not a list")
+        message = getattr(choices[0], "message", None) if choices else None
+        raw = getattr(message, "content", None) if message is not None else None
+        if choices and (message is None or isinstance(message, (str, int, float, list))
+                        or not (raw is None or isinstance(raw, str))):
+            raise MalformedReply("the first choice has no message with text content")
         u = getattr(response, "usage", None)
-        usage.prompt_tokens += int(getattr(u, "prompt_tokens", 0) or 0)
-        usage.completion_tokens += int(getattr(u, "completion_tokens", 0) or 0)
+        try:
+            usage.prompt_tokens += int(getattr(u, "prompt_tokens", 0) or 0)
+            usage.completion_tokens += int(getattr(u, "completion_tokens", 0) or 0)
+        except (TypeError, ValueError):
+            pass  # token counts are informative; a strange one does not spoil the reply
         usage.calls += 1
-        choices = getattr(response, "choices", None) or []
         if not choices:
             return "", None, False
-        raw = choices[0].message.content or ""
+        raw = raw or ""
         text = strip_think(raw)
-        return text, choices[0].finish_reason, bool(raw.strip()) and not text
+        finish = getattr(choices[0], "finish_reason", None)
+        return text, finish if isinstance(finish, str) else None, bool(raw.strip()) and not text
 
     def _empty_reply(self, model: str, finish: str | None, had_thinking: bool) -> EmptyReply:
         what = "only <think> reasoning and no answer" if had_thinking else "no content"
@@ -218,28 +375,32 @@ class OpenAICompatibleClient(ModelClient):
                 pass
         return delay + random.uniform(0, 0.1 * delay)
 
-    def _retry_sync(self, call: Callable[[], _T], model: str | None) -> _T:
-        attempt = 0
+    def _retry_sync(self, call: Callable[[float], _T], model: str | None, clock: _Clock) -> _T:
         while True:
             try:
-                return call()
-            except openai.OpenAIError as exc:
-                if attempt < self.settings.max_retries and _is_retryable(exc):
-                    time.sleep(self._backoff(attempt, exc))
-                    attempt += 1
+                with clock.watch_sync():
+                    return call(clock.attempt_timeout())
+            except _FAILURES as exc:
+                delay = self._retry_delay(exc, clock)
+                if delay is not None:
+                    clock.retrying(_reason(exc), delay)
+                    time.sleep(delay)
+                    clock.attempt += 1
                     continue
                 models = self._models_or_none() if model and _is_model_not_found(exc) else None
-                raise self._translate(exc, model, attempt + 1, models) from exc
+                raise self._translate(exc, model, clock, models) from exc
 
-    async def _retry_async(self, call: Callable[[], Awaitable[_T]], model: str | None) -> _T:
-        attempt = 0
+    async def _retry_async(self, call: Callable[[float], Awaitable[_T]], model: str | None, clock: _Clock) -> _T:
         while True:
+            watch = asyncio.ensure_future(clock.watch_async()) if clock.listener is not None else None
             try:
-                return await call()
-            except openai.OpenAIError as exc:
-                if attempt < self.settings.max_retries and _is_retryable(exc):
-                    await asyncio.sleep(self._backoff(attempt, exc))
-                    attempt += 1
+                return await call(clock.attempt_timeout())
+            except _FAILURES as exc:
+                delay = self._retry_delay(exc, clock)
+                if delay is not None:
+                    clock.retrying(_reason(exc), delay)
+                    await asyncio.sleep(delay)
+                    clock.attempt += 1
                     continue
                 models = None
                 if model and _is_model_not_found(exc):
@@ -247,7 +408,23 @@ class OpenAICompatibleClient(ModelClient):
                         models = await self.alist_models()
                     except LLMError:
                         models = None
-                raise self._translate(exc, model, attempt + 1, models) from exc
+                raise self._translate(exc, model, clock, models) from exc
+            finally:
+                if watch is not None:
+                    watch.cancel()
+
+    def _retry_delay(self, exc: Exception, clock: _Clock) -> float | None:
+        """Seconds to wait before the next attempt, or None when the failure is final."""
+        if clock.cut and isinstance(exc, openai.APITimeoutError):
+            clock.out_of_time = True
+            return None
+        if clock.attempt >= self.settings.max_retries or not _is_retryable(exc):
+            return None
+        delay = self._backoff(clock.attempt, exc)
+        if delay >= clock.remaining():
+            clock.out_of_time = True
+            return None
+        return delay
 
     def _models_or_none(self) -> list[str] | None:
         try:
@@ -255,11 +432,20 @@ class OpenAICompatibleClient(ModelClient):
         except LLMError:
             return None
 
-    def _translate(self, exc: Exception, model: str | None, attempts: int,
+    def _translate(self, exc: Exception, model: str | None, clock: _Clock,
                    models: list[str] | None) -> LLMError:
         url = self.base_url
+        attempts = clock.attempt + 1
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
         what = f"model {model!r}" if model else "the model list"
+        if clock.out_of_time:
+            return LLMError(f"{what} at {url} did not answer within max_wait_s={clock.max_wait_s:g} s "
+                            f"in total ({tries}; the last one: {_reason(exc)})",
+                            hint="raise max_wait_s (RLM_MAX_WAIT) or timeout_s, or use a faster model")
+        if isinstance(exc, _MALFORMED):
+            return LLMError(f"the model server at {url} sent a malformed reply for {what} ({tries}): "
+                            f"{type(exc).__name__}: {str(exc)[:300]}",
+                            hint="check the model server's log; a proxy in between may cut or rewrite replies")
         if isinstance(exc, openai.APITimeoutError):
             return LLMError(f"{what} at {url} did not answer within {self.settings.timeout_s:g} s ({tries})",
                             hint="raise the request timeout (timeout_s) or use a smaller, faster model")
@@ -293,3 +479,11 @@ class OpenAICompatibleClient(ModelClient):
                                 hint="check the model server's log; it may be out of memory")
             return LLMError(f"the model server at {url} rejected the request for {what} (HTTP {status}): {msg}")
         return LLMError(f"unexpected reply from the model server at {url} for {what}: {exc}")
+
+
+def _model_ids(page: Any) -> list[str]:
+    data = getattr(page, "data", None)
+    if not isinstance(data, list):
+        raise MalformedReply(f"the model list is not a list: {str(page)[:200]!r}")
+    ids = [getattr(m, "id", None) for m in data]
+    return [i for i in ids if isinstance(i, str)]

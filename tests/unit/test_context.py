@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -90,7 +91,7 @@ def test_nul_bytes_are_refused_as_binary(tmp_path):
 
 def test_invalid_utf8_is_refused_with_the_offset(tmp_path):
     path = tmp_path / "latin1.txt"
-    path.write_bytes("caf".encode() + b"\xe9 au lait")  # Latin-1 é
+    path.write_bytes(b"caf" + b"\xe9 au lait")  # Latin-1 é
     with pytest.raises(ContextError) as info:
         check_file(path, max_bytes=BIG)
     assert "not UTF-8" in info.value.message and "offset 3" in info.value.message
@@ -99,7 +100,7 @@ def test_invalid_utf8_is_refused_with_the_offset(tmp_path):
 
 def test_truncated_multibyte_character_at_the_end_is_refused(tmp_path):
     path = tmp_path / "cut.txt"
-    path.write_bytes("ok ".encode() + "é".encode()[:1])
+    path.write_bytes(b"ok " + "é".encode()[:1])
     with pytest.raises(ContextError, match="not UTF-8"):
         check_file(path, max_bytes=BIG)
 
@@ -185,3 +186,114 @@ def test_invalid_json_context_is_refused_before_the_sandbox(tmp_path, name, data
     path.write_text(data)
     with pytest.raises(ContextError, match="JSON"):
         check_file(path, max_bytes=BIG)
+
+
+# ------------------------------------------------------------------------------ special files and symlinks (issue 19 B, E)
+def _check_with_deadline(path, **kwargs):
+    """check_file in a thread: a FIFO opened for reading would block it forever, so a writer
+    releases it after a deadline and the test fails instead of hanging."""
+    import threading
+
+    outcome: dict = {}
+
+    def target():
+        try:
+            outcome["value"] = check_file(path, **kwargs)
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(10)
+    if thread.is_alive():
+        for fifo in Path(path).rglob("*") if Path(path).is_dir() else [Path(path)]:
+            if stat.S_ISFIFO(os.lstat(fifo).st_mode):
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        thread.join(5)
+        pytest.fail("check_file blocked on a special file")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
+def test_a_fifo_in_the_context_folder_is_refused_by_name_without_blocking(tmp_path):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "sub").mkdir()
+    os.mkfifo(tmp_path / "sub" / "pipe")
+    with pytest.raises(ContextError) as info:
+        _check_with_deadline(tmp_path, max_bytes=BIG, allow_dir=True)
+    assert str(tmp_path / "sub" / "pipe") in info.value.message
+    assert "not a regular file" in info.value.message and "FIFO" in info.value.message
+    assert isinstance(info.value, UsageError) and "folder" in info.value.hint
+
+
+def test_a_symlink_to_a_fifo_is_refused_too(tmp_path):
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "link.txt").symlink_to(tmp_path / "pipe")
+    with pytest.raises(ContextError, match="link.txt is not a regular file"):
+        _check_with_deadline(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+    with pytest.raises(ContextError, match="not a regular file"):
+        _check_with_deadline(tmp_path / "docs" / "link.txt", max_bytes=BIG)
+
+
+def test_a_fifo_swapped_in_after_the_check_is_not_blocking(tmp_path, monkeypatch):
+    """The file is opened with O_NONBLOCK and fstat'ed: even a FIFO that passed as regular is refused."""
+    os.mkfifo(tmp_path / "pipe")
+    real_stat = os.stat
+    regular = real_stat(__file__)
+
+    def lying_stat(path, *args, **kwargs):
+        return regular if str(path).endswith("pipe") else real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(context_mod.os, "stat", lying_stat)
+    monkeypatch.setattr(context_mod.os, "access", lambda *a, **k: True)
+    with pytest.raises(ContextError, match="not a regular file"):
+        _check_with_deadline(tmp_path / "pipe", max_bytes=BIG)
+
+
+@pytest.mark.parametrize("allow_dir", [False, True])
+def test_a_broken_symlink_is_named(tmp_path, allow_dir):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "gone.txt").symlink_to(tmp_path / "nowhere.txt")
+    target = tmp_path if allow_dir else tmp_path / "gone.txt"
+    with pytest.raises(ContextError) as info:
+        check_file(target, max_bytes=BIG, allow_dir=allow_dir)
+    assert str(tmp_path / "gone.txt") in info.value.message
+    assert "broken symbolic link" in info.value.message and "nowhere.txt" in info.value.message
+    assert "not found" not in info.value.message
+    assert isinstance(info.value, UsageError) and info.value.hint
+
+
+@pytest.mark.parametrize("allow_dir", [False, True])
+def test_a_symlink_loop_is_named_as_a_loop(tmp_path, allow_dir):
+    (tmp_path / "a.txt").write_text("alpha")
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    target = tmp_path if allow_dir else tmp_path / "loop1"
+    with pytest.raises(ContextError) as info:
+        check_file(target, max_bytes=BIG, allow_dir=allow_dir)
+    assert "symbolic link loop" in info.value.message and "loop" in info.value.message
+    assert "not found" not in info.value.message
+    assert isinstance(info.value, UsageError)
+
+
+def test_a_folder_symlink_back_to_its_parent_is_a_loop(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").write_text("alpha")
+    (tmp_path / "docs" / "again").symlink_to(tmp_path / "docs")
+    with pytest.raises(ContextError) as info:
+        check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+    assert str(tmp_path / "docs" / "again") in info.value.message and "loop" in info.value.message
+
+
+def test_symlinks_to_text_inside_a_folder_are_followed_and_counted(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "real" / "a.txt").write_text("alpha")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.txt").write_text("beta!")
+    (tmp_path / "docs" / "link.txt").symlink_to(tmp_path / "real" / "a.txt")
+    (tmp_path / "docs" / "more").symlink_to(tmp_path / "real")  # a linked folder is read like the sandbox's copy
+    assert check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True).size_bytes == 15
+    with pytest.raises(ContextError, match="more than the maximum"):
+        check_file(tmp_path / "docs", max_bytes=14, allow_dir=True)

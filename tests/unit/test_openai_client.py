@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import openai
 import pytest
@@ -208,3 +209,98 @@ def test_close_after_async_use_in_a_finished_loop():
         asyncio.run(client.acomplete(MSGS, model=SUB))
         client.close()
         client.close()  # idempotent
+
+
+# ------------------------------------------------------------------------------ malformed replies (issue 19 D)
+MALFORMED_STEPS = [
+    {"raw": '{"id": "x", "choices": [{"index": 0, "mess'},               # cut JSON: json.JSONDecodeError
+    {"raw": "<html>bad gateway</html>", "content_type": "text/html"},   # not JSON at all
+    {"raw": '{"choices": "nope"}'},                                      # JSON of the wrong shape
+    {"raw": '{"choices": [{"message": 5}]}'},
+    {"raw": "null"},
+]
+
+
+@pytest.mark.parametrize("step", MALFORMED_STEPS)
+def test_a_malformed_reply_is_retried_like_a_transient_error(step):
+    with FakeModelServer(root=[step, "after the hiccup"]) as server, make_client(server.url) as client:
+        assert client.complete(MSGS, model=ROOT).text == "after the hiccup"
+        assert len(server.requests) == 2
+
+
+@pytest.mark.parametrize("step", MALFORMED_STEPS)
+def test_malformed_replies_every_time_are_a_model_server_error(step):
+    with FakeModelServer(root=[step] * 5) as server, make_client(server.url, max_retries=2) as client:
+        with pytest.raises(LLMError) as err:
+            client.complete(MSGS, model=ROOT)
+        assert type(err.value) is LLMError  # exit 4, never "a bug in rlm"
+        assert "malformed reply" in str(err.value) and "3 attempts" in str(err.value)
+        assert server.url in str(err.value) and err.value.hint
+        assert len(server.requests) == 3
+
+
+def test_async_malformed_reply_is_retried_then_translated():
+    with FakeModelServer(models=[SUB], sub_raw_when="BROKEN") as server, make_client(server.url) as client:
+        async def run():
+            ok = await client.acomplete([{"role": "user", "content": "fine"}], model=SUB)
+            with pytest.raises(LLMError, match="malformed reply"):
+                await client.acomplete([{"role": "user", "content": "BROKEN"}], model=SUB)
+            await client.aclose()
+            return ok
+
+        assert asyncio.run(run()).text == "sub-answer"
+        assert len(server.requests) == 1 + 3
+
+
+# ------------------------------------------------------------------------------ silence and total wait (issue 19 F)
+def test_silence_is_reported_while_the_server_is_slow_and_retried():
+    events: list[tuple[str, dict]] = []
+    steps = [{"delay_s": 0.5, "content": "late"}, {"delay_s": 0.35, "content": "late again"}]
+    with FakeModelServer(root=steps) as server:
+        client = OpenAICompatibleClient(
+            ModelSettings(base_url=server.url, root_model=ROOT, timeout_s=0.3, max_retries=1),
+            backoff_base_s=0.001, silence_report_s=0.1, on_wait=lambda kind, data: events.append((kind, data)))
+        with client, pytest.raises(LLMError, match="did not answer within 0.3 s"):
+            client.complete(MSGS, model=ROOT)
+    waits = [d for k, d in events if k == "model_wait"]
+    retries = [d for k, d in events if k == "model_retry"]
+    assert len(retries) == 1 and retries[0]["attempt"] == 2 and "retrying" in retries[0]["message"]
+    assert len(waits) >= 3, events
+    assert waits[0]["attempt"] == 1 and waits[-1]["attempt"] == 2
+    assert [w["silent_s"] for w in waits] == sorted(w["silent_s"] for w in waits)
+    assert "has been silent for" in waits[-1]["message"] and "attempt 2 of 2" in waits[-1]["message"]
+
+
+def test_report_waits_sets_the_listener_for_the_calls_in_its_context():
+    from rlm.llm.base import report_waits
+
+    events: list[str] = []
+    with FakeModelServer(root=[{"delay_s": 0.35, "content": "slow"}, "fast"]) as server, \
+            make_client(server.url) as client:
+        client.silence_report_s = 0.1
+        with report_waits(lambda kind, data: events.append(kind)):
+            assert client.complete(MSGS, model=ROOT).text == "slow"
+        seen = len(events)
+        assert seen >= 2 and set(events) == {"model_wait"}
+        assert client.complete(MSGS, model=ROOT).text == "fast"
+        assert len(events) == seen  # outside the context nobody is told
+
+
+def test_total_wait_is_bounded_by_max_wait_s():
+    steps = [{"delay_s": 2.0, "content": "too late"}] * 6
+    with FakeModelServer(root=steps) as server, \
+            make_client(server.url, timeout_s=0.4, max_retries=5, max_wait_s=1.0) as client:
+        start = time.monotonic()
+        with pytest.raises(LLMError) as err:
+            client.complete(MSGS, model=ROOT)
+        elapsed = time.monotonic() - start
+    assert "max_wait_s=1 s in total" in str(err.value) and "RLM_MAX_WAIT" in err.value.hint
+    assert elapsed < 1.8, f"waited {elapsed:.2f} s with max_wait_s=1"
+    assert 2 <= len(server.requests) <= 4
+
+
+def test_max_wait_s_zero_means_no_total_limit():
+    steps = [{"delay_s": 0.5, "content": "late"}, "ok"]
+    with FakeModelServer(root=steps) as server, \
+            make_client(server.url, timeout_s=0.2, max_retries=1, max_wait_s=0) as client:
+        assert client.complete(MSGS, model=ROOT).text == "ok"
