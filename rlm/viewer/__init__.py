@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from rlm.errors import UsageError
+from rlm.viewer.model import Event
 from rlm.viewer.results_page import render_results_page
 from rlm.viewer.trace_page import render_trace_page
 
@@ -43,7 +44,7 @@ def write_view(trace_path: Path, out: Path | None = None) -> Path:
     return target
 
 
-def load(path: Path) -> tuple[str, list[dict]]:
+def load(path: Path) -> tuple[str, list[Event]]:
     """("trace", events) or ("results", last record per id) for the JSONL file ``path``."""
     if not path.is_file():
         what = "is a directory, not a file" if path.is_dir() else "does not exist"
@@ -56,7 +57,7 @@ def load(path: Path) -> tuple[str, list[dict]]:
     events = [o for o in objects if isinstance(o.get("kind"), str)]
     if events:
         return "trace", events
-    latest: dict[str, dict] = {}
+    latest: dict[str, Event] = {}
     for o in objects:
         if o.get("id") is not None:
             latest[str(o["id"])] = o
@@ -66,7 +67,7 @@ def load(path: Path) -> tuple[str, list[dict]]:
     raise UsageError(f"{path} {what}", hint=_HINT)
 
 
-def _parse(line: str) -> dict | None:
+def _parse(line: str) -> Event | None:
     if not line.strip():
         return None
     try:
@@ -76,7 +77,7 @@ def _parse(line: str) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _linked_page(record: dict, results: Path) -> Path | str:
+def _linked_page(record: Event, results: Path) -> Path | str:
     """The written page of a record's trace, or why there is none."""
     name = record.get("trace")
     if not isinstance(name, str) or not name:

@@ -33,6 +33,7 @@ h2 .model{color:var(--muted);font-weight:400;font-size:12px}
 .it.bad{border-left:4px solid var(--bad)}
 body.only-bad .it:not(.bad){display:none}
 .label{font-size:11px;font-weight:600;text-transform:uppercase;letter-spacing:.06em;color:var(--muted);margin:10px 0 4px}
+.label .lc{text-transform:none;letter-spacing:0;font-weight:500}
 .card>.label:first-child,.it .reply>.label:first-child{margin-top:0}
 .result.ok{border-left:4px solid var(--ok)}.result.warn{border-left:4px solid var(--warn)}
 .result.bad{border-left:4px solid var(--bad)}
@@ -77,10 +78,12 @@ table.subs td:nth-child(n+3):nth-child(-n+6){font-variant-numeric:tabular-nums}
 .p-startup{background:var(--u)}.p-other{background:var(--o)}
 .legend{display:flex;flex-wrap:wrap;gap:4px 18px;margin:8px 0 4px;font-size:12px;color:var(--muted)}
 .legend .key{display:flex;align-items:center;gap:6px}.legend i{width:10px;height:10px;border-radius:2px}
-.chart{display:flex;align-items:flex-end;gap:1px;height:90px;margin-top:10px;padding-bottom:1px;
+.chart{display:flex;align-items:flex-end;gap:2px;height:90px;padding-bottom:1px;
 border-bottom:1px solid var(--line)}
+.chartbox{margin-top:10px}
+.axis-note{font-size:11px;color:var(--muted);margin-bottom:4px}
 .chart.dense{gap:0}
-.chart a{flex:1 1 0;min-width:0;max-width:28px;height:100%;display:flex;flex-direction:column-reverse}
+.chart a{flex:1 1 0;min-width:0;height:100%;display:flex;flex-direction:column-reverse}
 .chart a:hover{background:#eef2ff}
 .chart a.bad{box-shadow:inset 0 -3px 0 var(--bad)}
 .chart a span:first-child{border-radius:0}

@@ -56,6 +56,11 @@ def count(value: Any) -> str:
     return f"{value:,}"
 
 
+def plural(value: Any, noun: str) -> str:
+    """"1 document", "3 documents", "? documents"."""
+    return f"{count(value)} {noun}{'' if value == 1 else 's'}"
+
+
 def segments(reply: str) -> list[tuple[str, str]]:
     """A reply split into ("prose", text) and ("code", text) parts at its fenced blocks."""
     lines = reply.split("\n")
@@ -149,4 +154,4 @@ class Page:
         )
 
 
-__all__ = ["Page", "clean", "count", "esc", "json_for_script", "seconds", "segments"]
+__all__ = ["Page", "clean", "count", "esc", "json_for_script", "plural", "seconds", "segments"]

@@ -9,16 +9,18 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+Event = dict[str, Any]  # one trace event or results record, as read from JSON
+
 
 @dataclass
 class Iteration:
     """One model reply and what it caused (cells, sub-calls, notes)."""
 
     number: Any
-    reply: dict | None = None
-    cells: list[dict] = field(default_factory=list)
-    sub_calls: list[dict] = field(default_factory=list)
-    notes: list[dict] = field(default_factory=list)
+    reply: Event | None = None
+    cells: list[Event] = field(default_factory=list)
+    sub_calls: list[Event] = field(default_factory=list)
+    notes: list[Event] = field(default_factory=list)
     final_request: bool = False  # the extra reply asked for after the last iteration
 
     @property
@@ -59,11 +61,11 @@ class Iteration:
 class Run:
     """One run of a trace file (a file may hold several: interactive sessions append)."""
 
-    start: dict | None = None
-    end: dict | None = None
+    start: Event | None = None
+    end: Event | None = None
     iterations: list[Iteration] = field(default_factory=list)
-    notes: list[dict] = field(default_factory=list)  # events before the first reply
-    other: list[dict] = field(default_factory=list)  # kinds this viewer does not know
+    notes: list[Event] = field(default_factory=list)  # events before the first reply
+    other: list[Event] = field(default_factory=list)  # kinds this viewer does not know
 
     @property
     def status(self) -> str:
@@ -96,7 +98,7 @@ class Run:
         return {"model": model, "sandbox": sandbox, "sub-calls": sub, "start-up": startup, "other": other}
 
 
-def split_runs(events: list[dict]) -> list[Run]:
+def split_runs(events: list[Event]) -> list[Run]:
     """Group a trace's events into runs and iterations."""
     runs: list[Run] = []
     for event in events:
@@ -144,4 +146,4 @@ def text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-__all__ = ["Iteration", "Run", "number", "split_runs", "text"]
+__all__ = ["Event", "Iteration", "Run", "number", "split_runs", "text"]

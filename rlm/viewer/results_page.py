@@ -7,13 +7,13 @@ from pathlib import Path
 from urllib.parse import quote
 
 from rlm.viewer.html import Page, clean, esc, seconds
-from rlm.viewer.model import number
+from rlm.viewer.model import Event, number
 from rlm.viewer.trace_page import status_class
 
 ANSWER_CELL_CHARS = 400
 
 
-def render_results_page(records: list[dict], *, title: str, links: dict[str, Path | str],
+def render_results_page(records: list[Event], *, title: str, links: dict[str, Path | str],
                         page_dir: Path) -> str:
     """The HTML document for a results file.
 
@@ -38,11 +38,11 @@ def render_results_page(records: list[dict], *, title: str, links: dict[str, Pat
     return page.finish(head + table, subtitle=f"{len(records):,} queries", filter_iterations=False)
 
 
-def _key(record: dict) -> str:
+def _key(record: Event) -> str:
     return str(record.get("id"))  # as write_view keys its links
 
 
-def _row(page: Page, r: dict, link: Path | str | None, page_dir: Path) -> str:
+def _row(page: Page, r: Event, link: Path | str | None, page_dir: Path) -> str:
     status = clean(r.get("status") or "unknown")
     answer = page.block(r.get("answer"), cls="prose", what="answer") if r.get("answer") is not None \
         else '<span class="muted">(none)</span>'

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rlm.viewer.html import Page, clean, count, esc, seconds, segments
-from rlm.viewer.model import Iteration, Run, number, split_runs
+from rlm.viewer.html import Page, clean, count, esc, plural, seconds, segments
+from rlm.viewer.model import Event, Iteration, Run, number, split_runs
 
 PHASES = ("model", "sandbox", "sub-calls", "start-up", "other")
 _STATUS_CLASS = {"ok": "ok", "max_iterations": "warn", "incomplete": "warn"}
@@ -16,7 +16,7 @@ def status_class(status: str) -> str:
     return _STATUS_CLASS.get(status, "bad")
 
 
-def render_trace_page(events: list[dict], *, title: str) -> str:
+def render_trace_page(events: list[Event], *, title: str) -> str:
     """The whole HTML document for the events of one trace file."""
     page = Page(title)
     runs = split_runs(events)
@@ -40,9 +40,10 @@ def _run(page: Page, run: Run, k: int, n_runs: int) -> str:
 
 def _header(page: Page, run: Run) -> str:
     start = run.start or {}
-    ctx = start.get("context") if isinstance(start.get("context"), dict) else {}
+    given = start.get("context")
+    ctx: Event = given if isinstance(given, dict) else {}
     facts = [("context", f"{esc(ctx.get('kind', '?'))} · {count(ctx.get('total_chars'))} characters · "
-                         f"{count(ctx.get('n_documents'))} document{'' if ctx.get('n_documents') == 1 else 's'}"),
+                         + plural(ctx.get("n_documents"), "document")),
              ("source", esc(ctx.get("source", "?"))),
              ("root model", esc(start.get("root_model") or "?")),
              ("sub-model", esc(start.get("sub_model") or "same as root")),
@@ -67,8 +68,8 @@ def _result(page: Page, run: Run) -> str:
         answer = '<p class="muted">(no answer)</p>'
     else:
         answer = page.block(end.get("answer"), cls="answer", what="answer")
-    facts = [f"{count(end.get('iterations', len(run.iterations)))} iterations",
-             f"{count(end.get('sub_calls', sum(len(it.sub_calls) for it in run.iterations)))} sub-calls",
+    facts = [plural(end.get("iterations", len(run.iterations)), "iteration"),
+             plural(end.get("sub_calls", sum(len(it.sub_calls) for it in run.iterations)), "sub-call"),
              _tokens(end.get("usage")), seconds(run.duration_s)]
     error = f'<pre class="err">{esc(end.get("error"))}</pre>' if end.get("error") else ""
     return (f'<div class="card result {status_class(status)}"><div class="label">answer '
@@ -105,10 +106,13 @@ def _timeline(run: Run, k: int) -> str:
         bad = " bad" if it.failed else ""
         cols.append(f'<a class="col{bad}" href="#r{k}-i{i}" title="{tip}">{segs}</a>')
     dense = " dense" if len(its) > 150 else ""
-    chart = (f'<div class="chart{dense}" aria-label="time per iteration">{"".join(cols)}</div>'
-             f'<div class="axis"><span>iteration 1</span><span>peak {seconds(peak)}</span>'
-             f"<span>iteration {len(its)}</span></div>") if its else ""
-    return (f'<div class="card timeline"><div class="label">where the time went · {seconds(run.duration_s)}</div>'
+    last = f"<span>iteration {esc(its[-1].number)}</span>" if len(its) > 1 else ""
+    chart = (f'<div class="chartbox" style="max-width:{max(len(its) * 40, 320)}px">'
+             f'<div class="axis-note">time per iteration (the tallest bar is {seconds(peak)}; '
+             "a bar links to its iteration)</div>"
+             f'<div class="chart{dense}" aria-label="time per iteration">{"".join(cols)}</div>'
+             f'<div class="axis"><span>iteration {esc(its[0].number)}</span>{last}</div></div>') if its else ""
+    return (f'<div class="card timeline"><div class="label">where the time went <span class="lc">{seconds(run.duration_s)}</span></div>'
             f'<div class="bar">{bar}</div><div class="legend">{legend}</div>{chart}</div>')
 
 
@@ -132,7 +136,7 @@ def _iteration(page: Page, it: Iteration, k: int, i: int) -> str:
     if it.cells:
         facts.append(f"sandbox {seconds(it.sandbox_s)}")
     if it.sub_calls:
-        facts.append(f"{len(it.sub_calls):,} sub-calls {seconds(it.sub_s)}")
+        facts.append(f"{plural(len(it.sub_calls), 'sub-call')} {seconds(it.sub_s)}")
     name = f"iteration {esc(it.number)}" + (" · final request" if it.final_request else "")
     model = f'<span class="model">{esc(reply.get("model"))}</span>' if reply.get("model") else ""
     head = (f'<h2><a href="#r{k}-i{i}">{name}</a>{model}{"".join(badges)}'
@@ -144,7 +148,7 @@ def _iteration(page: Page, it: Iteration, k: int, i: int) -> str:
     return f'<section class="it{bad}" id="r{k}-i{i}">{head}{body}</section>'
 
 
-def _reply(page: Page, reply: dict) -> str:
+def _reply(page: Page, reply: Event) -> str:
     if not reply:
         return ""
     parts = []
@@ -156,7 +160,7 @@ def _reply(page: Page, reply: dict) -> str:
     return f'<div class="reply"><div class="label">reply</div>{"".join(parts) or "<p class=muted>(empty)</p>"}</div>'
 
 
-def _cell(page: Page, cell: dict, n: int, total: int, said: str) -> str:
+def _cell(page: Page, cell: Event, n: int, total: int, said: str) -> str:
     facts = [seconds(number(cell.get("duration_s")))]
     if cell.get("truncated_chars"):
         facts.append(f"{count(cell.get('truncated_chars'))} characters cut from the output")
@@ -173,11 +177,11 @@ def _cell(page: Page, cell: dict, n: int, total: int, said: str) -> str:
         flags += f'<p class="flag warn">the kernel was restarted ({esc(cell.get("restarted"))})</p>'
     if cell.get("error"):
         flags += f'<p class="flag bad">error: {esc(cell.get("error"))}</p>'
-    return (f'<div class="cell"><div class="label">{label} · {" · ".join(facts)}</div>'
+    return (f'<div class="cell"><div class="label">{label} <span class="lc">{" · ".join(facts)}</span></div>'
             f'<details class="code-fold"{shown}><summary>code run</summary>{code}</details>{out}{flags}</div>')
 
 
-def _sub_calls(page: Page, calls: list[dict]) -> str:
+def _sub_calls(page: Page, calls: list[Event]) -> str:
     if not calls:
         return ""
     rows = []
@@ -189,14 +193,17 @@ def _sub_calls(page: Page, calls: list[dict]) -> str:
         rows.append([str(n), clean(c.get("model")), f"{int(number(c.get('prompt_chars'))):,}",
                      f"{int(number(c.get('reply_chars'))):,}", tokens, seconds(number(c.get("latency_s"))),
                      "ok" if ok else "!" + (clean(c.get("error")) or "failed")])
-    head = ("<table class=\"subs\"><thead><tr><th>#</th><th>model</th><th>prompt chars</th><th>reply chars</th>"
-            "<th>tokens in / out</th><th>time</th><th>result</th></tr></thead>")
+    names = ["#", "model", "prompt chars", "reply chars", "tokens in / out", "time", "result"]
+    if not any(r[4] for r in rows):  # the trace records no tokens for sub-calls
+        names.pop(4)
+        rows = [r[:4] + r[5:] for r in rows]
+    head = "<table class=\"subs\"><thead><tr>" + "".join(f"<th>{n}</th>" for n in names) + "</tr></thead>"
     texts = "".join(_sub_text(page, n, c) for n, c in enumerate(calls, 1))
     return (f'<div class="sub-calls"><div class="label">sub-calls</div>{head}'
             f"{page.rows(rows, what='sub-calls')}{texts}</div>")
 
 
-def _sub_text(page: Page, n: int, call: dict) -> str:
+def _sub_text(page: Page, n: int, call: Event) -> str:
     """The prompt and answer of a sub-call, when the trace records them (newer traces may)."""
     parts = []
     for key, what in (("prompt", "prompt"), ("answer", "answer"), ("reply", "answer")):
@@ -205,11 +212,11 @@ def _sub_text(page: Page, n: int, call: dict) -> str:
     return "".join(parts)
 
 
-def _notes(page: Page, notes: list[dict]) -> str:
+def _notes(page: Page, notes: list[Event]) -> str:
     return "".join(f'<p class="note">note: {esc(n.get("text"))}</p>' for n in notes)
 
 
-def _others(events: list[dict]) -> str:
+def _others(events: list[Event]) -> str:
     kinds = sorted({clean(e.get("kind")) for e in events})
     return f'<p class="muted">{len(events)} other events ({esc(", ".join(kinds))})</p>'
 
