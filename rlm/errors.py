@@ -79,3 +79,7 @@ class EmptyReply(LLMError):
 
 class Interrupted(RLMError):
     """The user interrupted the run (Ctrl-C, SIGTERM)."""
+
+
+class EmbeddedServerDied(LLMError):
+    """The embedded model server that rlm started is gone (killed by a signal, or exited)."""

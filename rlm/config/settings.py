@@ -139,6 +139,9 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("temperature", "model", "float", "sampling temperature (0..2)", "TEMPERATURE", check=_temperature),
     _f("timeout_s", "model", "float", "seconds per model request", "RLM_REQUEST_TIMEOUT", check=_positive),
     _f("max_retries", "model", "int", "retries on connection errors, 429 and 5xx", check=_non_negative),
+    _f("max_wait_s", "model", "float",
+       "seconds one model call may wait in total, over all its retries (0: no total limit)",
+       "RLM_MAX_WAIT", check=_non_negative),
     # run
     _f("max_iterations", "run", "int", "root-model turns before giving up", "MAX_ITERATIONS",
        check=_positive),

