@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -176,9 +176,13 @@ def summary_table(summary) -> Table:
 @batch_app.command("run")
 def batch_run(
     spec: Annotated[Path, typer.Argument(help="The batch spec (YAML); relative paths in it resolve against its folder.")],
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Results file (JSONL, appended); overrides the spec's output.")] = None,
-    concurrency: Annotated[Optional[int], typer.Option("--concurrency", "-j", min=1, help="Queries at once; overrides the spec.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Results file (JSONL, appended); overrides the spec's output.")] = None,
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-j", min=1, help="Queries at once; overrides the spec.")] = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Also rerun ids whose last result is not ok.")] = False,
+    executor: Annotated[str | None, typer.Option("--executor", help="Where queries run: local (threads here) or ray (a Ray cluster); overrides the spec.")] = None,
+    address: Annotated[str | None, typer.Option("--address", help="The Ray cluster's address (HOST:PORT or ray://HOST:PORT) with --executor ray; default: RAY_ADDRESS or a local cluster.")] = None,
+    allow_outside_paths: Annotated[bool, typer.Option("--allow-outside-paths", help="Let context paths leave the spec's folder (or its context_root); only for specs you trust.")] = False,
+    context_root: Annotated[Path | None, typer.Option("--context-root", help="The folder context paths may point into (instead of the spec's folder).")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
     config: ConfigOpt = None, debug: DebugOpt = False,
@@ -186,13 +190,21 @@ def batch_run(
     """Run every question of SPEC, each in its own sandbox; append one JSON line per finished query.
 
     Ids already answered ok in the output file are skipped; --retry-failed reruns failed ones.
+    Context paths may not leave the spec's folder unless --allow-outside-paths.
     Exit code 0 when every query's last result is ok, 1 otherwise.
     """
     from rlm.jobs import load_spec, run_batch
 
+    if executor is not None and executor not in ("local", "ray"):
+        raise UsageError(f"--executor must be local or ray, not {executor!r}")
     base = _load(config, debug).settings
     batch = load_spec(spec, base=base, cli=_model_values(base_url, model, sub_model, max_iterations),
-                      output=output, concurrency=concurrency)
+                      output=output, concurrency=concurrency, executor=executor, address=address,
+                      allow_outside_paths=allow_outside_paths, context_root=context_root)
+    if batch.executor == "ray":
+        from rlm.jobs.ray_executor import require_ray
+
+        require_ray()  # exit 2 with the install command, before any model call
     console = Console(stderr=True)
     try:
         summary = run_batch(batch, retry_failed=retry_failed, reporter=make_reporter(quiet))
@@ -237,7 +249,7 @@ def benchmark_command(
     base_window: Annotated[int, typer.Option("--base-window", min=100, help="Characters of context the base model sees with --compare-base.")] = 32000,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of score against size (needs matplotlib).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size (needs matplotlib).")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
     config: ConfigOpt = None, debug: DebugOpt = False,

@@ -19,45 +19,36 @@ import re
 import time
 import uuid
 from collections import Counter
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING
 
+from rlm.bench.scorers import score as score_answer
+from rlm.config import Settings
+from rlm.core.context import ContextSource, inline_text
+from rlm.core.orchestrator import Orchestrator
+from rlm.errors import (
+    EngineUnavailable,
+    ImageMissing,
+    ModelAuthError,
+    ModelNotFound,
+    ModelUnreachable,
+    RLMError,
+)
 from rlm.jobs.executor import Cancelled, CancelToken, Executor, LocalExecutor
+from rlm.jobs.loop import STOP_GRACE_S, Outcome, Reporter, run_jobs
 from rlm.jobs.results import ResultWriter, read_results
 from rlm.jobs.spec import BatchQuery, BatchSpec
-from rlm.bench.scorers import score as score_answer
-from rlm.core.context import ContextSource, inline_text
-from rlm.errors import (EngineUnavailable, ImageMissing, ModelAuthError, ModelNotFound, ModelUnreachable)
 from rlm.llm.base import ModelClient
-from rlm.core.orchestrator import Orchestrator
+
+if TYPE_CHECKING:
+    from rlm.sandbox.pool import SandboxPool
 
 # Errors that would fail every remaining query the same way: stop instead of recording each.
 FATAL_ERRORS = (EngineUnavailable, ImageMissing, ModelUnreachable, ModelNotFound, ModelAuthError)
-STOP_GRACE_S = 3.0
-
-
-class Reporter(Protocol):
-    """What the runner tells about its progress (the CLI shows a bar or plain lines)."""
-
-    def start(self, total: int, to_run: int, skipped: int) -> None: ...
-
-    def query_done(self, record: dict) -> None: ...
-
-    def finish(self) -> None: ...
-
-
-class _Silent:
-    def start(self, total: int, to_run: int, skipped: int) -> None:
-        pass
-
-    def query_done(self, record: dict) -> None:
-        pass
-
-    def finish(self) -> None:
-        pass
+__all__ = ["FATAL_ERRORS", "STOP_GRACE_S", "BatchRunner", "BatchSummary", "Reporter", "execute_query",
+           "run_batch", "select_queries", "summarize"]
 
 
 @dataclass
@@ -123,8 +114,55 @@ def scored(record: dict, query: BatchQuery) -> dict:
             "correct": value >= 1.0}
 
 
+def error_record(query: BatchQuery, exc: BaseException, *, started_at: str | None = None,
+                 duration_s: float = 0.0, trace: Path | None = None) -> dict:
+    """The ``error`` line of a query that failed (its failure is data; the batch goes on)."""
+    message = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
+    record = {"id": query.id, "question": query.question, "started_at": started_at or _now(), "answer": None,
+              "status": "error", "iterations": 0, "sub_calls": 0, "usage": {}, "duration_s": round(duration_s, 3),
+              "error": message, "trace": str(trace) if trace is not None and trace.exists() else None,
+              "finished_at": _now()}
+    return scored(record, query)
+
+
+def execute_query(query: BatchQuery, settings: Settings, client: ModelClient, token: CancelToken,
+                  trace_dir: Path, pool: SandboxPool | None = None) -> dict | None:
+    """Run one query in its own sandbox; its record, or None when the batch is stopping.
+
+    Fatal errors (:data:`FATAL_ERRORS`) raise; any other failure becomes an ``error`` record.
+    The local executor calls this in a thread of the driver, the Ray executor on a node.
+    """
+    if token.stopped:
+        return None
+    trace = trace_dir / f"{_safe(query.id)}-{uuid.uuid4().hex[:6]}.jsonl"
+    orch = Orchestrator(settings, client, progress=token.progress,
+                        session_factory=token.session_factory(settings.sandbox, pool))
+    started = time.perf_counter()
+    started_at = _now()
+    try:
+        with _context(query, settings.run.max_context_bytes) as source:
+            result = orch.run(query.question, source.path, trace_path=trace)
+    except Cancelled:
+        return None
+    except FATAL_ERRORS:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one query's failure is data; the batch goes on
+        return error_record(query, exc, started_at=started_at, duration_s=time.perf_counter() - started,
+                            trace=trace)
+    d = result.to_dict()
+    record = {"id": query.id, "question": query.question, "started_at": started_at,
+              **{k: d[k] for k in ("answer", "status", "iterations", "sub_calls", "usage", "duration_s", "error",
+                                   "trace")}, "phases": d["phases"], "finished_at": _now()}
+    return scored(record, query)
+
+
 class BatchRunner:
-    """Runs one spec.  ``client`` is shared by all queries (the OpenAI client is thread-safe)."""
+    """Runs one spec.  ``client`` is shared by all queries (the OpenAI client is thread-safe).
+
+    ``executor``: where queries run (default: a :class:`LocalExecutor` of the spec's
+    concurrency).  An executor with ``remote = True`` (Ray) is given a picklable task from
+    its own ``query_task(spec)`` instead of this runner's bound method.
+    """
 
     def __init__(self, spec: BatchSpec, client: ModelClient, *, executor: Executor | None = None,
                  reporter: Reporter | None = None) -> None:
@@ -132,38 +170,13 @@ class BatchRunner:
         self.settings = spec.settings
         self.client = client
         self.executor = executor
-        self.reporter = reporter or _Silent()
+        self.reporter = reporter
         self.token = CancelToken()
-        self._pool = None  # a SandboxPool while running, when pool_size > 0
+        self._pool: SandboxPool | None = None  # a SandboxPool while running, when pool_size > 0
 
-    # -- one query (runs on the executor) -------------------------------------------------
     def run_query(self, query: BatchQuery) -> dict | None:
         """The record of one query, or None when the batch is stopping."""
-        if self.token.stopped:
-            return None
-        trace = self.spec.trace_dir / f"{_safe(query.id)}-{uuid.uuid4().hex[:6]}.jsonl"
-        orch = Orchestrator(self.settings, self.client, progress=self.token.progress,
-                            session_factory=self.token.session_factory(self.settings.sandbox, self._pool))
-        started = time.perf_counter()
-        base = {"id": query.id, "question": query.question, "started_at": _now()}
-        try:
-            with _context(query, self.settings.run.max_context_bytes) as source:
-                result = orch.run(query.question, source.path, trace_path=trace)
-        except Cancelled:
-            return None
-        except FATAL_ERRORS:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one query's failure is data; the batch goes on
-            message = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
-            record = {**base, "answer": None, "status": "error", "iterations": 0, "sub_calls": 0, "usage": {},
-                      "duration_s": round(time.perf_counter() - started, 3), "error": message,
-                      "trace": str(trace) if trace.exists() else None}
-        else:
-            d = result.to_dict()
-            record = {**base, **{k: d[k] for k in ("answer", "status", "iterations", "sub_calls", "usage",
-                                                   "duration_s", "error", "trace")}, "phases": d["phases"]}
-        record["finished_at"] = _now()
-        return scored(record, query)
+        return execute_query(query, self.settings, self.client, self.token, self.spec.trace_dir, self._pool)
 
     # -- the whole batch ------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> BatchSummary:
@@ -171,46 +184,43 @@ class BatchRunner:
         self._reap_leftovers()
         previous = read_results(self.spec.output)
         todo = select_queries(self.spec, previous, retry_failed=retry_failed)
-        if todo:
-            from rlm.cli.run import check_models
+        total, skipped = len(self.spec.queries), len(self.spec.queries) - len(todo)
+        if not todo:
+            reporter = self.reporter
+            if reporter is not None:
+                reporter.start(total, 0, skipped)
+                reporter.finish()
+            return summarize(self.spec, previous, ran=0, wall_s=time.perf_counter() - started)
+        from rlm.cli.run import check_models
 
-            check_models(self.client, self.settings)  # fail early, before any sandbox starts
-        self.reporter.start(len(self.spec.queries), len(todo), len(self.spec.queries) - len(todo))
-        ran = 0
-        if todo and self.settings.pool_size > 0:  # warm sessions: each query takes a ready one
+        check_models(self.client, self.settings)  # fail early, before any sandbox starts
+        executor = self.executor or LocalExecutor(min(self.spec.concurrency, len(todo)))
+        remote = bool(getattr(executor, "remote", False))
+        if self.settings.pool_size > 0 and not remote:  # warm sessions: each query takes a ready one
             from rlm.sandbox.pool import SandboxPool
 
             self._pool = SandboxPool(self.settings.pool_size, self.settings.sandbox).start()
-        if todo:
-            executor = self.executor or LocalExecutor(min(self.spec.concurrency, len(todo)))
-            writer = ResultWriter(self.spec.output)
-            pending: dict[Future, BatchQuery] = {}
-            try:
-                pending = {executor.submit(self.run_query, q): q for q in todo}
-                while pending:
-                    done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
-                    for future in done:
-                        pending.pop(future)
-                        record = future.result()      # a fatal error raises here
-                        if record is not None:
-                            writer.write(record)
-                            previous[record["id"]] = record
-                            ran += 1
-                            self.reporter.query_done(record)
-            except BaseException:
-                ran += self._stop(executor, pending, writer, previous)
-                raise
-            else:
-                if self.executor is None:  # ours; a caller's executor stays theirs to shut down
-                    executor.shutdown()
-            finally:
-                writer.close()
-                if self._pool is not None:
-                    self._pool.close()
-                    self._pool = None
-                self.reporter.finish()
-        else:
-            self.reporter.finish()
+        task = executor.query_task(self.spec) if remote else self.run_query  # type: ignore[attr-defined]
+        writer = ResultWriter(self.spec.output)
+
+        def accept(query: BatchQuery, record: dict) -> dict:
+            writer.write(record)
+            previous[record["id"]] = record
+            return record
+
+        def failed(query: BatchQuery, exc: BaseException) -> dict:
+            if isinstance(exc, FATAL_ERRORS) or not isinstance(exc, RLMError):
+                raise exc
+            return error_record(query, exc)  # e.g. a task lost with its node, after the executor's retries
+
+        try:
+            ran = run_jobs(executor, task, todo, Outcome(accept, failed), token=self.token, reporter=self.reporter,
+                           total=total, skipped=skipped, own_executor=self.executor is None)
+        finally:
+            writer.close()
+            if self._pool is not None:
+                self._pool.close()
+                self._pool = None
         return summarize(self.spec, previous, ran=ran, wall_s=time.perf_counter() - started)
 
     def _reap_leftovers(self) -> None:
@@ -226,29 +236,6 @@ class BatchRunner:
             reap_orphans(engine, self.settings.sandbox.resolved_run_root)
         finally:
             engine.close()
-
-    def _stop(self, executor: Executor, pending: dict[Future, BatchQuery], writer: ResultWriter,
-              previous: dict[str, dict]) -> int:
-        """Stop everything; keep records of queries that still finish within a short grace."""
-        self.token.stop()
-        executor.shutdown(cancel_pending=True)
-        kept = 0
-        deadline = time.monotonic() + STOP_GRACE_S
-        try:
-            while pending and time.monotonic() < deadline:
-                done, _ = wait(list(pending), timeout=0.1, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.pop(future)
-                    if future.cancelled() or future.exception() is not None:
-                        continue
-                    record = future.result()
-                    if record is not None:
-                        writer.write(record)
-                        previous[record["id"]] = record
-                        kept += 1
-        finally:
-            self.token.close_sessions()
-        return kept
 
 
 def summarize(spec: BatchSpec, records: dict[str, dict], *, ran: int = 0, wall_s: float = 0.0) -> BatchSummary:
@@ -282,7 +269,17 @@ def summarize(spec: BatchSpec, records: dict[str, dict], *, ran: int = 0, wall_s
 
 def run_batch(spec: BatchSpec, client: ModelClient | None = None, *, retry_failed: bool = False,
               executor: Executor | None = None, reporter: Reporter | None = None) -> BatchSummary:
-    """Run ``spec`` (see :class:`BatchRunner`); makes and closes a client when none is given."""
+    """Run ``spec`` (see :class:`BatchRunner`); makes and closes a client when none is given.
+
+    Without an ``executor``, the spec's own is made: threads here (``local``), or a
+    :class:`~rlm.jobs.ray_executor.RayExecutor` connected to ``spec.address`` (``ray``).
+    """
+    if executor is None and spec.executor == "ray":
+        from rlm.jobs.ray_executor import RayExecutor, require_ray
+
+        require_ray()  # a usage error that says how to install it, before anything else
+        with RayExecutor(spec.address) as ray_executor:
+            return run_batch(spec, client, retry_failed=retry_failed, executor=ray_executor, reporter=reporter)
     if client is not None:
         return BatchRunner(spec, client, executor=executor, reporter=reporter).run(retry_failed=retry_failed)
     from rlm.cli.run import make_client

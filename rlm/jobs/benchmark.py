@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
 
-from rlm.core import parsing
-from rlm.jobs.executor import Cancelled, CancelToken, LocalExecutor
-from rlm.jobs.batch import FATAL_ERRORS, STOP_GRACE_S, Reporter
 from rlm.bench.generators import BenchItem, generate
 from rlm.bench.scorers import score
 from rlm.config import Settings
+from rlm.core import parsing
 from rlm.core.context import inline_text
-from rlm.llm.base import ModelClient
 from rlm.core.orchestrator import Orchestrator
+from rlm.jobs.batch import FATAL_ERRORS
+from rlm.jobs.executor import Cancelled, CancelToken, LocalExecutor
+from rlm.jobs.loop import Outcome, Reporter, run_jobs
+from rlm.llm.base import ModelClient
 
 DEFAULT_BASE_WINDOW = 32_000
 BASE_SYSTEM = ("You answer questions about a document. Reply with the answer only: no explanation, "
@@ -172,37 +172,15 @@ class BenchRunner:
         return ItemResult(item, rlm, base)
 
     def run(self, items: list[BenchItem], *, concurrency: int = 1) -> list[ItemResult]:
-        if self.reporter:
-            self.reporter.start(len(items), len(items), 0)
         executor = LocalExecutor(max(1, min(concurrency, len(items))))
         done_results: dict[str, ItemResult] = {}
-        pending: dict[Future, BenchItem] = {}
-        try:
-            pending = {executor.submit(self.run_item, it): it for it in items}
-            while pending:
-                done, _ = wait(list(pending), timeout=0.25, return_when=FIRST_COMPLETED)
-                for future in done:
-                    pending.pop(future)
-                    res = future.result()
-                    if res is not None:
-                        done_results[res.item.id] = res
-                        if self.reporter:
-                            self.reporter.query_done({"id": res.item.id, "status": res.rlm["status"],
-                                                      "score": res.rlm["score"],
-                                                      "duration_s": res.rlm["duration_s"],
-                                                      "base_score": (res.base or {}).get("score")})
-        except BaseException:
-            self.token.stop()
-            executor.shutdown(cancel_pending=True)
-            if pending:
-                wait(list(pending), timeout=STOP_GRACE_S)
-            self.token.close_sessions()
-            raise
-        else:
-            executor.shutdown()
-        finally:
-            if self.reporter:
-                self.reporter.finish()
+
+        def accept(item: BenchItem, res: ItemResult) -> dict:
+            done_results[res.item.id] = res
+            return {"id": res.item.id, "status": res.rlm["status"], "score": res.rlm["score"],
+                    "duration_s": res.rlm["duration_s"], "base_score": (res.base or {}).get("score")}
+
+        run_jobs(executor, self.run_item, items, Outcome(accept), token=self.token, reporter=self.reporter)
         return [done_results[it.id] for it in items if it.id in done_results]
 
 

@@ -7,19 +7,20 @@ returned futures, so a distributed executor (Ray, a remote Docker engine) can ta
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+import logging
 import queue
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from rlm.sandbox import SandboxSession
 from rlm.sandbox.settings import SandboxSettings
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 # Orchestrator progress events that are sent from the thread running the query (sub-call
 # events come from bridge threads and must never raise).
@@ -29,7 +30,7 @@ RUN_THREAD_EVENTS = frozenset({"sandbox_ready", "iteration", "model_reply", "cel
 class Executor(Protocol):
     """Runs submitted functions somewhere, at most some number at a time."""
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         """Schedule ``fn(*args)``; its result or exception arrives in the future."""
 
     def shutdown(self, *, cancel_pending: bool = False) -> None:
@@ -48,7 +49,7 @@ class LocalExecutor:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.concurrency = concurrency
-        self._queue: "queue.SimpleQueue[tuple[Future, Callable, tuple] | None]" = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Future, Callable, tuple] | None] = queue.SimpleQueue()
         self._closed = False
         self._lock = threading.Lock()
         self._threads = [threading.Thread(target=self._work, name=f"rlm-batch-{i}", daemon=True)
@@ -56,7 +57,7 @@ class LocalExecutor:
         for t in self._threads:
             t.start()
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> "Future[T]":
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
         with self._lock:
             if self._closed:
                 raise RuntimeError("this executor is shut down")
@@ -125,7 +126,7 @@ class CancelToken:
     def __init__(self) -> None:
         self._event = threading.Event()
         self._lock = threading.Lock()
-        self._sessions: "weakref.WeakSet[SandboxSession]" = weakref.WeakSet()
+        self._sessions: weakref.WeakSet[SandboxSession] = weakref.WeakSet()
         self._ids: set[str] = set()
 
     @property
@@ -144,7 +145,7 @@ class CancelToken:
             self.check()
 
     def session_factory(self, settings: SandboxSettings,
-                        pool: "SandboxPool | None" = None) -> Callable[[Path | None], SandboxSession]:
+                        pool: SandboxPool | None = None) -> Callable[[Path | None], SandboxSession]:
         def make(path: Path | None) -> SandboxSession:
             self.check()
             session = pool.acquire(path) if pool is not None else SandboxSession(context=path, settings=settings)
@@ -165,8 +166,8 @@ class CancelToken:
         for session in self.open_sessions():
             try:
                 session.close()
-            except Exception:  # noqa: BLE001 - best effort while stopping
-                pass
+            except Exception:
+                log.debug("closing a session while stopping failed", exc_info=True)
         with self._lock:
             ids = set(self._ids)
         if not ids:
@@ -182,5 +183,5 @@ class CancelToken:
                         engine.remove(info.id)
             finally:
                 engine.close()
-        except Exception:  # noqa: BLE001 - no engine, nothing to sweep
-            pass
+        except Exception:
+            log.debug("no engine to sweep while stopping", exc_info=True)

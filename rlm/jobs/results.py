@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ class ResultWriter:
             if not self._fh.closed:
                 self._fh.close()
 
-    def __enter__(self) -> "ResultWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

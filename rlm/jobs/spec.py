@@ -10,6 +10,8 @@ A spec (YAML; relative paths resolve against the spec file's folder)::
     concurrency: 2              # queries at once (default: batch_concurrency, 2)
     output: results.jsonl       # default: <spec name>.results.jsonl beside the spec
     context_file: docs/a.txt    # optional default context for queries without their own
+    context_root: data          # optional: where context paths may point (default: the spec's folder)
+    executor: local             # local (default) | ray, or {kind: ray, address: HOST:PORT}
     match: contains             # optional default scorer for `expected`: contains | exact | numeric
     queries:
       - id: q1
@@ -19,11 +21,17 @@ A spec (YAML; relative paths resolve against the spec file's folder)::
         match: contains                   # optional
 
 Settings precedence: defaults < config file < .env < environment < the spec < command-line flags.
+
+Context paths may not leave the spec's folder (or its ``context_root``, itself inside that
+folder; ``--context-root DIR`` on the command line may point anywhere), following symlinks,
+so that a spec from someone else cannot send any file the user can read to the model
+server.  ``allow_outside_paths=True`` (``--allow-outside-paths``) lifts the rule.
 """
 
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +41,11 @@ from rlm.config import Settings, settings_from_mapping
 from rlm.core.context import check_file
 from rlm.errors import ConfigError, ContextError
 
-TOP_KEYS = ("model", "settings", "concurrency", "output", "context_file", "context_dir", "match", "queries")
+TOP_KEYS = ("model", "settings", "concurrency", "output", "context_file", "context_dir", "context_root", "executor",
+            "match", "queries")
+EXECUTORS = ("local", "ray")
+EXECUTOR_KEYS = ("kind", "address")
+OUTSIDE_HINT = "move it inside, or pass --allow-outside-paths if you trust this spec"
 QUERY_KEYS = ("id", "question", "context_file", "context_dir", "context", "expected", "match")
 MATCH_KINDS = ("contains", "exact", "numeric")
 CONTEXT_KEYS = ("context_file", "context_dir", "context")
@@ -57,6 +69,8 @@ class BatchSpec:
     concurrency: int
     output: Path
     queries: tuple[BatchQuery, ...]
+    executor: str = "local"
+    address: str | None = None
 
     @property
     def trace_dir(self) -> Path:
@@ -142,13 +156,47 @@ def _settings(data: Mapping, base: Settings | None, cli: Mapping[str, Any] | Non
     return settings
 
 
-def _context_path(raw: Any, key: str, folder: Path, label: str, settings: Settings,
+@dataclass(frozen=True)
+class PathRule:
+    """Where context paths may point: inside ``root`` (described as ``what``), unless ``allow_all``."""
+
+    folder: Path          # relative paths resolve against it (the spec's folder)
+    root: Path            # resolved
+    what: str
+    allow_all: bool = False
+
+    def leaves(self, path: Path) -> bool:
+        return not self.allow_all and not _inside(path.resolve(), self.root)
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _escaping_links(folder: Path, rule: PathRule, limit: int = 3) -> list[str]:
+    """Symlinks under ``folder`` whose target leaves the allowed root (the first ``limit``)."""
+    found: list[str] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            entry = Path(dirpath) / name
+            if entry.is_symlink() and rule.leaves(entry):
+                found.append(f"{entry.relative_to(folder)} -> {entry.resolve()}")
+                if len(found) >= limit:
+                    return found
+    return found
+
+
+def _context_path(raw: Any, key: str, rule: PathRule, label: str, settings: Settings,
                   problems: list[str]) -> Path | None:
     if not isinstance(raw, str) or not raw.strip():
         problems.append(f"{label}: {key} must be a path (a string), got {_type_name(raw)}")
         return None
     path = Path(raw).expanduser()
-    path = path if path.is_absolute() else folder / path
+    path = path if path.is_absolute() else rule.folder / path
+    if rule.leaves(path):  # checked before the file is even opened
+        shown = f" (it resolves to {path.resolve()})" if path.resolve() != path else ""
+        problems.append(f"{label}: {key} {raw} leaves {rule.what} {rule.root}{shown}; {OUTSIDE_HINT}")
+        return None
     try:
         check_file(path, max_bytes=settings.run.max_context_bytes, allow_dir=(key == "context_dir"))
     except ContextError as exc:
@@ -157,10 +205,71 @@ def _context_path(raw: Any, key: str, folder: Path, label: str, settings: Settin
     if key == "context_dir" and not path.is_dir():
         problems.append(f"{label}: context_dir {path} is not a folder (use context_file for a file)")
         return None
+    if key == "context_dir" and not rule.allow_all:
+        links = _escaping_links(path, rule)
+        if links:
+            problems.append(f"{label}: context_dir {raw} holds symlinks that leave {rule.what} {rule.root}: "
+                            f"{'; '.join(links)}; {OUTSIDE_HINT}")
+            return None
     return path.resolve()
 
 
-def _query(raw: Any, i: int, folder: Path, defaults: dict, default_match: str, settings: Settings,
+def _path_rule(data: Mapping, folder: Path, context_root: str | Path | None, allow_outside: bool,
+               problems: list[str]) -> PathRule:
+    """The spec's folder, or its ``context_root`` (inside that folder), or the command line's."""
+    if context_root is not None:  # the user's own choice: may point anywhere
+        root = Path(context_root).expanduser().resolve()
+        if not root.is_dir():
+            problems.append(f"--context-root {context_root} is not a folder")
+        return PathRule(folder, root, "--context-root", allow_outside)
+    raw = data.get("context_root")
+    if raw is None:
+        return PathRule(folder, folder, "the spec's folder", allow_outside)
+    if not isinstance(raw, str) or not raw.strip():
+        problems.append(f"context_root must be a folder path (a string), got {_type_name(raw)}")
+        return PathRule(folder, folder, "the spec's folder", allow_outside)
+    given = Path(raw).expanduser()
+    root = (given if given.is_absolute() else folder / given).resolve()
+    if not allow_outside and not _inside(root, folder):
+        problems.append(f"context_root {raw} leaves the spec's folder {folder} (it resolves to {root}); a spec "
+                        "cannot widen its own reach: pass --context-root DIR, or --allow-outside-paths")
+    elif not root.is_dir():
+        problems.append(f"context_root {raw} is not a folder ({root})")
+    return PathRule(folder, root, "context_root", allow_outside)
+
+
+def _executor(data: Mapping, kind: str | None, address: str | None,
+              problems: list[str]) -> tuple[str, str | None]:
+    """``executor: local | ray`` or ``{kind: ray, address: ...}``; the command line wins."""
+    raw = data.get("executor")
+    spec_kind, spec_address = "local", None
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if str(key) not in EXECUTOR_KEYS:
+                problems.append(f"executor: unknown key '{key}'{_suggest(str(key), EXECUTOR_KEYS)}")
+        spec_kind = raw.get("kind", "ray" if raw.get("address") is not None else "local")
+        spec_address = raw.get("address")
+        if spec_address is not None and (not isinstance(spec_address, str) or not spec_address.strip()):
+            problems.append(f"executor: address must be HOST:PORT or ray://HOST:PORT (a string), "
+                            f"got {_type_name(spec_address)}")
+            spec_address = None
+    elif raw is not None:
+        spec_kind = raw
+    if kind is None and spec_kind not in EXECUTORS:
+        problems.append(f"executor must be one of {', '.join(EXECUTORS)}, got {spec_kind!r}"
+                        f"{_suggest(str(spec_kind), EXECUTORS)}")
+        spec_kind = "local"
+    final_kind = kind if kind is not None else str(spec_kind)
+    if final_kind not in EXECUTORS:
+        problems.append(f"--executor must be one of {', '.join(EXECUTORS)}, got {final_kind!r}")
+    final_address = address if address is not None else spec_address
+    if final_kind == "local" and final_address is not None:
+        where = "--address" if address is not None else "executor: address"
+        problems.append(f"{where} is for the ray executor; give --executor ray (or executor: ray) or drop it")
+    return final_kind, final_address
+
+
+def _query(raw: Any, i: int, rule: PathRule, defaults: dict, default_match: str, settings: Settings,
            seen: dict[str, int], problems: list[str]) -> BatchQuery | None:
     label = f"queries[{i}]"
     if not isinstance(raw, Mapping):
@@ -197,7 +306,7 @@ def _query(raw: Any, i: int, folder: Path, defaults: dict, default_match: str, s
             else:
                 ctx["context_text"] = raw["context"]
         else:
-            ctx[key] = _context_path(raw[key], key, folder, label, settings, problems)
+            ctx[key] = _context_path(raw[key], key, rule, label, settings, problems)
     elif defaults:
         ctx.update(defaults)
     else:
@@ -218,12 +327,15 @@ def _query(raw: Any, i: int, folder: Path, defaults: dict, default_match: str, s
 
 
 def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[str, Any] | None = None,
-              output: str | Path | None = None, concurrency: int | None = None) -> BatchSpec:
+              output: str | Path | None = None, concurrency: int | None = None, executor: str | None = None,
+              address: str | None = None, allow_outside_paths: bool = False,
+              context_root: str | Path | None = None) -> BatchSpec:
     """Read and validate a batch spec; raise ``ConfigError`` listing every problem.
 
     ``base``: settings from config files and the environment; ``cli``: flat setting keys from
     command-line flags (win over the spec); ``output`` / ``concurrency``: command-line overrides
-    (a relative ``output`` is relative to the working directory).
+    (a relative ``output`` is relative to the working directory); ``executor`` / ``address``:
+    the command line's executor; ``allow_outside_paths`` / ``context_root``: see the module doc.
     """
     path = Path(path).expanduser()
     problems: list[str] = []
@@ -235,6 +347,8 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
         if str(key) not in TOP_KEYS:
             problems.append(f"unknown key '{key}' at the top level{_suggest(str(key), TOP_KEYS)}")
     settings = _settings(data, base, cli, f"spec {path.name}", problems)
+    rule = _path_rule(data, folder, context_root, allow_outside_paths, problems)
+    executor_kind, executor_address = _executor(data, executor, address, problems)
 
     if concurrency is not None:
         if _positive_int(concurrency) is None:
@@ -268,7 +382,7 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
         problems.append("give one top-level default context, not context_file and context_dir")
     elif top_ctx:
         # kept even when invalid (None): the problem is reported once, not once per query
-        defaults[top_ctx[0]] = _context_path(data[top_ctx[0]], top_ctx[0], folder, "top level", settings, problems)
+        defaults[top_ctx[0]] = _context_path(data[top_ctx[0]], top_ctx[0], rule, "top level", settings, problems)
     top_match = data.get("match", "contains")
     if top_match not in MATCH_KINDS:
         problems.append(f"match must be one of {', '.join(MATCH_KINDS)}, got {top_match!r}")
@@ -285,14 +399,14 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
     else:
         seen: dict[str, int] = {}
         for i, raw in enumerate(raw_queries):
-            q = _query(raw, i, folder, defaults, top_match, settings, seen, problems)
+            q = _query(raw, i, rule, defaults, top_match, settings, seen, problems)
             if q is not None:
                 queries.append(q)
     if problems:
         _raise(path, problems)
     assert workers is not None
     return BatchSpec(path=path.resolve(), settings=settings, concurrency=workers, output=out_path.resolve(),
-                     queries=tuple(queries))
+                     queries=tuple(queries), executor=executor_kind, address=executor_address)
 
 
 def _raise(path: Path, problems: list[str]) -> None:
