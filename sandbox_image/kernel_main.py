@@ -13,9 +13,11 @@ import os
 import resource
 import sys
 
+from protocol import Env
+
 
 def _limit_address_space() -> None:
-    limit = int(os.environ.get("RLM_AS_LIMIT", "0") or 0)
+    limit = int(os.environ.get(Env.AS_LIMIT, "0") or 0)
     if limit > 0:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
@@ -42,10 +44,9 @@ def main(argv: list[str]) -> None:
     ready_fd = int(argv[argv.index("--ready-fd") + 1])
     _limit_address_space()
 
+    import repl
     from ipykernel.kernelapp import IPKernelApp
     from zmq.utils.garbage import gc as zmq_gc
-
-    import repl
 
     app = IPKernelApp.instance()
     app.initialize([
@@ -58,8 +59,8 @@ def main(argv: list[str]) -> None:
     ])
     _tune(app.kernel)
     zmq_gc.start()
-    output_limit = int(os.environ.get("RLM_OUTPUT_LIMIT", str(1 << 20)))
-    final_limit = int(os.environ.get("RLM_FINAL_LIMIT", str(1 << 20)))
+    output_limit = int(os.environ.get(Env.OUTPUT_LIMIT, str(1 << 20)))
+    final_limit = int(os.environ.get(Env.FINAL_LIMIT, str(1 << 20)))
     repl.install(app.shell, output_limit=output_limit, final_limit=final_limit)
     os.write(ready_fd, b"ready\n")
     os.close(ready_fd)

@@ -10,17 +10,16 @@ mimetype ``STATE_MIME``, which the host takes out of the output.
 
 from __future__ import annotations
 
+import gc
 import json
 import os
+import resource
 import socket
 import threading
 from collections import deque
 
 import protocol
-
-STATE_MIME = "application/vnd.rlm.state+json"
-BRIDGE_SOCKET = "/rlm/bridge/llm.sock"
-REPLY_MAX_FRAME = 64 * 1024 * 1024
+from protocol import STATE_MIME, ContextFormat, Env, Op, State
 
 
 class SubCallError(RuntimeError):
@@ -36,18 +35,46 @@ def _read_text(path: str) -> str:
 
 def load_context(path: str, fmt: str):
     """Read the context from its read-only mount: str, parsed JSON, JSONL list or a folder's documents."""
-    if fmt == "dir":
+    if fmt == ContextFormat.DIR:
         docs = []
         for root, dirs, files in os.walk(path):
             dirs.sort()
             for name in sorted(files):
                 docs.append(_read_text(os.path.join(root, name)))
         return docs
-    if fmt == "json":
+    if fmt == ContextFormat.JSON:
         return json.loads(_read_text(path))
-    if fmt == "jsonl":
+    if fmt == ContextFormat.JSONL:
         return [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
     return _read_text(path)
+
+
+def _size(path: str) -> int:
+    if not os.path.isdir(path):
+        return os.path.getsize(path)
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                total += os.path.getsize(os.path.join(root, name))
+            except OSError:
+                pass
+    return total
+
+
+def _load_failure(path: str, fmt: str, exc: BaseException) -> str:
+    """What went wrong loading the context, with the figures the host reports."""
+    mib = 1024 * 1024
+    try:
+        size = f"{_size(path) / mib:.1f} MB"
+    except OSError:
+        size = "unknown size"
+    if isinstance(exc, MemoryError):
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+        room = "no limit" if limit == resource.RLIM_INFINITY else f"{limit / mib:.0f} MB"
+        return (f"the context ({size}, read as {fmt}) does not fit in the sandbox's memory: loading it "
+                f"ran out of memory (the kernel's address-space limit is {room})")
+    return f"the context ({size}, read as {fmt}) could not be loaded: {exc.__class__.__name__}: {exc}"[:2000]
 
 
 # --------------------------------------------------------------------------- bridge
@@ -61,8 +88,10 @@ class Bridge:
         self._lock = threading.Lock()
 
     def call(self, message: dict) -> dict:
+        # The cell's own thread waits for the answer: that is model time, not code time.
+        waiting = threading.current_thread() is threading.main_thread()
         with self._lock:
-            message = dict(message, id=next(self._ids))
+            message = dict(message, id=next(self._ids), **{protocol.WAITING: waiting})
         frame = protocol.encode(message)
         if len(frame) > self.max_frame:
             raise SubCallError(f"request of {len(frame)} bytes exceeds the bridge's cap of {self.max_frame} bytes")
@@ -73,7 +102,7 @@ class Bridge:
                 raise SubCallError(f"the llm_query bridge is not available ({exc.strerror})") from None
             sock.sendall(frame)
             try:
-                reply = protocol.read_frame(sock, REPLY_MAX_FRAME)
+                reply = protocol.read_frame(sock, protocol.REPLY_MAX_FRAME)
             except protocol.ProtocolError as exc:
                 raise SubCallError(f"bad reply from the host: {exc}") from None
         if not reply.get("ok"):
@@ -93,27 +122,22 @@ class Repl:
         self.bridge = bridge
         self.original_context = None
         self.context_loaded = False
+        self.context_error: str | None = None
         self.final: str | None = None
         self.context_restored = False
         self.output_guard = OutputGuard(output_limit)
 
     # -- names offered to the model ------------------------------------------------------
     def namespace(self) -> dict:
-        return {
-            "llm_query": self.llm_query,
-            "llm_query_batched": self.llm_query_batched,
-            "rlm_query": self.rlm_query,
-            "FINAL": self.FINAL,
-            "FINAL_VAR": self.FINAL_VAR,
-            "SHOW_VARS": self.SHOW_VARS,
-            "SubCallError": SubCallError,
-            "_rlm_context_info": self.context_info,
-            "_rlm_attach_context": self.attach_context,
-        }
+        # keywords, not quoted keys: these are Python names (the bridge ops are spelled in protocol.Op)
+        return dict(  # noqa: C408
+            llm_query=self.llm_query, llm_query_batched=self.llm_query_batched, rlm_query=self.rlm_query,
+            FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,
+            _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context)
 
     def llm_query(self, prompt, model=None) -> str:
         """Ask a sub-model one question; returns its answer as text."""
-        return self.bridge.call({"op": "llm_query", "prompt": str(prompt), "model": model})["text"]
+        return self.bridge.call({"op": Op.LLM_QUERY, "prompt": str(prompt), "model": model})["text"]
 
     def llm_query_batched(self, prompts, model=None) -> list:
         """Ask many questions concurrently; answers come back in order.
@@ -123,15 +147,15 @@ class Repl:
         prompts = [str(p) for p in prompts]
         results: list = []
         for batch in self._split(prompts):
-            results.extend(self.bridge.call({"op": "llm_query_batched", "prompts": batch, "model": model})["texts"])
+            results.extend(self.bridge.call({"op": Op.LLM_QUERY_BATCHED, "prompts": batch, "model": model})["texts"])
         return results
 
     def rlm_query(self, prompt, context=None) -> str:
         """Run a child RLM (its own sandbox) on ``context`` (default: no extra context)."""
         payload = None if context is None else (context if isinstance(context, str) else json.dumps(context))
-        return self.bridge.call({"op": "rlm_query", "prompt": str(prompt), "context": payload})["text"]
+        return self.bridge.call({"op": Op.RLM_QUERY, "prompt": str(prompt), "context": payload})["text"]
 
-    def FINAL(self, answer) -> None:  # noqa: N802 - the name the model is told to use
+    def FINAL(self, answer) -> None:
         """End the run with ``answer`` once this cell finishes."""
         text = answer if isinstance(answer, str) else repr(answer) if not isinstance(answer, (int, float)) else str(answer)
         if len(text) > self.final_limit:
@@ -139,7 +163,7 @@ class Repl:
             text = text[: self.final_limit] + f"\n[... answer truncated: {cut} characters dropped ...]"
         self.final = text
 
-    def FINAL_VAR(self, name) -> None:  # noqa: N802
+    def FINAL_VAR(self, name) -> None:
         """End the run with the value of the variable ``name`` (a name string, or the value itself)."""
         if isinstance(name, str):
             key = name.strip().strip("'\"")
@@ -150,7 +174,7 @@ class Repl:
             value = name
         self.FINAL(value if isinstance(value, str) else str(value))
 
-    def SHOW_VARS(self) -> None:  # noqa: N802
+    def SHOW_VARS(self) -> None:
         """Print the variables defined so far, with their types and sizes."""
         hidden = set(self.namespace()) | {"In", "Out", "get_ipython", "exit", "quit", "open"}
         rows = []
@@ -169,6 +193,7 @@ class Repl:
         """Use the file placed at ``path`` (a warm session gets its context after start)."""
         self.context_path, self.context_format = path, fmt
         self.context_loaded = False
+        self.context_error = None
         self.original_context = None
         self.shell.user_ns.pop("context", None)  # loaded by the next cell, lazily
 
@@ -191,7 +216,10 @@ class Repl:
                     "n_documents": len(ctx) if isinstance(ctx, dict) else 1, "preview": text[:preview_chars]}
         from IPython.display import publish_display_data
 
-        publish_display_data({STATE_MIME: {"context_info": info}})
+        state = {State.CONTEXT_INFO: info}
+        if self.context_error is not None:
+            state[State.CONTEXT_ERROR] = self.context_error
+        publish_display_data({STATE_MIME: state})
 
     def _split(self, prompts: list) -> list:
         """Split a batch so every request frame stays under the bridge cap."""
@@ -214,8 +242,15 @@ class Repl:
         self.context_restored = False
         self.output_guard.reset()
         if self.context_path and not self.context_loaded:
-            self.original_context = load_context(self.context_path, self.context_format)
-            self.context_loaded = True
+            self.context_loaded = True  # tried once: a failure is reported, not retried
+            try:
+                self.original_context = load_context(self.context_path, self.context_format)
+            except Exception as exc:  # noqa: BLE001 - MemoryError, a bad JSON file, an unreadable file...
+                self.original_context = None
+                self.context_error = _load_failure(self.context_path, self.context_format, exc)
+            if self.context_error is not None:
+                gc.collect()  # what the failed load held (the traceback is gone by now)
+                return
             self.shell.user_ns["context"] = self.original_context
 
     def post_run_cell(self, result=None) -> None:
@@ -223,13 +258,15 @@ class Repl:
             self.shell.user_ns["context"] = self.original_context
             self.context_restored = True
         self.output_guard.finish()
-        state = {}
+        state: dict = {}
         if self.final is not None:
-            state["final"] = self.final
+            state[State.FINAL] = self.final
         if self.context_restored:
-            state["context_restored"] = True
+            state[State.CONTEXT_RESTORED] = True
         if self.output_guard.dropped:
-            state["output_dropped"] = self.output_guard.dropped
+            state[State.OUTPUT_DROPPED] = self.output_guard.dropped
+        if self.context_error is not None:
+            state[State.CONTEXT_ERROR] = self.context_error
         if state:
             from IPython.display import publish_display_data
 
@@ -327,12 +364,12 @@ def install(shell, *, output_limit: int, final_limit: int) -> Repl:
     """Set up the REPL in ``shell`` (called once by kernel_main before the kernel serves)."""
     import sys
 
-    max_frame = int(os.environ.get("RLM_BRIDGE_MAX_FRAME", protocol.DEFAULT_MAX_FRAME))
+    max_frame = int(os.environ.get(Env.BRIDGE_MAX_FRAME, protocol.DEFAULT_MAX_FRAME))
     repl = Repl(shell,
-                context_path=os.environ.get("RLM_CONTEXT_PATH") or None,
-                context_format=os.environ.get("RLM_CONTEXT_FORMAT", "text"),
+                context_path=os.environ.get(Env.CONTEXT_PATH) or None,
+                context_format=os.environ.get(Env.CONTEXT_FORMAT, ContextFormat.TEXT),
                 final_limit=final_limit, output_limit=output_limit,
-                bridge=Bridge(BRIDGE_SOCKET, max_frame))
+                bridge=Bridge(protocol.BRIDGE_SOCKET, max_frame))
     shell.push(repl.namespace())
     shell.events.register("pre_run_cell", repl.pre_run_cell)
     shell.events.register("post_run_cell", repl.post_run_cell)

@@ -31,9 +31,10 @@ import sys
 import time
 
 import protocol
+from protocol import Command, Event
 
-CONTROL_SOCKET = "/rlm/bridge/ctl.sock"
-CONNECTION_FILE = "/rlm/run/kernel.json"
+CONTROL_SOCKET = protocol.CONTROL_SOCKET
+CONNECTION_FILE = protocol.CONNECTION_FILE
 KERNEL_MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "kernel_main.py")
 
 
@@ -80,7 +81,7 @@ class Supervisor:
                 if exc.errno not in (errno.EAGAIN, errno.ENOMEM) or attempt == 49:
                     os.close(ready_r)
                     os.close(ready_w)
-                    self.send("error", message=f"cannot start the kernel: {exc}")
+                    self.send(Event.ERROR, message=f"cannot start the kernel: {exc}")
                     self.kernel = None
                     return
                 self.kill_all()
@@ -125,7 +126,7 @@ class Supervisor:
                 return
             if self.kernel is not None and pid == self.kernel.pid:
                 self.kernel.returncode = os.waitstatus_to_exitcode(status)
-                self.send("kernel_exit", generation=self.generation, code=self.kernel.returncode)
+                self.send(Event.KERNEL_EXIT, generation=self.generation, code=self.kernel.returncode)
                 self.kernel = None
                 self._close_ready()
 
@@ -139,7 +140,7 @@ class Supervisor:
         self.kernel = None  # its exit is expected: not reported
         self.kill_all()
         self.reap()
-        self.send("killed", generation=self.generation)
+        self.send(Event.KILLED, generation=self.generation)
 
     def kill_others(self, deadline_s: float = 2.0) -> None:
         """Kill every process but ourselves and the kernel (what a cell left running), and wait
@@ -177,23 +178,23 @@ class Supervisor:
         if isinstance(message, protocol.ProtocolError):
             return
         command = message.get("cmd")
-        if command == "interrupt" and self.kernel is not None:
+        if command == Command.INTERRUPT and self.kernel is not None:
             self.kill_others()  # first, so they are gone before the interrupted kernel answers
             try:
                 os.kill(self.kernel.pid, signal.SIGINT)
             except ProcessLookupError:
                 pass
             self.kill_others()  # and what the kernel forked meanwhile
-        elif command == "kill":
+        elif command == Command.KILL:
             self.kill_kernel()
-        elif command == "start":
+        elif command == Command.START:
             if self.kernel is None:
                 self.start_kernel()
-        elif command == "stop":
+        elif command == Command.STOP:
             self.shutdown(0)
 
     def run(self) -> None:
-        self.send("hello", pid=os.getpid())
+        self.send(Event.HELLO, pid=os.getpid())
         self.start_kernel()
         while True:
             fds = [self.ctl, self.sig_r] + ([self.ready_fd] if self.ready_fd is not None else [])
@@ -208,7 +209,7 @@ class Supervisor:
                 data = os.read(self.ready_fd, 64)
                 self._close_ready()
                 if data.startswith(b"ready") and self.kernel is not None:
-                    self.send("kernel_ready", generation=self.generation, pid=self.kernel.pid)
+                    self.send(Event.KERNEL_READY, generation=self.generation, pid=self.kernel.pid)
             if self.ctl in readable:
                 data = self.ctl.recv(65536)
                 if not data:

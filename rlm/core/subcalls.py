@@ -3,19 +3,35 @@
 This is the handler a session's bridge calls (on a worker thread) for each request from
 the REPL.  Refusals (disabled, over budget, too long) raise ``BridgeRefusal``: the REPL
 turns them into a ``SubCallError`` the model can read; the host never crashes.
+
+Every model request runs as a task on the handler's one event loop, so that ``cancel()``
+(the cell was interrupted or abandoned) and ``close()`` (the run is over) can stop the
+requests still in flight: cancelling a task closes its HTTP request.  A cancelled call is
+not counted (its budget is given back, no usage, no ``on_call`` event), and neither is a
+call that finishes after its cell was abandoned.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import threading
 import time
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Coroutine
+from typing import Any, Callable, TypeVar
 
 from rlm.errors import LLMError, RLMError
-from rlm.llm.base import ModelClient, Usage
+from rlm.llm.base import Completion, ModelClient, Usage
 from rlm.sandbox.bridge import BridgeRefusal
+from rlm.sandbox.protocol import Op
+
+_T = TypeVar("_T")
+CLOSE_GRACE_S = 2.0  # at close, how long cancelled requests get to unwind before the loop stops
+
+
+class _Abandoned(Exception):
+    """The call's cell was abandoned (or the run ended) before it finished."""
 
 ChildRunner = Callable[[str, "str | None"], tuple[str, dict[str, Usage]]]
 """Runs a child RLM on (prompt, context text); returns its answer and its token usage per model."""
@@ -37,32 +53,85 @@ class SubCallHandler:
         self.calls = 0
         self.usage: dict[str, Usage] = defaultdict(Usage)
         self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None  # one loop for every batch of this run
+        self._loop: asyncio.AbstractEventLoop | None = None  # one loop for every request of this run
         self._loop_thread: threading.Thread | None = None
+        self._epoch = 0  # bumped by cancel(): calls begun before it are abandoned
+        self._closed = False
+        self._futures: set[concurrent.futures.Future[Any]] = set()
+
+    @property
+    def in_flight(self) -> int:
+        """Model requests still running."""
+        with self._lock:
+            return len(self._futures)
+
+    def cancel(self) -> None:
+        """Cancel every request in flight (its cell was interrupted or abandoned); none is counted."""
+        with self._lock:
+            self._epoch += 1
+            futures = list(self._futures)
+        for future in futures:
+            future.cancel()  # cancels the task on the loop, which closes its HTTP request
 
     def close(self) -> None:
-        """Stop the batch loop and release the connections it holds (idempotent)."""
+        """Cancel what is still in flight, stop the loop, release its connections (idempotent)."""
+        with self._lock:
+            self._closed = True
+        self.cancel()
         with self._lock:
             loop, thread, self._loop, self._loop_thread = self._loop, self._loop_thread, None, None
-        if loop is None:
+        if loop is None or thread is None:
             return
+
+        async def unwind() -> None:  # let the cancelled tasks close their connections, then release
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if tasks:
+                await asyncio.wait(tasks, timeout=CLOSE_GRACE_S)
+            await self.client.arelease()
+
         try:
-            asyncio.run_coroutine_threadsafe(self.client.arelease(), loop).result(timeout=10)
+            asyncio.run_coroutine_threadsafe(unwind(), loop).result(timeout=CLOSE_GRACE_S + 3)
         except Exception:  # noqa: BLE001 - best effort while shutting down
             pass
         loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout=10)
-        loop.close()
+        thread.join(timeout=5)
+        if not thread.is_alive():
+            loop.close()
 
-    def _run_async(self, coro):
+    def _start(self, coro: Coroutine[Any, Any, _T]) -> tuple[concurrent.futures.Future[_T], int]:
         with self._lock:
+            if self._closed:
+                coro.close()
+                raise BridgeRefusal("the run is over; no more sub-calls")
             if self._loop is None:
                 self._loop = asyncio.new_event_loop()
                 self._loop_thread = threading.Thread(target=self._loop.run_forever, name="rlm-subcalls",
                                                      daemon=True)
                 self._loop_thread.start()
-            loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result()
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+            self._futures.add(future)
+            return future, self._epoch
+
+    def _run_async(self, coro: Coroutine[Any, Any, _T]) -> _T:
+        """Run ``coro`` on the loop and wait for it; ``_Abandoned`` if it was cancelled meanwhile."""
+        future, epoch = self._start(coro)
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            raise _Abandoned() from None
+        finally:
+            with self._lock:
+                self._futures.discard(future)
+                if self._epoch != epoch:
+                    future.cancel()
+
+    def _current(self, epoch: int) -> bool:
+        with self._lock:
+            return self._epoch == epoch
+
+    def _refund(self, n: int) -> None:
+        with self._lock:
+            self.calls -= n
 
     # -- budget --------------------------------------------------------------------------
     def _reserve(self, n: int) -> None:
@@ -89,22 +158,30 @@ class SubCallHandler:
         return model if isinstance(model, str) and model else self.sub_model
 
     def _record(self, model: str, prompt: str, text: str | None, usage: Usage | None, started: float,
-                error: str | None) -> None:
-        if usage is not None:
-            with self._lock:
+                error: str | None, epoch: int | None = None) -> bool:
+        """Count a finished call; False (and nothing counted) when its cell was abandoned meanwhile."""
+        with self._lock:
+            if epoch is not None and epoch != self._epoch:
+                self.calls -= 1
+                return False
+            if usage is not None:
                 self.usage[model].add(usage)
         self.on_call({"model": model, "prompt_chars": len(prompt), "reply_chars": len(text or ""),
                       "latency_s": round(time.perf_counter() - started, 4), "ok": error is None, "error": error})
+        return True
 
     # -- the bridge handler --------------------------------------------------------------
     def __call__(self, request: dict) -> dict:
         op = request.get("op")
-        if op == "llm_query":
-            return {"text": self._one(request)}
-        if op == "llm_query_batched":
-            return {"texts": self._batch(request)}
-        if op == "rlm_query":
-            return {"text": self._rlm(request)}
+        try:
+            if op == Op.LLM_QUERY:
+                return {"text": self._one(request)}
+            if op == Op.LLM_QUERY_BATCHED:
+                return {"texts": self._batch(request)}
+            if op == Op.RLM_QUERY:
+                return {"text": self._rlm(request)}
+        except _Abandoned:
+            raise BridgeRefusal("the sub-call was cancelled: its cell was interrupted or the run ended") from None
         raise BridgeRefusal(f"unknown operation {op!r}")
 
     def _messages(self, prompt: str) -> list[dict]:
@@ -114,14 +191,24 @@ class SubCallHandler:
         prompt = self._check_prompt(request.get("prompt"))
         model = self._model(request)
         self._reserve(1)
+        with self._lock:
+            epoch = self._epoch
         started = time.perf_counter()
         try:
-            completion = self.client.complete(self._messages(prompt), model=model, temperature=self.temperature)
+            completion = self._run_async(self._complete_one(prompt, model))
+        except _Abandoned:
+            self._refund(1)
+            raise
         except LLMError as exc:
-            self._record(model, prompt, None, None, started, exc.message)
+            if not self._record(model, prompt, None, None, started, exc.message, epoch):
+                raise _Abandoned() from None
             raise BridgeRefusal(f"the sub-model failed: {exc.message}") from exc
-        self._record(model, prompt, completion.text, completion.usage, started, None)
+        if not self._record(model, prompt, completion.text, completion.usage, started, None, epoch):
+            raise _Abandoned()
         return completion.text
+
+    async def _complete_one(self, prompt: str, model: str) -> Completion:
+        return await self.client.acomplete(self._messages(prompt), model=model, temperature=self.temperature)
 
     def _batch(self, request: dict) -> list[str]:
         prompts = request.get("prompts")
@@ -130,24 +217,31 @@ class SubCallHandler:
         prompts = [self._check_prompt(p) for p in prompts]
         model = self._model(request)
         self._reserve(len(prompts))
-        return self._run_async(self._gather(prompts, model))
+        with self._lock:
+            epoch = self._epoch
+        done = [False] * len(prompts)
+        try:
+            return self._run_async(self._gather(prompts, model, epoch, done))
+        except _Abandoned:
+            self._refund(done.count(False))  # the finished ones gave theirs back already
+            raise
 
-    async def _gather(self, prompts: list[str], model: str) -> list[str]:
+    async def _gather(self, prompts: list[str], model: str, epoch: int, done: list[bool]) -> list[str]:
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(prompt: str) -> str:
+        async def one(i: int, prompt: str) -> str:
             async with gate:
                 started = time.perf_counter()
                 try:
                     completion = await self.client.acomplete(self._messages(prompt), model=model,
                                                              temperature=self.temperature)
                 except LLMError as exc:
-                    self._record(model, prompt, None, None, started, exc.message)
+                    done[i] = self._record(model, prompt, None, None, started, exc.message, epoch) or True
                     return f"Error: {exc.message}"
-                self._record(model, prompt, completion.text, completion.usage, started, None)
+                done[i] = self._record(model, prompt, completion.text, completion.usage, started, None, epoch) or True
                 return completion.text
 
-        return list(await asyncio.gather(*(one(p) for p in prompts)))
+        return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 
     def _rlm(self, request: dict) -> str:
         prompt = self._check_prompt(request.get("prompt"))
@@ -162,10 +256,10 @@ class SubCallHandler:
         try:
             answer, usage = self.child(prompt, context)
         except RLMError as exc:
-            self._record("rlm_query", prompt, None, None, started, exc.message)
+            self._record(Op.RLM_QUERY, prompt, None, None, started, exc.message)
             raise BridgeRefusal(f"the child RLM failed: {exc.message}") from exc
         with self._lock:
             for model, used in usage.items():
                 self.usage[model].add(used)
-        self._record("rlm_query", prompt, answer, None, started, None)
+        self._record(Op.RLM_QUERY, prompt, answer, None, started, None)
         return answer

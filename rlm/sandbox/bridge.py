@@ -1,12 +1,16 @@
 """The host end of a session's two Unix sockets, both in the read-only bridge folder.
 
-* ``ctl.sock``: the in-container supervisor connects once per container start; it
+* ``ctl.sock`` (``protocol.CONTROL_SOCKET_NAME``): the in-container supervisor connects once per container start; it
   reports kernel life events and takes ``interrupt`` / ``restart`` commands.  Only the
   first connection of each container start is accepted as the supervisor.
-* ``llm.sock``: the REPL's ``llm_query`` family.  Each request frame is handed to the
+* ``llm.sock`` (``protocol.BRIDGE_SOCKET_NAME``): the REPL's ``llm_query`` family.  Each request frame is handed to the
   session's ``handler`` on a worker thread; its reply (or a refusal) goes back on the same
   connection.  Malformed frames get an error reply and the server keeps serving; an
   oversized frame gets an error reply and that connection is closed.
+
+The server also keeps the time during which the cell's own thread waits on a request
+(``waited_seconds``): that is model time, which the session does not count toward the
+cell's code timeout.  ``cancel_in_flight`` cancels what the handler is still serving.
 
 Peers are checked with SO_PEERCRED: only the sandbox user (and this process's own user)
 may connect.  Nothing received is ever unpickled or evaluated.
@@ -28,6 +32,7 @@ from typing import Callable
 
 from rlm.errors import BridgeError
 from rlm.sandbox import protocol
+from rlm.sandbox.protocol import Event, ReplyKind
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +43,32 @@ Handler = Callable[[dict], dict]
 
 class BridgeRefusal(Exception):
     """A request the host will not serve (disabled, over budget, bad arguments)."""
+
+
+class _WaitClock:
+    """Total time during which at least one waiting request was in flight."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.active = 0
+        self._since = 0.0
+        self._total = 0.0
+
+    def begin(self) -> None:
+        with self._lock:
+            if self.active == 0:
+                self._since = time.monotonic()
+            self.active += 1
+
+    def end(self) -> None:
+        with self._lock:
+            self.active -= 1
+            if self.active == 0:
+                self._total += time.monotonic() - self._since
+
+    def seconds(self) -> float:
+        with self._lock:
+            return self._total + (time.monotonic() - self._since if self.active else 0.0)
 
 
 def _no_handler(request: dict) -> dict:
@@ -102,8 +133,10 @@ class BridgeServer:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._stopping = False
-        self.ctl_listener = self._listen("ctl.sock")
-        self.llm_listener = self._listen("llm.sock")
+        self._waits = _WaitClock()
+        self._in_flight = 0
+        self.ctl_listener = self._listen(protocol.CONTROL_SOCKET_NAME)
+        self.llm_listener = self._listen(protocol.BRIDGE_SOCKET_NAME)
 
     def _listen(self, name: str) -> socket.socket:
         path = self.folder / name
@@ -156,6 +189,27 @@ class BridgeServer:
                 old.sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
+
+    # -- what the cell waits on ----------------------------------------------------------
+    def waited_seconds(self) -> float:
+        """Seconds so far during which the cell's own thread waited on a request (all cells)."""
+        return self._waits.seconds()
+
+    @property
+    def waiting(self) -> bool:
+        """A request from the cell's own thread is in flight now."""
+        return self._waits.active > 0
+
+    @property
+    def in_flight(self) -> int:
+        """Requests received and not yet answered."""
+        return self._in_flight
+
+    def cancel_in_flight(self) -> None:
+        """The cell was abandoned: cancel what the handler still serves (if it can cancel)."""
+        cancel = getattr(self.handler, "cancel", None)
+        if callable(cancel) and self._in_flight:
+            cancel()
 
     def send_control(self, command: str) -> bool:
         """Send a command to the supervisor; False when none is connected."""
@@ -233,14 +287,14 @@ class BridgeServer:
         if not data:
             self._drop(conn)
             if kind == "ctl" and conn is self._control:
-                self.on_control({"event": "control_closed"})
+                self.on_control({"event": Event.CONTROL_CLOSED})
             return
         try:
             messages = conn.reader.feed(data)
             if kind == "llm":
                 self._check_buffers(conn)
         except protocol.ProtocolError as exc:
-            conn.send(protocol.error_reply(None, str(exc), kind="protocol"))
+            conn.send(protocol.error_reply(None, str(exc), kind=ReplyKind.PROTOCOL))
             self._drop(conn)
             return
         for message in messages:
@@ -248,9 +302,9 @@ class BridgeServer:
                 if not isinstance(message, protocol.ProtocolError):
                     self.on_control(message)
             elif isinstance(message, protocol.ProtocolError):
-                conn.send(protocol.error_reply(None, str(message), kind="protocol"))
+                conn.send(protocol.error_reply(None, str(message), kind=ReplyKind.PROTOCOL))
             else:
-                self._pool.submit(self._serve, conn, message)
+                self._submit(conn, message)
 
     def _check_buffers(self, conn: _Conn) -> None:
         """Bound what unfinished frames may hold: per session in bytes, and in time."""
@@ -261,22 +315,50 @@ class BridgeServer:
             stale = [c for c in self._conns if c is not conn and c.partial_since
                      and now - c.partial_since > FRAME_DEADLINE_S]
         for old in stale:
-            old.send(protocol.error_reply(None, "unfinished frame timed out", kind="protocol"))
+            old.send(protocol.error_reply(None, "unfinished frame timed out", kind=ReplyKind.PROTOCOL))
             self._drop(old)
         if total > MAX_BUFFERED:
             raise protocol.ProtocolError(f"more than {MAX_BUFFERED} bytes of unfinished frames in this session")
 
-    def _serve(self, conn: _Conn, request: dict) -> None:
+    def _submit(self, conn: _Conn, request: dict) -> None:
+        waiting = request.get(protocol.WAITING) is True
+        with self._lock:
+            self._in_flight += 1
+        if waiting:
+            self._waits.begin()
+        try:
+            self._pool.submit(self._serve, conn, request, waiting)
+        except RuntimeError:  # the pool is shut down: the server is closing
+            self._done(waiting)
+
+    def _done(self, waiting: bool) -> None:
+        if waiting:
+            self._waits.end()
+        with self._lock:
+            self._in_flight -= 1
+
+    def _serve(self, conn: _Conn, request: dict, waiting: bool = False) -> None:
+        try:
+            reply = self._answer(request)
+        finally:
+            self._done(waiting)
+        conn.send(reply)
+
+    def _answer(self, request: dict) -> dict:
         request_id = request.get("id")
         try:
             fields = self.handler(request)
             reply = protocol.ok_reply(request_id, **fields)
         except BridgeRefusal as exc:
-            reply = protocol.error_reply(request_id, str(exc), kind="refused")
+            reply = protocol.error_reply(request_id, str(exc), kind=ReplyKind.REFUSED)
         except Exception as exc:  # noqa: BLE001 - a failing handler answers with an error, never kills the bridge
-            log.exception("bridge handler failed")
+            if self._stopping:  # the run is over: whatever the handler met, nobody waits for it
+                log.debug("bridge handler failed after the bridge closed", exc_info=True)
+            else:  # one line; the traceback only with debug logging (--debug)
+                log.error("bridge handler failed: %s: %s", exc.__class__.__name__, exc)
+                log.debug("bridge handler traceback", exc_info=True)
             reply = protocol.error_reply(request_id, f"host error: {exc.__class__.__name__}: {exc}")
         frame_size = len(protocol.encode(reply))
-        if frame_size > 64 * 1024 * 1024:
+        if frame_size > protocol.REPLY_MAX_FRAME:
             reply = protocol.error_reply(request_id, f"reply of {frame_size} bytes is too large to send")
-        conn.send(reply)
+        return reply

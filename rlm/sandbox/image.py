@@ -16,6 +16,14 @@ The hash covers the Dockerfile, every file under ``sandbox_image/``, the bridge 
 and the base image's name, so an image built from other sources is seen as stale.
 Re-running with nothing changed does nothing.
 
+The sources are read from a *source root* in one of two layouts, which hash the same:
+
+* a checkout: ``Dockerfile.sandbox``, ``sandbox_image/`` and ``rlm/sandbox/protocol.py``;
+* the installed package ``rlm.sandbox`` (read with ``importlib.resources``): its
+  ``Dockerfile.sandbox``, ``guest/`` and ``protocol.py``.  In the checkout these two are
+  symlinks to the top-level sources; a wheel carries copies.  This is the default, so an
+  installed wheel builds the same image from any folder.
+
 Docker is reached only through :class:`rlm.sandbox.engine.Engine`.
 Run ``python -m rlm.sandbox.image [--base-image IMG] [--force]`` to build from a shell.
 """
@@ -23,6 +31,7 @@ Run ``python -m rlm.sandbox.image [--base-image IMG] [--force]`` to build from a
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import os
 import platform
 import re
@@ -53,6 +62,8 @@ DOCKERFILE = "Dockerfile.sandbox"
 IMAGE_DIR = "sandbox_image"
 PROTOCOL = Path("rlm") / "sandbox" / "protocol.py"
 REQUIREMENTS = Path(IMAGE_DIR) / "requirements.txt"
+PACKAGE = "rlm.sandbox"   # the installed layout: Dockerfile.sandbox, guest/ (= sandbox_image/), protocol.py
+PACKAGE_GUEST = "guest"
 
 _IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
@@ -64,36 +75,53 @@ class ImageBuildError(SandboxError):
     """The sandbox image (or its base, or its wheels) could not be built."""
 
 
-# -- the hash ------------------------------------------------------------------------------
+# -- the sources and their hash --------------------------------------------------------------
 
-def _image_files(repo_root: Path) -> list[Path]:
-    """Every file under ``sandbox_image/``, sorted, without caches."""
-    folder = repo_root / IMAGE_DIR
-    files: list[Path] = []
+@dataclass(frozen=True)
+class _Layout:
+    """Where a source root keeps the three inputs of the image."""
+
+    root: Path
+    dockerfile: Path
+    protocol: Path
+    guest: Path  # the folder copied as sandbox_image/
+
+
+def _layout(root: Path) -> _Layout:
+    root = Path(root)
+    if (root / PACKAGE_GUEST).is_dir() and not (root / IMAGE_DIR).is_dir():
+        return _Layout(root, root / DOCKERFILE, root / "protocol.py", root / PACKAGE_GUEST)
+    return _Layout(root, root / DOCKERFILE, root / PROTOCOL, root / IMAGE_DIR)
+
+
+def _image_files(repo_root: Path) -> list[tuple[str, Path]]:
+    """Every guest file as (name under ``sandbox_image/``, path), sorted, without caches."""
+    folder = _layout(repo_root).guest
+    files: list[tuple[str, Path]] = []
     if folder.is_dir():
-        for dirpath, dirnames, filenames in os.walk(folder):
+        for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
             dirnames[:] = sorted(d for d in dirnames if d not in _IGNORED_DIRS)
             for name in filenames:
                 if not name.endswith(_IGNORED_SUFFIXES):
-                    files.append(Path(dirpath) / name)
-    return sorted(files, key=lambda p: p.relative_to(repo_root).as_posix())
+                    path = Path(dirpath) / name
+                    files.append((path.relative_to(folder).as_posix(), path))
+    return sorted(files)
 
 
 def image_hash(repo_root: Path, base_image: str) -> str:
-    """sha256 over the Dockerfile, ``sandbox_image/``, the protocol and the base name."""
-    repo_root = Path(repo_root)
+    """sha256 over the Dockerfile, ``sandbox_image/``, the protocol and the base name (either layout)."""
+    layout = _layout(Path(repo_root))
     digest = hashlib.sha256()
 
     def add(label: str, data: bytes) -> None:
         digest.update(label.encode() + b"\0" + str(len(data)).encode() + b"\0" + data + b"\0")
 
-    for rel in (Path(DOCKERFILE), PROTOCOL):
-        path = repo_root / rel
+    for rel, path in ((Path(DOCKERFILE), layout.dockerfile), (PROTOCOL, layout.protocol)):
         if not path.is_file():
-            raise ImageBuildError(f"{path} is missing: is {repo_root} the rlm repository?")
+            raise ImageBuildError(f"{path} is missing: is {layout.root} the rlm repository or package?")
         add("file:" + rel.as_posix(), path.read_bytes())
-    for path in _image_files(repo_root):
-        add("file:" + path.relative_to(repo_root).as_posix(), path.read_bytes())
+    for name, path in _image_files(layout.root):
+        add(f"file:{IMAGE_DIR}/{name}", path.read_bytes())
     add("base", base_image.encode())
     return digest.hexdigest()
 
@@ -108,15 +136,27 @@ def _repository(image: str) -> str:
     return image.rsplit(":", 1)[0] if ":" in last else image
 
 
+def package_root() -> Path:
+    """The installed ``rlm.sandbox`` package folder, read with importlib.resources."""
+    root = importlib.resources.files(PACKAGE)
+    if not isinstance(root, Path):
+        raise ImageBuildError(f"the {PACKAGE} package is not installed as files ({root})",
+                              hint="install rlm from a wheel or the repository (pip install .)")
+    return root
+
+
 def repo_root_default() -> Path:
-    """The repository holding Dockerfile.sandbox: the one this module was loaded from
-    (an editable install), else the current directory."""
-    here = Path(__file__).resolve().parents[2]
-    for root in (here, Path.cwd()):
-        if (root / DOCKERFILE).is_file() and (root / PROTOCOL).is_file():
-            return root
-    raise ImageBuildError(f"{DOCKERFILE} not found next to {here} nor in {Path.cwd()}",
-                          hint="run this from the rlm repository (pip install -e .)")
+    """The source root to build from: the installed package (a wheel, or an editable install
+    whose symlinks lead to the checkout's sources)."""
+    root = package_root()
+    layout = _layout(root)
+    missing = [p for p in (layout.dockerfile, layout.protocol, layout.guest / "requirements.txt")
+               if not p.is_file()]
+    if missing:
+        raise ImageBuildError(f"the installed rlm package lacks the sandbox sources: {missing[0]} is missing",
+                              hint="reinstall rlm (pip install .); in a checkout, restore the symlinks "
+                                   "rlm/sandbox/guest and rlm/sandbox/Dockerfile.sandbox (git checkout)")
+    return root
 
 
 # -- status --------------------------------------------------------------------------------
@@ -206,7 +246,7 @@ def build_image(engine: "Engine", repo_root: Path, *, image: str = DEFAULT_IMAGE
                               hint="use a base image that has python3 (e.g. python:3.11-slim)")
     progress(f"base image {base} has Python {pyver}")
 
-    wheels = download_wheels(repo_root / REQUIREMENTS, pyver, progress=progress)
+    wheels = download_wheels(_layout(repo_root).guest / "requirements.txt", pyver, progress=progress)
 
     with tempfile.TemporaryDirectory(prefix="rlm-build-") as tmp:
         context = Path(tmp)
@@ -246,14 +286,15 @@ def _choose_default_base(engine: "Engine", progress: Progress) -> str:
 
 def _assemble_context(repo_root: Path, wheels: Path, context: Path) -> None:
     """Dockerfile, sandbox_image/ (no caches), protocol.py and the wheels: nothing else."""
-    shutil.copy2(repo_root / DOCKERFILE, context / DOCKERFILE)
+    layout = _layout(repo_root)
+    shutil.copyfile(layout.dockerfile, context / DOCKERFILE)
     image_dir = context / IMAGE_DIR
     image_dir.mkdir()
-    for path in _image_files(repo_root):
-        target = image_dir / path.relative_to(repo_root / IMAGE_DIR)
+    for name, path in _image_files(repo_root):
+        target = image_dir / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(path, target)
-    shutil.copy2(repo_root / PROTOCOL, context / "protocol.py")
+        shutil.copyfile(path, target)
+    shutil.copyfile(layout.protocol, context / "protocol.py")
     wheel_dir = context / "wheels"
     wheel_dir.mkdir()
     for whl in sorted(wheels.glob("*.whl")):

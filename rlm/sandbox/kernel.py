@@ -21,9 +21,9 @@ from jupyter_client.session import Session
 
 from rlm.errors import SandboxError
 from rlm.sandbox.execution import OutputCap
+from rlm.sandbox.protocol import STATE_MIME
 from rlm.sandbox.rundir import SocketPath
 
-STATE_MIME = "application/vnd.rlm.state+json"
 DELIM = b"<IDS|MSG>"
 
 

@@ -18,7 +18,98 @@ import struct
 
 VERSION = 1
 HEADER = struct.Struct(">I")
-DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # 8 MiB
+DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # 8 MiB: requests from the REPL (RLM_BRIDGE_MAX_FRAME)
+REPLY_MAX_FRAME = 64 * 1024 * 1024   # replies from the host to the REPL
+
+# -- the vocabulary shared by host and guest: every name below is spelled here only --------
+
+# Per-cell state the REPL publishes as one display message of this MIME type.
+STATE_MIME = "application/vnd.rlm.state+json"
+
+# Container paths (host folders are bind-mounted there).
+CONTAINER_RUN = "/rlm/run"          # read-write: the kernel's sockets and connection file
+CONTAINER_BRIDGE = "/rlm/bridge"    # read-only: the sockets the host serves
+CONTAINER_CONTEXT = "/rlm/context"  # read-only: the context file or folder
+GUEST_DIR = "/opt/rlm"              # the guest code inside the image
+SANDBOX_HOME = "/home/sandbox"
+CONTROL_SOCKET_NAME = "ctl.sock"    # supervisor <-> host
+BRIDGE_SOCKET_NAME = "llm.sock"     # REPL's llm_query family -> host
+CONNECTION_FILE_NAME = "kernel.json"
+CONTROL_SOCKET = f"{CONTAINER_BRIDGE}/{CONTROL_SOCKET_NAME}"
+BRIDGE_SOCKET = f"{CONTAINER_BRIDGE}/{BRIDGE_SOCKET_NAME}"
+CONNECTION_FILE = f"{CONTAINER_RUN}/{CONNECTION_FILE_NAME}"
+SUPERVISOR_COMMAND = ("python3", f"{GUEST_DIR}/supervisor.py")
+
+
+class Env:
+    """Environment variables the host sets for the container."""
+
+    CONTEXT_PATH = "RLM_CONTEXT_PATH"
+    CONTEXT_FORMAT = "RLM_CONTEXT_FORMAT"
+    AS_LIMIT = "RLM_AS_LIMIT"
+    OUTPUT_LIMIT = "RLM_OUTPUT_LIMIT"
+    FINAL_LIMIT = "RLM_FINAL_LIMIT"
+    BRIDGE_MAX_FRAME = "RLM_BRIDGE_MAX_FRAME"
+
+
+class ContextFormat:
+    """How the REPL loads the context (``Env.CONTEXT_FORMAT``)."""
+
+    TEXT = "text"
+    JSON = "json"
+    JSONL = "jsonl"
+    DIR = "dir"
+
+
+class Event:
+    """What the supervisor reports on the control socket (``{"event": ...}``)."""
+
+    HELLO = "hello"
+    KERNEL_READY = "kernel_ready"
+    KERNEL_EXIT = "kernel_exit"
+    KILLED = "killed"
+    ERROR = "error"
+    CONTROL_CLOSED = "control_closed"  # made by the host when the control connection closes
+
+
+class Command:
+    """What the host asks of the supervisor (``{"cmd": ...}``)."""
+
+    INTERRUPT = "interrupt"
+    KILL = "kill"
+    START = "start"
+    STOP = "stop"
+
+
+class Op:
+    """Bridge requests from the REPL (``{"op": ...}``)."""
+
+    LLM_QUERY = "llm_query"
+    LLM_QUERY_BATCHED = "llm_query_batched"
+    RLM_QUERY = "rlm_query"
+
+
+class ReplyKind:
+    """``kind`` of an error reply on the bridge."""
+
+    ERROR = "error"
+    REFUSED = "refused"
+    PROTOCOL = "protocol"
+
+
+class State:
+    """Keys of the per-cell state message (``STATE_MIME``)."""
+
+    FINAL = "final"
+    CONTEXT_RESTORED = "context_restored"
+    OUTPUT_DROPPED = "output_dropped"
+    CONTEXT_INFO = "context_info"
+    CONTEXT_ERROR = "context_error"  # the context could not be loaded in the kernel (text, with figures)
+
+
+# A bridge request made by the cell's own (main) thread carries WAITING: true; while one is
+# in flight the cell is waiting on a model, and that time does not count toward its timeout.
+WAITING = "waiting"
 
 
 class ProtocolError(Exception):
@@ -115,7 +206,7 @@ class FrameReader:
         return len(self._buf)
 
 
-def error_reply(request_id, message: str, *, kind: str = "error") -> dict:
+def error_reply(request_id, message: str, *, kind: str = ReplyKind.ERROR) -> dict:
     return {"v": VERSION, "id": request_id, "ok": False, "error": message, "kind": kind}
 
 

@@ -22,11 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rlm.errors import SandboxError
+from rlm.sandbox.protocol import CONNECTION_FILE_NAME, CONTAINER_BRIDGE, CONTAINER_CONTEXT, CONTAINER_RUN
 
-CONTAINER_RUN = "/rlm/run"
-CONTAINER_BRIDGE = "/rlm/bridge"
-CONTAINER_CONTEXT = "/rlm/context"
-KERNEL_FILES = frozenset({"kernel.json", "k-1", "k-2", "k-3", "k-4", "k-5"})
+__all__ = ["CONTAINER_BRIDGE", "CONTAINER_CONTEXT", "CONTAINER_RUN", "RunDirs", "SocketPath",
+           "write_connection_file"]
+
+KERNEL_FILES = frozenset({CONNECTION_FILE_NAME, "k-1", "k-2", "k-3", "k-4", "k-5"})
 
 
 def process_start_time(pid: int) -> str | None:
@@ -160,7 +161,7 @@ def write_connection_file(run: Path, key: str, sandbox_uid: int) -> dict:
     info = {"transport": "ipc", "ip": f"{CONTAINER_RUN}/k", "shell_port": 1, "iopub_port": 2,
             "stdin_port": 3, "control_port": 4, "hb_port": 5, "key": key,
             "signature_scheme": "hmac-sha256", "kernel_name": "rlm"}
-    path = run / "kernel.json"
+    path = run / CONNECTION_FILE_NAME
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(info, fh)

@@ -28,17 +28,18 @@ from pathlib import Path
 from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
 from rlm.sandbox.bridge import BridgeServer, Handler
 from rlm.sandbox.engine import ContainerSpec, Engine
-from rlm.sandbox.provisioner import container_spec
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.kernel import CellOutput, KernelClient, Outcome, new_key
+from rlm.sandbox.protocol import CONTAINER_CONTEXT, Command, ContextFormat, Event, State
+from rlm.sandbox.provisioner import container_spec
 from rlm.sandbox.reaper import reap_orphans
-from rlm.sandbox.rundir import (CONTAINER_CONTEXT, RunDirs,
-                                write_connection_file)
+from rlm.sandbox.rundir import RunDirs, write_connection_file
 from rlm.sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
 _open_sessions: "weakref.WeakSet[SandboxSession]" = weakref.WeakSet()
+_DEATHS = (Event.KERNEL_EXIT, Event.CONTROL_CLOSED)
 
 
 @atexit.register
@@ -77,31 +78,74 @@ def _signal_name(code: int | None) -> str:
 
 def _checked_state(state: dict, final_limit: int) -> tuple[str | None, dict]:
     """The REPL's per-cell state message comes from the sandbox: keep known keys, within bounds."""
-    final = state.get("final")
+    final = state.get(State.FINAL)
     if not isinstance(final, str):
         final = None
     elif len(final) > final_limit + 200:
         final = final[:final_limit] + f"\n[... answer truncated: {len(final) - final_limit} characters dropped ...]"
     meta: dict = {}
-    dropped = state.get("output_dropped")
+    dropped = state.get(State.OUTPUT_DROPPED)
     if isinstance(dropped, int):
-        meta["output_dropped"] = dropped
-    info = state.get("context_info")
+        meta[State.OUTPUT_DROPPED] = dropped
+    failure = state.get(State.CONTEXT_ERROR)
+    if isinstance(failure, str):
+        meta[State.CONTEXT_ERROR] = failure[:2000]
+    info = state.get(State.CONTEXT_INFO)
     if isinstance(info, dict):
         clean = {k: info[k] for k in ("kind", "total_chars", "n_documents") if isinstance(info.get(k), (str, int))}
         if isinstance(info.get("preview"), str):
             clean["preview"] = info["preview"][:2000]
         if isinstance(clean.get("kind"), str):
             clean["kind"] = clean["kind"][:50]
-        meta["context_info"] = clean
+        meta[State.CONTEXT_INFO] = clean
     return final, meta
 
 
 def context_format(path: Path) -> str:
     if path.is_dir():
-        return "dir"
+        return ContextFormat.DIR
     suffix = path.suffix.lower()
-    return {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "text")
+    return {".json": ContextFormat.JSON, ".jsonl": ContextFormat.JSONL,
+            ".ndjson": ContextFormat.JSONL}.get(suffix, ContextFormat.TEXT)
+
+
+KERNEL_HEADROOM_BYTES = 256 * 1024 * 1024  # the kernel's own address space (about 210 MB) and some room
+_MIB = 1024 * 1024
+
+
+def _context_bytes(path: Path) -> int:
+    """Bytes the REPL reads to load ``path`` (a folder: its files, no links followed)."""
+    if not path.is_dir():
+        return path.stat().st_size
+    total = 0
+    for root, _dirs, files in os.walk(path):
+        for name in files:
+            try:
+                info = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            total += info.st_size
+    return total
+
+
+def check_context_fits(path: Path, settings: SandboxSettings) -> None:
+    """Refuse, before anything starts, a context the kernel cannot load as a ``str`` (or list of them).
+
+    Loading holds the file's bytes and the decoded text at once, so it needs about twice the
+    file's size within the kernel's address-space limit, besides the kernel itself."""
+    size = _context_bytes(path)
+    need = 2 * size + KERNEL_HEADROOM_BYTES
+    limit = settings.address_space_limit_bytes
+    if need <= limit:
+        return
+    other = settings.memory_mb - limit // _MIB  # tmpfs sizes and margin, outside the kernel's limit
+    at_least = -(-need // _MIB) + other
+    raise ContextError(
+        f"the context {path.name} ({size / _MIB:.0f} MB) does not fit in the sandbox's memory: loading it "
+        f"needs about {need / _MIB:.0f} MB (twice its size, plus {KERNEL_HEADROOM_BYTES // _MIB} MB for the "
+        f"kernel), and the kernel may use {limit / _MIB:.0f} MB of the sandbox's memory_mb={settings.memory_mb}",
+        hint=f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or --memory-mb if your "
+             f"command has it), or give a smaller context")
 
 
 class SandboxSession:
@@ -194,11 +238,12 @@ class SandboxSession:
         started = time.perf_counter()
         out = CellOutput(self.settings.output_limit_bytes)
         msg_id = self._client.start_execute(code)
-        outcome = self._collect(msg_id, out, time.monotonic() + timeout)
+        outcome = self._collect_cell(msg_id, out, timeout)
         result = Execution()
         if outcome is Outcome.TIMEOUT:
             result.timed_out = True
-            self._bridge.send_control("interrupt")
+            self._bridge.send_control(Command.INTERRUPT)
+            self._bridge.cancel_in_flight()  # the cell is abandoned: so are its sub-calls
             outcome = self._collect(msg_id, out, time.monotonic() + self.settings.interrupt_grace_s)
             if outcome is Outcome.COMPLETED:
                 result.notice = (f"The cell timed out after {timeout:g} s and was interrupted; "
@@ -212,6 +257,7 @@ class SandboxSession:
         elif outcome is Outcome.WOKEN:
             event = self._take_death()
             if event is not None:
+                self._bridge.cancel_in_flight()
                 result.restarted = self._restart(reason=event)
                 result.state_lost = True
                 result.notice = (f"The kernel died while running this cell ({event}); "
@@ -224,7 +270,29 @@ class SandboxSession:
             result.restarted = result.restarted or recovered
         result.duration_s = time.perf_counter() - started
         self._fill(result, out)
+        failure = result.meta.get(State.CONTEXT_ERROR)
+        if failure:
+            raise ContextError(f"the sandbox could not load the context: {failure}",
+                               hint="raise memory_mb (RLM_MEMORY_MB) for a context too large for the sandbox; "
+                                    "check the file otherwise")
         return result
+
+    def _collect_cell(self, msg_id: str, out: CellOutput, timeout: float) -> Outcome:
+        """Collect a cell's output until it completes or has used ``timeout`` seconds of code time.
+
+        Time during which the cell's own thread waits on the bridge (llm_query and the like) is
+        model time: it does not count (a sub-call has its own request timeout)."""
+        started, waited_before = time.monotonic(), self._bridge.waited_seconds()
+        while True:
+            used = (time.monotonic() - started) - (self._bridge.waited_seconds() - waited_before)
+            left = timeout - used
+            if left <= 0 and not self._bridge.waiting:
+                return Outcome.TIMEOUT
+            # while the cell waits on the bridge, look again soon; otherwise wait for what is left
+            step = 0.25 if self._bridge.waiting else max(left, 0.001)
+            outcome = self._collect(msg_id, out, time.monotonic() + step)
+            if outcome is not Outcome.TIMEOUT:
+                return outcome
 
     def attach_context(self, context: str | os.PathLike) -> None:
         """Give a started (warm) session its context: placed in its read-only context folder
@@ -252,7 +320,8 @@ class SandboxSession:
 
     def interrupt(self) -> None:
         if self._bridge is not None:
-            self._bridge.send_control("interrupt")
+            self._bridge.send_control(Command.INTERRUPT)
+            self._bridge.cancel_in_flight()
 
     def close(self) -> None:
         """Remove the container and the run folders; safe to call any number of times."""
@@ -270,6 +339,7 @@ class SandboxSession:
                 log.warning("could not remove container %s: %s", self._container[:12], exc)
             self._container = None
         if self._bridge is not None:
+            self._bridge.cancel_in_flight()
             self._bridge.close()
         if self._dirs is not None:
             self._dirs.remove()
@@ -293,6 +363,7 @@ class SandboxSession:
             raise ContextError(f"context is not a regular file or folder: {path}")
         if not os.access(path, os.R_OK):
             raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
+        check_context_fits(path, self.settings)
 
     def _spec(self) -> ContainerSpec:
         context: tuple[Path, str] | None = None
@@ -308,7 +379,7 @@ class SandboxSession:
         self._connection = write_connection_file(self._dirs.run, new_key(), self._sandbox_uid)
         self._dirs.unlock_run(self._sandbox_uid)
         self._container = self._engine.run(self._spec())
-        self._await_event("hello", self.settings.start_timeout_s)
+        self._await_event(Event.HELLO, self.settings.start_timeout_s)
         self._await_kernel(self.settings.start_timeout_s)
 
     def _await_event(self, name: str, timeout: float) -> dict:
@@ -326,7 +397,7 @@ class SandboxSession:
             kind = event.get("event")
             if kind == name:
                 return event
-            if kind in ("control_closed", "kernel_exit", "error"):
+            if kind in (Event.CONTROL_CLOSED, Event.KERNEL_EXIT, Event.ERROR):
                 raise SandboxError(f"the sandbox failed while starting: {self._describe(event)}")
 
     def _check_container_alive(self) -> None:
@@ -337,7 +408,7 @@ class SandboxSession:
                                hint="run `rlm sandbox build --force` to rebuild the image")
 
     def _await_kernel(self, timeout: float) -> None:
-        self._await_event("kernel_ready", timeout)
+        self._await_event(Event.KERNEL_READY, timeout)
         if self._client is not None:
             self._client.close()
         self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
@@ -375,7 +446,7 @@ class SandboxSession:
                 return Outcome.WOKEN
 
     def _has_death(self) -> bool:
-        return any(e.get("event") in ("kernel_exit", "control_closed") for e in list(self._events.queue))
+        return any(e.get("event") in _DEATHS for e in list(self._events.queue))
 
     def _take_death(self) -> str | None:
         reason = None
@@ -384,18 +455,18 @@ class SandboxSession:
                 event = self._events.get_nowait()
             except queue.Empty:
                 return reason
-            if event.get("event") in ("kernel_exit", "control_closed"):
+            if event.get("event") in _DEATHS:
                 reason = reason or self._describe(event)
 
     def _describe(self, event: dict) -> str:
         kind = event.get("event")
-        if kind == "kernel_exit":
+        if kind == Event.KERNEL_EXIT:
             code = event.get("code")
             text = _signal_name(code)
             if code in (-9, 137):
                 text += ", probably out of memory"
             return text
-        if kind == "control_closed":
+        if kind == Event.CONTROL_CLOSED:
             return "the container stopped"
         return str(event.get("message") or kind)
 
@@ -417,12 +488,12 @@ class SandboxSession:
     def _restart(self, reason: str) -> str:
         """Kernel restart through the supervisor; container recreation when that fails."""
         log.info("restarting sandbox %s: %s", self.id, reason)
-        if self._bridge.send_control("kill"):
+        if self._bridge.send_control(Command.KILL):
             try:
-                self._await_event("killed", min(self.settings.start_timeout_s, 20.0))
+                self._await_event(Event.KILLED, min(self.settings.start_timeout_s, 20.0))
                 # no process of the old kernel is left: the new one may create its sockets
                 self._dirs.unlock_run(self._sandbox_uid)
-                self._bridge.send_control("start")
+                self._bridge.send_control(Command.START)
                 self._await_kernel(min(self.settings.start_timeout_s, 20.0))
                 if self._attached is not None:
                     self._send_attach()  # a restarted kernel starts from the container's environment
@@ -453,7 +524,7 @@ class SandboxSession:
         display = out.display.text()
         result.display = [display.rstrip("\n")] if display else []
         result.truncated = bool(out.stdout.dropped or out.stderr.dropped or out.display.dropped
-                                or out.state.get("output_dropped") or out.lost_output)
+                                or out.state.get(State.OUTPUT_DROPPED) or out.lost_output)
         if out.lost_output:
             lost = "Some output was too large to transfer and was dropped."
             result.notice = f"{result.notice}\n{lost}" if result.notice else lost
@@ -461,5 +532,5 @@ class SandboxSession:
         result.error_name = out.error_name
         final, meta = _checked_state(out.state, self.settings.final_limit_chars)
         result.final = final
-        result.context_restored = bool(out.state.get("context_restored") is True)
+        result.context_restored = bool(out.state.get(State.CONTEXT_RESTORED) is True)
         result.meta = meta
