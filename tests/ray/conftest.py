@@ -8,7 +8,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
 from raycluster import RayCluster  # tests/ray/ is on sys.path (rootdir-style test folders)
 
 

@@ -132,8 +132,8 @@ class RayCluster:
         return self._start(f"node{len(self.nodes)}", ["--address", self.address])
 
     def alive_nodes(self) -> int:
-        code = ("import ray; ray.init(address=%r, logging_level='ERROR', log_to_driver=False); "
-                "print(sum(1 for n in ray.nodes() if n['Alive']))" % self.address)
+        code = (f"import ray; ray.init(address={self.address!r}, logging_level='ERROR', log_to_driver=False); "
+                "print(sum(1 for n in ray.nodes() if n['Alive']))")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=self.env,
                              timeout=120)
         try:

@@ -117,6 +117,22 @@ def test_eight_queries_run_on_both_nodes(engine, two_nodes: RayCluster, tmp_path
     assert containers_of(engine, pids) == []
 
 
+def test_a_node_without_the_image_is_a_fatal_error_naming_the_node(two_nodes: RayCluster, tmp_path: Path) -> None:
+    with FakeModelServer(root_default=SOLVE) as server:
+        spec = make_spec(tmp_path, server.url, 2)
+        spec.write_text(spec.read_text().replace("max_retries: 0}", "max_retries: 0, image: 'rlm-sandbox:not-on-nodes'}"))
+        proc = start(spec, two_nodes)
+        _out, err = finish(proc)
+        flat = " ".join(err.split())
+        assert proc.returncode == 3, err[-3000:]
+        assert "the sandbox image rlm-sandbox:not-on-nodes is not built there" in flat
+        node_ids = [n.node_id() for n in two_nodes.nodes]
+        assert any(f"({node_id[:12]})" in flat for node_id in node_ids if node_id)   # names the node
+        assert "rlm sandbox build" in flat
+        assert server.requests == []                         # the check comes before any model call
+    assert lines(tmp_path / "out.jsonl") == []
+
+
 def test_sigterm_of_the_driver_cancels_the_tasks_and_removes_their_containers(
         engine, two_nodes: RayCluster, tmp_path: Path) -> None:
     with FakeModelServer(root=[{"content": SOLVE, "delay_s": 3.0}] * 20, root_default=SOLVE) as server:

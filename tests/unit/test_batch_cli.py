@@ -62,3 +62,53 @@ def test_benchmark_with_no_server_configured_goes_to_the_embedded_model(tmp_path
     assert result.exit_code == 4, result.output
     assert "no model server answers at http://localhost:11434/v1" in result.output
     assert "rlm model install" in result.output
+
+
+def test_executor_ray_without_ray_installed_is_a_usage_error_saying_how_to_install(tmp_path: Path,
+                                                                                   monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)            # `import ray` now fails as if not installed
+    spec = tmp_path / "s.yaml"
+    with FakeModelServer() as server:
+        spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
+                        "queries: [{id: a, question: Q, context: x}]\n")
+        for args in (["--executor", "ray"], ["--executor", "ray", "--address", "127.0.0.1:1"]):
+            result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), *args])
+            assert result.exit_code == 2, result.output
+            assert "the ray executor needs Ray" in result.output and "pip install 'rlm[ray]'" in result.output
+        spec.write_text(spec.read_text() + "executor: ray\n")   # the same from the spec
+        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+        assert result.exit_code == 2 and "pip install 'rlm[ray]'" in result.output
+        assert server.requests == []
+
+
+def test_bad_executor_flags_exit_2(tmp_path: Path) -> None:
+    spec = tmp_path / "s.yaml"
+    spec.write_text("model: {base_url: 'http://127.0.0.1:9/v1'}\nqueries: [{id: a, question: Q, context: x}]\n")
+    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--address", "127.0.0.1:1"])
+    assert result.exit_code == 2 and "--address is for the ray executor" in result.output
+    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--executor", "dask"])
+    assert result.exit_code == 2 and "--executor must be local or ray" in result.output
+
+
+def test_a_spec_reaching_outside_its_folder_exits_2_naming_the_query_and_path(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("private\n")
+    folder = tmp_path / "received"
+    folder.mkdir()
+    spec = folder / "s.yaml"
+    with FakeModelServer() as server:
+        spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
+                        f"queries: [{{id: exfil, question: Q, context_file: '{secret}'}}]\n")
+        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet"])
+        assert result.exit_code == 2, result.output
+        flat = " ".join(result.output.split())
+        assert "queries[0] (id exfil): context_file" in flat and str(secret) in flat
+        assert "--allow-outside-paths" in flat
+        assert server.requests == []
+        (folder / "s.results.jsonl").write_text('{"id": "exfil", "status": "ok", "answer": "x"}\n')
+        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet",
+                                                       "--allow-outside-paths"])
+        assert result.exit_code == 0, result.output           # accepted (and already done: no request)
+        assert server.requests == []

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from rlm.jobs import LocalExecutor, ResultWriter, load_spec, read_results, select_queries, summarize
 from rlm.config import Settings, settings_from_mapping
 from rlm.errors import ConfigError
+from rlm.jobs import LocalExecutor, ResultWriter, load_spec, read_results, select_queries, summarize
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,3 +223,200 @@ def test_example_spec_is_valid() -> None:
     spec = load_spec(REPO / "configs" / "examples" / "batch.yaml")
     assert [q.id for q in spec.queries] == ["topic", "lead", "stations", "milestones"]
     assert spec.concurrency == 2
+
+
+# ------------------------------------------------------------------ paths may not leave the spec's folder
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    """A private file next to (not inside) the spec's folder."""
+    write(tmp_path / "secret.txt", "the user's private file\n")
+    return tmp_path / "secret.txt"
+
+
+@pytest.fixture
+def specdir(tmp_path: Path) -> Path:
+    write(tmp_path / "spec" / "docs" / "a.txt", "alpha\n")
+    return tmp_path / "spec"
+
+
+@pytest.mark.parametrize("key, raw", [
+    ("context_file", "../secret.txt"),
+    ("context_file", "docs/../../secret.txt"),
+    ("context_file", "ABS"),
+    ("context_dir", ".."),
+])
+def test_context_paths_leaving_the_spec_folder_are_refused(specdir: Path, outside: Path, key: str, raw: str) -> None:
+    raw = str(outside) if raw == "ABS" else raw
+    spec = write(specdir / "s.yaml", f"queries:\n  - {{id: steal, question: Q, {key}: '{raw}'}}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec)
+    msg = info.value.message
+    assert "queries[0] (id steal)" in msg and raw in msg and "leaves the spec's folder" in msg
+    assert "--allow-outside-paths" in msg
+    ok = load_spec(spec, allow_outside_paths=True)            # the explicit flag lifts the rule
+    assert getattr(ok.queries[0], key) == (specdir / raw).resolve()
+
+
+def test_symlinks_that_escape_count_as_leaving(specdir: Path, outside: Path) -> None:
+    (specdir / "docs" / "link.txt").symlink_to(outside)
+    (specdir / "set").mkdir()
+    (specdir / "set" / "fine.txt").write_text("fine\n")
+    (specdir / "set" / "sneaky.txt").symlink_to(outside)
+    (specdir / "docs" / "inner.txt").symlink_to(specdir / "docs" / "a.txt")   # inside: fine
+    spec = write(specdir / "s.yaml", "queries:\n"
+                 "  - {id: a, question: Q, context_file: docs/link.txt}\n"
+                 "  - {id: b, question: Q, context_dir: set}\n"
+                 "  - {id: c, question: Q, context_file: docs/inner.txt}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(spec)
+    msg = info.value.message
+    assert msg.startswith("2 problems")
+    assert "queries[0] (id a): context_file docs/link.txt leaves the spec's folder" in msg
+    assert f"(it resolves to {outside.resolve()})" in msg
+    assert "queries[1] (id b): context_dir set holds symlinks that leave" in msg and "sneaky.txt" in msg
+    assert "id c" not in msg
+
+
+def test_top_level_context_and_context_root(specdir: Path, outside: Path, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"top level: context_file \.\./secret\.txt leaves"):
+        load_spec(write(specdir / "s.yaml", "context_file: ../secret.txt\nqueries: [{id: a, question: Q}]\n"))
+    # a context_root inside the spec's folder narrows the rule
+    write(specdir / "data" / "d.txt", "d\n")
+    narrowed = write(specdir / "n.yaml", "context_root: data\nqueries:\n"
+                     "  - {id: a, question: Q, context_file: data/d.txt}\n"
+                     "  - {id: b, question: Q, context_file: docs/a.txt}\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(narrowed)
+    assert "queries[1] (id b): context_file docs/a.txt leaves context_root" in info.value.message
+    assert "id a" not in info.value.message
+    # a spec cannot widen its own reach ...
+    wide = write(specdir / "w.yaml", "context_root: ..\nqueries: [{id: a, question: Q, context_file: ../secret.txt}]\n")
+    with pytest.raises(ConfigError, match="a spec cannot widen its own reach"):
+        load_spec(wide)
+    # ... the user can, on the command line
+    spec = load_spec(wide, context_root=tmp_path)
+    assert spec.queries[0].context_file == outside.resolve()
+
+
+# ------------------------------------------------------------------ executor
+@pytest.mark.parametrize("text, kind, address", [
+    ("", "local", None),
+    ("executor: ray\n", "ray", None),
+    ("executor: {kind: ray, address: '10.0.0.5:6379'}\n", "ray", "10.0.0.5:6379"),
+    ("executor: {address: 'ray://head:10001'}\n", "ray", "ray://head:10001"),
+])
+def test_executor_in_the_spec(folder: Path, text: str, kind: str, address: str | None) -> None:
+    spec = load_spec(write(folder / "s.yaml", text + "queries: [{id: a, question: Q, context: x}]\n"))
+    assert (spec.executor, spec.address) == (kind, address)
+
+
+def test_executor_problems_and_command_line(folder: Path) -> None:
+    bad = write(folder / "s.yaml", "executor: {kind: rai, adress: x}\nqueries: [{id: a, question: Q, context: x}]\n")
+    with pytest.raises(ConfigError) as info:
+        load_spec(bad)
+    msg = info.value.message
+    assert "executor must be one of local, ray, got 'rai' (did you mean 'ray'?)" in msg
+    assert "executor: unknown key 'adress' (did you mean 'address'?)" in msg
+    plain = write(folder / "p.yaml", "queries: [{id: a, question: Q, context: x}]\n")
+    with pytest.raises(ConfigError, match="--address is for the ray executor"):
+        load_spec(plain, address="127.0.0.1:1")
+    spec = load_spec(write(folder / "r.yaml", "executor: ray\nqueries: [{id: a, question: Q, context: x}]\n"),
+                     executor="local")
+    assert spec.executor == "local"
+    assert load_spec(plain, executor="ray", address="h:1").address == "h:1"
+
+
+# ------------------------------------------------------------------ the one job loop
+def test_job_loop_hands_back_results_and_stops_on_a_fatal_error() -> None:
+    from rlm.errors import ModelUnreachable
+    from rlm.jobs import CancelToken, Outcome, run_jobs
+
+    got: list[tuple[int, int]] = []
+    reported: list[dict] = []
+
+    class Rec:
+        def start(self, total: int, to_run: int, skipped: int) -> None:
+            reported.append({"start": (total, to_run, skipped)})
+
+        def query_done(self, record: dict) -> None:
+            reported.append(record)
+
+        def finish(self) -> None:
+            reported.append({"finish": True})
+
+    def accept(item: int, result: int) -> dict:
+        got.append((item, result))
+        return {"id": item}
+
+    n = run_jobs(LocalExecutor(2), lambda i: i * i if i != 3 else None, [1, 2, 3, 4],
+                 Outcome(accept), token=CancelToken(), reporter=Rec(), total=6, skipped=2)
+    assert n == 3 and sorted(got) == [(1, 1), (2, 4), (4, 16)]           # None: stopped, nothing kept
+    assert reported[0] == {"start": (6, 4, 2)} and reported[-1] == {"finish": True}
+
+    gate = threading.Event()
+    started: list[int] = []
+
+    def job(i: int) -> int:
+        started.append(i)
+        if i == 0:
+            raise ModelUnreachable("down")
+        gate.wait(5)
+        return i
+
+    token = CancelToken()
+    with pytest.raises(ModelUnreachable):
+        run_jobs(LocalExecutor(1), job, list(range(5)), Outcome(accept), token=token, grace_s=0.2)
+    gate.set()
+    assert token.stopped and started[0] == 0 and len(started) <= 2     # the queued rest never started
+
+
+def test_job_loop_turns_non_fatal_executor_errors_into_results() -> None:
+    from rlm.errors import SandboxError
+    from rlm.jobs import CancelToken, Outcome, run_jobs
+
+    def job(i: int) -> str:
+        if i == 1:
+            raise SandboxError("lost with its node")
+        return f"ok {i}"
+
+    kept: dict[int, str] = {}
+    run_jobs(LocalExecutor(1), job, [0, 1, 2],
+             Outcome(lambda i, r: kept.__setitem__(i, r), lambda i, exc: f"error: {exc}"), token=CancelToken())
+    assert kept == {0: "ok 0", 1: "error: lost with its node", 2: "ok 2"}
+
+
+# ------------------------------------------------------------------ the Ray executor without a cluster
+def test_ray_is_imported_only_when_a_ray_executor_is_made() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, rlm.jobs, rlm.jobs.ray_executor, rlm.cli.batch\n"
+            "assert 'ray' not in sys.modules, 'ray imported eagerly'\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+
+
+def test_node_image_check_names_the_node_for_a_missing_or_stale_image(monkeypatch) -> None:
+    import rlm.sandbox.engine as engine_module
+    from rlm.errors import ImageMissing
+    from rlm.jobs import ray_executor
+
+    images = {"rlm-sandbox:latest": {"rlm.image.hash": "a" * 64}}
+
+    class FakeEngine:  # the node's Docker engine, as far as this check sees it
+        def image_labels(self, name: str) -> dict | None:
+            return images.get(name)
+
+        def close(self) -> None:
+            pass
+
+    monkeypatch.setattr(engine_module, "Engine", FakeEngine)
+    monkeypatch.setattr(ray_executor, "_node", lambda: ("f" * 56, "node-b"))
+    monkeypatch.setattr(ray_executor, "_checked", set())
+    ray_executor.check_node_image("rlm-sandbox:latest", frozenset({"a" * 64}))
+    with pytest.raises(ImageMissing) as info:
+        ray_executor.check_node_image("rlm-sandbox:latest", frozenset({"b" * 64}))
+    assert "node node-b (ffffffffffff): the sandbox image rlm-sandbox:latest is stale" in info.value.message
+    assert "hash aaaaaaaaaaaa, the driver expects bbbbbbbbbbbb" in info.value.message
+    with pytest.raises(ImageMissing, match=r"node node-b \(ffffffffffff\): the sandbox image other:1 is not built"):
+        ray_executor.check_node_image("other:1", None)
