@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
-from rlm.errors import LLMError, ModelUnreachable, RLMError
+from rlm.core.subcalls import SubCallHandler
+from rlm.errors import ModelUnreachable, RLMError
 from rlm.llm.base import Completion, ModelClient, Usage
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox.bridge import BridgeRefusal
-from rlm.core.subcalls import SubCallHandler
 
 
 def handler(client: ModelClient | None = None, **kw) -> tuple[SubCallHandler, list[dict]]:
@@ -233,3 +234,100 @@ def test_batches_over_real_http_leave_no_unclosed_connections():
     unclosed = [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)
                 and "unclosed" in str(w.message)]
     assert unclosed == []
+
+
+# ------------------------------------------------------------------------------ cancellation
+class HangingClient(ModelClient):
+    """Async replies that never come until cancelled; counts the cancellations it saw."""
+
+    def __init__(self) -> None:
+        self.started = threading.Semaphore(0)
+        self.cancelled = 0
+        self.lock = threading.Lock()
+
+    def complete(self, messages, *, model, temperature=None, max_tokens=None):
+        raise AssertionError("sub-calls must run on the handler's loop")
+
+    async def acomplete(self, messages, *, model, temperature=None, max_tokens=None):
+        self.started.release()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            with self.lock:
+                self.cancelled += 1
+            raise
+        raise AssertionError("unreachable")
+
+    def list_models(self):
+        return ["sub"]
+
+
+def _in_thread(h: SubCallHandler, request: dict) -> tuple[threading.Thread, list]:
+    out: list = []
+
+    def go() -> None:
+        try:
+            out.append(h(request))
+        except BridgeRefusal as exc:
+            out.append(exc)
+
+    thread = threading.Thread(target=go, daemon=True)
+    thread.start()
+    return thread, out
+
+
+@pytest.mark.parametrize("request_, n", [({"op": "llm_query", "prompt": "x"}, 1),
+                                         ({"op": "llm_query_batched", "prompts": ["a", "b", "c"]}, 3)])
+def test_cancel_stops_the_requests_in_flight_and_gives_their_budget_back(request_, n):
+    client = HangingClient()
+    h, events = handler(client, max_calls=5)
+    thread, out = _in_thread(h, request_)
+    for _ in range(n):
+        assert client.started.acquire(timeout=5)
+    assert h.calls == n and h.in_flight == 1
+    h.cancel()
+    thread.join(timeout=5)
+    assert not thread.is_alive()
+    assert isinstance(out[0], BridgeRefusal) and "cancelled" in str(out[0])
+    assert h.calls == 0 and events == [] and h.in_flight == 0  # not counted
+    deadline = time.monotonic() + 5
+    while client.cancelled < n and time.monotonic() < deadline:  # cancelled on the loop, just after
+        time.sleep(0.01)
+    assert client.cancelled == n  # the model requests themselves were cancelled
+    h.close()
+
+
+def test_a_call_that_finishes_after_its_cell_was_abandoned_is_not_counted():
+    gate = threading.Event()
+
+    class LateClient(ScriptedClient):
+        async def acomplete(self, messages, *, model, temperature=None, max_tokens=None):
+            await asyncio.get_running_loop().run_in_executor(None, gate.wait, 5)
+            return Completion(text="late", model=model, usage=Usage(1, 1, 1))
+
+    h, events = handler(LateClient(lambda msgs, model: "late"))
+    thread, out = _in_thread(h, {"op": "llm_query", "prompt": "x"})
+    deadline = time.monotonic() + 5
+    while h.in_flight == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    with h._lock:  # the cell is abandoned while the reply is on its way (what cancel() does first)
+        h._epoch += 1
+    gate.set()
+    thread.join(timeout=5)
+    assert isinstance(out[0], BridgeRefusal)
+    assert h.calls == 0 and events == [] and not h.usage
+    h.close()
+
+
+def test_close_cancels_what_is_in_flight_and_refuses_new_calls():
+    client = HangingClient()
+    h, _ = handler(client)
+    thread, out = _in_thread(h, {"op": "llm_query", "prompt": "x"})
+    assert client.started.acquire(timeout=5)
+    started = time.monotonic()
+    h.close()
+    thread.join(timeout=5)
+    assert time.monotonic() - started < 5
+    assert isinstance(out[0], BridgeRefusal) and h.calls == 0 and client.cancelled == 1
+    with pytest.raises(BridgeRefusal, match="run is over"):
+        h({"op": "llm_query", "prompt": "y"})
