@@ -185,8 +185,17 @@ JS = r"""
   }
   var button = document.getElementById('open-all');
   if (button) { button.addEventListener('click', openAll); }
-  var pres = document.querySelectorAll('pre.hl');
-  for (var i = 0; i < pres.length; i++) { if (!pres[i].classList.contains('preview')) { highlight(pres[i]); } }
+  // The first blocks are highlighted now, the others when they come near the viewport.
+  var pres = document.querySelectorAll('pre.hl'), EAGER = 40;
+  var observer = ('IntersectionObserver' in window && location.hash !== '#open-all') ?
+    new IntersectionObserver(function (entries) {
+      entries.forEach(function (entry) {
+        if (entry.isIntersecting) { observer.unobserve(entry.target); highlight(entry.target); }
+      });
+    }, {rootMargin: '800px 0px'}) : null;
+  for (var i = 0; i < pres.length; i++) {
+    if (i < EAGER || observer === null) { highlight(pres[i]); } else { observer.observe(pres[i]); }
+  }
   var only = document.getElementById('only-bad');
   if (only) { only.addEventListener('change', function () { document.body.classList.toggle('only-bad', only.checked); }); }
   if (location.hash === '#open-all') { openAll(); }

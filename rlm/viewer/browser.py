@@ -15,7 +15,7 @@ from rlm.errors import UsageError
 NAMES = ("chromium", "chromium-browser", "google-chrome")
 _FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
           "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
-          "--disable-default-apps", "--mute-audio", "--hide-scrollbars")
+          "--disable-default-apps", "--mute-audio", "--hide-scrollbars", "--disable-dev-shm-usage")
 
 
 def find_chromium() -> str | None:

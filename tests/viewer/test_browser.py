@@ -83,3 +83,19 @@ def test_results_page_links_open_the_trace_pages(tmp_path, browse):
     linked = browse(target)
     assert "question 0" in linked.text and "data-ready-ms" in linked.root_attrs
     assert "3 queries" in dom.text and "mean score 1.000" in dom.text
+
+
+def test_many_code_blocks_are_highlighted_near_the_viewport_or_all_when_opened(tmp_path, browse):
+    events = [{"t": 0.1, "kind": "run_start", "question": "q", "context": {}}]
+    for n in range(1, 61):
+        events.append({"t": n, "kind": "model_reply", "iteration": n, "latency_s": 0.5,
+                       "text": f"```repl\nfor i in range({n}): print(i)\n```"})
+    trace = tmp_path / "many.jsonl"
+    trace.write_text("".join(json.dumps(e) + "\n" for e in events))
+    page = write_view(trace)
+
+    def highlighted(dom) -> int:
+        return sum(1 for tag, a in dom.elements if tag == "span" and a.get("class") == "k") // 2  # for, in
+
+    assert 40 <= highlighted(browse(page)) <= 60
+    assert highlighted(browse(page, "open-all")) == 60
