@@ -178,7 +178,7 @@ def _check_folder(folder: Path, max_bytes: int) -> int:
     return total
 
 
-def check_file(path: str | os.PathLike, *, max_bytes: int, allow_dir: bool = False) -> ContextSource:
+def check_file(path: str | os.PathLike[str], *, max_bytes: int, allow_dir: bool = False) -> ContextSource:
     """Check a context file (``-f``) or folder (``allow_dir``, ``--context-dir``) without ever opening
     anything but regular files; every problem is a ``ContextError`` naming the file."""
     p = Path(path).expanduser()

@@ -11,6 +11,14 @@ Rules for a reply (see README "How replies are read"):
   run ends after that cell and later blocks are not run;
 * then a FINAL(...) / FINAL_VAR(name) in the text (outside code) ends the run;
 * a reply with neither gets a nudge.
+
+Recovery from small models' mistakes (each recorded in the trace as a ``note``):
+* a cell that is only ``FINAL(...)`` and fails because its argument is not Python (or is a
+  formula over undefined names, ``FINAL(0 <= x < 256)``) answers with the literal text;
+* a block whose code (whitespace normalised) is the cell that ran last is not run again: its
+  known output is reused, and the model is told what to change; a block that repeats older
+  code runs, and if it prints the same output again the model is told the same way;
+* at the iteration limit the answer never keeps code fences or a ``FINAL(`` wrapper.
 """
 
 from __future__ import annotations
@@ -19,19 +27,20 @@ import json
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
-from rlm.core import parsing, prompts
 from rlm.config import Settings
+from rlm.core import parsing, prompts
 from rlm.core.context import ContextSource, inline_text
-from rlm.llm.base import ModelClient, Usage
-from rlm.sandbox import Execution, SandboxSession
-from rlm.core.subcalls import SubCallHandler
+from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
+from rlm.llm.base import Message, ModelClient, Usage, report_waits
+from rlm.sandbox import Execution, SandboxSession
 
-Progress = Callable[[str, dict], None]
+Progress = Callable[[str, dict[str, Any]], None]
 SessionFactory = Callable[[Path | None], SandboxSession]
 
 
@@ -47,7 +56,7 @@ class RunResult:
     phases: dict[str, float] = field(default_factory=dict)   # sandbox_start_s, model_s, execution_s
     error: str | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"answer": self.answer, "status": self.status, "iterations": self.iterations,
                 "sub_calls": self.sub_calls, "usage": {m: u.to_dict() for m, u in self.usage.items()},
                 "duration_s": round(self.duration_s, 3), "trace": self.trace, "error": self.error,
@@ -56,6 +65,17 @@ class RunResult:
 
 def _describe_cell(ex: Execution) -> str:
     return ex.output or "(no output)"
+
+
+@dataclass(frozen=True)
+class _KnownCell:
+    """A cell that ran: what the model was shown, to answer an identical block without running it."""
+
+    code: str            # normalised (parsing.normalize_code)
+    iteration: int
+    output: str          # as shown to the model (sanitised, truncated, with notes)
+    error_name: str | None
+    timed_out: bool
 
 
 class Orchestrator:
@@ -88,12 +108,12 @@ class Orchestrator:
                                enable_sub_calls=r.enable_sub_calls, max_sub_calls=r.max_sub_calls,
                                max_sub_call_chars=r.max_sub_call_chars, max_depth=r.max_depth, depth=self.depth)
 
-    def child_runner(self, trace_dir: Path):
+    def child_runner(self, trace_dir: Path) -> ChildRunner | None:
         """What rlm_query runs: a child RLM in its own session, one level deeper."""
         if self.depth + 1 > self.settings.run.max_depth:
             return None
 
-        def run_child(prompt: str, context_text: str | None) -> str:
+        def run_child(prompt: str, context_text: str | None) -> tuple[str, dict[str, Usage]]:
             child = Orchestrator(self.settings, self.client, session_factory=self.session_factory,
                                  depth=self.depth + 1)
             source = inline_text(context_text, max_bytes=self.settings.run.max_context_bytes) \
@@ -123,6 +143,8 @@ class _Run:
         self.phases = {"sandbox_start_s": 0.0, "model_s": 0.0, "execution_s": 0.0}
         self.iterations = 0
         self.seen_outputs: set[str] = set()  # cell outputs already shown to the model in this run
+        self.last_cell: _KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
+        self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.started = time.perf_counter()
         self.handler = SubCallHandler(
             orch.client, sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
@@ -130,9 +152,24 @@ class _Run:
             max_chars=self.s.run.max_sub_call_chars, concurrency=self.s.run.sub_call_concurrency,
             child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call)
 
-    def _on_sub_call(self, event: dict) -> None:
+    def _on_sub_call(self, event: dict[str, Any]) -> None:
         self.trace.event("sub_call", **event)
         self.o.progress("sub_call", event)
+
+    def _on_model_wait(self, kind: str, data: dict[str, Any]) -> None:
+        """The model server is silent or a request is retried: into the trace, and to the progress sink."""
+        self.trace.event("note", iteration=self.iterations, text=str(data.get("message", kind)))
+        self.o.progress(kind, data)
+
+    def _note(self, text: str) -> None:
+        self.trace.event("note", iteration=self.iterations, text=text)
+        self.o.progress("note", {"iteration": self.iterations, "text": text})
+
+    @property
+    def sess(self) -> SandboxSession:
+        if self.session is None:
+            raise RuntimeError("the run's session is not open")
+        return self.session
 
     def execute(self) -> RunResult:
         status, answer, error = "error", None, None
@@ -177,18 +214,20 @@ class _Run:
     # -- the loop ------------------------------------------------------------------------
     def _context_info(self) -> prompts.ContextInfo:
         ex = self._cell("_rlm_context_info()", record=False)
-        info = ex.meta.get("context_info") if isinstance(ex.meta.get("context_info"), dict) else {}
-        source = self.context.name if self.context else (
-            Path(self.session.context_path).name if self.session.context_path else "none")
+        raw = ex.meta.get("context_info")
+        info: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        context_path = self.sess.context_path
+        source = self.context.name if self.context else (Path(context_path).name if context_path else "none")
         return prompts.ContextInfo(kind=str(info.get("kind", "none")), total_chars=int(info.get("total_chars", 0)),
                                    n_documents=int(info.get("n_documents", 0)),
                                    preview=parsing.sanitize_for_terminal(str(info.get("preview", ""))),
                                    source=source)
 
-    def _ask(self, messages: list[dict]) -> str:
+    def _ask(self, messages: list[Message]) -> str:
         t0 = time.perf_counter()
-        completion = self.o.client.complete(messages, model=self.s.model.root_model,
-                                            temperature=self.s.model.temperature)
+        with report_waits(self._on_model_wait):
+            completion = self.o.client.complete(messages, model=self.s.model.root_model,
+                                                temperature=self.s.model.temperature)
         self.phases["model_s"] += time.perf_counter() - t0
         self.usage[completion.model].add(completion.usage)
         data = {"iteration": self.iterations, "text": completion.text, "model": completion.model,
@@ -199,7 +238,7 @@ class _Run:
 
     def _cell(self, code: str, *, record: bool = True) -> Execution:
         t0 = time.perf_counter()
-        ex = self.session.execute(code, timeout=self.s.sandbox.cell_timeout_s)
+        ex = self.sess.execute(code, timeout=self.s.sandbox.cell_timeout_s)
         self.phases["execution_s"] += time.perf_counter() - t0
         if record:
             output, cut = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
@@ -239,17 +278,37 @@ class _Run:
         blocks = parsing.find_code_blocks(reply)
         final = parsing.find_final(reply)
         outputs: list[tuple[str, str]] = []
-        for code in blocks:
+        repeats: list[str] = []
+        for n, code in enumerate(blocks, start=1):
+            normalized = parsing.normalize_code(code)
+            known = self.last_cell if self.last_cell is not None and self.last_cell.code == normalized else None
+            if known is not None:  # the kernel is in the state this cell left: its output is known
+                self._note(f"block {n} is the same as the cell of turn {known.iteration}: not run again, "
+                           "its output reused")
+                outputs.append((code, known.output))
+                repeats.append(self._repeat_notice(n, len(blocks), known, reused=True))
+                continue
             ex = self._cell(code)
+            if ex.final is not None:
+                return ex.final, ""
+            literal = parsing.literal_final_answer(code, ex.error_name)
+            if literal is not None:
+                self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
+                           f"literal text is the answer: {literal[:200]}")
+                return literal, ""
             output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
                                                 self.s.run.max_output_chars)
             if ex.context_restored:
                 note = prompts.context_restored_note()
                 output = f"{output}\n{note}"
                 self.trace.event("note", iteration=self.iterations, text=note)
+            earlier = self.sent_cells.get(normalized)
+            cell = _KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out)
+            self.last_cell = self.sent_cells[normalized] = cell
             outputs.append((code, output))
-            if ex.final is not None:
-                return ex.final, ""
+            if earlier is not None and earlier.output.strip() == output.strip():
+                self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
+                repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
         if final is not None:
             if final.kind == "answer":
                 return final.value, ""
@@ -263,19 +322,39 @@ class _Run:
         repeated = bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
-                                              question=self.question, repeated=repeated)
+                                              question=self.question, repeated=repeated, repeats=repeats)
 
-    def _last_chance(self, messages: list[dict]) -> str | None:
+    @staticmethod
+    def _repeat_notice(block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
+        instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
+                                                 timed_out=known.timed_out)
+        return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
+
+    def _last_chance(self, messages: list[Message]) -> str | None:
+        """One more turn at the iteration limit; the answer never keeps fences or a FINAL( wrapper."""
         messages.append({"role": "user", "content": prompts.final_request_prompt()})
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
-            return final.value
+            return parsing.clean_answer(final.value) or None
         if final is not None:
             ex = self._cell(f"FINAL_VAR({final.value!r})")
             if ex.final is not None:
                 return ex.final
-        text = reply.strip()
+        finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
+        if finishing:  # the model answered with a FINAL call in code: run that one cell
+            code = finishing[-1]
+            ex = self._cell(code)
+            if ex.final is not None:
+                return ex.final
+            literal = parsing.literal_final_answer(code, ex.error_name)
+            if literal is not None:
+                self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
+                           f"literal text is the answer: {literal[:200]}")
+                return literal
+        text = parsing.clean_answer(reply)
+        if text != reply.strip():
+            self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
         return text or None
 
 

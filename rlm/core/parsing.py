@@ -25,12 +25,25 @@ Rules (the README copies them):
    ignored.
 6. If a reply holds several, the last well-formed one wins.
 
+Recovering from small models' mistakes (the orchestrator uses these):
+
+7. A cell that is only ``FINAL(...)`` and fails because its argument is not Python
+   (``SyntaxError``: ``FINAL(The answer is 42)``), or is a formula over undefined names
+   (``NameError``: ``FINAL(0 <= x < 256)``), answers with the argument's literal text
+   (``literal_final_answer``).  A plain reference (``FINAL(answer)``, ``FINAL(d['k'])``,
+   a call, an f-string) is not taken literally: the model meant a value it has not made.
+8. Two cells are the same cell when their code is equal after whitespace is normalised
+   (``normalize_code``).
+9. An answer taken from a reply that never wrote FINAL never keeps code fences or a
+   ``FINAL(`` wrapper (``clean_answer``).
+
 Anything that came from the sandbox or a model goes through ``sanitize_for_terminal``
 before the host prints it, and output shown to the model is cut by ``truncate_output``.
 """
 
 from __future__ import annotations
 
+import ast
 import keyword
 import re
 from dataclasses import dataclass
@@ -258,6 +271,70 @@ def _has_unescaped(text: str, quote: str) -> bool:
         else:
             i += 1
     return False
+
+
+# --------------------------------------------------------------------------- recovery
+
+_CELL_FINAL = re.compile(r"FINAL[ \t]*\(")
+# what a formula written as an answer is made of: names, numbers and operators, nothing that
+# refers to a value the model meant to build (calls, attributes, subscripts, f-strings, strings)
+_FORMULA_NODES = (ast.Expression, ast.Name, ast.Load, ast.Compare, ast.BinOp, ast.BoolOp, ast.UnaryOp,
+                  ast.Tuple, ast.operator, ast.cmpop, ast.boolop, ast.unaryop)
+
+
+def normalize_code(code: str) -> str:
+    """The code with blank lines dropped, line ends stripped and runs of spaces or tabs made one
+    space: two cells are "the same cell" when these are equal."""
+    lines = (re.sub(r"[ \t]+", " ", line).rstrip() for line in code.replace("\r", "").split("\n"))
+    return "\n".join(line for line in lines if line.strip())
+
+
+def literal_final_answer(code: str, error_name: str | None) -> str | None:
+    """The literal text of the argument of a cell that is only ``FINAL(...)`` and failed with a
+    ``SyntaxError`` (the argument is not Python) or a ``NameError`` (a formula such as
+    ``0 <= x < 256`` over names that do not exist); None when the rule does not apply."""
+    if error_name not in ("SyntaxError", "NameError"):
+        return None
+    lines = [line for line in code.strip().split("\n") if line.strip() and not line.lstrip().startswith("#")]
+    text = "\n".join(lines).strip()
+    m = _CELL_FINAL.match(text)
+    if m is None:
+        return None
+    close = _matching_paren(text, m.end())
+    if close is None or text[close + 1 :].strip().lstrip(";").strip():
+        return None
+    arg = text[m.end() : close].strip()
+    if not arg:
+        return None
+    try:
+        tree = ast.parse(arg, mode="eval")
+    except SyntaxError:
+        return _unquote(arg) if error_name == "SyntaxError" else None
+    if error_name != "NameError" or isinstance(tree.body, ast.Name):
+        return None
+    if not all(isinstance(node, _FORMULA_NODES) or _is_number(node) for node in ast.walk(tree)):
+        return None
+    return arg
+
+
+def _is_number(node: ast.AST) -> bool:
+    return isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)) \
+        and not isinstance(node.value, bool)
+
+
+def clean_answer(text: str) -> str:
+    """A reply used as the answer without a FINAL: fence lines removed (their text kept) and a
+    ``FINAL(...)`` / ``FINAL_VAR(...)`` wrapper unwrapped; a stray unclosed ``FINAL(`` is dropped."""
+    lines = [line for line in text.split("\n")
+             if _open_fence(line) is None and _FENCE_CLOSE.fullmatch(line.rstrip("\r")) is None]
+    body = "\n".join(lines).strip()
+    final = find_final(body)
+    if final is not None and final.kind == "answer":
+        return final.value
+    body = re.sub(r"(?<!\w)FINAL(?:_VAR)?[ \t]*\(", "", body).strip()
+    if body.endswith(")") and body.count(")") > body.count("("):
+        body = body[:-1].rstrip()
+    return body
 
 
 # --------------------------------------------------------------------------- output

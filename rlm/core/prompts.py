@@ -250,12 +250,13 @@ def first_user_prompt(question: str) -> str:
 
 
 def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int, *,
-                     question: str = "", repeated: bool = False) -> str:
+                     question: str = "", repeated: bool = False, repeats: list[str] | None = None) -> str:
     """What the code of turn ``iteration`` (1-based) printed, and what to do next.
 
     ``outputs`` holds (code, output) pairs; the output is already truncated.  The code is not
     echoed (it is in the model's own reply; small models copy what they are shown).  The
-    question is repeated every turn; ``repeated``: every output was seen before in this run.
+    question is repeated every turn; ``repeated``: every output was seen before in this run;
+    ``repeats``: what to change in blocks that repeat earlier code (from ``repeat_notice``).
     """
     parts = []
     if not outputs:
@@ -263,10 +264,14 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
     for n, (_code, output) in enumerate(outputs, start=1):
         label = f"Output of block {n}" if len(outputs) > 1 else "Output"
         parts.append(f"{label}:\n{_fenced(output if output.strip() else '(no output)', 'text')}")
+    parts.extend(repeats or [])
     ask = f"Question: {question}\n" if question else ""
     remaining = max_iterations - iteration
     if remaining <= 1:
         parts.append(f"{ask}This is your last turn: reply with FINAL(...) holding your answer.")
+    elif repeats:
+        parts.append(f"{ask}Do what is said above: change the code, or answer with FINAL(...) if the output "
+                     f"already shows the answer. Never send the same code again. {remaining} turns left.")
     elif repeated:
         parts.append(f"{ask}This output is the same as before: running that code again will not help. "
                      "Answer now with FINAL(...) holding the answer the output shows, or, if it does not "
@@ -277,6 +282,45 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
                      "code (re.finditer, str.find) for a distinctive word of the question and prints the "
                      f"text around each hit. {remaining} turns left.")
     return "\n\n".join(parts)
+
+
+_MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statistics", "string", "datetime",
+                      "functools", "random", "textwrap", "csv", "heapq", "bisect", "operator", "time", "os",
+                      "sys", "unicodedata", "difflib", "fractions", "decimal"})
+_NOT_DEFINED = re.compile(r"name '(?P<name>\w+)' is not defined")
+
+
+def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool = False) -> str:
+    """What to change in a block whose code repeats earlier code, given what that code did."""
+    if timed_out:
+        return ("It timed out: it does too much for one block. Work on a slice of `context` (for example "
+                "the first 100,000 characters) or use re.finditer instead of Python loops over characters.")
+    if error_name == "NameError":
+        names = _NOT_DEFINED.findall(output)
+        name = names[-1] if names else None
+        if name in _MODULES:
+            return f"It failed because the module `{name}` is not imported: add `import {name}` as the first line."
+        if name:
+            return (f"It failed because `{name}` is not defined: assign `{name}` in the same block before using "
+                    "it (SHOW_VARS() lists your variables), or, if you know the answer, write FINAL(your "
+                    "answer) outside any code block.")
+    if error_name == "SyntaxError":
+        return ("It is not valid Python: fix the line the error points at. Text that is not code belongs in "
+                "quotes, and an answer in words goes outside the code block as FINAL(your answer).")
+    if error_name:
+        return (f"It failed with {error_name}: change the line the traceback points at before you send "
+                "the block again.")
+    return ("You already have its output. If it answers the question, reply with only FINAL(your answer). "
+            "If not, write different code: search for another word of the question, or print another "
+            "part of `context`.")
+
+
+def repeat_notice(block: int, n_blocks: int, earlier_turn: int, *, reused: bool, instruction: str) -> str:
+    """Says that a block repeats the code of an earlier turn, and what to change."""
+    which = f"Block {block}" if n_blocks > 1 else "Your code"
+    done = ("so it was not run again; the output above is the one it printed then" if reused
+            else "and it printed the same output again")
+    return f"{which} is the same as the code you sent in turn {earlier_turn}, {done}. {instruction}"
 
 
 def nudge_prompt() -> str:

@@ -7,6 +7,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 DEFAULT_BASE_URL = "http://localhost:11434/v1"
 DEFAULT_ROOT_MODEL = "qwen3:14b"
@@ -39,7 +40,7 @@ class Usage:
         self.completion_tokens += other.completion_tokens
         self.calls += other.calls
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "calls": self.calls}
 
@@ -52,9 +53,9 @@ class Completion:
     latency_s: float = 0.0
 
 
-Message = dict  # {"role": "system" | "user" | "assistant", "content": str}
+Message = dict[str, Any]  # {"role": "system" | "user" | "assistant", "content": str}
 
-WaitListener = Callable[[str, dict], None]
+WaitListener = Callable[[str, dict[str, Any]], None]
 """Told ``("model_wait", data)`` while a model call is silent and ``("model_retry", data)`` before a
 retry; ``data["message"]`` is a sentence to show."""
 
@@ -103,5 +104,5 @@ class ModelClient(ABC):
     def __enter__(self) -> "ModelClient":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -366,10 +366,10 @@ class OpenAICompatibleClient(ModelClient):
                           f"(finish_reason={finish!r})", hint=hint)
 
     def _backoff(self, attempt: int, exc: Exception) -> float:
-        delay = min(BACKOFF_CAP_S, self.backoff_base_s * 2 ** attempt)
+        delay = min(BACKOFF_CAP_S, self.backoff_base_s * 2.0 ** attempt)
         if isinstance(exc, openai.APIStatusError):
             try:
-                retry_after = float(exc.response.headers.get("retry-after", ""))
+                retry_after = float(str(exc.response.headers.get("retry-after", "")))
                 delay = max(delay, min(retry_after, BACKOFF_CAP_S))
             except ValueError:
                 pass

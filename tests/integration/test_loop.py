@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from rlm.core import prompts
 from rlm.config import settings_from_mapping
+from rlm.core import prompts
+from rlm.core.orchestrator import Orchestrator, RunResult
 from rlm.errors import ModelUnreachable
 from rlm.llm.fake_server import FakeModelServer
 from rlm.llm.openai_client import OpenAICompatibleClient
-from rlm.core.orchestrator import Orchestrator, RunResult
 from rlm.sandbox import SandboxSession
 
 pytestmark = pytest.mark.docker
@@ -283,3 +283,23 @@ def test_rlm_query_runs_a_child_rlm_in_its_own_sandbox(run_loop, tmp_path):
     children = list(tmp_path.glob("child-*.jsonl"))
     assert len(children) == 1
     assert json.loads(children[0].read_text().splitlines()[-1])["answer"] == "7421"
+
+
+def test_a_final_cell_that_is_not_python_answers_with_its_literal_text(run_loop):
+    out = run_loop([repl("FINAL(0 <= x < 256)"), "FINAL(never asked)"])
+    assert (out.result.answer, out.result.status, out.result.iterations) == ("0 <= x < 256", "ok", 1)
+    assert len(out.root_requests) == 1
+    assert out.cells()[0]["error"] == "NameError"
+    assert any(e["kind"] == "note" and "literal text is the answer" in e["text"] for e in out.events)
+    out = run_loop([repl("FINAL(The code is 7421)")])
+    assert (out.result.answer, out.result.iterations) == ("The code is 7421", 1)
+    assert out.cells()[0]["error"] == "SyntaxError"
+
+
+def test_an_identical_failing_cell_is_not_run_twice(run_loop):
+    cell = "hits = re.findall(r'code is (\\d+)', context)\nprint(hits)"
+    out = run_loop([repl(cell), repl(cell), repl("import re\n" + cell), "FINAL(7421)"])
+    assert out.result.answer == "7421"
+    assert [c["code"] for c in out.cells()] == [cell, "import re\n" + cell]
+    assert "add `import re` as the first line" in out.feedback(2)
+    assert "['7421']" in out.feedback(3)

@@ -9,11 +9,11 @@ from typing import Callable
 
 import pytest
 
-from rlm.core import prompts
 from rlm.config import settings_from_mapping
+from rlm.core import prompts
+from rlm.core.orchestrator import Orchestrator, RunResult, result_json
 from rlm.errors import LLMError
 from rlm.llm.scripted import ScriptedClient
-from rlm.core.orchestrator import Orchestrator, RunResult, result_json
 from rlm.sandbox import Execution
 from rlm.sandbox.bridge import BridgeRefusal
 
@@ -456,3 +456,116 @@ def test_session_start_failure_is_raised_and_recorded(tmp_path):
         orch.run("q", None, trace_path=tmp_path / "run.jsonl")
     assert session.closed == 1
     assert read_events(tmp_path / "run.jsonl")[-1]["status"] == "error"
+
+
+# ------------------------------------------------------------------------------ recovery from small-model mistakes (18.5)
+def _name_error(name: str) -> Execution:
+    return Execution(error=f"Traceback ...\nNameError: name '{name}' is not defined", error_name="NameError")
+
+
+def test_a_final_cell_whose_argument_is_not_python_answers_with_its_literal_text(tmp_path):
+    session = FakeSession(rules={"FINAL(0 <= x < 256)": _name_error("x")})
+    result, client, session, events = run(tmp_path, [repl("FINAL(0 <= x < 256)"), "FINAL(never asked)"],
+                                          session=session)
+    assert (result.answer, result.status, result.iterations) == ("0 <= x < 256", "ok", 1)
+    assert len(root_calls(client)) == 1
+    notes = [e["text"] for e in events if e["kind"] == "note"]
+    assert any("literal text is the answer" in n and "NameError" in n for n in notes)
+    assert events[-1]["answer"] == "0 <= x < 256"
+
+
+def test_a_final_cell_with_words_that_are_not_python_answers_with_them(tmp_path):
+    bad = Execution(error="SyntaxError: invalid syntax", error_name="SyntaxError")
+    session = FakeSession(rules={"FINAL(The answer": bad})
+    result, _, _, events = run(tmp_path, [repl("FINAL(The answer is 42)")], session=session)
+    assert (result.answer, result.status) == ("The answer is 42", "ok")
+    assert any(e["kind"] == "note" and "SyntaxError" in e["text"] for e in events)
+
+
+def test_a_final_cell_naming_a_missing_variable_is_not_taken_literally(tmp_path):
+    session = FakeSession(rules={"FINAL(answer)": _name_error("answer")})
+    result, client, _, _ = run(tmp_path, [repl("FINAL(answer)"), "FINAL(7)"], session=session)
+    assert (result.answer, result.iterations) == ("7", 2)
+    assert "NameError: name 'answer' is not defined" in last_user(root_calls(client)[1])
+
+
+def test_the_same_cell_sent_again_is_not_run_twice_and_the_model_is_told_what_to_change(tmp_path):
+    failing = "hits = re.findall(r'code', context)\nprint(len(hits))"
+    session = FakeSession(rules={"re.findall": _name_error("re")})
+    again = "hits = re.findall(r'code',   context)\n\nprint(len(hits))  "  # the same after whitespace
+    result, client, session, events = run(tmp_path, [repl(failing), repl(again), "FINAL(done)"], session=session)
+    assert result.answer == "done"
+    assert session.executed == [failing], "the identical cell must not run a second time"
+    feedback = last_user(root_calls(client)[2])
+    assert "NameError: name 're' is not defined" in feedback  # its known output is shown again
+    assert "same as the code you sent in turn 1" in feedback and "not run again" in feedback
+    assert "add `import re` as the first line" in feedback
+    assert any(e["kind"] == "note" and "not run again" in e["text"] for e in events)
+    assert [e["code"] for e in events if e["kind"] == "cell"] == [failing]
+
+
+def test_a_repeated_successful_cell_is_reused_and_the_model_is_told_to_answer_or_change(tmp_path):
+    result, client, session, _ = run(tmp_path, [repl("print(context[:100])"), repl("print(context[:100])"),
+                                                "FINAL(ok)"])
+    assert session.executed == ["print(context[:100])"]
+    feedback = last_user(root_calls(client)[2])
+    assert "ran 20 chars" in feedback
+    assert "You already have its output" in feedback and "FINAL(your answer)" in feedback
+    assert "write different code" in feedback
+
+
+def test_a_cell_repeated_after_other_code_ran_runs_again(tmp_path):
+    """The kernel's state may have changed (e.g. `import re` in between): the cell is run again."""
+    calls = {"n": 0}
+
+    def first_fails(code):
+        if "re.findall" in code:
+            calls["n"] += 1
+
+    session = FakeSession(on_execute=first_fails)
+    cell = "print(len(re.findall('x', context)))"
+    result, client, session, _ = run(tmp_path, [repl(cell), repl("import re"), repl(cell), "FINAL(ok)"],
+                                     session=session)
+    assert calls["n"] == 2
+    assert session.executed == [cell, "import re", cell]
+    feedback = last_user(root_calls(client)[3])
+    assert "same as the code you sent in turn 1" in feedback and "printed the same output again" in feedback
+
+
+def test_a_repeated_timed_out_cell_gets_a_concrete_instruction(tmp_path):
+    slow = Execution(error="cell timed out after 30 s", error_name="TimeoutError", timed_out=True)
+    session = FakeSession(rules={"for ch in context": slow})
+    code = "n = 0\nfor ch in context:\n    n += 1"
+    result, client, session, _ = run(tmp_path, [repl(code), repl(code), "FINAL(ok)"], session=session)
+    assert session.executed == [code]
+    assert "It timed out" in last_user(root_calls(client)[2]) and "slice" in last_user(root_calls(client)[2])
+
+
+@pytest.mark.parametrize("last_reply, expected", [
+    ("```repl\nFINAL(0 <= x < 256)\n```", "0 <= x < 256"),
+    ("```\n1,307\n```", "1,307"),
+    ("```text\nThe total is 1,307\n```", "The total is 1,307"),
+    ("FINAL(unclosed 12", "unclosed 12"),
+])
+def test_at_the_iteration_limit_the_answer_never_keeps_fences_or_a_final_wrapper(tmp_path, last_reply, expected):
+    session = FakeSession(rules={"FINAL(0 <= x < 256)": _name_error("x")})
+    result, _, _, events = run(tmp_path, [repl("a = 1"), last_reply], session=session, max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", expected)
+    assert "```" not in result.answer and "FINAL(" not in result.answer
+
+
+def test_at_the_iteration_limit_a_final_call_in_code_is_run_for_its_value(tmp_path):
+    result, _, session, _ = run(tmp_path, [repl("a = 1"), "```repl\nFINAL('from the cell')\n```"], max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", "from the cell")
+    assert session.executed == ["a = 1", "FINAL('from the cell')"]
+
+
+def test_run_child_is_typed_and_returns_the_answer_and_usage(tmp_path):
+    sessions = [FakeSession()]
+    client = scripted(["FINAL(child says 3)"])
+    orch = Orchestrator(make_settings(tmp_path), client, session_factory=lambda path: sessions.pop(0))
+    runner = orch.child_runner(tmp_path)
+    assert runner is not None
+    answer, usage = runner("sub problem", None)
+    assert answer == "child says 3" and usage[ROOT].calls == 1
+    assert Orchestrator(make_settings(tmp_path), client, depth=1).child_runner(tmp_path) is None

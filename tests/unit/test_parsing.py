@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from rlm.core import parsing
 from rlm.core.parsing import (
     Final,
     find_code_blocks,
@@ -199,3 +200,49 @@ def test_sanitize_output_has_no_controls() -> None:
     clean = sanitize_for_terminal(nasty)
     assert all(c in "\n\t" or (0x20 <= ord(c) < 0x7F) for c in clean)
     assert "\x1b" not in clean
+
+
+# ------------------------------------------------------------------------------ recovery helpers (18.5)
+@pytest.mark.parametrize("code, error, expected", [
+    ("FINAL(0 <= x < 256)", "NameError", "0 <= x < 256"),
+    ("# the range\nFINAL(0 <= x < 256)\n", "NameError", "0 <= x < 256"),
+    ("FINAL(x + 1)", "NameError", "x + 1"),
+    ("FINAL(The answer is 42)", "SyntaxError", "The answer is 42"),
+    ("FINAL('quoted' words)", "SyntaxError", "'quoted' words"),
+    ("FINAL (a b c)", "SyntaxError", "a b c"),
+    # references to a value the model meant to build are not answers
+    ("FINAL(answer)", "NameError", None),
+    ("FINAL(result['total'])", "NameError", None),
+    ("FINAL(str(total))", "NameError", None),
+    ("FINAL(f'{total}')", "NameError", None),
+    ("FINAL('Total: ' + str(total))", "NameError", None),
+    ("FINAL(stats.total)", "NameError", None),
+    # not a FINAL-only cell, or another error
+    ("x = 1\nFINAL(a b)", "SyntaxError", None),
+    ("FINAL(x); print(1)", "NameError", None),
+    ("FINAL(0 <= x < 256)", "ZeroDivisionError", None),
+    ("FINAL(0 <= x < 256)", None, None),
+    ("FINAL()", "SyntaxError", None),
+    ("FINAL(a b", "SyntaxError", None),
+])
+def test_literal_final_answer(code, error, expected):
+    assert parsing.literal_final_answer(code, error) == expected
+
+
+def test_normalize_code_ignores_whitespace_only_differences():
+    a = "import re\nhits = re.findall(r'x',  context)\n\nprint(len(hits))"
+    b = "import re   \nhits \t= re.findall(r'x', context)\r\nprint(len(hits))\n\n"
+    assert parsing.normalize_code(a) == parsing.normalize_code(b)
+    assert parsing.normalize_code(a) != parsing.normalize_code(a.replace("'x'", "'y'"))
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("```repl\nFINAL(0 <= x < 256)\n```", "0 <= x < 256"),
+    ("```python\nprint(1)\n```", "print(1)"),
+    ("~~~\n42\n~~~", "42"),
+    ("FINAL(unclosed 12", "unclosed 12"),
+    ("The answer is FINAL_VAR(total)", "The answer is total"),
+    ("  plain words  ", "plain words"),
+])
+def test_clean_answer_drops_fences_and_final_wrappers(text, expected):
+    assert parsing.clean_answer(text) == expected

@@ -133,3 +133,29 @@ def test_other_messages() -> None:
     assert "FINAL(" in final_request_prompt()
     assert "answer_var" in final_var_missing("answer_var")
     assert "SHOW_VARS()" in final_var_missing("answer_var")
+
+
+# ------------------------------------------------------------------------------ repeats (18.5)
+def test_repeat_instruction_is_concrete_for_each_kind_of_failure() -> None:
+    from rlm.core.prompts import repeat_instruction
+
+    missing_module = repeat_instruction(error_name="NameError", output="NameError: name 're' is not defined")
+    assert "add `import re` as the first line" in missing_module
+    missing_var = repeat_instruction(error_name="NameError", output="NameError: name 'hits' is not defined")
+    assert "`hits` is not defined" in missing_var and "assign `hits`" in missing_var
+    assert "not valid Python" in repeat_instruction(error_name="SyntaxError", output="SyntaxError: x")
+    assert "KeyError" in repeat_instruction(error_name="KeyError", output="KeyError: 'a'")
+    assert "slice" in repeat_instruction(error_name=None, output="", timed_out=True)
+    ok = repeat_instruction(error_name=None, output="42")
+    assert "FINAL(your answer)" in ok and "different code" in ok
+
+
+def test_iteration_prompt_puts_repeat_notices_before_a_firm_ending() -> None:
+    from rlm.core.prompts import repeat_notice
+
+    notice = repeat_notice(1, 1, 2, reused=True, instruction="Add `import re` as the first line.")
+    assert "turn 2" in notice and "not run again" in notice and "import re" in notice
+    text = iteration_prompt([("x", "NameError")], 3, 20, question="Q?", repeats=[notice])
+    assert text.index(notice) > text.index("NameError")
+    assert "Never send the same code again" in text and "17 turns left" in text
+    assert "Block 2 is the same" in repeat_notice(2, 3, 1, reused=False, instruction="x")
