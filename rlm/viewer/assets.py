@@ -80,8 +80,8 @@ table.subs td:nth-child(n+3):nth-child(-n+6){font-variant-numeric:tabular-nums}
 .legend .key{display:flex;align-items:center;gap:6px}.legend i{width:10px;height:10px;border-radius:2px}
 .chart{display:flex;align-items:flex-end;gap:2px;height:90px;padding-bottom:1px;
 border-bottom:1px solid var(--line)}
-.chartbox{margin-top:10px}
-.axis-note{font-size:11px;color:var(--muted);margin-bottom:4px}
+.chartbox{margin-top:4px}
+.axis-note{font-size:11px;color:var(--muted);margin-top:12px}
 .chart.dense{gap:0}
 .chart a{flex:1 1 0;min-width:0;height:100%;display:flex;flex-direction:column-reverse}
 .chart a:hover{background:#eef2ff}
@@ -90,6 +90,7 @@ border-bottom:1px solid var(--line)}
 .axis{display:flex;justify-content:space-between;font-size:11px;color:var(--muted)}
 table.queries td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
 table.queries pre{margin:0}
+table.queries td.good{color:var(--ok);font-weight:600}table.queries td.poor{color:var(--bad);font-weight:600}
 table.queries td a{color:#0969da}
 .hl .k{color:#8250df;font-weight:600}.hl .s{color:#0a3069}.hl .c{color:#6e7781;font-style:italic}
 .hl .n{color:#0550ae}.hl .b{color:#953800}.hl .f{color:#6639ba;font-weight:600}.hl .d{color:#116329}

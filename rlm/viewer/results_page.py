@@ -38,6 +38,13 @@ def render_results_page(records: list[Event], *, title: str, links: dict[str, Pa
     return page.finish(head + table, subtitle=f"{len(records):,} queries", filter_iterations=False)
 
 
+def _score_class(record: Event) -> str:
+    if record.get("score") is None:
+        return ""
+    value = number(record.get("score"))
+    return " good" if value >= 1.0 else " poor" if value <= 0.0 else ""
+
+
 def _key(record: Event) -> str:
     return str(record.get("id"))  # as write_view keys its links
 
@@ -57,7 +64,7 @@ def _row(page: Page, r: Event, link: Path | str | None, page_dir: Path) -> str:
     else:
         trace = f'<span class="muted">{esc(link or "none")}</span>'
     return (f"<tr><td>{esc(r.get('id'))}</td><td><span class=\"badge {status_class(status)}\">{esc(status)}</span></td>"
-            f"<td>{answer}</td><td>{expected}</td><td class=\"num\">{score}</td>"
+            f"<td>{answer}</td><td>{expected}</td><td class=\"num{_score_class(r)}\">{score}</td>"
             f"<td class=\"num\">{seconds(number(r.get('duration_s')))}</td>"
             f"<td class=\"num\">{esc(r.get('iterations', ''))}</td><td>{trace}</td></tr>")
 

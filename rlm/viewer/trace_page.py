@@ -107,9 +107,9 @@ def _timeline(run: Run, k: int) -> str:
         cols.append(f'<a class="col{bad}" href="#r{k}-i{i}" title="{tip}">{segs}</a>')
     dense = " dense" if len(its) > 150 else ""
     last = f"<span>iteration {esc(its[-1].number)}</span>" if len(its) > 1 else ""
-    chart = (f'<div class="chartbox" style="max-width:{max(len(its) * 40, 320)}px">'
-             f'<div class="axis-note">time per iteration (the tallest bar is {seconds(peak)}; '
+    chart = (f'<div class="axis-note">time per iteration (the tallest bar is {seconds(peak)}; '
              "a bar links to its iteration)</div>"
+             f'<div class="chartbox" style="max-width:{max(len(its) * 40, 320)}px">'
              f'<div class="chart{dense}" aria-label="time per iteration">{"".join(cols)}</div>'
              f'<div class="axis"><span>iteration {esc(its[0].number)}</span>{last}</div></div>') if its else ""
     return (f'<div class="card timeline"><div class="label">where the time went <span class="lc">{seconds(run.duration_s)}</span></div>'
