@@ -9,6 +9,7 @@ mapped to exit codes in exactly one place, ``RLMGroup.invoke``:
 from __future__ import annotations
 
 import signal
+from pathlib import Path
 import sys
 
 import typer
@@ -48,11 +49,12 @@ class RLMGroup(TyperGroup):
                 console.print_exception(show_locals=False)
             from rlm.cli.views import print_error
 
+            trace = ctx.meta.get("rlm_trace")
+            kept = f"the partial trace is kept at {trace}" if trace and Path(trace).exists() else None
             if isinstance(exc, KeyboardInterrupt):
-                trace = ctx.meta.get("rlm_trace")
-                print_error(console, "interrupted", f"the partial trace is kept at {trace}" if trace else None)
+                print_error(console, "interrupted", kept)
             elif isinstance(exc, RLMError):
-                print_error(console, exc.message, exc.hint)
+                print_error(console, exc.message, "; ".join(h for h in (exc.hint, kept) if h) or None)
             else:
                 print_error(console, f"{exc.__class__.__name__}: {exc}",
                             "this is a bug in rlm; run again with --debug and report the traceback")

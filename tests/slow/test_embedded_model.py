@@ -1,11 +1,11 @@
 """The embedded model for real: llama.cpp + Qwen2.5-Coder, the real sandbox, the real loop.
 
-Marked ``slow``: they need ``llama-cpp-python[server]`` (the ``local`` extra) and download
-the 1.5B weights (1.12 GB) once (``rlm model install --size 1.5b``).  The 1.5B model, not the
+Marked ``slow``: they need llama.cpp's server built by ``rlm model install`` (from pinned source,
+portable) and the 1.5B weights (1.12 GB, fetched once).  The 1.5B model, not the
 0.5B one, drives the loop here: the 0.5B model does not find the needles as root model (it
 repeats its first cell; 0 of 4 in our runs), the 1.5B model found 5 of 5.  A server that already runs is reused and
-left running; one started here is stopped at the end.  Without llama_cpp they are skipped
-(they fail under CI=true, where the extra must be installed).
+left running; one started here is stopped at the end.  Without the build they are skipped
+(they fail under CI=true, where the test command builds it).
 """
 
 from __future__ import annotations
@@ -19,7 +19,9 @@ import pytest
 from rlm.config import RunSettings, Settings
 from rlm.bench.demo import filler
 from rlm.llm.base import ModelSettings
-from rlm.llm.local.server import adapt_settings, llama_cpp_missing, running_server, start_server, stop_server
+from rlm.llm.local.fallback import adapt_settings, ensure_server
+from rlm.llm.local.runtime import EXCLUDED_VARIANTS, installed_runtime
+from rlm.llm.local.server import running_server, stop_server
 from rlm.llm.local.weights import MODELS, install_weights, installed_path
 
 pytestmark = pytest.mark.slow
@@ -43,10 +45,8 @@ def _skip_or_fail(reason: str):
 
 @pytest.fixture(scope="session")
 def embedded_server():
-    missing = llama_cpp_missing()
-    if missing:
-        _skip_or_fail(f"llama-cpp-python[server] is not installed (missing {', '.join(missing)}): "
-                      "pip install '.[local]'")
+    if installed_runtime() is None:
+        _skip_or_fail("llama.cpp's server is not built: rlm model install")
     spec = MODELS[SIZE]
     if installed_path(spec) is None:
         install_weights(spec)
@@ -55,7 +55,7 @@ def embedded_server():
         _skip_or_fail(f"the embedded server runs {info.alias}; these tests need {spec.alias}: rlm model stop")
     started_here = False
     if info is None:
-        info, reused = start_server(spec)
+        info, reused = ensure_server(spec)     # proves it with one real completion
         started_here = not reused
     yield info
     if started_here:
@@ -133,3 +133,48 @@ def test_llm_query_round_trip(engine, model_settings, client):
     assert handler.calls == 3
     usage = handler.usage[model_settings.root_model]
     assert usage.calls == 3 and usage.completion_tokens > 0
+
+
+# ------------------------------------------------------------------ the build is portable
+
+def _disassembly(path) -> str:
+    import subprocess
+
+    out = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(path)], capture_output=True, text=True,
+                         check=True)
+    return out.stdout
+
+
+def test_the_build_has_no_native_only_code_path():
+    """CPU-specific code only in the run-time chosen variants, and never AMX (faults seen on VMs)."""
+    import platform
+    import shutil
+
+    runtime = installed_runtime()
+    if runtime is None:
+        _skip_or_fail("llama.cpp's server is not built: rlm model install")
+    if shutil.which("objdump") is None:
+        _skip_or_fail("objdump (binutils) is needed to read the build")
+    assert not set(EXCLUDED_VARIANTS) & set(runtime.variants)
+    if platform.machine() in ("x86_64", "AMD64"):
+        assert "x64" in runtime.variants and len(runtime.variants) >= 5, runtime.variants   # a baseline and levels
+        for lib in runtime.path.glob("libggml-cpu-*.so"):
+            text = _disassembly(lib)
+            assert "ldtilecfg" not in text and "tdpbssd" not in text, f"AMX instructions in {lib.name}"
+        for name in ("libggml-base.so", "libggml.so", "libllama.so", "llama-server"):
+            text = _disassembly(runtime.path / name)
+            assert "%zmm" not in text and "%ymm" not in text, f"AVX code outside the CPU variants: {name}"
+
+
+def test_status_names_the_cpu_backend(embedded_server):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rlm.cli import app
+
+    result = CliRunner().invoke(app, ["model", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["cpu_backend"] and data["cpu_backend"].startswith("libggml-cpu-")
+    assert data["cpu_backend"].removeprefix("libggml-cpu-").removesuffix(".so") in data["runtime"]["variants"]

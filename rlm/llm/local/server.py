@@ -251,6 +251,18 @@ def _answers(info: ServerInfo, timeout: float = 2.0) -> bool:
     return _port_open(info.port)
 
 
+def _backend_mapped(pid: int) -> str:
+    """The CPU backend library the running server has loaded (ggml's run-time choice), from its maps."""
+    if pid <= 0:
+        return ""
+    try:
+        maps = Path(f"/proc/{pid}/maps").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    found = sorted(set(re.findall(r"libggml-cpu-[A-Za-z0-9_.]+?\.so", maps)))
+    return found[0] if len(found) == 1 else ", ".join(found)
+
+
 def _backend_from_log(path: Path, start: int) -> str:
     """The CPU backend library named in the server's log after byte ``start`` (ggml's choice)."""
     try:
@@ -412,8 +424,9 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
             _clear_state(cache, proc.pid)
             raise
         status = read_status(exit_file) or {}
-        info = dataclasses.replace(info, server_pid=int(status.get("pid") or 0),
-                                   backend=_backend_from_log(log_path, log_start))
+        server_pid = int(status.get("pid") or 0)
+        info = dataclasses.replace(info, server_pid=server_pid,
+                                   backend=_backend_mapped(server_pid) or _backend_from_log(log_path, log_start))
         _write_state(info, cache)
         return info, False
 
