@@ -24,6 +24,7 @@ Recovery from small models' mistakes (each recorded in the trace as a ``note``):
 from __future__ import annotations
 
 import json
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -37,7 +38,7 @@ from rlm.core import parsing, prompts
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
-from rlm.llm.base import Message, ModelClient, Usage, report_waits
+from rlm.llm.base import Completion, Message, ModelClient, Usage, WaitListener, report_waits
 from rlm.sandbox import Execution, SandboxSession
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -78,6 +79,37 @@ class _KnownCell:
     timed_out: bool
 
 
+_WAIT_KINDS = ("model_wait", "model_retry")
+
+
+class _ReportingClient(ModelClient):
+    """The run's client as sub-calls see it: their silent or retried requests are told to ``listener``
+    (sub-calls run on bridge threads and their own event loop, outside the root call's context)."""
+
+    def __init__(self, inner: ModelClient, listener: WaitListener) -> None:
+        self.inner = inner
+        self.listener = listener
+
+    def complete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                 max_tokens: int | None = None) -> Completion:
+        with report_waits(self.listener):
+            return self.inner.complete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
+
+    async def acomplete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                        max_tokens: int | None = None) -> Completion:
+        with report_waits(self.listener):
+            return await self.inner.acomplete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
+
+    def list_models(self) -> list[str]:
+        return self.inner.list_models()
+
+    async def arelease(self) -> None:
+        await self.inner.arelease()
+
+    def close(self) -> None:
+        """The run does not own the client: nothing to close."""
+
+
 class Orchestrator:
     """Runs questions; stateless between calls (a session may be passed in to keep variables)."""
 
@@ -102,6 +134,11 @@ class Orchestrator:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         return Path(self.settings.run.trace_dir) / f"{stamp}-{uuid.uuid4().hex[:6]}.jsonl"
 
+    def _waits_only(self, kind: str, data: dict[str, Any]) -> None:
+        """A child run's progress: only what the user must hear (a silent or retried model server)."""
+        if kind in _WAIT_KINDS:
+            self.progress(kind, data)
+
     def budgets(self) -> prompts.Budgets:
         r = self.settings.run
         return prompts.Budgets(max_iterations=r.max_iterations, max_output_chars=r.max_output_chars,
@@ -115,7 +152,7 @@ class Orchestrator:
 
         def run_child(prompt: str, context_text: str | None) -> tuple[str, dict[str, Usage]]:
             child = Orchestrator(self.settings, self.client, session_factory=self.session_factory,
-                                 depth=self.depth + 1)
+                                 depth=self.depth + 1, progress=self._waits_only)
             source = inline_text(context_text, max_bytes=self.settings.run.max_context_bytes) \
                 if context_text and context_text.strip() else ContextSource(None)
             with source:
@@ -146,8 +183,10 @@ class _Run:
         self.last_cell: _KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
         self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.started = time.perf_counter()
+        self._last_sub_wait = float("-inf")
+        self._wait_lock = threading.Lock()
         self.handler = SubCallHandler(
-            orch.client, sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
+            _ReportingClient(orch.client, self._on_sub_call_wait), sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
             enabled=self.s.run.enable_sub_calls, max_calls=self.s.run.max_sub_calls,
             max_chars=self.s.run.max_sub_call_chars, concurrency=self.s.run.sub_call_concurrency,
             child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call)
@@ -160,6 +199,17 @@ class _Run:
         """The model server is silent or a request is retried: into the trace, and to the progress sink."""
         self.trace.event("note", iteration=self.iterations, text=str(data.get("message", kind)))
         self.o.progress(kind, data)
+
+    def _on_sub_call_wait(self, kind: str, data: dict[str, Any]) -> None:
+        """Like ``_on_model_wait``, marked as a sub-call's; of concurrent sub-calls silent alike
+        (a batch), one report per round."""
+        if kind == "model_wait":
+            now = time.monotonic()
+            with self._wait_lock:
+                if now - self._last_sub_wait < float(data.get("elapsed_s", 0.0)) / 2:
+                    return
+                self._last_sub_wait = now
+        self._on_model_wait(kind, {**data, "sub_call": True, "message": f"sub-call: {data.get('message', kind)}"})
 
     def _note(self, text: str) -> None:
         self.trace.event("note", iteration=self.iterations, text=text)

@@ -121,3 +121,15 @@ def test_the_total_wait_of_a_hanging_server_is_bounded_by_max_wait_s(tmp_path):
     with FakeModelServer(root_model=ROOT, models=[SUB], root=[{"delay_s": 3, "content": "FINAL(x)"}] * 5) as server:
         with pytest.raises(LLMError, match="max_wait_s=0.6 s in total"):
             go(tmp_path, server, timeout_s=0.25, max_retries=5, max_wait_s=0.6)
+
+
+def test_a_silent_sub_call_is_reported_once_per_round_and_marked(tmp_path):
+    progress: list = []
+    root = ["```repl\nr = llm_query('x')\n```", "FINAL(done)"]
+    with FakeModelServer(root_model=ROOT, models=[SUB], root=root, sub_delay_s=0.45) as server:
+        result, _, events = go(tmp_path, server, events=progress, silence_s=0.1)
+    assert result.answer == "done"
+    waits = [data for kind, data in progress if kind == "model_wait"]
+    assert waits and all(w["sub_call"] and w["message"].startswith("sub-call: ") for w in waits)
+    assert len(waits) <= 4  # 0.1, 0.2, 0.3, 0.4 s
+    assert any(e["kind"] == "note" and e["text"].startswith("sub-call: ") for e in events)
