@@ -144,8 +144,8 @@ def check_context_fits(path: Path, settings: SandboxSettings) -> None:
         f"the context {path.name} ({size / _MIB:.0f} MB) does not fit in the sandbox's memory: loading it "
         f"needs about {need / _MIB:.0f} MB (twice its size, plus {KERNEL_HEADROOM_BYTES // _MIB} MB for the "
         f"kernel), and the kernel may use {limit / _MIB:.0f} MB of the sandbox's memory_mb={settings.memory_mb}",
-        hint=f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or --memory-mb if your "
-             f"command has it), or give a smaller context")
+        hint=f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or memory_mb: {at_least} "
+             f"under sandbox: in the config file), or give a smaller context")
 
 
 class SandboxSession:
