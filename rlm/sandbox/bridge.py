@@ -20,13 +20,13 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import select
 import selectors
 import socket
 import struct
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Callable
 
@@ -43,6 +43,49 @@ Handler = Callable[[dict], dict]
 
 class BridgeRefusal(Exception):
     """A request the host will not serve (disabled, over budget, bad arguments)."""
+
+
+class _Workers:
+    """A fixed set of daemon threads serving requests in order of arrival.
+
+    Daemon threads, unlike ``ThreadPoolExecutor``'s: a handler still blocked when the run is
+    over (a child RLM, a model request that cannot be cancelled) must not keep the process
+    alive after its answer.  ``shutdown`` drops what has not started."""
+
+    def __init__(self, count: int, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[..., None], tuple[object, ...]] | None] = queue.SimpleQueue()
+        self._count, self._name = count, name
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def submit(self, fn: Callable[..., None], *args: object) -> None:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the bridge is closed")
+            if len(self._threads) < self._count:  # started as needed, up to count
+                thread = threading.Thread(target=self._work, name=f"{self._name}-{len(self._threads)}", daemon=True)
+                self._threads.append(thread)
+                thread.start()
+        self._queue.put((fn, args))
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None or self._closed:
+                return
+            fn, args = item
+            try:
+                fn(*args)
+            except Exception:  # noqa: BLE001 - a worker survives whatever a request does
+                log.debug("bridge worker error", exc_info=True)
+
+    def shutdown(self) -> None:
+        with self._lock:
+            self._closed = True
+            threads = list(self._threads)
+        for _ in threads:
+            self._queue.put(None)
 
 
 class _WaitClock:
@@ -124,7 +167,7 @@ class BridgeServer:
         self.on_control = on_control
         self.handler: Handler = handler or _no_handler
         self.max_frame = max_frame
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rlm-bridge")
+        self._pool = _Workers(workers, "rlm-bridge")
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
         self._control: _Conn | None = None
@@ -169,7 +212,7 @@ class BridgeServer:
             pass
         if self._thread is not None:
             self._thread.join(timeout=5)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool.shutdown()
         for sock in (self.ctl_listener, self.llm_listener, self._wake_r, self._wake_w):
             sock.close()
         with self._lock:
