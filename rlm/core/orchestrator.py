@@ -206,7 +206,7 @@ class _Run:
         if kind == "model_wait":
             now = time.monotonic()
             with self._wait_lock:
-                if now - self._last_sub_wait < float(data.get("elapsed_s", 0.0)) / 2:
+                if now - self._last_sub_wait < float(data.get("interval_s", 0.0)) / 2:
                     return
                 self._last_sub_wait = now
         self._on_model_wait(kind, {**data, "sub_call": True, "message": f"sub-call: {data.get('message', kind)}"})

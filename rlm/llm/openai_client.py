@@ -129,7 +129,8 @@ class _Clock:
         silent_s = round(elapsed)
         retry = ", retried" if self.attempt else ""
         self._tell("model_wait", {
-            "model": self.what, "silent_s": silent_s, "elapsed_s": round(elapsed, 3), "attempt": self.attempt + 1,
+            "model": self.what, "silent_s": silent_s, "elapsed_s": round(elapsed, 3), "interval_s": self.interval_s,
+            "attempt": self.attempt + 1,
             "max_attempts": self.max_attempts, "max_wait_s": self.max_wait_s,
             "message": (f"the model server at {self.url} has been silent for {silent_s} s ({self.what}, "
                         f"attempt {self.attempt + 1} of {self.max_attempts}{retry}; rlm {self._limit()})")})

@@ -131,5 +131,30 @@ def test_a_silent_sub_call_is_reported_once_per_round_and_marked(tmp_path):
     assert result.answer == "done"
     waits = [data for kind, data in progress if kind == "model_wait"]
     assert waits and all(w["sub_call"] and w["message"].startswith("sub-call: ") for w in waits)
-    assert len(waits) <= 4  # 0.1, 0.2, 0.3, 0.4 s
+    assert len(waits) >= 2  # every 0.1 s while the sub-call waits 0.45 s
     assert any(e["kind"] == "note" and e["text"].startswith("sub-call: ") for e in events)
+
+
+def test_a_batch_of_silent_sub_calls_is_one_report_per_round(tmp_path):
+    """Eight concurrent prompts, all silent: each round is said once, not eight times."""
+    progress: list = []
+    root = ["```repl\nrs = llm_query_batched(['a'] * 8)\n```", "FINAL(done)"]
+
+    class BatchSession(Session):
+        def execute(self, code, timeout=None):
+            if "llm_query_batched" in code:
+                self.executed.append(code)
+                return Execution(stdout=repr(self.handler({"op": "llm_query_batched", "prompts": ["p"] * 8})))
+            return super().execute(code, timeout)
+
+    with FakeModelServer(root_model=ROOT, models=[SUB], root=root, sub_delay_s=0.55) as server:
+        settings = settings_from_mapping({"base_url": server.url, "root_model": ROOT, "sub_model": SUB,
+                                          "trace_dir": str(tmp_path)})
+        with OpenAICompatibleClient(settings.model, silence_report_s=0.2) as client:
+            orch = Orchestrator(settings, client, progress=lambda kind, data: progress.append((kind, data)),
+                                session_factory=lambda path: BatchSession())
+            assert orch.run("q", None, trace_path=tmp_path / "t.jsonl").answer == "done"
+    waits = [data for kind, data in progress if kind == "model_wait"]
+    # 8 prompts silent for 0.4 s and more: 16 reports or more, one per prompt and round; at most one
+    # per half interval (0.1 s) of wall time when they are merged
+    assert 1 <= len(waits) < 8, [w["elapsed_s"] for w in waits]
