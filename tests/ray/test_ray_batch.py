@@ -155,13 +155,15 @@ def test_sigterm_of_the_driver_cancels_the_tasks_and_removes_their_containers(
 
 def test_a_worker_node_killed_mid_batch_loses_nothing_and_a_rerun_resumes(
         engine, two_nodes: RayCluster, tmp_path: Path) -> None:
-    steps = [{"content": SOLVE, "delay_s": 1.5}] * 8
+    steps = [{"content": SOLVE, "delay_s": 0.5}] * 8
     with FakeModelServer(root=steps, root_default=SOLVE) as server:
         spec = make_spec(tmp_path, server.url, 8)
+        out = tmp_path / "out.jsonl"
         victim = worker(two_nodes)
         victim_id = victim.node_id()
         proc = start(spec, two_nodes)
-        wait_until(lambda: containers_of(engine, victim.pids()), "a query running on the worker node", 90, proc)
+        wait_until(lambda: len(lines(out)) >= 2 and containers_of(engine, victim.pids()),
+                   "2 results, and a query running on the worker node", 120, proc)
         victim.pids()                                        # remember its workers for the checks below
         raylet = victim.raylet_pid()
         assert raylet is not None
@@ -169,7 +171,7 @@ def test_a_worker_node_killed_mid_batch_loses_nothing_and_a_rerun_resumes(
         killed_at = time.time()
         _out, err = finish(proc)
         assert proc.returncode == 0, err[-3000:]
-        records = lines(tmp_path / "out.jsonl")
+        records = lines(out)
         assert Counter(r["id"] for r in records) == Counter({f"q{i}": 1 for i in range(8)})  # nothing lost or doubled
         assert all(r["status"] == "ok" and r["correct"] for r in records)
         from datetime import datetime
