@@ -15,6 +15,7 @@ import json
 import os
 import resource
 import socket
+import sys
 import threading
 from collections import deque
 
@@ -33,6 +34,47 @@ def _read_text(path: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+ASCII_DIRECT_MIN = protocol.ASCII_DIRECT_MIN  # files at least this large are read straight into their str
+_CHUNK = 16 * 1024 * 1024
+
+
+def _read_ascii_direct(path: str) -> str | None:
+    """Read a pure-ASCII file straight into a new ``str``: about once its size in memory, not twice
+    (bytes + decoded text).  None when the file is not pure ASCII (the caller decodes instead).
+
+    The str is made with ``PyUnicode_New`` (ASCII kind, one byte per character, not yet hashed or
+    shared) and filled chunk by chunk, each chunk checked to be ASCII before it is copied in."""
+    import ctypes
+
+    size = os.path.getsize(path)
+    new = ctypes.pythonapi.PyUnicode_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_ssize_t, ctypes.c_uint32]
+    text = new(size, 127)
+    data = id(text) + sys.getsizeof("") - 1  # a compact ASCII str's characters follow its header
+    chunk = bytearray(_CHUNK)
+    view = memoryview(chunk)
+    done = 0
+    with open(path, "rb", buffering=0) as fh:
+        while done < size:
+            n = fh.readinto(view[: min(_CHUNK, size - done)])
+            if not n:
+                return None  # the file shrank while being read
+            ascii_only = chunk.isascii() if n == _CHUNK else bytes(view[:n]).isascii()
+            if not ascii_only:
+                return None
+            ctypes.memmove(data + done, ctypes.addressof(ctypes.c_char.from_buffer(chunk)), n)
+            done += n
+    return text
+
+
+def _read_big_text(path: str) -> str:
+    if os.path.getsize(path) >= ASCII_DIRECT_MIN:
+        text = _read_ascii_direct(path)
+        if text is not None:
+            return text
+    return _read_text(path)
+
+
 def load_context(path: str, fmt: str):
     """Read the context from its read-only mount: str, parsed JSON, JSONL list or a folder's documents."""
     if fmt == ContextFormat.DIR:
@@ -46,7 +88,7 @@ def load_context(path: str, fmt: str):
         return json.loads(_read_text(path))
     if fmt == ContextFormat.JSONL:
         return [json.loads(line) for line in _read_text(path).splitlines() if line.strip()]
-    return _read_text(path)
+    return _read_big_text(path)
 
 
 def _size(path: str) -> int:
@@ -72,8 +114,10 @@ def _load_failure(path: str, fmt: str, exc: BaseException) -> str:
     if isinstance(exc, MemoryError):
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
         room = "no limit" if limit == resource.RLIM_INFINITY else f"{limit / mib:.0f} MB"
+        why = " (a text that is not pure ASCII takes about twice its size to load)" \
+            if fmt == ContextFormat.TEXT else ""
         return (f"the context ({size}, read as {fmt}) does not fit in the sandbox's memory: loading it "
-                f"ran out of memory (the kernel's address-space limit is {room})")
+                f"ran out of memory (the kernel's address-space limit is {room}){why}")
     return f"the context ({size}, read as {fmt}) could not be loaded: {exc.__class__.__name__}: {exc}"[:2000]
 
 

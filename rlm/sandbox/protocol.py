@@ -107,6 +107,10 @@ class State:
     CONTEXT_ERROR = "context_error"  # the context could not be loaded in the kernel (text, with figures)
 
 
+# A text context at least this large is read straight into its str when it is pure ASCII (about
+# once its size in memory instead of twice); the host's memory check counts on it.
+ASCII_DIRECT_MIN = 64 * 1024 * 1024
+
 # A bridge request made by the cell's own (main) thread carries WAITING: true; while one is
 # in flight the cell is waiting on a model, and that time does not count toward its timeout.
 WAITING = "waiting"

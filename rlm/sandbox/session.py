@@ -30,7 +30,7 @@ from rlm.sandbox.bridge import BridgeServer, Handler
 from rlm.sandbox.engine import ContainerSpec, Engine
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.kernel import CellOutput, KernelClient, Outcome, new_key
-from rlm.sandbox.protocol import CONTAINER_CONTEXT, Command, ContextFormat, Event, State
+from rlm.sandbox.protocol import ASCII_DIRECT_MIN, CONTAINER_CONTEXT, Command, ContextFormat, Event, State
 from rlm.sandbox.provisioner import container_spec
 from rlm.sandbox.reaper import reap_orphans
 from rlm.sandbox.rundir import RunDirs, write_connection_file
@@ -131,18 +131,22 @@ def _context_bytes(path: Path) -> int:
 def check_context_fits(path: Path, settings: SandboxSettings) -> None:
     """Refuse, before anything starts, a context the kernel cannot load as a ``str`` (or list of them).
 
-    Loading holds the file's bytes and the decoded text at once, so it needs about twice the
-    file's size within the kernel's address-space limit, besides the kernel itself."""
+    Decoding holds the file's bytes and the text at once: about twice the file's size within the
+    kernel's address-space limit, besides the kernel itself.  A large pure-ASCII text file is read
+    straight into its str (once its size); whether it is pure ASCII is found out in the sandbox,
+    which reports a ``ContextError`` with the figures if it is not and does not fit."""
     size = _context_bytes(path)
-    need = 2 * size + KERNEL_HEADROOM_BYTES
+    once = context_format(path) == ContextFormat.TEXT and size >= ASCII_DIRECT_MIN
+    need = (1 if once else 2) * size + KERNEL_HEADROOM_BYTES
     limit = settings.address_space_limit_bytes
     if need <= limit:
         return
     other = settings.memory_mb - limit // _MIB  # tmpfs sizes and margin, outside the kernel's limit
     at_least = -(-need // _MIB) + other
+    what = "its size" if once else "twice its size"
     raise ContextError(
         f"the context {path.name} ({size / _MIB:.0f} MB) does not fit in the sandbox's memory: loading it "
-        f"needs about {need / _MIB:.0f} MB (twice its size, plus {KERNEL_HEADROOM_BYTES // _MIB} MB for the "
+        f"needs about {need / _MIB:.0f} MB ({what}, plus {KERNEL_HEADROOM_BYTES // _MIB} MB for the "
         f"kernel), and the kernel may use {limit / _MIB:.0f} MB of the sandbox's memory_mb={settings.memory_mb}",
         hint=f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or memory_mb: {at_least} "
              f"under sandbox: in the config file), or give a smaller context")

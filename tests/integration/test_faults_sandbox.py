@@ -109,6 +109,53 @@ def test_a_context_too_large_for_the_sandbox_exits_2_before_any_model_call(engin
     assert requests == []  # refused before the model was asked anything
 
 
+def _probe(session: SandboxSession) -> dict:
+    ex = session.execute("import json as _j\nprint(_j.dumps({'type': type(context).__name__, 'len': len(context), "
+                         "'head': context[:12], 'tail': context[-12:], 'needle': context.find('NEEDLE-7421'), "
+                         "'lines': context.count(chr(10))}))")
+    assert ex.ok, ex.output
+    return json.loads(ex.stdout)
+
+
+def test_a_large_ascii_text_loads_in_about_its_own_size(engine, tmp_path):
+    """250 MB of ASCII in a sandbox whose kernel may use 592 MB: decoding would need 710 MB
+    (bytes + text + the kernel's 210 MB); read straight into its str it needs about 476 MB."""
+    line = b"the quick brown fox jumps over the lazy dog 0123456789\n"
+    count = 250 * 1024 * 1024 // len(line)
+    path = tmp_path / "big.txt"
+    with open(path, "wb") as fh:
+        fh.write(b"HEAD-OF-FILE")
+        for i in range(8):
+            fh.write(line * (count // 8))
+            if i == 3:
+                fh.write(b"NEEDLE-7421")
+        fh.write(b"END-OF-FILE.")
+    size = path.stat().st_size
+    middle = 12 + 4 * (count // 8) * len(line)
+    with SandboxSession(context=path, settings=SandboxSettings(memory_mb=768, cell_timeout_s=60),
+                        engine=engine) as s:
+        got = _probe(s)
+    assert got == {"type": "str", "len": size, "head": "HEAD-OF-FILE", "tail": "END-OF-FILE.",
+                   "needle": middle, "lines": 8 * (count // 8)}
+
+
+def test_a_large_text_that_is_not_ascii_is_still_decoded_exactly(engine, tmp_path):
+    line = "plain ascii line\n" * 1000
+    path = tmp_path / "mixed.txt"
+    with open(path, "w", encoding="utf-8") as fh:
+        fh.write("HEAD-OF-FILE")
+        for i in range(4000):  # about 66 MB: above the size read straight into a str
+            fh.write(line)
+            if i == 2000:
+                fh.write("NEEDLE-7421")
+        fh.write("caf\u00e9 END.")
+    text_len = 12 + 4000 * len(line) + 11 + 9
+    with SandboxSession(context=path, settings=SandboxSettings(cell_timeout_s=60), engine=engine) as s:
+        got = _probe(s)
+    assert got == {"type": "str", "len": text_len, "head": "HEAD-OF-FILE", "tail": (line + "caf\u00e9 END.")[-12:],
+                   "needle": 12 + 2001 * len(line), "lines": 4000 * 1000}
+
+
 # ------------------------------------------------------------------ I: bridge time is model time
 def _handler(server: FakeModelServer, events: list[dict]) -> tuple[SubCallHandler, OpenAICompatibleClient]:
     client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model=ROOT, sub_model=SUB,

@@ -12,6 +12,7 @@ import pytest
 from rlm.errors import ContextError
 from rlm.sandbox import SandboxSession, SandboxSettings
 from rlm.sandbox.bridge import _WaitClock
+from rlm.sandbox.protocol import ASCII_DIRECT_MIN
 from rlm.sandbox.session import KERNEL_HEADROOM_BYTES, check_context_fits
 
 MIB = 1024 * 1024
@@ -36,10 +37,18 @@ def test_a_file_too_large_for_the_sandbox_memory_is_refused_with_the_figures(tmp
         session.open()
     message, hint = caught.value.message, caught.value.hint or ""
     assert "big.txt (300 MB) does not fit in the sandbox's memory" in message
-    assert "needs about 856 MB" in message and "336 MB" in message and "memory_mb=512" in message
-    assert "memory_mb to at least 1032" in hint and "RLM_MEMORY_MB=1032" in hint
-    # and that figure is enough
-    check_context_fits(path, SandboxSettings(memory_mb=1032))
+    assert "needs about 556 MB (its size, plus 256 MB" in message  # a large text may be pure ASCII: read once
+    assert "336 MB" in message and "memory_mb=512" in message
+    assert "memory_mb to at least 732" in hint and "RLM_MEMORY_MB=732" in hint
+    check_context_fits(path, SandboxSettings(memory_mb=732))  # and that figure is enough
+    with pytest.raises(ContextError):
+        check_context_fits(path, SandboxSettings(memory_mb=731))
+
+
+def test_json_counts_twice_its_size(tmp_path):
+    path = _sparse(tmp_path / "big.json", 300 * MIB)
+    with pytest.raises(ContextError, match=r"needs about 856 MB \(twice its size"):
+        check_context_fits(path, SandboxSettings(memory_mb=732))
 
 
 def test_a_folder_counts_all_its_files(tmp_path):
@@ -51,13 +60,21 @@ def test_a_folder_counts_all_its_files(tmp_path):
         check_context_fits(folder, SandboxSettings(memory_mb=512))
 
 
-def test_what_fits_passes(tmp_path):
+@pytest.mark.parametrize("suffix, factor", [(".txt", 1), (".json", 2), (".jsonl", 2)])
+def test_what_fits_passes(tmp_path, suffix, factor):
     settings = SandboxSettings()  # 2048 MB: the kernel may use 1872 MB
-    limit = settings.address_space_limit_bytes
-    fits = (limit - KERNEL_HEADROOM_BYTES) // 2
-    check_context_fits(_sparse(tmp_path / "fits.txt", fits), settings)
+    room = settings.address_space_limit_bytes - KERNEL_HEADROOM_BYTES
+    fits = room // factor
+    assert fits >= ASCII_DIRECT_MIN
+    check_context_fits(_sparse(tmp_path / f"fits{suffix}", fits), settings)
     with pytest.raises(ContextError):
-        check_context_fits(_sparse(tmp_path / "over.txt", fits + MIB), settings)
+        check_context_fits(_sparse(tmp_path / f"over{suffix}", fits + MIB), settings)
+
+
+def test_a_small_text_counts_twice(tmp_path):
+    settings = SandboxSettings(memory_mb=300)  # the kernel may use 124 MB
+    with pytest.raises(ContextError, match=r"twice its size"):
+        check_context_fits(_sparse(tmp_path / "small.txt", ASCII_DIRECT_MIN - 1), settings)
 
 
 def test_wait_clock_counts_overlapping_waits_once():
