@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -65,34 +66,57 @@ def _load(config: Path | None, debug: bool, cli: dict | None = None):
 
 # ---------------------------------------------------------------------------- progress
 class PlainReporter:
-    """One line per finished query on stderr (used when stderr is not a terminal)."""
+    """One line per finished query on stderr (used when stderr is not a terminal): done/total,
+    its status and score, then the running mean score and the time left at the pace so far."""
 
     def __init__(self, console: Console, label: str = "query") -> None:
         self.console = console
         self.label = label
         self.total = self.done = 0
+        self.scores: list[float] = []
+        self.started = time.monotonic()
 
     def start(self, total: int, to_run: int, skipped: int) -> None:
         self.total = to_run
+        self.started = time.monotonic()
         note = f" ({skipped} already done, skipped)" if skipped else ""
         self.console.print(f"{to_run} {_plural(self.label, to_run)} to run{note}", highlight=False, markup=False,
                            soft_wrap=True)
 
-    def query_done(self, record: dict) -> None:
+    def _count(self, record: dict) -> None:
         self.done += 1
-        self.console.print(_done_line(record, self.done, self.total), highlight=False, markup=False, soft_wrap=True)
+        if isinstance(record.get("score"), (int, float)):
+            self.scores.append(float(record["score"]))
+
+    def running(self) -> str:
+        """``mean score 0.75, ETA 1 min 20 s`` (parts left out when unknown)."""
+        parts = []
+        if self.scores:
+            parts.append(f"mean score {sum(self.scores) / len(self.scores):.2f}")
+        left = self.total - self.done
+        if left > 0 and self.done:
+            parts.append(f"ETA {_duration((time.monotonic() - self.started) / self.done * left)}")
+        return ", ".join(parts)
+
+    def query_done(self, record: dict) -> None:
+        self._count(record)
+        line = _done_line(record, self.done, self.total)
+        running = self.running()
+        self.console.print(f"{line} | {running}" if running else line, highlight=False, markup=False,
+                           soft_wrap=True)
 
     def finish(self) -> None:
         pass
 
 
 class RichReporter(PlainReporter):
-    """A progress bar on stderr, with one line above it per finished query."""
+    """A progress bar on stderr (done/total, running mean score, time left), with one line above
+    it per finished query."""
 
     def __init__(self, console: Console, label: str = "query") -> None:
         super().__init__(console, label)
-        self.progress = None
-        self.task = None
+        self.progress: Any = None
+        self.task: Any = None
 
     def start(self, total: int, to_run: int, skipped: int) -> None:
         from rich.progress import (
@@ -101,28 +125,42 @@ class RichReporter(PlainReporter):
             Progress,
             TextColumn,
             TimeElapsedColumn,
+            TimeRemainingColumn,
         )
 
         super().start(total, to_run, skipped)
         if not to_run:
             return
         self.progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeElapsedColumn(), console=self.console, transient=True)
+                                 TextColumn("{task.fields[score]}"), TimeElapsedColumn(), TextColumn("ETA"),
+                                 TimeRemainingColumn(), console=self.console, transient=True)
         self.progress.start()
-        self.task = self.progress.add_task(_plural(self.label, 2), total=to_run)
+        self.task = self.progress.add_task(_plural(self.label, 2), total=to_run, score="")
 
     def query_done(self, record: dict) -> None:
-        self.done += 1
         if self.progress is None:
             return super().query_done(record)
+        self._count(record)
         self.progress.console.print(_done_line(record, self.done, self.total), highlight=False, markup=False,
                                     soft_wrap=True)
-        self.progress.advance(self.task)
+        score = f"mean score {sum(self.scores) / len(self.scores):.2f}" if self.scores else ""
+        self.progress.update(self.task, advance=1, score=score)
 
     def finish(self) -> None:
         if self.progress is not None:
             self.progress.stop()
             self.progress = None
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, sec = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {sec:02d} s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
 
 
 def _plural(label: str, count: int) -> str:

@@ -112,3 +112,25 @@ def test_a_spec_reaching_outside_its_folder_exits_2_naming_the_query_and_path(tm
                                                        "--allow-outside-paths"])
         assert result.exit_code == 0, result.output           # accepted (and already done: no request)
         assert server.requests == []
+
+
+def test_progress_lines_show_done_total_running_score_and_eta() -> None:
+    import io
+
+    from rich.console import Console
+
+    from rlm.cli.batch import PlainReporter, make_reporter
+
+    buf = io.StringIO()
+    rep = PlainReporter(Console(file=buf, width=200, force_terminal=False), label="item")
+    rep.start(4, 3, 1)
+    rep.query_done({"id": "s_niah-8000-0", "status": "ok", "score": 1.0, "duration_s": 2.0})
+    rep.query_done({"id": "s_niah-8000-1", "status": "error", "score": 0.0, "duration_s": 1.0, "error": "boom"})
+    rep.query_done({"id": "s_niah-8000-2", "status": "ok", "score": 0.5, "duration_s": 1.5})
+    out = buf.getvalue().splitlines()
+    assert out[0] == "3 items to run (1 already done, skipped)"
+    assert out[1].startswith("[1/3] s_niah-8000-0: ok, score 1.00, 2.0 s | mean score 1.00, ETA ")
+    assert out[2].startswith("[2/3] s_niah-8000-1: error, score 0.00, 1.0 s, boom | mean score 0.50, ETA ")
+    assert out[3] == "[3/3] s_niah-8000-2: ok, score 0.50, 1.5 s | mean score 0.50"   # nothing left: no ETA
+    assert make_reporter(True) is None
+    assert isinstance(make_reporter(False), PlainReporter)
