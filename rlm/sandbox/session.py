@@ -128,6 +128,12 @@ def _context_bytes(path: Path) -> int:
     return total
 
 
+def _memory_needed_mb(kernel_bytes: int, settings: SandboxSettings) -> int:
+    """The memory_mb that gives the kernel ``kernel_bytes`` of address space."""
+    other = settings.memory_mb - settings.address_space_limit_bytes // _MIB  # tmpfs sizes and margin
+    return -(-kernel_bytes // _MIB) + other
+
+
 def check_context_fits(path: Path, settings: SandboxSettings) -> None:
     """Refuse, before anything starts, a context the kernel cannot load as a ``str`` (or list of them).
 
@@ -141,8 +147,7 @@ def check_context_fits(path: Path, settings: SandboxSettings) -> None:
     limit = settings.address_space_limit_bytes
     if need <= limit:
         return
-    other = settings.memory_mb - limit // _MIB  # tmpfs sizes and margin, outside the kernel's limit
-    at_least = -(-need // _MIB) + other
+    at_least = _memory_needed_mb(need, settings)
     what = "its size" if once else "twice its size"
     raise ContextError(
         f"the context {path.name} ({size / _MIB:.0f} MB) does not fit in the sandbox's memory: loading it "
@@ -276,10 +281,19 @@ class SandboxSession:
         self._fill(result, out)
         failure = result.meta.get(State.CONTEXT_ERROR)
         if failure:
-            raise ContextError(f"the sandbox could not load the context: {failure}",
-                               hint="raise memory_mb (RLM_MEMORY_MB) for a context too large for the sandbox; "
-                                    "check the file otherwise")
+            raise ContextError(f"the sandbox could not load the context: {failure}", hint=self._load_hint(failure))
         return result
+
+    def _load_hint(self, failure: str) -> str:
+        if "does not fit" not in failure:
+            return "check the context file"
+        path = self.context_path
+        if path is not None and path.is_file() and context_format(path) == ContextFormat.TEXT:
+            at_least = _memory_needed_mb(2 * path.stat().st_size + KERNEL_HEADROOM_BYTES, self.settings)
+            return (f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or memory_mb: {at_least} "
+                    "under sandbox: in the config file), or give a smaller context")
+        return ("raise memory_mb (RLM_MEMORY_MB, or memory_mb under sandbox: in the config file): parsed JSON "
+                "takes many times its file's size; or give a smaller context")
 
     def _collect_cell(self, msg_id: str, out: CellOutput, timeout: float) -> Outcome:
         """Collect a cell's output until it completes or has used ``timeout`` seconds of code time.
