@@ -183,3 +183,27 @@ def test_making_the_local_base_says_what_is_missing(monkeypatch: pytest.MonkeyPa
     with pytest.raises(SandboxError, match="debootstrap is not installed") as info:
         image.make_local_base(_FakeEngine({}))  # type: ignore[arg-type]
     assert "apt-get install" in str(info.value) and "--base-image" in str(info.value)
+
+
+def test_the_package_layout_hashes_like_the_checkout() -> None:
+    """rlm/sandbox/{guest,Dockerfile.sandbox} are the checkout's sources as package data (symlinks here,
+    copies in a wheel): building from the installed package gives the same image as the checkout."""
+    from rlm.sandbox.image import package_root, repo_root_default
+
+    root = Path(__file__).resolve().parents[2]
+    package = root / "rlm" / "sandbox"
+    assert (package / "guest").resolve() == (root / "sandbox_image").resolve()
+    assert (package / "Dockerfile.sandbox").resolve() == (root / "Dockerfile.sandbox").resolve()
+    assert package_root() == package and repo_root_default() == package
+    assert image_hash(package, BASE) == image_hash(root, BASE)
+
+
+def test_a_package_copy_hashes_like_its_checkout(repo: Path, tmp_path: Path) -> None:
+    package = tmp_path / "site-packages" / "rlm" / "sandbox"
+    shutil.copytree(repo / "sandbox_image", package / "guest")
+    shutil.copy2(repo / "Dockerfile.sandbox", package / "Dockerfile.sandbox")
+    shutil.copy2(repo / "rlm" / "sandbox" / "protocol.py", package / "protocol.py")
+    (package / "__init__.py").write_text("")
+    assert image_hash(package, BASE) == image_hash(repo, BASE)
+    (package / "guest" / "supervisor.py").write_text("print('changed')\n")
+    assert image_hash(package, BASE) != image_hash(repo, BASE)
