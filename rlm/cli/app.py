@@ -52,7 +52,7 @@ class RLMGroup(TyperGroup):
             trace = ctx.meta.get("rlm_trace")
             kept = f"the partial trace is kept at {trace}" if trace and Path(trace).exists() else None
             if isinstance(exc, KeyboardInterrupt):
-                print_error(console, "interrupted", kept)
+                print_error(console, "interrupted", f"the partial trace is kept at {trace}" if trace else None)
             elif isinstance(exc, RLMError):
                 print_error(console, exc.message, "; ".join(h for h in (exc.hint, kept) if h) or None)
             else:

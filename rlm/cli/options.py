@@ -70,11 +70,19 @@ def read_question(question: str | None, question_file: Path | None) -> str:
     elif question == "-":
         data = sys.stdin.buffer.read(MAX_QUESTION_BYTES + 1)
     else:
-        return question or ""
+        return _non_empty(question or "")
     if len(data) > MAX_QUESTION_BYTES:
         raise UsageError(f"the question is over {MAX_QUESTION_BYTES // (1024 * 1024)} MB",
                          hint="put the material in the context (-f) and ask about it")
     try:
-        return data.decode("utf-8")
+        return _non_empty(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise UsageError("the question is not UTF-8 text", hint="save it as UTF-8") from exc
+
+
+def _non_empty(question: str) -> str:
+    from rlm.errors import UsageError
+
+    if not question.strip():
+        raise UsageError("the question is empty", hint="give one with -q 'your question' (or -q @FILE, -q -)")
+    return question

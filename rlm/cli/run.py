@@ -24,30 +24,43 @@ def notice(text: str) -> None:
     Console(stderr=True).print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
 
 
-def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool) -> RLM:
-    """The library object for this command: progress on stderr, the trace path kept for error messages."""
+def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool, header: str | None = None) -> RLM:
+    """The library object for this command: progress on stderr, the trace path kept for error messages;
+    ``header`` is printed once the model server is known to answer."""
     view = StepView(Console(stderr=True), quiet=quiet)
 
     def on_event(kind: str, data: dict) -> None:
+        nonlocal header
         if kind == "trace":
             ctx.meta["rlm_trace"] = data["path"]
+            if header and not quiet:
+                Console(stderr=True).print(header, highlight=False, markup=False)
+            header = None
             return
         view(kind, data)
 
     return RLM(settings=loaded, on_event=on_event, on_notice=notice)
 
 
-def context_of(*, file: Path | None = None, text: str | None = None, context_dir: Path | None = None) -> ContextLike:
+def context_of(loaded: LoadedSettings, *, file: Path | None = None, text: str | None = None,
+               context_dir: Path | None = None) -> ContextLike:
+    """The context the flags give; ``-f`` must be a file and ``--context-dir`` a folder (checked now)."""
+    from rlm.core.context import check_file
+
     if text is not None:
         return text
-    return Path(context_dir if context_dir is not None else file)  # type: ignore[arg-type]
+    path = Path(context_dir if context_dir is not None else file)  # type: ignore[arg-type]
+    with check_file(path, max_bytes=loaded.settings.run.max_context_bytes, allow_dir=context_dir is not None):
+        pass
+    return path
 
 
 def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *, file: Path | None = None,
                     text: str | None = None, context_dir: Path | None = None, stats: bool = False,
                     json_out: bool = False, trace: Path | None = None, quiet: bool = False) -> RunResult:
     rlm = make_rlm(ctx, loaded, quiet=quiet or (json_out and not sys.stderr.isatty()))
-    result = rlm.run(question, context_of(file=file, text=text, context_dir=context_dir), trace_path=trace)
+    result = rlm.run(question, context_of(loaded, file=file, text=text, context_dir=context_dir),
+                     trace_path=trace)
     if json_out:
         typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
     else:
@@ -61,9 +74,8 @@ def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *
 
 def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quiet: bool = False) -> int:
     """Run one generated case; print answer, expected and whether they match; 0 when matched."""
-    if not quiet:
-        Console(stderr=True).print(f"demo {case.name}: {len(case.document):,} characters; question: {case.question}")
-    result = make_rlm(ctx, loaded, quiet=quiet).run(case.question, case.document)
+    header = f"demo {case.name}: {len(case.document):,} characters; question: {case.question}"
+    result = make_rlm(ctx, loaded, quiet=quiet, header=header).run(case.question, case.document)
     matched = case.matches(result.answer)
     typer.echo(f"answer:   {sanitize_for_terminal(result.answer or '(no answer)')}")
     typer.echo(f"expected: {case.expected}")
@@ -94,11 +106,7 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                      context_dir: Path | None = None, quiet: bool = False) -> None:
     console = Console(stderr=True)
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
-    context = context_of(file=file, context_dir=context_dir)
-    from rlm._api import context_source
-
-    with context_source(context, max_bytes=loaded.settings.run.max_context_bytes):
-        pass  # the context is checked before any model or sandbox starts
+    context = context_of(loaded, file=file, context_dir=context_dir)  # checked before any model or sandbox starts
     with make_rlm(ctx, loaded, quiet=quiet) as rlm:
         if not quiet:
             console.print("ready; ask a question (:reset, :stats, :view, :quit)")

@@ -127,7 +127,7 @@ def test_empty_question(cli, doc):
 def test_missing_question_option(cli, doc):
     result = cli("query", "-f", str(doc))
     assert result.exit_code == EXIT_USAGE
-    assert "Missing option" in result.stderr and "-q" in result.stderr
+    assert "give the question once" in result.stderr and "-q" in result.stderr
 
 
 def test_unknown_option(cli, doc):

@@ -7,8 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 
-import rlm.llm.local.server as embedded
-from rlm.cli.run import embedded_model_needed
+import rlm.llm.local.fallback as embedded
+from rlm.llm.resolve import embedded_model_needed
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import http.client
 import json
 import re
 import os
@@ -301,12 +302,25 @@ def died_error(info: ServerInfo, when: str) -> EmbeddedServerDied:
         hint=f"the whole log: {info.log}; rlm model status shows its build and CPU backend")
 
 
+def _running(pid: int) -> bool:
+    """The process exists and is not a zombie (a crashed server stays one until its keeper reaps it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return _alive(pid)
+    state = stat.rsplit(")", 1)[-1].split()[0] if ")" in stat else "?"
+    return state not in ("Z", "X")
+
+
 def alive(info: ServerInfo, *, settle_s: float = 5.0) -> bool:
-    """Whether the server runs.  When its port is closed, the keeper is given ``settle_s`` to
-    record the end and exit (a server that just crashed is gone, not alive)."""
+    """Whether the server runs.  A server that is gone (or a zombie) gives its keeper up to
+    ``settle_s`` to record how it ended, so ``death`` can tell."""
     if not _alive(info.pid):
         return False
-    if _port_open(info.port):
+    gone = (not _running(info.server_pid)) if info.server_pid > 0 else (not _port_open(info.port))
+    if not gone:
         return True
     deadline = time.monotonic() + settle_s
     while time.monotonic() < deadline:
@@ -326,7 +340,7 @@ def prove(info: ServerInfo, timeout_s: float = PROVE_TIMEOUT_S) -> str:
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as resp:  # noqa: S310 - loopback
             data = json.loads(resp.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, http.client.HTTPException) as exc:
         if not alive(info):
             raise died_error(info, "on its first completion") from exc
         raise LLMError(f"the embedded model server did not answer a test completion: {exc}",
