@@ -118,7 +118,7 @@ def error_record(query: BatchQuery, exc: BaseException, *, started_at: str | Non
                  duration_s: float = 0.0, trace: Path | None = None) -> dict:
     """The ``error`` line of a query that failed (its failure is data; the batch goes on)."""
     message = getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
-    record = {"id": query.id, "question": query.question, "started_at": started_at or _now(), "answer": None,
+    record: dict = {"id": query.id, "question": query.question, "started_at": started_at or _now(), "answer": None,
               "status": "error", "iterations": 0, "sub_calls": 0, "usage": {}, "duration_s": round(duration_s, 3),
               "error": message, "trace": str(trace) if trace is not None and trace.exists() else None,
               "finished_at": _now()}

@@ -78,7 +78,7 @@ class LocalExecutor:
                 t.join()
 
     def _cancel_queued(self) -> None:
-        kept = []
+        kept: list[None] = []
         while True:
             try:
                 item = self._queue.get_nowait()

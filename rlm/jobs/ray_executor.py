@@ -34,7 +34,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Self, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from rlm.errors import ImageMissing, SandboxError, UsageError
 
@@ -129,6 +129,7 @@ class RemoteQuery:
         check_node_image(self.image, self.accepted_hashes)
         node_id, host = _node()
         missing = [p for p in (query.context_file, query.context_dir) if p is not None and not p.exists()]
+        record: dict | None
         if missing:
             record = error_record(query, ContextNotOnNode(
                 f"the context {missing[0]} is not on node {host} ({node_id[:12]}); every node needs the "
@@ -342,7 +343,7 @@ class RayExecutor:
             self._ray.shutdown()
             self._started_ray = False
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> RayExecutor:
         return self
 
     def __exit__(self, *exc: object) -> None:

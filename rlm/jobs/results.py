@@ -13,7 +13,6 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +69,7 @@ class ResultWriter:
             if not self._fh.closed:
                 self._fh.close()
 
-    def __enter__(self) -> Self:
+    def __enter__(self) -> ResultWriter:
         return self
 
     def __exit__(self, *exc: object) -> None:

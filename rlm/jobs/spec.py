@@ -35,7 +35,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from rlm.config import Settings, settings_from_mapping
 from rlm.core.context import check_file
@@ -140,7 +140,8 @@ def _settings(data: Mapping, base: Settings | None, cli: Mapping[str, Any] | Non
     if model is not None and not isinstance(model, Mapping):
         problems.append(f"'model' must be a mapping (base_url, root_model, sub_model, ...), got {_type_name(model)}")
     elif model:
-        inner = layer.get("model") if isinstance(layer.get("model"), Mapping) else {}
+        raw_inner = layer.get("model")
+        inner: Mapping = raw_inner if isinstance(raw_inner, Mapping) else {}
         layer["model"] = {**inner, **{str(k): v for k, v in model.items()}}
     settings = base or Settings()
     try:
@@ -339,9 +340,10 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
     """
     path = Path(path).expanduser()
     problems: list[str] = []
-    data = _read(path, problems)
-    if data is None:
+    read = _read(path, problems)
+    if read is None:
         _raise(path, problems)
+    data: Mapping = read or {}
     folder = path.resolve().parent
     for key in data:
         if str(key) not in TOP_KEYS:
@@ -350,6 +352,7 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
     rule = _path_rule(data, folder, context_root, allow_outside_paths, problems)
     executor_kind, executor_address = _executor(data, executor, address, problems)
 
+    workers: int | None
     if concurrency is not None:
         if _positive_int(concurrency) is None:
             problems.append(f"--concurrency must be a positive integer, got {concurrency!r}")
@@ -409,7 +412,7 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
                      queries=tuple(queries), executor=executor_kind, address=executor_address)
 
 
-def _raise(path: Path, problems: list[str]) -> None:
+def _raise(path: Path, problems: list[str]) -> NoReturn:
     if len(problems) == 1:
         message = f"invalid batch spec {path}: {problems[0]}"
     else:
