@@ -30,6 +30,7 @@ import logging
 import signal
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -49,6 +50,7 @@ JOB_LABEL = "rlm.job"
 INSTALL_HINT = "pip install 'rlm[ray]' (or pip install '.[ray]' from a checkout)"
 SWEEP_TIMEOUT_S = 30.0
 CANCEL_WAIT_S = 5.0
+RESWEEP_AFTER_S = 1.5
 
 
 class NodeImageError(ImageMissing):
@@ -309,6 +311,9 @@ class RayExecutor:
                 self._ray.wait(refs, num_returns=len(refs), timeout=CANCEL_WAIT_S)
             except Exception:
                 log.debug("waiting for cancelled tasks failed", exc_info=True)
+            self.sweep()
+            # a container whose creation a killed worker had asked for may appear just after
+            time.sleep(RESWEEP_AFTER_S)
         self.sweep()
 
     def sweep(self) -> int:
