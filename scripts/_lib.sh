@@ -208,7 +208,9 @@ ensure_local_model() {
 sys.exit(0 if installed_runtime() else 1)' 2>/dev/null; then
         ensure_build_tools
     fi
-    "$RLM_VENV/bin/rlm" model install || die "the embedded model is not usable (see above)"
+    local keep=()
+    [ "${1:-}" != "force" ] && keep=(--keep-running)   # the command that follows uses it at once
+    "$RLM_VENV/bin/rlm" model install ${keep[@]+"${keep[@]}"} || die "the embedded model is not usable (see above)"
 }
 
 # Debian's Chromium, for the trace viewer's browser tests.

