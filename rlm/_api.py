@@ -155,7 +155,7 @@ class RLM:
         elif isinstance(settings, Settings):
             self.loaded = LoadedSettings(settings=settings, sources={"base_url": "RLM(settings=...)"})
         else:
-            self.loaded = load_settings(config_file=config, cli=overrides,
+            self.loaded = load_settings(config_file=None if config is None else Path(config), cli=overrides,
                                         cli_flags={k: f"RLM({k}=...)" for k in overrides})
         self._events = _Events(on_iteration, on_sub_call, on_event)
         self._notice = on_notice or _stderr
