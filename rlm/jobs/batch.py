@@ -191,7 +191,7 @@ class BatchRunner:
                 reporter.start(total, 0, skipped)
                 reporter.finish()
             return summarize(self.spec, previous, ran=0, wall_s=time.perf_counter() - started)
-        from rlm.cli.run import check_models
+        from rlm.llm.resolve import check_models
 
         check_models(self.client, self.settings)  # fail early, before any sandbox starts
         executor = self.executor or LocalExecutor(min(self.spec.concurrency, len(todo)))
@@ -282,7 +282,7 @@ def run_batch(spec: BatchSpec, client: ModelClient | None = None, *, retry_faile
             return run_batch(spec, client, retry_failed=retry_failed, executor=ray_executor, reporter=reporter)
     if client is not None:
         return BatchRunner(spec, client, executor=executor, reporter=reporter).run(retry_failed=retry_failed)
-    from rlm.cli.run import make_client
+    from rlm.llm.resolve import make_client
 
     with make_client(spec.settings) as own:
         return BatchRunner(spec, own, executor=executor, reporter=reporter).run(retry_failed=retry_failed)

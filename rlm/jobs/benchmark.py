@@ -188,7 +188,7 @@ def run_benchmark(name: str, sizes: list[int], *, n: int, seed: int, settings: S
                   compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW, concurrency: int = 1,
                   reporter: Reporter | None = None, trace_dir: Path | None = None) -> BenchReport:
     """Generate ``n`` items per size of benchmark ``name``, run them, return the report."""
-    from rlm.cli.run import check_models
+    from rlm.llm.resolve import check_models
 
     started = time.perf_counter()
     items = generate(name, sizes, n, seed)

@@ -124,9 +124,9 @@ class RemoteQuery:
     accepted_hashes: frozenset[str] | None
 
     def __call__(self, query: BatchQuery) -> dict | None:
-        from rlm.cli.run import make_client
         from rlm.jobs.batch import error_record, execute_query
         from rlm.jobs.executor import CancelToken
+        from rlm.llm.resolve import make_client
 
         check_node_image(self.image, self.accepted_hashes)
         node_id, host = _node()
