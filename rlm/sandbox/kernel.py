@@ -15,6 +15,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import zmq
 from jupyter_client.session import Session
@@ -179,12 +180,12 @@ class KernelClient:
                 return Outcome.TIMEOUT
             events = dict(poller.poll(max(1, int(remaining * 1000))))
             if self.iopub in events:
-                while self.iopub.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                while cast(int, self.iopub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     msg = self._recv(self.iopub)
                     if msg and msg["parent_header"].get("msg_id") == msg_id:
                         self._on_iopub(msg, out)
             if self.shell in events:
-                while self.shell.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                while cast(int, self.shell.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                     msg = self._recv(self.shell)
                     if msg and msg["parent_header"].get("msg_id") == msg_id:
                         out.got_reply = True

@@ -197,13 +197,13 @@ class SandboxSession:
 
     @property
     def run_dir(self) -> Path | None:
-        return self._dirs.root if self._dirs else None
+        return self._live_dirs.root if self._dirs else None
 
     def set_handler(self, handler: Handler | None) -> None:
         """Attach (or replace) what serves llm_query from this session's REPL."""
         self.handler = handler
         if self._bridge is not None:
-            self._bridge.handler = handler or self._bridge.handler
+            self._live_bridge.handler = handler or self._live_bridge.handler
 
     def open(self) -> "SandboxSession":
         if self.closed:
@@ -215,7 +215,7 @@ class SandboxSession:
         try:
             if self._engine is None:
                 self._engine = Engine()
-            if not self._engine.image_exists(self.settings.image):
+            if not self._live_engine.image_exists(self.settings.image):
                 from rlm.errors import ImageMissing
 
                 raise ImageMissing(f"the sandbox image {self.settings.image} is not built",
@@ -225,10 +225,10 @@ class SandboxSession:
             _open_sessions.add(self)
             self.opened = True
             self._dirs = RunDirs.create(self.settings.resolved_run_root, self.id, self._sandbox_uid)
-            self._bridge = BridgeServer(self._dirs.bridge, allowed_uids={self._sandbox_uid, os.getuid()},
+            self._bridge = BridgeServer(self._live_dirs.bridge, allowed_uids={self._sandbox_uid, os.getuid()},
                                         on_control=self._on_control, handler=self.handler,
                                         max_frame=self.settings.bridge_max_frame)
-            self._bridge.start()
+            self._live_bridge.start()
             self._start_container()
         except BaseException:
             self.close()
@@ -246,13 +246,13 @@ class SandboxSession:
         notice, recovered = self._recover_if_needed()
         started = time.perf_counter()
         out = CellOutput(self.settings.output_limit_bytes)
-        msg_id = self._client.start_execute(code)
+        msg_id = self._live_client.start_execute(code)
         outcome = self._collect_cell(msg_id, out, timeout)
         result = Execution()
         if outcome is Outcome.TIMEOUT:
             result.timed_out = True
-            self._bridge.send_control(Command.INTERRUPT)
-            self._bridge.cancel_in_flight()  # the cell is abandoned: so are its sub-calls
+            self._live_bridge.send_control(Command.INTERRUPT)
+            self._live_bridge.cancel_in_flight()  # the cell is abandoned: so are its sub-calls
             outcome = self._collect(msg_id, out, time.monotonic() + self.settings.interrupt_grace_s)
             if outcome is Outcome.COMPLETED:
                 result.notice = (f"The cell timed out after {timeout:g} s and was interrupted; "
@@ -266,7 +266,7 @@ class SandboxSession:
         elif outcome is Outcome.WOKEN:
             event = self._take_death()
             if event is not None:
-                self._bridge.cancel_in_flight()
+                self._live_bridge.cancel_in_flight()
                 result.restarted = self._restart(reason=event)
                 result.state_lost = True
                 result.notice = (f"The kernel died while running this cell ({event}); "
@@ -300,14 +300,14 @@ class SandboxSession:
 
         Time during which the cell's own thread waits on the bridge (llm_query and the like) is
         model time: it does not count (a sub-call has its own request timeout)."""
-        started, waited_before = time.monotonic(), self._bridge.waited_seconds()
+        started, waited_before = time.monotonic(), self._live_bridge.waited_seconds()
         while True:
-            used = (time.monotonic() - started) - (self._bridge.waited_seconds() - waited_before)
+            used = (time.monotonic() - started) - (self._live_bridge.waited_seconds() - waited_before)
             left = timeout - used
-            if left <= 0 and not self._bridge.waiting:
+            if left <= 0 and not self._live_bridge.waiting:
                 return Outcome.TIMEOUT
             # while the cell waits on the bridge, look again soon; otherwise wait for what is left
-            step = 0.25 if self._bridge.waiting else max(left, 0.001)
+            step = 0.25 if self._live_bridge.waiting else max(left, 0.001)
             outcome = self._collect(msg_id, out, time.monotonic() + step)
             if outcome is not Outcome.TIMEOUT:
                 return outcome
@@ -324,22 +324,23 @@ class SandboxSession:
         path = Path(context).resolve()
         self.context_path = path
         self._check_context()
-        placed = self._dirs.place_context(path)
+        placed = self._live_dirs.place_context(path)
         self._attached = (f"{CONTAINER_CONTEXT}/{placed.name}", context_format(path))
         self._send_attach()
 
     def _send_attach(self) -> None:
+        assert self._attached is not None
         target, fmt = self._attached
         out = CellOutput(self.settings.output_limit_bytes)
-        msg_id = self._client.start_execute(f"_rlm_attach_context({target!r}, {fmt!r})")
+        msg_id = self._live_client.start_execute(f"_rlm_attach_context({target!r}, {fmt!r})")
         if self._collect(msg_id, out, time.monotonic() + self.settings.start_timeout_s) is not Outcome.COMPLETED \
                 or out.error:
             raise SandboxError(f"could not attach the context in the sandbox: {out.error or 'no answer'}")
 
     def interrupt(self) -> None:
         if self._bridge is not None:
-            self._bridge.send_control(Command.INTERRUPT)
-            self._bridge.cancel_in_flight()
+            self._live_bridge.send_control(Command.INTERRUPT)
+            self._live_bridge.cancel_in_flight()
 
     def close(self) -> None:
         """Remove the container and the run folders; safe to call any number of times."""
@@ -348,25 +349,56 @@ class SandboxSession:
         self.closed = True
         _open_sessions.discard(self)
         if self._client is not None:
-            self._client.close()
+            self._live_client.close()
             self._client = None
         if self._container is not None and self._engine is not None:
             try:
-                self._engine.remove(self._container)
+                self._live_engine.remove(self._container)
             except SandboxError as exc:
                 log.warning("could not remove container %s: %s", self._container[:12], exc)
             self._container = None
         if self._bridge is not None:
-            self._bridge.cancel_in_flight()
-            self._bridge.close()
+            self._live_bridge.cancel_in_flight()
+            self._live_bridge.close()
         if self._dirs is not None:
-            self._dirs.remove()
+            self._live_dirs.remove()
         for sock in (self._wake_r, self._wake_w):
             sock.close()
         if self._own_engine and self._engine is not None:
-            self._engine.close()
+            self._live_engine.close()
 
     # -- internals -----------------------------------------------------------------------
+    # What an open session has; reaching for it on a session that is not open is a SessionClosed.
+    @property
+    def _live_bridge(self) -> BridgeServer:
+        if self._bridge is None:
+            raise SessionClosed("this sandbox session is not open")
+        return self._bridge
+
+    @property
+    def _live_client(self) -> KernelClient:
+        if self._client is None:
+            raise SessionClosed("this sandbox session has no kernel connection")
+        return self._client
+
+    @property
+    def _live_dirs(self) -> RunDirs:
+        if self._dirs is None:
+            raise SessionClosed("this sandbox session is not open")
+        return self._dirs
+
+    @property
+    def _live_engine(self) -> Engine:
+        if self._engine is None:
+            raise SessionClosed("this sandbox session is not open")
+        return self._engine
+
+    @property
+    def _live_connection(self) -> dict:
+        if self._connection is None:
+            raise SessionClosed("this sandbox session has no kernel")
+        return self._connection
+
     @property
     def _sandbox_uid(self) -> int:
         return int(self.settings.user.split(":")[0])
@@ -390,13 +422,13 @@ class SandboxSession:
         elif self.context_path is not None:
             context = (self.context_path, context_format(self.context_path))
         return container_spec(self.settings, session_id=self.id, generation=self.restarts["container"],
-                              dirs=self._dirs, attachable=self.attachable, attached=self._attached,
+                              dirs=self._live_dirs, attachable=self.attachable, attached=self._attached,
                               context=context)
 
     def _start_container(self) -> None:
-        self._connection = write_connection_file(self._dirs.run, new_key(), self._sandbox_uid)
-        self._dirs.unlock_run(self._sandbox_uid)
-        self._container = self._engine.run(self._spec())
+        self._connection = write_connection_file(self._live_dirs.run, new_key(), self._sandbox_uid)
+        self._live_dirs.unlock_run(self._sandbox_uid)
+        self._container = self._live_engine.run(self._spec())
         self._await_event(Event.HELLO, self.settings.start_timeout_s)
         self._await_kernel(self.settings.start_timeout_s)
 
@@ -419,7 +451,7 @@ class SandboxSession:
                 raise SandboxError(f"the sandbox failed while starting: {self._describe(event)}")
 
     def _check_container_alive(self) -> None:
-        info = self._engine.inspect(self._container) if self._container else None
+        info = self._live_engine.inspect(self._container) if self._container else None
         if info is None or info.status in ("exited", "dead"):
             code = None if info is None else info.exit_code
             raise SandboxError(f"the sandbox container stopped while starting ({_signal_name(code)})",
@@ -428,17 +460,17 @@ class SandboxSession:
     def _await_kernel(self, timeout: float) -> None:
         self._await_event(Event.KERNEL_READY, timeout)
         if self._client is not None:
-            self._client.close()
-        self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
-        self._client.wait_ready(timeout)
-        self._dirs.lock_run()
+            self._live_client.close()
+        self._client = KernelClient(self._live_connection, self._live_dirs.run, {self._sandbox_uid})
+        self._live_client.wait_ready(timeout)
+        self._live_dirs.lock_run()
         self._drain_wake()
 
     def _reconnect(self) -> None:
         """A fresh client on the same kernel (its variables are kept)."""
-        self._client.close()
-        self._client = KernelClient(self._connection, self._dirs.run, {self._sandbox_uid})
-        self._client.wait_ready(self.settings.start_timeout_s)
+        self._live_client.close()
+        self._client = KernelClient(self._live_connection, self._live_dirs.run, {self._sandbox_uid})
+        self._live_client.wait_ready(self.settings.start_timeout_s)
 
     def _on_control(self, event: dict) -> None:
         self._events.put(event)
@@ -456,7 +488,7 @@ class SandboxSession:
 
     def _collect(self, msg_id: str, out: CellOutput, deadline: float) -> Outcome:
         while True:
-            outcome = self._client.collect(msg_id, out, deadline, self._wake_r.fileno())
+            outcome = self._live_client.collect(msg_id, out, deadline, self._wake_r.fileno())
             if outcome is not Outcome.WOKEN:
                 return outcome
             self._drain_wake()
@@ -506,12 +538,12 @@ class SandboxSession:
     def _restart(self, reason: str) -> str:
         """Kernel restart through the supervisor; container recreation when that fails."""
         log.info("restarting sandbox %s: %s", self.id, reason)
-        if self._bridge.send_control(Command.KILL):
+        if self._live_bridge.send_control(Command.KILL):
             try:
                 self._await_event(Event.KILLED, min(self.settings.start_timeout_s, 20.0))
                 # no process of the old kernel is left: the new one may create its sockets
-                self._dirs.unlock_run(self._sandbox_uid)
-                self._bridge.send_control(Command.START)
+                self._live_dirs.unlock_run(self._sandbox_uid)
+                self._live_bridge.send_control(Command.START)
                 self._await_kernel(min(self.settings.start_timeout_s, 20.0))
                 if self._attached is not None:
                     self._send_attach()  # a restarted kernel starts from the container's environment
@@ -525,15 +557,15 @@ class SandboxSession:
 
     def _recreate_container(self) -> None:
         if self._client is not None:
-            self._client.close()
+            self._live_client.close()
             self._client = None
         if self._container is not None:
-            self._engine.remove(self._container)
+            self._live_engine.remove(self._container)
             self._container = None
-        self._bridge.expect_new_supervisor()
+        self._live_bridge.expect_new_supervisor()
         while not self._events.empty():
             self._events.get_nowait()
-        self._dirs.clear_run()
+        self._live_dirs.clear_run()
         self._start_container()
 
     def _fill(self, result: Execution, out: CellOutput) -> None:
