@@ -202,6 +202,14 @@ class RLM:
                  tb: TracebackType | None) -> None:
         self.close()
 
+    def open_sandbox(self, context: ContextLike = None) -> float:
+        """In a ``with`` block: start the block's sandbox now, with ``context``; return its start-up time (s)."""
+        if self._block is None:
+            raise UsageError("open_sandbox() is for a `with RLM() as r:` block")
+        seconds = self._block.open(context)
+        self._events("sandbox_ready", {"seconds": seconds})
+        return seconds
+
     def reset(self) -> None:
         """In a ``with`` block: a new sandbox for the next question (variables cleared), same context."""
         if self._block is None:
@@ -242,6 +250,12 @@ class _Block:
 
     def run(self, owner: RLM, question: str, context: ContextLike,
             trace_path: str | os.PathLike[str] | None) -> RunResult:
+        self.open(context)
+        orch = owner._orchestrator(self.settings, self.client)
+        return orch.run(question, trace_path=owner._trace_path(orch, trace_path), session=self.session)
+
+    def open(self, context: ContextLike) -> float:
+        """The block's sandbox, with its context (the first one given); its start-up time, 0 if open."""
         key = _context_key(context)
         if self.source is None:
             self.source = context_source(context, max_bytes=self.settings.run.max_context_bytes)
@@ -249,10 +263,10 @@ class _Block:
         elif key is not None and key != self.context_key:
             raise UsageError("a `with RLM()` block keeps one sandbox and its context; this question gives another",
                              hint="pass no context (the block's is used), or open another block for it")
-        if self.session is None:
-            self.session = SandboxSession(context=self.source.path, settings=self.settings.sandbox).open()
-        orch = owner._orchestrator(self.settings, self.client)
-        return orch.run(question, trace_path=owner._trace_path(orch, trace_path), session=self.session)
+        if self.session is not None:
+            return 0.0
+        self.session = SandboxSession(context=self.source.path, settings=self.settings.sandbox).open()
+        return float(self.session.open_seconds or 0.0)
 
     def reset(self) -> None:
         session, self.session = self.session, None

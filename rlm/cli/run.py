@@ -108,8 +108,9 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
     context = context_of(loaded, file=file, context_dir=context_dir)  # checked before any model or sandbox starts
     with make_rlm(ctx, loaded, quiet=quiet) as rlm:
+        rlm.open_sandbox(context)
         if not quiet:
-            console.print("ready; ask a question (:reset, :stats, :view, :quit)")
+            console.print("sandbox ready; ask a question (:reset, :stats, :view, :quit)")
         for line in _questions():
             question = line.strip()
             if not question:
@@ -121,6 +122,7 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                 continue
             if question == ":reset":
                 rlm.reset()
+                rlm.open_sandbox(context)
                 typer.echo("(new sandbox: variables cleared)")
                 continue
             if question == ":view":
