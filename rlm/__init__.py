@@ -21,8 +21,19 @@ if TYPE_CHECKING:
     from rlm._api import RLM, ContextLike, IterationEvent, SubCallEvent
     from rlm.config import LoadedSettings, Settings
     from rlm.core.orchestrator import RunResult
-    from rlm.errors import (ConfigError, ContextError, EmbeddedServerDied, LLMError, ModelAuthError, ModelNotFound,
-                            ModelUnreachable, RLMError, SandboxError, SandboxTimeout, UsageError)
+    from rlm.errors import (
+        ConfigError,
+        ContextError,
+        EmbeddedServerDied,
+        LLMError,
+        ModelAuthError,
+        ModelNotFound,
+        ModelUnreachable,
+        RLMError,
+        SandboxError,
+        SandboxTimeout,
+        UsageError,
+    )
     from rlm.llm.base import Usage
 
 __all__ = [

@@ -9,8 +9,8 @@ mapped to exit codes in exactly one place, ``RLMGroup.invoke``:
 from __future__ import annotations
 
 import signal
-from pathlib import Path
 import sys
+from pathlib import Path
 
 import typer
 from rich.console import Console

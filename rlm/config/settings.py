@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlm.config.values import (_PARSERS, _PLAIN, _BadValue, _http_url, _non_empty,  # noqa: F401
-                               _non_negative, _positive, _temperature)
+from rlm.config.values import _PARSERS, _PLAIN, _BadValue, _http_url, _non_empty, _non_negative, _positive, _temperature  # noqa: F401
 from rlm.errors import ConfigError
 from rlm.llm.base import ModelSettings
 from rlm.sandbox.settings import SandboxSettings

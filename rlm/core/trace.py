@@ -28,7 +28,6 @@ from typing import Any
 
 from rlm.errors import UsageError
 
-
 _RESERVED = frozenset({"t", "ts", "kind"})
 
 

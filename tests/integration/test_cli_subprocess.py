@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.bench.demo import needle_case
+from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker

@@ -16,8 +16,8 @@ import time
 
 import pytest
 
-from rlm.config import RunSettings, Settings
 from rlm.bench.demo import filler
+from rlm.config import RunSettings, Settings
 from rlm.llm.base import ModelSettings
 from rlm.llm.local.fallback import adapt_settings, ensure_server
 from rlm.llm.local.runtime import EXCLUDED_VARIANTS, installed_runtime
@@ -114,9 +114,9 @@ def test_needles_through_the_real_sandbox(engine, model_settings, client, tmp_pa
 
 
 def test_llm_query_round_trip(engine, model_settings, client):
+    from rlm.core.subcalls import SubCallHandler
     from rlm.sandbox import SandboxSession
     from rlm.sandbox.settings import SandboxSettings
-    from rlm.core.subcalls import SubCallHandler
 
     handler = SubCallHandler(client, sub_model=model_settings.root_model, temperature=0.0, enabled=True,
                              max_calls=5, max_chars=10_000, concurrency=2)

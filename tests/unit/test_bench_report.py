@@ -8,9 +8,9 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.bench.generators import generate
-from rlm.jobs.benchmark import BenchReport, ItemResult, base_prompt
 from rlm.cli.batch import bench_table, standalone_app
 from rlm.errors import UsageError
+from rlm.jobs.benchmark import BenchReport, ItemResult, base_prompt
 
 
 def _report(compare_base: bool = True) -> BenchReport:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rlm.bench.scorers import (contains, exact, f1, f1_pairs, normalize, numeric, parse_number, parse_pairs,
-                                    score)
+from rlm.bench.scorers import contains, exact, f1, f1_pairs, normalize, numeric, parse_number, parse_pairs, score
 
 
 @pytest.mark.parametrize("answer, expected, value", [

@@ -15,8 +15,8 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.config import CONFIG_ENV_VAR, FIELDS
-from rlm.llm.fake_server import FakeModelServer
 from rlm.core.trace import TraceWriter
+from rlm.llm.fake_server import FakeModelServer
 
 EXIT_OTHER, EXIT_USAGE, EXIT_SANDBOX, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import base64
+import collections
 import dataclasses
 import hashlib
-import collections
 import stat
 import zipfile
 from pathlib import Path

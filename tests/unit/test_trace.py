@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from rlm.errors import UsageError
 from rlm.cli.trace_text import render_trace
 from rlm.core.trace import TraceWriter, read_trace
+from rlm.errors import UsageError
 
 
 def write_run(path: Path) -> None:

@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING
 
 from rlm.errors import ModelUnreachable
 from rlm.llm.base import ModelSettings
-from rlm.llm.local.server import INSTALL_HINT, ServerInfo, probe_url, prove, running_server, start_server
 from rlm.llm.local.runtime import installed_runtime
+from rlm.llm.local.server import INSTALL_HINT, ServerInfo, probe_url, prove, running_server, start_server
 from rlm.llm.local.weights import MODELS, ModelSpec, installed_path
 
 if TYPE_CHECKING:

