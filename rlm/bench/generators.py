@@ -281,15 +281,16 @@ def oolong_pairs(size: int, index: int, seed: int) -> BenchItem:
     for r in recs:
         by_user[r.user][r.label] += 1
     present = [u for u in users if by_user[u]]
-    attempts = []
+    attempts: list[tuple[str, str, str | None]] = []
     for a in labels:
         attempts.append(("both", a, None))
-        for b in labels:
-            if a != b:
-                attempts.append(("both_two", a, b))
-                attempts.append(("without", a, b))
+        for other in labels:
+            if a != other:
+                attempts.append(("both_two", a, other))
+                attempts.append(("without", a, other))
     rng.shuffle(attempts)
-    question, pairs, cond = "", [], ("both", labels[0], None)
+    cond: tuple[str, str, str | None] = ("both", labels[0], None)
+    question, pairs = "", []
     for cond in attempts:
         mode, a, b = cond
         if mode == "both":
