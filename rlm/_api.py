@@ -21,7 +21,6 @@ import asyncio
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,7 +28,7 @@ from types import TracebackType
 from typing import Any, Union
 
 from rlm.config import LoadedSettings, Settings, load_settings
-from rlm.core.context import ContextSource, check_file, inline_text
+from rlm.core.context import ContextSource, check_file, inline_json, inline_text
 from rlm.core.orchestrator import Orchestrator, RunResult
 from rlm.errors import ContextError, UsageError
 from rlm.llm.base import ModelClient
@@ -114,20 +113,7 @@ def context_source(context: ContextLike, *, max_bytes: int) -> ContextSource:
     if isinstance(context, str):
         return inline_text(context, max_bytes=max_bytes)
     if isinstance(context, (list, tuple, dict)):
-        try:
-            data = json.dumps(context, ensure_ascii=False).encode("utf-8")
-        except (TypeError, ValueError) as exc:
-            raise ContextError(f"the context is not JSON-able: {exc}",
-                               hint="give a str, a list of str, a dict/list of JSON values, or a Path") from exc
-        if len(data) > max_bytes:
-            raise ContextError(f"the context is {len(data)} bytes as JSON, over the maximum of {max_bytes}",
-                               hint="raise max_context_bytes or give a smaller context")
-        folder = Path(tempfile.mkdtemp(prefix="rlm-ctx-"))
-        os.chmod(folder, 0o755)
-        path = folder / "context.json"
-        path.write_bytes(data)
-        os.chmod(path, 0o644)
-        return ContextSource(path, len(data), temporary=True)
+        return inline_json(context, max_bytes=max_bytes)
     raise ContextError(f"a context of type {type(context).__name__} is not supported",
                        hint="give a str, a list of str, a JSON-able dict or list, or a pathlib.Path")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import codecs
 import errno
+import json
 import os
 import stat
 import tempfile
@@ -214,9 +215,28 @@ def inline_text(text: str, *, max_bytes: int) -> ContextSource:
     data = text.encode("utf-8")
     if len(data) > max_bytes:
         raise ContextError(f"the context is {len(data)} bytes, over the maximum of {max_bytes}")
+    return _written(data, "context.txt")
+
+
+def inline_json(value: object, *, max_bytes: int) -> ContextSource:
+    """A JSON-able value (a list of documents, a dict, ...) given in Python: written as ``context.json``,
+    so the sandbox's ``context`` is the parsed value."""
+    try:
+        data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (TypeError, ValueError) as exc:
+        raise ContextError(f"the context is not JSON-able: {exc}",
+                           hint="give a str, a list of str, a dict/list of JSON values, or a Path") from exc
+    if len(data) > max_bytes:
+        raise ContextError(f"the context is {len(data)} bytes as JSON, over the maximum of {max_bytes}",
+                           hint="raise max_context_bytes or give a smaller context")
+    return _written(data, "context.json")
+
+
+def _written(data: bytes, name: str) -> ContextSource:
+    """``data`` in a private temporary folder the sandbox may read (removed by ``cleanup``)."""
     folder = Path(tempfile.mkdtemp(prefix="rlm-ctx-"))
     os.chmod(folder, 0o755)
-    path = folder / "context.txt"
+    path = folder / name
     path.write_bytes(data)
     os.chmod(path, 0o644)
     return ContextSource(path, len(data), temporary=True)
