@@ -23,25 +23,13 @@ def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option
                       sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions.")] = 16,
                       config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """Cold/warm open, cell latency vs docker exec, context load, bridge, batching, memory, concurrency."""
-    import json
-
-    from rich.table import Table
-
     from rlm.bench.sandbox_speed import bench_sandbox
 
     loaded = _settings(ctx, config, debug)
     console = Console(stderr=True)
     figures = bench_sandbox(loaded.settings.sandbox, context_mb=context_mb, sessions=sessions,
                             say=lambda m: console.print(m, style="dim"))
-    if json_out:
-        typer.echo(json.dumps(figures))
-        return
-    table = Table(title="sandbox benchmark", header_style="bold")
-    table.add_column("figure")
-    table.add_column("value", justify="right")
-    for key, value in figures.items():
-        table.add_row(key, str(value))
-    Console().print(table)
+    _print_figures("sandbox benchmark", figures, json_out)
 
 
 @bench_app.command("viewer")
@@ -51,20 +39,25 @@ def bench_viewer_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
                      repeats: Annotated[int, typer.Option("--repeats", min=1, help="Loads to take the median of.")] = 3,
                      config: ConfigOpt = None, debug: DebugOpt = False) -> None:
     """The trace viewer on a synthetic trace: page size, render time, headless Chromium load time."""
-    import json
-
-    from rich.table import Table
-
     from rlm.viewer.bench import bench_viewer
 
     _settings(ctx, config, debug)
     console = Console(stderr=True)
     figures = bench_viewer(iterations=iterations, output_mb=output_mb, repeats=repeats,
                            say=lambda m: console.print(m, style="dim"))
+    _print_figures("trace viewer benchmark", figures, json_out)
+
+
+def _print_figures(title: str, figures: dict, json_out: bool) -> None:
+    """One JSON object, or a two-column table."""
     if json_out:
+        import json
+
         typer.echo(json.dumps(figures))
         return
-    table = Table(title="trace viewer benchmark", header_style="bold")
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold")
     table.add_column("figure")
     table.add_column("value", justify="right")
     for key, value in figures.items():
