@@ -8,6 +8,17 @@ import pytest
 
 from rlm.errors import EngineUnavailable
 
+# `auto` (the default runtime) resolves to RLM_TEST_RUNTIME in tests (default runc), so that the suite's
+# runtime is chosen by the test command, not by what happens to be installed.  The security suite runs
+# under each runtime of RLM_TEST_RUNTIMES (default: runc, and runsc when registered; tests/security/conftest.py).
+TEST_RUNTIME_ENV = "RLM_TEST_RUNTIME"
+
+
+def pytest_configure(config):
+    from rlm.sandbox import runtime
+
+    runtime.pin_auto(os.environ.get(TEST_RUNTIME_ENV) or "runc")
+
 
 def _engine_or_skip():
     from rlm.sandbox.engine import Engine

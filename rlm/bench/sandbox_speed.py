@@ -127,10 +127,10 @@ def bench_sandbox(settings: SandboxSettings, *, context_mb: int = 100, sessions:
 
 
 def _bench_batched(settings: SandboxSettings, engine: Engine) -> float:
+    from rlm.core.subcalls import SubCallHandler
     from rlm.llm.base import ModelSettings
     from rlm.llm.fake_server import FakeModelServer
     from rlm.llm.openai_client import OpenAICompatibleClient
-    from rlm.core.subcalls import SubCallHandler
 
     with FakeModelServer(root_model="root", models=("sub",), sub={"default": "ok"}, sub_delay_s=0.2) as server:
         client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model="root", sub_model="sub"))
@@ -167,3 +167,33 @@ def _bench_concurrent(settings: SandboxSettings, engine: Engine, n: int) -> tupl
     for t in threads:
         t.join()
     return len(ok), errors
+
+
+def compare_runtimes(settings: SandboxSettings, runtimes: list[str], *, opens: int = 3, cells: int = 100,
+                     say: Say = lambda _m: None) -> dict[str, dict]:
+    """Per runtime: session open (median of ``opens``), trivial cell median, idle memory of a session."""
+    engine = Engine()
+    out: dict[str, dict] = {}
+    try:
+        for name in runtimes:
+            say(f"runtime {name}: {opens} sessions, {cells} cells")
+            opened: list[float] = []
+            cell: list[float] = []
+            idle: list[int] = []
+            for _ in range(opens):
+                with SandboxSession(settings=settings.with_(runtime=name), engine=engine) as s:
+                    opened.append(s.open_seconds or 0.0)
+                    for _ in range(cells // opens):
+                        cell.append(s.execute("pass").duration_s)
+                    deadline = time.monotonic() + 2.0     # let the start-up settle before reading memory
+                    while time.monotonic() < deadline:
+                        s.execute("pass")
+                    usage = engine.memory_usage_bytes(s.container_id or "")
+                    if usage is not None:
+                        idle.append(usage)
+            out[name] = {"open_s": round(statistics.median(opened), 3), "cell_ms": _median_ms(cell),
+                         "cell_p95_ms": _p95_ms(cell),
+                         "idle_mb": round(statistics.median(idle) / 2**20, 1) if idle else None}
+    finally:
+        engine.close()
+    return out

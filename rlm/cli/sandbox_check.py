@@ -38,8 +38,13 @@ def run_check(settings: SandboxSettings, console: Console, *, security: bool = F
         _line(console, status.current, "image",
               f"{settings.image} {'is current' if status.current else 'is stale: run `rlm sandbox build`'}")
         failures += not status.current
-        runtime = settings.runtime or engine.info().get("DefaultRuntime", "runc")
-        _line(console, True, "runtime", runtime + ("" if settings.runtime else " (engine default)"))
+        from rlm.sandbox.runtime import describe
+
+        iso = describe(settings.runtime, settings.seccomp, engine)
+        how = (f" (setting {settings.runtime!r})" if settings.runtime not in (None, "", "auto")
+               else " (auto: runsc when the engine has it, else runc; RLM_RUNTIME=runc to choose runc)")
+        _line(console, True, "runtime", f"{iso.runtime}{how}, {iso.version}")
+        _line(console, True, "isolation", iso.isolation)
         with SandboxSession(settings=settings, engine=engine) as session:
             _line(console, True, "session", f"container and kernel ready in {session.open_seconds:.2f} s")
             times = []

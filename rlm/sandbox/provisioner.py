@@ -10,6 +10,7 @@ import os
 import socket
 from pathlib import Path
 
+from rlm.sandbox import runtime as runtimes
 from rlm.sandbox import seccomp
 from rlm.sandbox.engine import ContainerSpec, Mount
 from rlm.sandbox.rundir import CONTAINER_BRIDGE, CONTAINER_CONTEXT, CONTAINER_RUN, RunDirs, process_start_time
@@ -28,6 +29,11 @@ def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs
     session mounts its context folder instead and names the ``attached`` file, if any.
     """
     uid = int(s.user.split(":")[0])
+    runtime = runtimes.resolve(s.runtime)
+    limits = runtimes.limits(runtime, s.pids_limit)
+    ulimits = [("nofile", s.nofile, s.nofile), ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)]
+    if limits.nproc is not None:   # gVisor: its kernel counts processes and threads per uid (see runtime.py)
+        ulimits.append(("nproc", limits.nproc, limits.nproc))
     env = {"RLM_AS_LIMIT": str(s.address_space_limit_bytes), "RLM_OUTPUT_LIMIT": str(s.output_limit_bytes),
            "RLM_FINAL_LIMIT": str(s.final_limit_chars), "RLM_BRIDGE_MAX_FRAME": str(s.bridge_max_frame)}
     mounts = [Mount(str(dirs.run), CONTAINER_RUN, read_only=False),
@@ -53,8 +59,6 @@ def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs
                HOME: f"rw,nosuid,nodev,noexec,size={s.home_tmpfs_mb}m,uid={uid},gid={uid},mode=0700"},
         network_mode=s.network_mode, read_only=s.read_only_rootfs, cap_drop=list(s.cap_drop),
         security_opt=(["no-new-privileges:true"] if s.no_new_privileges else []) + seccomp.security_opt(s.seccomp),
-        pids_limit=s.pids_limit, mem_limit_bytes=s.memory_mb * 1024 * 1024,
+        pids_limit=limits.pids_limit, mem_limit_bytes=s.memory_mb * 1024 * 1024,
         memswap_limit_bytes=s.memory_mb * 1024 * 1024, nano_cpus=int(s.cpus * 1e9),
-        ulimits=[("nofile", s.nofile, s.nofile),
-                 ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)],
-        init=s.init, runtime=s.runtime, working_dir=HOME)
+        ulimits=ulimits, init=s.init, runtime=runtime, working_dir=HOME)

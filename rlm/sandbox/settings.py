@@ -11,7 +11,8 @@ DEFAULT_IMAGE = "rlm-sandbox:latest"
 @dataclass(frozen=True)
 class SandboxSettings:
     image: str = DEFAULT_IMAGE
-    runtime: str | None = None          # e.g. "runsc" for gVisor; None = the engine's default (runc)
+    runtime: str | None = None          # None/"auto": gVisor (runsc) when the engine has it, else runc;
+                                        # "runc"; or any registered runtime name (see rlm/sandbox/runtime.py)
     network_mode: str = "none"
     read_only_rootfs: bool = True
     tmpfs_mb: int = 64                  # /tmp inside the container

@@ -29,12 +29,25 @@ Layout: :mod:`~rlm.security.model` (``Attack``, ``CheckResult``, the ``attack()`
 
 from __future__ import annotations
 
-from rlm.security.model import ATTACKS, CATEGORIES, Attack, CheckResult, Verify, attack
-from rlm.security.canaries import ENV_CANARY_NAMES, Canaries, host_addresses, host_fd_count, host_rss_mb
-from rlm.security.runner import (ALIVE_CODE, MARK, CheckContext, CheckHandler, SessionFactory, SessionPool,
-                                 default_session_factory, prelude, run_attack, run_checks, select_attacks)
-from rlm.security.verify import refused, report_of
 from rlm.security import attacks  # noqa: F401  (registers the catalogue in ATTACKS, in order)
+from rlm.security.canaries import ENV_CANARY_NAMES, Canaries, host_addresses, host_fd_count, host_rss_mb
+from rlm.security.model import ATTACKS, CATEGORIES, Attack, CheckResult, Verify, attack
+from rlm.security.runner import (
+                                 ALIVE_CODE,
+                                 MARK,
+                                 CheckContext,
+                                 CheckHandler,
+                                 SessionFactory,
+                                 SessionPool,
+                                 default_session_factory,
+                                 prelude,
+                                 run_attack,
+                                 run_checks,
+                                 select_attacks,
+)
+from rlm.security.verify import refused, report_of
 
-__all__ = ["ATTACKS", "Attack", "Canaries", "CheckContext", "CheckHandler", "CheckResult", "SessionPool",
-           "default_session_factory", "run_attack", "run_checks", "select_attacks"]
+__all__ = ["ALIVE_CODE", "ATTACKS", "CATEGORIES", "ENV_CANARY_NAMES", "MARK", "Attack", "Canaries", "CheckContext",
+           "CheckHandler", "CheckResult", "SessionFactory", "SessionPool", "Verify", "attack", "default_session_factory",
+           "host_addresses", "host_fd_count", "host_rss_mb", "prelude", "refused", "report_of", "run_attack",
+           "run_checks", "select_attacks"]

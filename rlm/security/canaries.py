@@ -13,6 +13,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
+from rlm.sandbox import runtime as runtimes
 from rlm.sandbox.session import SandboxSession
 
 
@@ -79,7 +80,7 @@ def host_addresses() -> list[str]:
     except OSError:
         return []
     found = set()
-    for prev, line in zip(lines, lines[1:]):
+    for prev, line in zip(lines, lines[1:], strict=False):
         if line.strip() == "/32 host LOCAL":
             addr = prev.strip().lstrip("|-+` ").strip()
             if addr and not addr.startswith("127."):
@@ -211,6 +212,8 @@ class Canaries:
             "pids_limit": s.pids_limit, "nofile": s.nofile, "fsize_mb": s.fsize_mb, "tmpfs_mb": s.tmpfs_mb,
             "home_tmpfs_mb": s.home_tmpfs_mb, "memory_mb": s.memory_mb, "cpus": s.cpus,
             "bridge_max_frame": s.bridge_max_frame,
+            "runtime": runtimes.display_name(runtimes.resolve(s.runtime)),
+            "gvisor": runtimes.is_gvisor(runtimes.resolve(s.runtime)),
         }
 
     # -- checks ----------------------------------------------------------------------------

@@ -9,8 +9,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-from rlm.errors import RLMError
 from rlm.core.parsing import sanitize_for_terminal
+from rlm.errors import RLMError
 from rlm.sandbox.bridge import BridgeRefusal
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.session import SandboxSession

@@ -27,7 +27,7 @@ def report_of(execution: Execution) -> dict | None:
 
 
 def _missing(execution: Execution) -> tuple[bool, str]:
-    lines = [l for l in execution.output.splitlines() if l.strip()]
+    lines = [line for line in execution.output.splitlines() if line.strip()]
     return False, "no report from the cell: " + _short(lines[-1] if lines else "no output", 120)
 
 
@@ -70,3 +70,29 @@ def refused(*keys: str, extra: Callable[[Execution, CheckContext, dict], tuple[b
 def _no_canary_hit(execution: Execution, ctx: CheckContext, data: dict) -> tuple[bool, str]:
     hits = ctx.canaries.foreign_connections()
     return (not hits, "host canaries untouched" if not hits else f"CANARY HIT: {hits}")
+
+
+def served_by_gvisor(*keys: str) -> Verify:
+    """Like ``refused`` under runc.  Under gVisor a call may be answered (by gVisor's kernel, the Sentry, in
+    user space): contained when the host kernel never sees it, i.e. every host process of the container
+    (Sentry, gofer, stubs) runs under its seccomp filter with no_new_privs."""
+    plain = refused(*keys)
+
+    def verify(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+        if not ctx.probe.get("gvisor"):
+            return plain(execution, ctx)
+        data = report_of(execution)
+        if data is None:
+            return _missing(execution)
+        outcomes = _outcomes(data, keys)
+        if not outcomes:
+            return False, "the cell tried nothing"
+        from rlm.security.host import filtered
+
+        ok, host = filtered(ctx.session.container_id or "")
+        answered = sorted(k for k, v in outcomes.items() if v == "ok")
+        seen = (f"gVisor's kernel answered {', '.join(answered)} in user space" if answered
+                else f"gVisor's kernel refused all {len(outcomes)}")
+        return ok, f"{seen}; never reach the host kernel: {host}"
+
+    return verify

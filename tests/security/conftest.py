@@ -57,7 +57,7 @@ def sibling_requests(container) -> list[str]:
     """Request lines the sibling logged, except the host's own probes."""
     out, err = container.get_logs()
     lines = (out + err).decode("utf-8", "replace").splitlines()
-    return [l for l in lines if '"' in l and "HTTP/" in l and HOST_PROBE_PATH not in l]
+    return [line for line in lines if '"' in line and "HTTP/" in line and HOST_PROBE_PATH not in line]
 
 
 @pytest.fixture(scope="package")
@@ -70,9 +70,24 @@ def canaries(sibling):
     assert not problems, f"host canaries touched during the security suite: {problems}"
 
 
+def pytest_generate_tests(metafunc):
+    """Every test that uses a sandbox runs once per runtime (runc, and runsc when registered)."""
+    if "sandbox_runtime" in metafunc.fixturenames:
+        from rlm.sandbox.runtime import available_runtimes
+
+        wanted = [r.strip() for r in os.environ.get("RLM_TEST_RUNTIMES", "").split(",") if r.strip()]
+        metafunc.parametrize("sandbox_runtime", wanted or available_runtimes(), scope="package")
+
+
 @pytest.fixture(scope="package")
-def pool(engine, canaries):
+def base_settings(sandbox_runtime):
+    """Default hardening, under the runtime of this pass of the suite."""
+    return SandboxSettings(runtime=sandbox_runtime)
+
+
+@pytest.fixture(scope="package")
+def pool(engine, canaries, base_settings):
     """Sandbox sessions with default hardening, one per distinct settings override, reused across tests."""
-    p = SessionPool(default_session_factory(SandboxSettings(), engine=engine), canaries, CheckHandler())
+    p = SessionPool(default_session_factory(base_settings, engine=engine), canaries, CheckHandler())
     yield p
     p.close()

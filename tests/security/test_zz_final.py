@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlm.sandbox import SandboxSession, SandboxSettings
+from rlm.sandbox import SandboxSession
 from rlm.security import default_session_factory, run_checks, select_attacks
 
 from .conftest import sibling_requests
@@ -18,11 +18,11 @@ from .test_attacks import KNOWN_HOLES
 pytestmark = pytest.mark.docker
 
 
-def test_fast_subset_as_the_cli_runs_it(engine):
+def test_fast_subset_as_the_cli_runs_it(engine, base_settings):
     """`rlm sandbox check --security`: the fast subset, its own canaries, a result per attack plus host_canaries."""
     started = time.perf_counter()
     seen = []
-    results = run_checks(default_session_factory(SandboxSettings(), engine=engine), fast=True, progress=seen.append)
+    results = run_checks(default_session_factory(base_settings, engine=engine), fast=True, progress=seen.append)
     elapsed = time.perf_counter() - started
     fast = select_attacks(fast=True)
     assert [r.name for r in results] == [a.name for a in fast] + ["host_canaries"]
@@ -40,17 +40,17 @@ def test_canaries_untouched(canaries, sibling):
     assert sibling_requests(sibling) == []
 
 
-def test_host_still_works(engine):
-    with SandboxSession(settings=SandboxSettings(), engine=engine) as s:
+def test_host_still_works(engine, base_settings):
+    with SandboxSession(settings=base_settings, engine=engine) as s:
         assert s.execute("print(6*7)").stdout.strip() == "42"
         assert s.open_seconds < 10
 
 
-def test_no_rlm_container_or_run_folder_left(pool, engine):
+def test_no_rlm_container_or_run_folder_left(pool, engine, base_settings):
     pool.close()
     mine = [c.name for c in engine.list_labelled("rlm.session") if c.labels.get("rlm.owner_pid") == str(os.getpid())]
     assert mine == []
-    root = Path(SandboxSettings().resolved_run_root)
+    root = Path(base_settings.resolved_run_root)
     left = []
     for entry in root.iterdir() if root.is_dir() else []:
         try:

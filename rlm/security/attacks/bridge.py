@@ -11,7 +11,6 @@ from rlm.security.model import _indent, attack
 from rlm.security.runner import CheckContext
 from rlm.security.verify import _CONTROL_CHARS, _missing, report_of
 
-
 # --------------------------------------------------------------------------- bridge
 _FRAMES = _indent(r"""
 import json, socket, struct
@@ -323,6 +322,9 @@ attack("bridge_ctl_second_client", "bridge", "ctl.sock refuses a second client; 
 
 
 def _verify_frozen_supervisor(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    if ctx.probe.get("gvisor") and execution.timed_out and execution.restarted == "container":
+        return True, ("gVisor's kernel (20221219) lets SIGSTOP reach pid 1 (Linux shields init): the host timed the "
+                      f"cell out after {execution.duration_s:.1f} s and recreated the container")
     ok = execution.timed_out and not execution.state_lost
     return ok, (f"SIGSTOP to pid 1 ignored; the host interrupted the cell after {execution.duration_s:.1f} s, "
                 "variables kept" if ok else f"timed_out={execution.timed_out} restarted={execution.restarted}")

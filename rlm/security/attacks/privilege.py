@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from rlm.sandbox.execution import Execution
+from rlm.security.host import filtered, host_namespaces
 from rlm.security.model import _indent, attack
 from rlm.security.runner import CheckContext, _short
-from rlm.security.verify import _missing, refused, report_of
+from rlm.security.verify import _missing, refused, report_of, served_by_gvisor
 
 
 # --------------------------------------------------------------------------- privilege
@@ -41,17 +42,27 @@ def _verify_caps(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
     if data is None:
         return _missing(execution)
+    gvisor = ctx.probe.get("gvisor")
     bad = {}
     for pid, status in data["procs"].items():
         for key in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
             if status.get(key, "0").strip("0"):
                 bad[f"{pid} {key}"] = status[key]
+        if gvisor:
+            continue   # gVisor's /proc has no NoNewPrivs line and no Seccomp state: judged on the host below
         if status.get("NoNewPrivs") != "1":
             bad[f"{pid} NoNewPrivs"] = status.get("NoNewPrivs")
         if status.get("Seccomp") not in ("2", None):
             bad[f"{pid} Seccomp"] = status.get("Seccomp")
-    return (not bad, f"{len(data['procs'])} processes: no capability, no_new_privs, seccomp filter"
-            if not bad else f"PRIVILEGE: {bad}")
+    if data.get("nnp") != 1:
+        bad["no_new_privs (prctl)"] = data.get("nnp")
+    if bad:
+        return False, f"PRIVILEGE: {bad}"
+    if gvisor:
+        ok, host = filtered(ctx.session.container_id or "")
+        return ok, (f"{len(data['procs'])} processes in gVisor: no capability, no_new_privs (prctl); "
+                    f"syscalls served by gVisor's kernel; on the host: {host}")
+    return True, f"{len(data['procs'])} processes: no capability, no_new_privs, seccomp filter"
 
 
 attack("priv_capabilities", "privilege", "empty capability sets, no_new_privs and seccomp on every process", r"""
@@ -65,7 +76,9 @@ attack("priv_capabilities", "privilege", "empty capability sets, no_new_privs an
                 continue
             procs[pid] = {l.split(":")[0]: l.split(":", 1)[1].strip() for l in lines
                           if l.startswith(("Cap", "NoNewPrivs", "Seccomp:"))}
-    report(procs=procs)
+    import ctypes
+    nnp = ctypes.CDLL(None, use_errno=True).prctl(39, 0, 0, 0, 0)   # PR_GET_NO_NEW_PRIVS
+    report(procs=procs, nnp=nnp)
 """, _verify_caps)
 
 
@@ -75,7 +88,7 @@ def _verify_setuid_bins(execution: Execution, ctx: CheckContext) -> tuple[bool, 
         return _missing(execution)
     ran = data["runs"]
     gained = {k: v for k, v in ran.items() if v.get("rc") == 0 or "uid=0" in v.get("out", "") or v.get("out") == "0"}
-    ok = not gained and data["nnp"] == "1"
+    ok = not gained and data["nnp"] == 1
     return ok, (f"{len(data['found'])} setuid/setgid files present, inert (no_new_privs): "
                 + ", ".join(f"{k} rc={v.get('rc')}" for k, v in ran.items())) if ok else f"ROOT GAINED: {gained}"
 
@@ -104,7 +117,8 @@ attack("priv_setuid_binaries", "privilege", "setuid binaries (if any) give no ro
             runs[label] = {"rc": p.returncode, "out": p.stdout.strip()[:40]}
         except Exception as exc:
             runs[label] = {"rc": None, "out": type(exc).__name__}
-    nnp = [l.split()[1] for l in open("/proc/self/status") if l.startswith("NoNewPrivs")][0]
+    import ctypes
+    nnp = ctypes.CDLL(None, use_errno=True).prctl(39, 0, 0, 0, 0)   # PR_GET_NO_NEW_PRIVS
     report(found=found, runs=runs, nnp=nnp)
 """, _verify_setuid_bins)
 
@@ -140,7 +154,30 @@ attack("priv_mount", "privilege", "mount/umount refused (EPERM)", _LIBC + r"""
     report(out=out)
 """, refused("out"))
 
-attack("priv_unshare", "privilege", "no new namespaces (user, mount, net, pid, ...): EPERM", r"""
+def _before_unshare(ctx: CheckContext) -> None:
+    ctx.notes["host_ns"] = host_namespaces(ctx.session.container_id or "")
+
+
+def _verify_unshare(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    allowed = sorted(k for k, v in data["out"].items() if v == "ok")
+    if not ctx.probe.get("gvisor") or not allowed:
+        return refused("out")(execution, ctx)
+    # gVisor's kernel may create namespaces of its own; they must not be host namespaces.  The children
+    # that unshared are still alive (they sleep until the clean-up), so a host namespace would show now.
+    before, after = ctx.notes.get("host_ns") or set(), host_namespaces(ctx.session.container_id or "")
+    if not before or not after:
+        return False, "cannot read the host namespaces of the container's processes (run as root)"
+    new = sorted(after - before)
+    return (not new, f"inside gVisor's kernel {', '.join(allowed)} succeeded with no host effect: the "
+            f"container's host processes keep their {len(before)} namespaces" if not new
+            else f"NEW HOST NAMESPACES after unshare: {new}")
+
+
+attack("priv_unshare", "privilege",
+       "no new namespaces: EPERM (runc); under gVisor, none on the host", r"""
     import json, subprocess, sys
     probe = '''
     import ctypes, errno, json, os
@@ -148,11 +185,24 @@ attack("priv_unshare", "privilege", "no new namespaces (user, mount, net, pid, .
     out = {}
     for name, flag in [("user", 0x10000000), ("mount", 0x00020000), ("net", 0x40000000), ("pid", 0x20000000),
                        ("cgroup", 0x02000000), ("ipc", 0x08000000), ("uts", 0x04000000), ("user+mount", 0x10020000)]:
+        r, w = os.pipe()
         pid = os.fork()
         if pid == 0:
+            os.close(r)
+            null = os.open("/dev/null", os.O_RDWR)
+            os.dup2(null, 1)
+            os.dup2(null, 2)
             rc = libc.unshare(flag)
-            os._exit(0 if rc == 0 else (ctypes.get_errno() or 255))
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+            os.write(w, b"%d" % (0 if rc == 0 else (ctypes.get_errno() or 255)))
+            os.close(w)
+            if rc == 0:
+                open("/tmp/rlm-unshare.pids", "a").write("%d\\n" % os.getpid())
+                import time
+                time.sleep(60)      # stays in its namespaces until the clean-up: the host looks meanwhile
+            os._exit(0)
+        os.close(w)
+        code = int(os.read(r, 16) or b"255")
+        os.close(r)
         out["unshare " + name] = "ok" if code == 0 else "OSError:" + errno.errorcode.get(code, str(code))
     print(json.dumps(out))
     '''
@@ -160,7 +210,18 @@ attack("priv_unshare", "privilege", "no new namespaces (user, mount, net, pid, .
     p = subprocess.run([sys.executable, "-c", textwrap.dedent(probe)], capture_output=True, text=True, timeout=20)
     out = json.loads(p.stdout)   # a fresh single-threaded process (unshare(CLONE_NEWUSER) needs one)
     report(out=out)
-""", refused("out"))
+""", _verify_unshare, prepare=_before_unshare, cleanup=r"""
+    import os, signal
+    try:
+        for line in open("/tmp/rlm-unshare.pids"):
+            try:
+                os.kill(int(line), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        os.unlink("/tmp/rlm-unshare.pids")
+    except FileNotFoundError:
+        pass
+""")
 
 attack("priv_ptrace", "privilege", "no ptrace of init or the supervisor; their memory unreadable", _LIBC + r"""
     libc.ptrace.restype = ctypes.c_long
@@ -232,7 +293,7 @@ attack("priv_dangerous_syscalls", "privilege", "bpf, perf, kexec, modules, setns
             "reboot": attempt(sys_call, "reboot", 0, 0, 0, 0),
         }
         report(out=out)
-""", refused("out"))
+""", served_by_gvisor("out"))
 
 attack("priv_io_uring", "privilege", "io_uring (a large kernel attack surface) refused", _LIBC + _SYSCALLS + r"""
     if NR is None:
@@ -240,7 +301,7 @@ attack("priv_io_uring", "privilege", "io_uring (a large kernel attack surface) r
     else:
         # io_uring_setup(1, NULL): EFAULT means the kernel accepted the call and read our (null) arguments.
         report(out={"io_uring_setup": attempt(sys_call, "io_uring_setup", 1, 0)})
-""", refused("out"))
+""", served_by_gvisor("out"))
 
 
 attack("priv_seccomp_allowlist", "privilege",
@@ -268,14 +329,27 @@ attack("priv_seccomp_allowlist", "privilege",
 """, refused("out"))
 
 
+# gVisor's own virtual devices (served by its kernel, no host device behind them): FUSE in the Sentry, and
+# netstack's tun (no network with --network=none).
+GVISOR_DEVICES = {"fuse", "net"}
+
+
 def _verify_dev(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
     if data is None:
         return _missing(execution)
-    bad = [k for k, v in data["out"].items() if v == "ok"]
-    ok = not data["dangerous"] and not bad
-    return ok, (f"/dev: {', '.join(data['present'])}; mknod and raw devices refused" if ok
-                else f"DEVICES: {data['dangerous']} {bad}")
+    gvisor = ctx.probe.get("gvisor")
+    opened = [k for k, v in data["out"].items() if v == "ok" and k.startswith("open")]
+    made = [k for k, v in data["out"].items() if v == "ok" and k.startswith("mknod")]
+    dangerous = set(data["dangerous"]) - (GVISOR_DEVICES if gvisor else set())
+    ok = not dangerous and not opened and (gvisor or not made)
+    if not ok:
+        return False, f"DEVICES: {sorted(dangerous)} {opened + ([] if gvisor else made)}"
+    if gvisor:
+        return True, (f"/dev: {', '.join(data['present'])} (gVisor's virtual devices); mknod "
+                      f"{'made inert nodes in gVisor tmpfs' if made else 'refused'}, opening them and raw "
+                      "devices fails: no host device behind them")
+    return True, f"/dev: {', '.join(data['present'])}; mknod and raw devices refused"
 
 
 attack("priv_devices", "privilege", "no disk/memory/kmsg devices in /dev; mknod refused", r"""
@@ -288,8 +362,11 @@ attack("priv_devices", "privilege", "no disk/memory/kmsg devices in /dev; mknod 
         "mknod char 1:1 (mem)": attempt(os.mknod, "/home/sandbox/mem", 0o600 | stat.S_IFCHR, os.makedev(1, 1)),
         "mknod block 254:0 (vda)": attempt(os.mknod, "/dev/shm/vda", 0o600 | stat.S_IFBLK, os.makedev(254, 0)),
     }
-    for dev in ("/dev/mem", "/dev/kmem", "/dev/kmsg", "/dev/vda", "/dev/sda", "/dev/port"):
-        out["open " + dev] = attempt(open, dev, "rb")
+    for dev in ("/dev/mem", "/dev/kmem", "/dev/kmsg", "/dev/vda", "/dev/sda", "/dev/port", "/home/sandbox/mem",
+                "/dev/shm/vda"):
+        out["open " + dev] = attempt(lambda p: open(p, "rb").read(1), dev)
+    for node in ("/home/sandbox/mem", "/dev/shm/vda"):
+        attempt(os.unlink, node)
     report(present=present, dangerous=sorted(risky & set(present)), out=out)
 """, _verify_dev)
 
@@ -331,11 +408,18 @@ attack("priv_cgroup_escape", "privilege", "cgroup files (release_agent, limits) 
 
 def _verify_kill_init(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution) or {}
+    if execution.restarted != "container":
+        return False, "expected the container to stop and be recreated: " + _short(execution.output, 80)
+    if ctx.probe.get("gvisor"):
+        return True, (GVISOR_INIT + ": SIGKILL stopped this container; the host recreated it"
+                      if "init_alive_after_sigkill" not in data else
+                      "SIGKILL to pid 1 ignored; SIGTERM stopped the container, host recreated it")
     if data.get("init_alive_after_sigkill") is False:
         return False, "init died of SIGKILL from inside"
-    if execution.restarted != "container":
-        return False, "expected the container to stop on SIGTERM and be recreated: " + _short(execution.output, 80)
     return True, "SIGKILL to pid 1 ignored; SIGTERM stopped the container, host recreated it"
+
+
+GVISOR_INIT = ("gVisor's kernel (20221219) lets a process signal pid 1 of its own sandbox (Linux shields init)")
 
 
 attack("priv_kill_init", "privilege", "killing pid 1 only stops this container; the host recreates it", r"""
@@ -350,6 +434,8 @@ attack("priv_kill_init", "privilege", "killing pid 1 only stops this container; 
 
 def _verify_kill_all(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
+    if data is None and ctx.probe.get("gvisor") and execution.restarted == "container":
+        return True, GVISOR_INIT + ": kill(-1) ended this session's container; the host recreated it, nothing else"
     if data is None:
         return _missing(execution)
     ok = data["supervisor_alive"] and execution.restarted is None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rlm.sandbox.execution import Execution
+from rlm.security.host import cpu_limit
 from rlm.security.model import attack
 from rlm.security.runner import CheckContext, _short
 from rlm.security.verify import _missing, report_of
@@ -11,6 +12,13 @@ from rlm.security.verify import _missing, report_of
 # --------------------------------------------------------------------------- resources
 def _verify_fork_bomb(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
+    if data is None and ctx.probe.get("gvisor") and execution.restarted == "container":
+        # Under gVisor's ptrace platform every guest process has a host stub process and its own copied
+        # pages: before RLIMIT_NPROC is reached the bomb can fill the container's memory limit, and the host
+        # cgroup then ends the whole sandbox (not one process, as under runc).  Bounded, at the session.
+        return True, (f"processes bounded by RLIMIT_NPROC {ctx.probe['pids_limit']} in gVisor's kernel; the bomb "
+                      f"reached the {ctx.probe['memory_mb']} MB memory limit of the sandbox, which the host cgroup "
+                      "ended; the host recreated the container")
     if data is None:
         return _missing(execution)
     limit = ctx.probe["pids_limit"]
@@ -20,7 +28,8 @@ def _verify_fork_bomb(execution: Execution, ctx: CheckContext) -> tuple[bool, st
                 f"left {data['left']}")
 
 
-attack("res_fork_bomb", "resources", "the pids limit stops a fork bomb; kernel keeps answering", r"""
+attack("res_fork_bomb", "resources",
+       "the pids limit (gVisor: RLIMIT_NPROC in its kernel) stops a fork bomb; kernel keeps answering", r"""
     import os, signal, subprocess, time
     bomb = os.fork()
     if bomb == 0:
@@ -33,9 +42,13 @@ attack("res_fork_bomb", "resources", "the pids limit stops a fork bomb; kernel k
                     time.sleep(0.05)    # at the limit: keep the slots, spare the CPU for the clean-up
         finally:
             os._exit(0)
-    time.sleep(1.0)
     count = lambda: len([p for p in os.listdir("/proc") if p.isdigit()])
-    peak = count()
+    peak, steady, deadline = count(), 0, time.monotonic() + 20
+    while steady < 20 and time.monotonic() < deadline:    # until the count has not grown for a second
+        time.sleep(0.05)
+        n = count()
+        steady = steady + 1 if n <= peak else 0
+        peak = max(peak, n)
     spawn = attempt(subprocess.run, ["true"], timeout=5)
     for _ in range(500):                       # kill the bomb's process group until it is gone
         try:
@@ -291,7 +304,8 @@ def _verify_threads(execution: Execution, ctx: CheckContext) -> tuple[bool, str]
     return ok, f"{data['threads']} threads, then {data['stopped']} (pids limit {limit}); kernel kept"
 
 
-attack("res_thread_bomb", "resources", "thread creation stops at the pids limit; kernel keeps answering", r"""
+attack("res_thread_bomb", "resources",
+       "thread creation stops at the pids limit (gVisor: RLIMIT_NPROC); kernel keeps answering", r"""
     import threading
     gate = threading.Event()
     threads, stopped = [], None
@@ -339,10 +353,13 @@ def _verify_cpu(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     used = data["work"] / (data["rate"] * data["wall"])   # CPUs' worth of work done by all spinners
     quota = ctx.probe["cpus"]
     limit = data["quota"] / data["period"] if data["quota"] and data["period"] else None
+    where = "cgroup"
+    if limit is None and ctx.probe.get("gvisor"):   # gVisor shows no cgroup files inside: read the host's
+        limit, where = cpu_limit(ctx.session.container_id or ""), "host cgroup of gVisor's kernel:"
     # The kernel enforces the cgroup limit; the spinners' measured share is shown, not judged (too noisy
     # on shared machines to be a reliable test on its own).
     ok = limit is not None and abs(limit - quota) < 0.01
-    return ok, (f"cgroup CPU limit {limit if limit is None else round(limit, 2)} CPU (setting {quota}); "
+    return ok, (f"{where} CPU limit {limit if limit is None else round(limit, 2)} CPU (setting {quota}); "
                 f"{data['workers']} spinners did ~{used:.1f} CPUs' worth of work")
 
 

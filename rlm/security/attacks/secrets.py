@@ -10,7 +10,6 @@ from rlm.security.model import attack
 from rlm.security.runner import CheckContext
 from rlm.security.verify import _missing, report_of
 
-
 # --------------------------------------------------------------------------- secrets
 _SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL|AUTH", re.I)
 
