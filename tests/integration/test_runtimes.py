@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 
 import pytest
 
@@ -40,10 +39,8 @@ class engine_proxy:  # noqa: N801 - a thin wrapper: install() closes its engine,
 
 
 def test_install_registers_runsc_and_a_second_run_does_nothing(installed, engine):
-    started = time.perf_counter()
     again = gvisor.install(engine_factory=lambda: engine_proxy(engine))
     assert not again.changed, f"second run acted: {again.actions}"
-    assert time.perf_counter() - started < 10
     st = gvisor.status(engine)
     assert st.registered and st.configured and st.platform == "ptrace", st
     assert st.version and "runsc" in st.version

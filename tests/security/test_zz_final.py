@@ -31,7 +31,8 @@ def test_fast_subset_as_the_cli_runs_it(engine, base_settings):
     assert failed == {a.name for a in fast if a.name in KNOWN_HOLES}, [(r.name, r.seen) for r in results
                                                                         if not r.passed]
     assert all(r.alive for r in results)
-    assert elapsed < 45, f"the fast subset took {elapsed:.1f} s (target: about 30 s)"
+    budget = 90 if base_settings.runtime == "runsc" else 45   # gVisor: ~2x slower session opens and cells
+    assert elapsed < budget, f"the fast subset took {elapsed:.1f} s (target: about {budget * 2 // 3} s)"
 
 
 def test_canaries_untouched(canaries, sibling):
