@@ -93,3 +93,18 @@ def test_runtime_resolution_and_limits():
     assert runtime.limits("runc", 128) == runtime.Limits(128, None)
     gv = runtime.limits("runsc", 128)
     assert gv.nproc == 128 and gv.pids_limit >= 1024
+
+
+def test_not_root_without_runsc_says_to_use_sudo(monkeypatch):
+    monkeypatch.setattr(gvisor.os, "geteuid", lambda: 1000)
+    with pytest.raises(SandboxError) as err:
+        gvisor._apt_install(lambda _m: None)
+    assert "root" in err.value.message and "sudo rlm sandbox gvisor install" in (err.value.hint or "")
+
+
+def test_no_apt_get_says_where_to_get_runsc(monkeypatch):
+    monkeypatch.setattr(gvisor.os, "geteuid", lambda: 0)
+    monkeypatch.setattr(gvisor.shutil, "which", lambda name: None)
+    with pytest.raises(SandboxError) as err:
+        gvisor._apt_install(lambda _m: None)
+    assert "apt-get" in err.value.message and "gvisor.dev" in (err.value.hint or "")
