@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from rlm.sandbox.execution import Execution
 from rlm.security.host import filtered, host_namespaces
 from rlm.security.model import _indent, attack
@@ -434,7 +436,15 @@ attack("priv_kill_init", "privilege", "killing pid 1 only stops this container; 
 
 def _verify_kill_all(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     data = report_of(execution)
-    if data is None and ctx.probe.get("gvisor") and execution.restarted == "container":
+    if ctx.probe.get("gvisor") and data is not None and data.get("kill_1") == "ok" and execution.restarted is None:
+        # gVisor delivers the SIGKILL to pid 1 a moment later: wait until the host has recreated the container
+        # (a cell that finds it dead restarts it), so that the runner's "still answers" check sees the result.
+        old, deadline = ctx.session.container_id, time.monotonic() + 20
+        while ctx.session.container_id == old and time.monotonic() < deadline:
+            ctx.run("print(1+1)", timeout=5)
+        if ctx.session.container_id != old:
+            return True, GVISOR_INIT + ": SIGKILL ended this session's container; the host recreated it, nothing else"
+    if ctx.probe.get("gvisor") and execution.restarted == "container":   # with or without the cell's report
         return True, GVISOR_INIT + ": kill(-1) ended this session's container; the host recreated it, nothing else"
     if data is None:
         return _missing(execution)
