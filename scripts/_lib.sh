@@ -13,6 +13,9 @@ export DEBIAN_FRONTEND=noninteractive
 
 _rlm_apt_updated=0
 
+# shellcheck source=scripts/_gvisor.sh
+source "$RLM_ROOT/scripts/_gvisor.sh"
+
 # Progress lines go to stderr so that stdout stays the tool's own output.
 say()  { printf '[rlm setup] %s\n' "$*" >&2; }
 # Lines that only report that nothing had to be done; hidden when RLM_SETUP_QUIET=1.
@@ -231,5 +234,6 @@ rlm_setup() {
     ensure_engine
     ensure_debootstrap
     ensure_image
+    ensure_gvisor   # gVisor (runsc) where we may install it: sessions then run under it (runtime auto)
     note "ready ($((SECONDS - t0))s)"
 }

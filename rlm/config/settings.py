@@ -158,7 +158,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("debug", "run", "bool", "verbose logs and tracebacks", "DEBUG"),
     # sandbox
     _f("image", "sandbox", "str", "Docker image of the sandbox", check=_non_empty),
-    _f("runtime", "sandbox", "opt_str", "container runtime, e.g. runsc for gVisor (empty: engine default)"),
+    _f("runtime", "sandbox", "opt_str", "container runtime (empty or auto: runsc when registered, else runc; runc; runsc)"),
     _f("network_mode", "sandbox", "str", "container network ('none': no network at all)", check=_non_empty),
     _f("read_only_rootfs", "sandbox", "bool", "mount the container's root filesystem read-only"),
     _f("tmpfs_mb", "sandbox", "int", "size of /tmp inside the container (MB)", check=_positive),

@@ -13,12 +13,20 @@ from pathlib import Path
 from rlm.sandbox import runtime as runtimes
 from rlm.sandbox import seccomp
 from rlm.sandbox.engine import ContainerSpec, Mount
-from rlm.sandbox.rundir import CONTAINER_BRIDGE, CONTAINER_CONTEXT, CONTAINER_RUN, RunDirs, process_start_time
+from rlm.sandbox.protocol import (
+    CONTAINER_BRIDGE,
+    CONTAINER_CONTEXT,
+    CONTAINER_RUN,
+    SANDBOX_HOME,
+    SUPERVISOR_COMMAND,
+    Env,
+)
+from rlm.sandbox.rundir import RunDirs, process_start_time
 from rlm.sandbox.settings import SandboxSettings
 
-SUPERVISOR = ["python3", "/opt/rlm/supervisor.py"]
+SUPERVISOR = list(SUPERVISOR_COMMAND)
 LABEL = "rlm.session"
-HOME = "/home/sandbox"
+HOME = SANDBOX_HOME
 
 
 def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs: RunDirs, attachable: bool,
@@ -34,20 +42,20 @@ def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs
     ulimits = [("nofile", s.nofile, s.nofile), ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)]
     if limits.nproc is not None:   # gVisor: its kernel counts processes and threads per uid (see runtime.py)
         ulimits.append(("nproc", limits.nproc, limits.nproc))
-    env = {"RLM_AS_LIMIT": str(s.address_space_limit_bytes), "RLM_OUTPUT_LIMIT": str(s.output_limit_bytes),
-           "RLM_FINAL_LIMIT": str(s.final_limit_chars), "RLM_BRIDGE_MAX_FRAME": str(s.bridge_max_frame)}
+    env = {Env.AS_LIMIT: str(s.address_space_limit_bytes), Env.OUTPUT_LIMIT: str(s.output_limit_bytes),
+           Env.FINAL_LIMIT: str(s.final_limit_chars), Env.BRIDGE_MAX_FRAME: str(s.bridge_max_frame)}
     mounts = [Mount(str(dirs.run), CONTAINER_RUN, read_only=False),
               Mount(str(dirs.bridge), CONTAINER_BRIDGE, read_only=True)]
     if attachable:
         mounts.append(Mount(str(dirs.context), CONTAINER_CONTEXT, read_only=True))
         if attached is not None:
-            env["RLM_CONTEXT_PATH"], env["RLM_CONTEXT_FORMAT"] = attached
+            env[Env.CONTEXT_PATH], env[Env.CONTEXT_FORMAT] = attached
     elif context is not None:
         path, fmt = context
         target = f"{CONTAINER_CONTEXT}/{path.name or 'context'}"
         mounts.append(Mount(str(path), target, read_only=True))
-        env["RLM_CONTEXT_PATH"] = target
-        env["RLM_CONTEXT_FORMAT"] = fmt
+        env[Env.CONTEXT_PATH] = target
+        env[Env.CONTEXT_FORMAT] = fmt
     labels = {LABEL: session_id, "rlm.owner_pid": str(os.getpid()),
               "rlm.owner_start": process_start_time(os.getpid()) or "",
               "rlm.owner_host": socket.gethostname(), "rlm.run_dir": str(dirs.root),

@@ -19,7 +19,7 @@ from rlm.sandbox import protocol
 
 REPO = Path(__file__).resolve().parents[2]
 GUEST = ["sandbox_image/supervisor.py", "sandbox_image/repl.py", "sandbox_image/kernel_main.py"]
-HOST = ["rlm/sandbox/session.py", "rlm/sandbox/kernel.py", "rlm/sandbox/bridge.py", "rlm/sandbox/rundir.py",
+HOST = ["rlm/sandbox/provisioner.py", "rlm/sandbox/session.py", "rlm/sandbox/kernel.py", "rlm/sandbox/bridge.py", "rlm/sandbox/rundir.py",
         "rlm/sandbox/image.py", "rlm/sandbox/pool.py", "rlm/core/subcalls.py"]
 # Files where the supervisor's short words ("kill", "start", "hello", ...) mean nothing else.
 SHORT_WORDS_TOO = {"sandbox_image/supervisor.py", "rlm/sandbox/session.py", "rlm/sandbox/bridge.py"}
