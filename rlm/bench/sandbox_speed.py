@@ -62,10 +62,10 @@ def bench_sandbox(settings: SandboxSettings, *, context_mb: int = 100, sessions:
     out: dict = {}
     try:
         say("cold open ...")
-        opens = []
+        opens: list[float] = []
         for _ in range(3):
             with SandboxSession(settings=settings, engine=engine) as s:
-                opens.append(s.open_seconds)
+                opens.append(s.open_seconds or 0.0)
         out["cold_open_s"] = round(statistics.median(opens), 3)
 
         say("cells, docker exec baseline, bridge ...")
@@ -75,15 +75,17 @@ def bench_sandbox(settings: SandboxSettings, *, context_mb: int = 100, sessions:
             out["cell_median_ms"] = _median_ms(cells)
             out["cell_p95_ms"] = _p95_ms(cells)
             execs = []
+            container = s.container_id
+            assert container is not None, "an open session has a container"
             for _ in range(20):
                 t = time.perf_counter()
-                engine.exec_run(s.container_id, ["python3", "-c", "pass"])
+                engine.exec_run(container, ["python3", "-c", "pass"])
                 execs.append(time.perf_counter() - t)
             out["docker_exec_median_ms"] = _median_ms(execs)
             ex = s.execute("import time\nts = []\nfor _ in range(200):\n    t = time.perf_counter(); llm_query('x')"
                            "; ts.append(time.perf_counter() - t)\nts.sort(); print(ts[100] * 1000)")
             out["bridge_roundtrip_ms"] = round(float(ex.stdout.strip() or "nan"), 3)
-            out["idle_mb"] = round((engine.memory_usage_bytes(s.container_id) or 0) / 2 ** 20, 1)
+            out["idle_mb"] = round((engine.memory_usage_bytes(container) or 0) / 2 ** 20, 1)
         out["speedup_vs_docker_exec"] = round(out["docker_exec_median_ms"] / max(out["cell_median_ms"], 1e-6), 1)
 
         say("in-process floor ...")

@@ -11,7 +11,7 @@ import socket
 import tempfile
 import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from rlm.sandbox import runtime as runtimes
 from rlm.sandbox.session import SandboxSession
@@ -117,6 +117,16 @@ def host_fd_count() -> int | None:
 ENV_CANARY_NAMES = ("RLM_SECURITY_CANARY", "RLM_API_KEY", "OPENAI_API_KEY")
 
 
+_T = TypeVar("_T")
+
+
+def _started(value: "_T | None") -> "_T":
+    """A part that ``Canaries.start()`` sets up."""
+    if value is None:
+        raise RuntimeError("the canaries are not started: call start() first")
+    return value
+
+
 class Canaries:
     """Host-side tripwires for one run of the checks.  ``start()``, then ``problems()``."""
 
@@ -199,14 +209,14 @@ class Canaries:
     def probe(self, session: SandboxSession) -> dict:
         s = session.settings
         return {
-            "http_port": self.http.server_address[1],
-            "any_port": self.http_any.server_address[1],
+            "http_port": _started(self.http).server_address[1],
+            "any_port": _started(self.http_any).server_address[1],
             "host_addrs": self.host_addrs,
-            "unix_socket": str(self.dir / "canary.sock"),
+            "unix_socket": str(_started(self.dir) / "canary.sock"),
             "abstract_name": self.abstract_name,
             "secret_path": str(self.secret_path),
             "secret_dir": str(self.dir),
-            "context_path": f"/rlm/context/{self.context_path.name}",
+            "context_path": f"/rlm/context/{_started(self.context_path).name}",
             "sibling": list(self.sibling) if self.sibling else None,
             "uid": int(s.user.split(":")[0]), "gid": int(s.user.split(":")[-1]),
             "pids_limit": s.pids_limit, "nofile": s.nofile, "fsize_mb": s.fsize_mb, "tmpfs_mb": s.tmpfs_mb,
@@ -218,22 +228,23 @@ class Canaries:
 
     # -- checks ----------------------------------------------------------------------------
     def foreign_connections(self) -> dict[str, int]:
-        counts = {"http 127.0.0.1": self.http.accepted, "http 0.0.0.0": self.http_any.accepted - self._own_probes,
-                  "unix socket": self.unix.accepted, "abstract socket": self.abstract.accepted}
+        counts = {"http 127.0.0.1": _started(self.http).accepted,
+                  "http 0.0.0.0": _started(self.http_any).accepted - self._own_probes,
+                  "unix socket": _started(self.unix).accepted, "abstract socket": _started(self.abstract).accepted}
         return {k: v for k, v in counts.items() if v}
 
     def secret_intact(self) -> bool:
-        return (_file_state(self.secret_path) == self._initial["secret"]
-                and sorted(os.listdir(self.dir)) == self._initial["listing"])
+        return (_file_state(_started(self.secret_path)) == self._initial["secret"]
+                and sorted(os.listdir(_started(self.dir))) == self._initial["listing"])
 
     def context_intact(self) -> bool:
-        return _file_state(self.context_path) == self._initial["context"]
+        return _file_state(_started(self.context_path)) == self._initial["context"]
 
     def host_probe(self) -> bool:
         """The host can still reach its own canary (counted apart from the sandbox's attempts)."""
         self._own_probes += 1
         try:
-            with socket.create_connection(("127.0.0.1", self.http_any.server_address[1]), timeout=5) as sock:
+            with socket.create_connection(("127.0.0.1", _started(self.http_any).server_address[1]), timeout=5) as sock:
                 sock.sendall(b"GET / HTTP/1.0\r\n\r\n")
                 data = b""
                 while chunk := sock.recv(4096):

@@ -39,8 +39,8 @@ class CheckHandler:
 
     def __call__(self, request: dict) -> dict:
         op = request.get("op")
-        prompts = request.get("prompts") if op == "llm_query_batched" else [request.get("prompt")]
-        prompts = [str(p) for p in (prompts or [])]
+        raw = request.get("prompts") if op == "llm_query_batched" else [request.get("prompt")]
+        prompts: list[str] = [str(p) for p in (raw or [])]
         with self._lock:
             self.calls += 1
             if self.budget is not None and self.served >= self.budget:
@@ -125,6 +125,7 @@ class SessionPool:
         session = self.factory(**dict(overrides))
         session.set_handler(self.handler)
         if not session.opened and session.context_path is None:
+            assert self.canaries.context_path is not None, "the canaries are started first"
             session.context_path = self.canaries.context_path.resolve()  # the read-only canary context
         self.opened += 1
         return session.open()
@@ -195,7 +196,7 @@ def select_attacks(fast: bool = True, names: Iterable[str] | None = None) -> lis
         wanted = set(names)
         chosen = [a for a in ATTACKS if a.name in wanted]
     # Group attacks sharing settings so that each group reuses one session; keep catalogue order.
-    order = {}
+    order: dict[Any, int] = {}
     for a in chosen:
         order.setdefault(_key(a.settings), len(order))
     return sorted(chosen, key=lambda a: (order[_key(a.settings)], a.fresh))
