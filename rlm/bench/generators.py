@@ -445,8 +445,14 @@ def code_qa(size: int, index: int, seed: int) -> BenchItem:
                      meta={"question_type": q, "files": len(files), "header": header.split("{")[0].strip()})
 
 
+def _demo(size: int, index: int, seed: int) -> BenchItem:
+    from rlm.bench.demo import demo
+
+    return demo(size, index, seed)
+
+
 GENERATORS: dict[str, Callable[[int, int, int], BenchItem]] = {
-    "s_niah": s_niah, "oolong": oolong, "oolong_pairs": oolong_pairs, "code_qa": code_qa}
+    "s_niah": s_niah, "oolong": oolong, "oolong_pairs": oolong_pairs, "code_qa": code_qa, "demo": _demo}
 
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)\s*$")

@@ -34,7 +34,7 @@ from rlm.cli.options import (
 )
 from rlm.errors import UsageError
 
-BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa")
+BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
 
 batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                         help="Run many questions from a YAML spec, each in its own sandbox.")
@@ -279,7 +279,7 @@ def bench_table(report) -> Table:
 
 
 def benchmark_command(
-    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs or code_qa.")],
+    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle).")],
     sizes: Annotated[str, typer.Option("--sizes", help="Context sizes in CHARACTERS, comma-separated; k = 1,000 and m = 1,000,000 (8k = 8000 characters).")] = "8k,32k",
     n: Annotated[int, typer.Option("--n", min=1, help="Items per size.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same items).")] = 0,

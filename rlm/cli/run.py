@@ -74,9 +74,11 @@ def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *
 
 def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quiet: bool = False) -> int:
     """Run one generated case; print answer, expected and whether they match; 0 when matched."""
-    header = f"demo {case.name}: {len(case.document):,} characters; question: {case.question}"
-    result = make_rlm(ctx, loaded, quiet=quiet, header=header).run(case.question, case.document)
-    matched = case.matches(result.answer)
+    from rlm.bench.demo import matches
+
+    header = f"demo {case.meta.get('case', case.id)}: {len(case.context):,} characters; question: {case.question}"
+    result = make_rlm(ctx, loaded, quiet=quiet, header=header).run(case.question, case.context)
+    matched = matches(case, result.answer)
     typer.echo(f"answer:   {sanitize_for_terminal(result.answer or '(no answer)')}")
     typer.echo(f"expected: {case.expected}")
     typer.echo(f"matched:  {'yes' if matched else 'no'}  ({result.iterations} iterations, "
