@@ -31,7 +31,9 @@ from rlm.cli.options import (
     ModelOpt,
     QuietOpt,
     SubModelOpt,
+    load_cli_settings,
 )
+from rlm.config import LoadedSettings
 from rlm.errors import UsageError
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
@@ -45,23 +47,9 @@ def _model_values(base_url, model, sub_model, max_iterations) -> dict:
     return {k: v for k, v in values.items() if v is not None}
 
 
-_FLAGS = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
-          "max_iterations": "--max-iterations"}
-
-
-def _load(config: Path | None, debug: bool, cli: dict | None = None):
-    """Settings (with their sources) from defaults, the config file, .env, the environment and ``cli`` flags."""
-    from rlm.config import load_settings
-
-    values = dict(cli or {})
-    if debug:
-        values["debug"] = True
-    loaded = load_settings(config_file=config, cli=values, cli_flags={k: _FLAGS.get(k, "--" + k) for k in values})
-    if loaded.settings.run.debug:
-        import logging
-
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-    return loaded
+def _load(ctx: typer.Context, config: Path | None, debug: bool, cli: dict | None = None) -> LoadedSettings:
+    """Settings (with their sources), loaded where every command loads them."""
+    return load_cli_settings(ctx, config, debug, **(cli or {}))
 
 
 # ---------------------------------------------------------------------------- progress
@@ -213,6 +201,7 @@ def summary_table(summary) -> Table:
 
 @batch_app.command("run")
 def batch_run(
+    ctx: typer.Context,
     spec: Annotated[Path, typer.Argument(help="The batch spec (YAML); relative paths in it resolve against its folder.")],
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Results file (JSONL, appended); overrides the spec's output.")] = None,
     concurrency: Annotated[int | None, typer.Option("--concurrency", "-j", min=1, help="Queries at once; overrides the spec.")] = None,
@@ -235,7 +224,7 @@ def batch_run(
 
     if executor is not None and executor not in ("local", "ray"):
         raise UsageError(f"--executor must be local or ray, not {executor!r}")
-    base = _load(config, debug).settings
+    base = _load(ctx, config, debug).settings
     batch = load_spec(spec, base=base, cli=_model_values(base_url, model, sub_model, max_iterations),
                       output=output, concurrency=concurrency, executor=executor, address=address,
                       allow_outside_paths=allow_outside_paths, context_root=context_root)
@@ -279,6 +268,7 @@ def bench_table(report) -> Table:
 
 
 def benchmark_command(
+    ctx: typer.Context,
     name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle).")],
     sizes: Annotated[str, typer.Option("--sizes", help="Context sizes in CHARACTERS, comma-separated; k = 1,000 and m = 1,000,000 (8k = 8000 characters).")] = "8k,32k",
     n: Annotated[int, typer.Option("--n", min=1, help="Items per size.")] = 3,
@@ -310,7 +300,7 @@ def benchmark_command(
         require_matplotlib()
         if plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
-    loaded = _load(config, debug, _model_values(base_url, model, sub_model, max_iterations))
+    loaded = _load(ctx, config, debug, _model_values(base_url, model, sub_model, max_iterations))
     settings = with_model_server(loaded)  # the embedded model when no server is configured or answering
     with make_client(settings) as client:
         report = run_benchmark(name, size_list, n=n, seed=seed, settings=settings, client=client,
