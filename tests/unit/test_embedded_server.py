@@ -406,3 +406,23 @@ def test_resolve_settings_adapts_budgets_only_for_the_embedded_model(fake_llama)
     kept = f.adapt_settings(small, adapted.model)
     assert kept.run.max_sub_call_chars == 1000 and kept.sandbox.cell_timeout_s == 900
     assert kept.run.max_output_chars == 500
+
+
+def test_status_json_names_the_build_and_the_cpu_backend(fake_llama, monkeypatch):
+    from typer.testing import CliRunner
+
+    from rlm.cli import app
+
+    monkeypatch.setenv("RLM_CACHE_DIR", str(fake_llama))
+    monkeypatch.setattr(w, "MODELS", {"other": OTHER, "tiny": SPEC})
+    runner = CliRunner()
+    idle = json.loads(runner.invoke(app, ["model", "status", "--json"]).stdout)
+    assert idle["server"] is None and idle["cpu_backend"] is None
+    assert idle["runtime"]["variants"] == ["haswell", "x64"]
+    e.start_server(SPEC, cache=fake_llama)
+    result = runner.invoke(app, ["model", "status", "--json"])
+    assert result.exit_code == 0, result.output
+    data = json.loads(result.stdout)
+    assert data["cpu_backend"] == "libggml-cpu-haswell.so" and data["server"]["backend"] == data["cpu_backend"]
+    text = runner.invoke(app, ["model", "status"]).stdout
+    assert "CPU backend libggml-cpu-haswell.so" in text and "CPU variants haswell, x64 (chosen at run time)" in text
