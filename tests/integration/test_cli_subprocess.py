@@ -209,3 +209,32 @@ def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, 
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
+
+
+@pytest.mark.parametrize("form", ["at-file", "question-file", "stdin"])
+def test_a_long_question_from_a_file_or_stdin(model, doc, tmp_path, form):
+    """A question over the OS argument limit (~128 KB) reaches the model whole."""
+    question = "Which line is it? " + "x" * 200_000 + " END-OF-QUESTION"
+    qfile = tmp_path / "question.txt"
+    qfile.write_text(question)
+    server = model(["FINAL(found)"])
+    args = {"at-file": ["-q", f"@{qfile}"], "question-file": ["--question-file", str(qfile)],
+            "stdin": ["-q", "-"]}[form]
+    proc = rlm("query", *args, "-f", str(doc), "--quiet", env=env_for(server), cwd=tmp_path,
+               input=question if form == "stdin" else None)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "found\n"
+    sent = "\n".join(m["content"] for m in server.requests[0]["messages"])
+    assert question in sent
+
+
+def test_question_file_errors_are_usage_errors(model, doc, tmp_path):
+    server = model(["FINAL(never)"])
+    missing = rlm("query", "-q", "@nope.txt", "-f", str(doc), env=env_for(server), cwd=tmp_path)
+    assert missing.returncode == 2 and "question file nope.txt is not a regular file" in missing.stderr
+    both = rlm("query", "-q", "x", "--question-file", str(doc), "-f", str(doc), env=env_for(server), cwd=tmp_path)
+    assert both.returncode == 2 and "give the question once" in both.stderr
+    (tmp_path / "empty.txt").write_text("  \n")
+    empty = rlm("query", "-q", "@empty.txt", "-f", str(doc), env=env_for(server), cwd=tmp_path)
+    assert empty.returncode == 2 and "the question is empty" in empty.stderr
+    assert server.requests == []
