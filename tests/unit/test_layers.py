@@ -67,3 +67,11 @@ def test_the_public_names_resolve():
     for name in rlm.__all__:
         assert getattr(rlm, name) is not None
     assert issubclass(rlm.UsageError, rlm.RLMError) and issubclass(rlm.LLMError, rlm.RLMError)
+
+
+def test_test_modules_have_unique_names():
+    """pytest imports test files by their base name (no packages): two with one name break collection."""
+    from collections import Counter
+
+    names = Counter(p.name for p in (ROOT / "tests").rglob("test_*.py"))
+    assert [n for n, count in names.items() if count > 1] == []
