@@ -1,20 +1,16 @@
 """`rlm batch run SPEC` and `rlm benchmark ...`.
 
-Registered by rlm/cli.py::
+Registered by rlm/cli/app.py::
 
     app.add_typer(batch_app, name="batch", cls=RLMGroup)
     app.command("benchmark")(benchmark_command)
 
-Standalone (same commands, same error mapping and exit codes)::
-
-    python -m rlm.cli.batch batch run SPEC.yaml
-    python -m rlm.cli.batch benchmark --name s_niah --sizes 8k
+``standalone_app()`` holds just these two commands with the same error mapping (for tests).
 """
 
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -284,8 +280,9 @@ def benchmark_command(
 ) -> None:
     """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
     from rlm.bench.generators import parse_sizes
-    from rlm.cli.run import make_client, with_model_server
+    from rlm.cli.run import notice
     from rlm.jobs.benchmark import run_benchmark
+    from rlm.llm.resolve import open_models
 
     if name not in BENCHMARKS:
         import difflib
@@ -301,8 +298,9 @@ def benchmark_command(
         if plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
     loaded = _load(ctx, config, debug, _model_values(base_url, model, sub_model, max_iterations))
-    settings = with_model_server(loaded)  # the embedded model when no server is configured or answering
-    with make_client(settings) as client:
+    # the embedded model when no server is configured or answering, guarded and proved as for `rlm query`
+    settings, client = open_models(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice)
+    with client:
         report = run_benchmark(name, size_list, n=n, seed=seed, settings=settings, client=client,
                                compare_base=compare_base, base_window=base_window, concurrency=concurrency,
                                reporter=make_reporter(quiet, label="item"))
@@ -316,11 +314,7 @@ def benchmark_command(
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
 
 
-# ---------------------------------------------------------------------------- standalone
-def _sigterm_to_interrupt(signum, frame):  # so sandboxes are closed on SIGTERM as on Ctrl-C
-    raise KeyboardInterrupt
-
-
+# ---------------------------------------------------------------------------- standalone (tests)
 def standalone_app() -> typer.Typer:
     from rlm.cli.app import RLMGroup
 
@@ -329,11 +323,3 @@ def standalone_app() -> typer.Typer:
     root.command("benchmark")(benchmark_command)
     return root
 
-
-def main() -> None:
-    signal.signal(signal.SIGTERM, _sigterm_to_interrupt)
-    standalone_app()(prog_name="rlm")
-
-
-if __name__ == "__main__":
-    main()

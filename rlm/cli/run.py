@@ -148,13 +148,3 @@ def view_page(trace: Path | str | None) -> str:
         raise UsageError("the trace viewer is not available in this installation") from exc
     return f"trace page: {write_view(Path(trace))}"
 
-
-# ---- transitional names for the batch/benchmark commands (to be replaced by rlm.llm.resolve) ----
-from rlm.llm.resolve import check_models, embedded_model_needed, make_client  # noqa: E402,F401
-
-
-def with_model_server(loaded: LoadedSettings):  # type: ignore[no-untyped-def]
-    """The settings to run with (configured, or the embedded server's); said on stderr."""
-    from rlm.llm.local.fallback import resolve
-
-    return resolve(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice).settings
