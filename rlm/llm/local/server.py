@@ -3,14 +3,14 @@
 ``start_server`` runs the portable ``llama-server`` (``rlm.llm.local.runtime``) under a small
 keeper (``rlm.llm.local.keeper``, which records how the server ended) on a free loopback port
 with the model's alias, records it in ``<cache>/server.json`` (pids, port, alias, model file,
-log), waits until ``/health`` says ready, and reads which CPU backend ggml chose from the log.
+log), waits until ``/v1/models`` lists the alias, and reads which CPU backend ggml chose from the
+server's memory map.
 A server recorded there that is alive and answers is reused, by this process and by later
 ones; ``stop_server`` ends it (SIGTERM, then SIGKILL after a grace period).  ``prove`` sends one
 real completion; ``death`` tells how a server that is gone ended (signal or exit status).
 
-``resolve_model_settings`` is the fallback ``runner.make_client`` uses: with no base URL
-configured anywhere and nothing answering at the default Ollama URL, it starts (or reuses)
-the embedded server and points the model settings at it.
+``rlm.llm.local.fallback`` decides when the embedded server stands in; ``rlm.llm.local.guard``
+watches it during a run.
 """
 
 from __future__ import annotations
@@ -36,13 +36,12 @@ from typing import Any
 from rlm.errors import EmbeddedServerDied, LLMError, ModelUnreachable, UsageError
 from rlm.llm.local.keeper import read_status
 from rlm.llm.local.runtime import RuntimeInfo, installed_runtime
-from rlm.llm.local.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path, spec_for
+from rlm.llm.local.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path
 
 __all__ = [
     "ServerInfo",
     "death",
     "prove",
-    "runtime_missing",
     "probe_url",
     "alive",
     "died_error",
@@ -92,11 +91,6 @@ class ServerInfo:
 
 
 # ------------------------------------------------------------------------------ small helpers
-
-def runtime_missing(cache: Path | None = None) -> bool:
-    """Whether llama-server is not built yet for this machine's architecture."""
-    return installed_runtime(cache) is None
-
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -489,6 +483,3 @@ def describe_sizes(cache: Path | None = None) -> list[dict[str, Any]]:
                      "description": spec.description})
     return rows
 
-
-def spec_or_default(size: str | None) -> ModelSpec:
-    return spec_for(size) if size else MODELS[DEFAULT_SIZE]
