@@ -8,7 +8,6 @@ status, its log's last lines, where the log is), never "start Ollama".
 
 from __future__ import annotations
 
-import dataclasses
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -31,7 +30,6 @@ class EmbeddedGuard:
         self.cache = cache
         self.say = say or (lambda _text: None)
         self.restarts_left = restarts_allowed
-        self.restarts = 0
         self._lock = threading.Lock()
 
     def before_request(self) -> None:
@@ -44,7 +42,6 @@ class EmbeddedGuard:
             self.say(f"{gone.message.splitlines()[0]}: restarting it once (log: {self.info.log}) ...")
             self.restarts_left -= 1
             self.info, _ = start_server(self.spec, cache=self.cache, port=self.info.port)
-            self.restarts += 1
             self.say(f"embedded server restarted (pid {self.info.server_pid or self.info.pid}); going on")
 
     def after_failure(self, exc: LLMError) -> LLMError:
@@ -52,9 +49,6 @@ class EmbeddedGuard:
         if alive(self.info):
             return exc
         return died_error(self.info, "during a request")
-
-    def describe(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self.info), "restarts": self.restarts}
 
 
 class GuardedClient(ModelClient):
