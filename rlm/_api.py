@@ -180,8 +180,7 @@ class RLM:
     def __enter__(self) -> "RLM":
         if self._block is not None:
             raise UsageError("this RLM is already in a `with` block")
-        settings, client = self._open_models()
-        self._block = _Block(settings, client)
+        self._block = _Block(self)  # the model server and the sandbox start with the first question
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
@@ -225,11 +224,12 @@ class RLM:
 
 
 class _Block:
-    """The state of a ``with RLM() as r:`` block: one client, one sandbox, its context."""
+    """The state of a ``with RLM() as r:`` block: one client, one sandbox, its context.  The context
+    is checked before the model server is opened, and both before the sandbox starts."""
 
-    def __init__(self, settings: Settings, client: ModelClient) -> None:
-        self.settings = settings
-        self.client = client
+    def __init__(self, owner: RLM) -> None:
+        self.owner = owner
+        self.models: tuple[Settings, ModelClient] | None = None
         self.session: SandboxSession | None = None
         self.source: ContextSource | None = None
         self.context_key: str | None = None
@@ -237,21 +237,25 @@ class _Block:
     def run(self, owner: RLM, question: str, context: ContextLike,
             trace_path: str | os.PathLike[str] | None) -> RunResult:
         self.open(context)
-        orch = owner._orchestrator(self.settings, self.client)
+        assert self.models is not None
+        settings, client = self.models
+        orch = owner._orchestrator(settings, client)
         return orch.run(question, trace_path=owner._trace_path(orch, trace_path), session=self.session)
 
     def open(self, context: ContextLike) -> float:
         """The block's sandbox, with its context (the first one given); its start-up time, 0 if open."""
         key = _context_key(context)
         if self.source is None:
-            self.source = context_source(context, max_bytes=self.settings.run.max_context_bytes)
+            self.source = context_source(context, max_bytes=self.owner.settings.run.max_context_bytes)
             self.context_key = key
         elif key is not None and key != self.context_key:
             raise UsageError("a `with RLM()` block keeps one sandbox and its context; this question gives another",
                              hint="pass no context (the block's is used), or open another block for it")
+        if self.models is None:
+            self.models = self.owner._open_models()
         if self.session is not None:
             return 0.0
-        self.session = SandboxSession(context=self.source.path, settings=self.settings.sandbox).open()
+        self.session = SandboxSession(context=self.source.path, settings=self.models[0].sandbox).open()
         return float(self.session.open_seconds or 0.0)
 
     def reset(self) -> None:
@@ -268,7 +272,8 @@ class _Block:
                 if self.source is not None:
                     self.source.cleanup()
             finally:
-                self.client.close()
+                if self.models is not None:
+                    self.models[1].close()
 
 
 def _context_key(context: ContextLike) -> str | None:

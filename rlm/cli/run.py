@@ -44,14 +44,17 @@ def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool, header:
 
 def context_of(loaded: LoadedSettings, *, file: Path | None = None, text: str | None = None,
                context_dir: Path | None = None) -> ContextLike:
-    """The context the flags give; ``-f`` must be a file and ``--context-dir`` a folder (checked now)."""
+    """The context the flags give (checked by ``RLM.run``); ``-f`` on a folder is refused here, with
+    the hint to use ``--context-dir``, since the library accepts a folder as a path."""
     from rlm.core.context import check_file
 
     if text is not None:
         return text
-    path = Path(context_dir if context_dir is not None else file)  # type: ignore[arg-type]
-    with check_file(path, max_bytes=loaded.settings.run.max_context_bytes, allow_dir=context_dir is not None):
-        pass
+    if context_dir is not None:
+        return Path(context_dir)
+    path = Path(file)  # type: ignore[arg-type]
+    if path.is_dir():
+        check_file(path, max_bytes=loaded.settings.run.max_context_bytes)  # raises: a folder, not a file
     return path
 
 
@@ -108,9 +111,9 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                      context_dir: Path | None = None, quiet: bool = False) -> None:
     console = Console(stderr=True)
     totals = {"questions": 0, "iterations": 0, "sub_calls": 0, "seconds": 0.0}
-    context = context_of(loaded, file=file, context_dir=context_dir)  # checked before any model or sandbox starts
+    context = context_of(loaded, file=file, context_dir=context_dir)
     with make_rlm(ctx, loaded, quiet=quiet) as rlm:
-        rlm.open_sandbox(context)
+        rlm.open_sandbox(context)  # the context is checked before the model server and the sandbox start
         if not quiet:
             console.print("sandbox ready; ask a question (:reset, :stats, :view, :quit)")
         for line in _questions():
