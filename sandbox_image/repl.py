@@ -2,8 +2,8 @@
 
 Runs inside the sandbox only (stdlib + IPython/ipykernel).  Defines in the user
 namespace: ``context`` (loaded lazily from the read-only mount on the first cell),
-``llm_query``, ``llm_query_batched``, ``rlm_query``, ``FINAL``, ``FINAL_VAR`` and
-``SHOW_VARS``.  Per-cell state (a FINAL answer, a restored ``context``, output dropped
+``llm_query``, ``llm_query_batched``, ``rlm_query``, ``grep``, ``map_chunks``, ``FINAL``,
+``FINAL_VAR`` and ``SHOW_VARS``.  Per-cell state (a FINAL answer, a restored ``context``, output dropped
 by the in-kernel cap) is published after each cell as one display message with the
 mimetype ``STATE_MIME``, which the host takes out of the output.
 """
@@ -19,6 +19,7 @@ import sys
 import threading
 from collections import deque
 
+import helpers
 import protocol
 from protocol import STATE_MIME, ContextFormat, Env, Op, State
 
@@ -176,6 +177,7 @@ class Repl:
         # keywords, not quoted keys: these are Python names (the bridge ops are spelled in protocol.Op)
         return dict(  # noqa: C408
             llm_query=self.llm_query, llm_query_batched=self.llm_query_batched, rlm_query=self.rlm_query,
+            grep=self.grep, map_chunks=self.map_chunks,
             FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,
             _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context)
 
@@ -198,6 +200,22 @@ class Repl:
         """Run a child RLM (its own sandbox) on ``context`` (default: no extra context)."""
         payload = None if context is None else (context if isinstance(context, str) else json.dumps(context))
         return self.bridge.call({"op": Op.RLM_QUERY, "prompt": str(prompt), "context": payload})["text"]
+
+    def grep(self, pattern, text=None, width=helpers.DEFAULT_WIDTH) -> list:
+        """Every line of ``text`` (default: ``context``) matching the regex ``pattern`` (case ignored),
+        as (offset, line) pairs; for a list of documents the offset is the document's index."""
+        return helpers.grep(self._text(text), pattern, width=width)
+
+    def map_chunks(self, instruction, text=None, chunk_chars=protocol.MAP_CHUNK_CHARS) -> list:
+        """Ask the sub-model ``instruction`` about every piece of ``text`` (default: ``context``),
+        all at once; the answers, in order."""
+        return helpers.map_chunks(self.llm_query_batched, self._text(text), str(instruction), chunk_chars)
+
+    def _text(self, text):
+        """``text``, or the original context when none is given."""
+        if text is not None:
+            return text
+        return self.original_context if self.original_context is not None else ""
 
     def FINAL(self, answer) -> None:
         """End the run with ``answer`` once this cell finishes."""

@@ -26,6 +26,8 @@ REPLY_MAX_FRAME = 64 * 1024 * 1024   # replies from the host to the REPL
 # Per-cell state the REPL publishes as one display message of this MIME type.
 STATE_MIME = "application/vnd.rlm.state+json"
 
+MAP_CHUNK_CHARS = 4_000  # the REPL's map_chunks piece size unless the code passes another (prompts say so)
+
 # Container paths (host folders are bind-mounted there).
 CONTAINER_RUN = "/rlm/run"          # read-write: the kernel's sockets and connection file
 CONTAINER_BRIDGE = "/rlm/bridge"    # read-only: the sockets the host serves

@@ -185,3 +185,16 @@ def test_bridge_folder_is_read_only_inside(bridged):
     assert res["create"] == 30  # EROFS
     assert all(v != "ok" for v in res.values()), res
     assert _json(bridged, "a = llm_query('bridge intact')", "a") == "echo:bridge intact"
+
+
+def test_map_chunks_asks_one_batched_sub_call_per_piece_in_order(bridged, handler):
+    text = "".join(f"line {i:03d} " + "x" * 80 + "\n" for i in range(100))  # 9,000 characters
+    ex = bridged.execute(f"answers = map_chunks('Summarize.', text={text!r}, chunk_chars=3000)\n"
+                         "print(len(answers)); print(answers[0][:20])")
+    assert ex.ok, ex.error
+    count, first = ex.stdout.splitlines()[:2]
+    assert int(count) == 4  # 3,000-character pieces cut at line ends: 33 + 33 + 33 + 1 lines
+    assert first.startswith("echo:Summarize.")
+    batched = [r for r in handler.requests if r.get("op") == "llm_query_batched"][-1]
+    assert [p.count("\nline ") for p in batched["prompts"]] == [33, 33, 33, 1]
+    assert all(p.startswith("Summarize.\n\nText (part ") for p in batched["prompts"])

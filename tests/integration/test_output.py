@@ -179,3 +179,12 @@ def test_show_vars_prints_defined_variables(out):
     assert "beta_text: str len=5" in lines
     assert f"context: str len={len(CONTEXT_TEXT)}" in lines
     assert not any(line.startswith(("_hidden", "llm_query", "FINAL")) for line in lines)
+
+
+def test_grep_returns_every_matching_line_of_the_context_with_its_offset(out):
+    ex = out.execute("hits = grep(r'ORIGINAL')\nprint(len(hits)); print(hits[1])")
+    assert ex.ok, ex.error
+    count, second = ex.stdout.splitlines()[:2]
+    line = "the original context ✓"
+    assert int(count) == 50
+    assert second == repr((len(line) + 1, line))

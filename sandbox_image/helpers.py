@@ -1,0 +1,113 @@
+"""Helpers offered to the model's code next to ``llm_query``: ``grep`` and ``map_chunks``.
+
+Small models write short calls well and long loops badly, so the two steps every long-context
+answer needs are one call each:
+
+- ``grep(pattern)`` finds every line of ``context`` that matches a regular expression and
+  returns ``(offset, line)`` pairs: the offset is where the line starts in the text (for a list
+  of documents, the document's index), the line is cut to ``width`` characters around the match.
+  ``len(grep(...))`` counts matching lines.
+- ``map_chunks(instruction)`` cuts the text into pieces at line ends and asks the sub-model the
+  instruction about every piece at once (``llm_query_batched``); answers come back in order.
+
+Nothing here knows any data format.  Pure functions over text; the REPL binds ``context``
+and the query function.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+
+from protocol import MAP_CHUNK_CHARS
+
+DEFAULT_WIDTH = 300
+
+
+def compile_pattern(pattern, flags: int = re.IGNORECASE) -> re.Pattern:
+    """``pattern`` as a regex; text that is not a valid regex is searched for literally."""
+    if isinstance(pattern, re.Pattern):
+        return pattern
+    text = str(pattern)
+    try:
+        return re.compile(text, flags)
+    except re.error:
+        return re.compile(re.escape(text), flags)
+
+
+def _as_text(doc) -> str:
+    return doc if isinstance(doc, str) else json.dumps(doc, default=str)
+
+
+def _documents(text) -> Iterator[tuple[int | None, str]]:
+    """(document index or None for one text, text) for a str, a list of documents or a dict."""
+    if isinstance(text, str):
+        yield None, text
+    elif isinstance(text, dict):
+        yield None, json.dumps(text, default=str)
+    elif isinstance(text, (list, tuple)):
+        for i, doc in enumerate(text):
+            yield i, _as_text(doc)
+    else:
+        yield None, str(text)
+
+
+def _cut(line: str, start: int, end: int, width: int) -> str:
+    """``line`` cut to a window of about ``width`` characters holding the match at [start, end).
+
+    Windows start at multiples of half the width, so patterns that hit the same place show the
+    same text (the loop then sees that nothing new came out).
+    """
+    if len(line) <= width:
+        return line
+    step = max(1, width // 2)
+    lo = (start // step) * step
+    hi = max(lo + width, end)
+    if hi > len(line):
+        lo, hi = max(0, len(line) - width), len(line)
+    return ("..." if lo > 0 else "") + line[lo:hi] + ("..." if hi < len(line) else "")
+
+
+def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECASE) -> list[tuple[int, str]]:
+    """Every line of ``text`` matching ``pattern``, as (offset, line); one entry per line."""
+    regex = compile_pattern(pattern, flags)
+    hits: list[tuple[int, str]] = []
+    for index, doc in _documents(text):
+        last_line = -1
+        for match in regex.finditer(doc):
+            line_start = doc.rfind("\n", 0, match.start()) + 1
+            if line_start == last_line:
+                continue  # one entry per line
+            last_line = line_start
+            line_end = doc.find("\n", match.end())
+            line_end = len(doc) if line_end < 0 else line_end
+            line = _cut(doc[line_start:line_end], match.start() - line_start, match.end() - line_start, width)
+            hits.append((index if index is not None else line_start, line))
+    return hits
+
+
+def chunks(text, chunk_chars: int = MAP_CHUNK_CHARS) -> list[str]:
+    """``text`` cut into pieces of at most ``chunk_chars`` characters, at line ends where there are any."""
+    size = max(100, int(chunk_chars))
+    pieces: list[str] = []
+    for _index, doc in _documents(text):
+        start = 0
+        while start < len(doc):
+            end = min(len(doc), start + size)
+            if end < len(doc):
+                newline = doc.rfind("\n", start, end)
+                end = newline + 1 if newline > start else end
+            pieces.append(doc[start:end])
+            start = end
+    return pieces
+
+
+def map_chunks(query_batched: Callable[[list[str]], list[str]], text, instruction,
+               chunk_chars: int = MAP_CHUNK_CHARS) -> list[str]:
+    """The sub-model's answer to ``instruction`` for every piece of ``text``, in order."""
+    pieces = chunks(text, chunk_chars)
+    n = len(pieces)
+    prompts = [f"{instruction}\n\nText (part {i} of {n}):\n{piece}" for i, piece in enumerate(pieces, start=1)]
+    return list(query_batched(prompts)) if prompts else []
+

@@ -1,0 +1,78 @@
+"""The REPL's grep and map_chunks helpers (guest code, loaded here as the image loads it)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+from rlm.sandbox import protocol
+
+GUEST = Path(__file__).resolve().parents[2] / "sandbox_image"
+
+
+@pytest.fixture(scope="module")
+def helpers():
+    sys.modules.setdefault("protocol", protocol)  # in the image it is a flat module next to helpers.py
+    spec = importlib.util.spec_from_file_location("rlm_guest_helpers", GUEST / "helpers.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+TEXT = "alpha one\nbeta two\nAlpha three alpha\n\ngamma"
+
+
+def test_grep_gives_each_matching_line_once_with_the_offset_where_it_starts(helpers):
+    assert helpers.grep(TEXT, "alpha") == [(0, "alpha one"), (19, "Alpha three alpha")]
+    assert [TEXT[o:o + 5] for o, _ in helpers.grep(TEXT, "alpha")] == ["alpha", "Alpha"]
+
+
+def test_grep_over_documents_gives_the_document_index(helpers):
+    docs = ["no match here", "a match\nand another match", {"key": "match"}]
+    assert helpers.grep(docs, "match") == [(0, "no match here"), (1, "a match"), (1, "and another match"),
+                                           (2, '{"key": "match"}')]
+
+
+def test_grep_searches_an_invalid_regex_literally(helpers):
+    assert helpers.grep("f(x) = 1\ng(y)", "f(x") == [(0, "f(x) = 1")]
+
+
+def test_grep_cuts_long_lines_around_the_match(helpers):
+    line = "a" * 5000 + "NEEDLE" + "b" * 5000
+    (offset, shown), = helpers.grep(line, "needle", width=100)
+    assert offset == 0 and "NEEDLE" in shown and len(shown) <= 106
+
+
+def test_chunks_cut_at_line_ends_and_lose_nothing(helpers):
+    text = "".join(f"{i}\n" for i in range(2000))
+    pieces = helpers.chunks(text, 1000)
+    assert "".join(pieces) == text
+    assert all(len(p) <= 1000 and p.endswith("\n") for p in pieces)
+
+
+def test_chunks_of_a_text_without_line_ends_are_cut_at_the_size(helpers):
+    pieces = helpers.chunks("x" * 2500, 1000)
+    assert [len(p) for p in pieces] == [1000, 1000, 500]
+
+
+def test_map_chunks_sends_the_instruction_with_each_piece(helpers):
+    seen: list[list[str]] = []
+
+    def batched(prompts: list[str]) -> list[str]:
+        seen.append(prompts)
+        return [str(len(p)) for p in prompts]
+
+    answers = helpers.map_chunks(batched, "one\ntwo\nthree\n" * 100, "Count the words.", 500)
+    assert len(seen) == 1 and len(answers) == len(seen[0]) > 1
+    assert all(p.startswith("Count the words.\n\nText (part ") for p in seen[0])
+    assert helpers.map_chunks(batched, "", "Anything?") == []
+
+
+def test_grep_shows_the_same_window_for_patterns_that_hit_the_same_place(helpers):
+    line = "word " * 1000 + "The secret access code is 985440. " + "word " * 1000
+    shown = {helpers.grep(line, p)[0][1] for p in ("secret access code", "access code", "code is")}
+    assert len(shown) == 1 and "985440" in shown.pop()
