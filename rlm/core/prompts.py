@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from rlm.sandbox.protocol import MAP_CHUNK_CHARS
+
 PREVIEW_CHARS = 500
 
 
@@ -42,16 +44,20 @@ class Budgets:
 
 
 def system_prompt(info: ContextInfo, budgets: Budgets) -> str:
-    """The root model's system prompt for one run."""
+    """The root model's system prompt for one run.
+
+    What is the same for every run comes first and the context's own metadata last, so a
+    server that caches prompt prefixes reads the long common part once for many questions.
+    """
     parts = [
         _intro(budgets),
-        _context_section(info),
         _repl_section(budgets),
         _functions_section(budgets),
         _strategy_section(budgets),
         _finishing_section(),
         _example_section(budgets),
         _rules_section(budgets),
+        _context_section(info, budgets),
     ]
     return "\n\n".join(parts).strip() + "\n"
 
@@ -71,22 +77,28 @@ def _intro(budgets: Budgets) -> str:
     return text
 
 
-def _context_section(info: ContextInfo) -> str:
-    return "\n".join([
+def _context_section(info: ContextInfo, budgets: Budgets) -> str:
+    lines = [
         "## The context",
         f"- type: {info.kind}",
         f"- total length: {info.total_chars:,} characters",
         f"- documents: {info.n_documents:,}",
         f"- source: {info.source}",
         f"- {_shape_hint(info)}",
+    ]
+    if budgets.enable_sub_calls:
+        pieces = max(1, -(-info.total_chars // MAP_CHUNK_CHARS))
+        lines.append(f"- `map_chunks` over the whole context: {pieces:,} pieces, so {pieces:,} sub-calls")
+    lines += [
         f"- preview (first {PREVIEW_CHARS} characters at most; NOT the whole context):",
         _fenced(shorten_preview(info.preview), "text"),
-    ])
+    ]
+    return "\n".join(lines)
 
 
 def _shape_hint(info: ContextInfo) -> str:
     if info.kind == "str":
-        return "`context` is one string: slice it, search it with `re`, split it into chunks."
+        return "`context` is one string: search it with `grep` or `re`, slice it, split it into lines."
     if info.kind == "list":
         return (f"`context` is a list of {info.n_documents:,} documents: check the type of "
                 "an element before you process them all.")
@@ -115,7 +127,13 @@ def _repl_section(budgets: Budgets) -> str:
 
 
 def _functions_section(budgets: Budgets) -> str:
-    lines = ["## Functions in the REPL"]
+    lines = [
+        "## Functions in the REPL",
+        "- `grep(pattern, text=None) -> list[tuple[int, str]]`: every line of `context` (or of "
+        "`text`) that matches the regular expression `pattern`, case ignored, as (offset, line) "
+        "pairs: the offset is where the line starts (for a list of documents, the document's "
+        "index); long lines are cut around the match. `len(grep(p))` counts matching lines.",
+    ]
     if budgets.enable_sub_calls:
         lines += [
             "- `llm_query(prompt, model=None) -> str`: ask a sub-model. It sees only the "
@@ -123,6 +141,10 @@ def _functions_section(budgets: Budgets) -> str:
             "the question and the text it needs into the prompt.",
             "- `llm_query_batched(prompts, model=None) -> list[str]`: many prompts at once, "
             "answered in parallel, in order; much faster than a loop of `llm_query`.",
+            f"- `map_chunks(instruction, text=None, chunk_chars={MAP_CHUNK_CHARS}) -> list[str]`: "
+            "cuts `context` (or `text`) into pieces at line ends and asks the sub-model "
+            "`instruction` about every piece at once (one sub-call per piece); the answers, in "
+            "order. For answers that need reading every part; slow on a big context.",
         ]
         if budgets.depth < budgets.max_depth:
             lines.append(
@@ -139,8 +161,8 @@ def _functions_section(budgets: Budgets) -> str:
         )
     else:
         lines.append(
-            "- Sub-model calls are disabled in this run: `llm_query`, `llm_query_batched` "
-            "and `rlm_query` are not available. Work with code alone."
+            "- Sub-model calls are disabled in this run: `llm_query`, `llm_query_batched`, "
+            "`map_chunks` and `rlm_query` are not available. Work with code alone."
         )
     lines += [
         "- `SHOW_VARS()`: list the variables you have defined.",
@@ -151,32 +173,25 @@ def _functions_section(budgets: Budgets) -> str:
 
 def _strategy_section(budgets: Budgets) -> str:
     steps = [
-        "1. Peek: print the type, the length and a few hundred characters (or the first "
-        "documents) to learn the format.",
-        "2. Search: use `re` and string methods to find the parts that matter; print how "
-        "many hits there are and short snippets around them.",
+        "1. The preview at the end of this message shows how the context begins: start at once "
+        "with `grep` for a distinctive word of the question (a name, an id, a label) and print "
+        "how many lines match and the first few.",
+        "2. A question about one fact: the matching lines usually hold it. Read them and answer.",
+        "3. A question that counts, sums, compares or lists over many records: compute it with "
+        "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
+        "a `set` of ids), print the result and a few of the lines it used, check them, then "
+        "answer with the computed value. Never count by reading printed samples.",
     ]
     if budgets.enable_sub_calls:
         steps.append(
-            f"3. Chunk and sub-query: split the relevant text into pieces of at most about "
-            f"{_chunk_chars(budgets):,} characters and ask `llm_query_batched` one precise "
-            "question per piece."
+            "4. Only when no pattern can find the answer (it depends on what the text means): "
+            "`map_chunks`, or `llm_query_batched` on the lines you found, then combine the "
+            "answers with code."
         )
-    else:
-        steps.append("3. Chunk: process the relevant text piece by piece with code.")
-    steps.append(
-        "4. Aggregate: keep partial results in variables (lists, dicts), combine them with "
-        "code, and check the result before you answer."
-    )
-    return "## Strategy\n" + "\n".join(steps) + (
+    return "## How to work\n" + "\n".join(steps) + (
         "\nUse code for exact work (counting, matching, arithmetic). Do not guess: if you "
         "have not seen the evidence in the output, look for it."
     )
-
-
-def _chunk_chars(budgets: Budgets) -> int:
-    """A chunk size that leaves room for the question inside one sub-call prompt."""
-    return max(1_000, budgets.max_sub_call_chars * 3 // 4 // 1_000 * 1_000)
 
 
 def _finishing_section() -> str:
@@ -191,39 +206,37 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
-    """A worked example small models can adapt: look, search with words of the question, read the hits."""
-    lines = [
-        "import re",
-        "hits = [m.start() for m in re.finditer(r\"recall\", context, flags=re.IGNORECASE)]",
-        "print(len(hits), \"hits\")",
-        "snippets = [context[max(0, h - 200):h + 200] for h in hits[:20]]",
-    ]
+    """Two short worked examples, one lookup and one aggregation, for questions unlike the real one."""
+    lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
-        lines += [
-            "if snippets:  # no hits: try another word next turn",
-            "    answer = llm_query(\"Answer the question from the text below.\\n\"",
-            "                       \"Question: How many different products were recalled?\\nText:\\n\"",
-            "                       + \"\\n...\\n\".join(snippets))",
-            "    print(answer)",
-        ]
+        lookup += "print(llm_query(\"Which port does the billing service listen on? Lines:\\n\" + str(hits[:20])))"
+        seen = "`1 lines` and `8443`"
     else:
-        lines += ["for s in snippets:  # no hits: try another word next turn", "    print(\"...\", s, \"...\")"]
+        lookup += "print(hits[:10])"
+        seen = "`[(48213, 'billing service listens on port 8443')]`"
+    count = "\n".join([
+        "import re",
+        "lines = [line for offset, line in grep(r\"refund\")]",
+        "march = [line for line in lines if re.search(r\"march|-03-\", line, flags=re.IGNORECASE)]",
+        "print(len(lines), \"refund lines,\", len(march), \"in March\")",
+        "print(march[:5])",
+    ])
     return (
-        "## Example (for a different question: adapt the idea, do not copy its words)\n"
-        "Question: \"How many different products were recalled?\"\n"
-        "Turn 1, look at the data:\n"
-        + _fenced("print(type(context), len(context))\nprint(context[:500])", "repl")
-        + "\nTurn 2, search for words from the question and read the text around the hits:\n"
-        + _fenced("\n".join(lines), "repl")
-        + "\nTurn 3, the output answers the question: `FINAL(37)`"
+        "## Examples (for other questions: adapt the idea, do not copy the words)\n"
+        "Question: \"Which port does the billing service listen on?\"\n"
+        + _fenced(lookup, "repl")
+        + f"\nThe output shows {seen}, so: `FINAL(8443)`\n"
+        "Question: \"How many orders were refunded in March?\"\n"
+        + _fenced(count, "repl")
+        + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
+        "so: `FINAL(17)`"
     )
 
 
 def _rules_section(budgets: Budgets) -> str:
     return (
         "## Rules\n"
-        "- Your first reply must be a single ```repl code block and nothing else: start by "
-        "looking at the context.\n"
+        "- Your first reply must be a single ```repl code block and nothing else.\n"
         "- After that, each reply holds either ```repl code blocks or a FINAL answer.\n"
         f"- You have at most {budgets.max_iterations} turns.\n"
         "- Never rebind `context`."
@@ -244,8 +257,8 @@ def first_user_prompt(question: str) -> str:
     """The first user message: the question, and how to begin."""
     return (
         f"Question: {question}\n\n"
-        "You have not looked at the context yet. Reply with a single ```repl block that only "
-        "prints the type, the length and the first 500 characters of `context`."
+        "Reply with a single ```repl block that finds what the question needs in `context` "
+        "(start with `grep` for a distinctive word of the question) and prints it."
     )
 
 
@@ -277,10 +290,10 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
                      "Answer now with FINAL(...) holding the answer the output shows, or, if it does not "
                      f"show it, write different code. {remaining} turns left.")
     else:
-        parts.append(f"{ask}If the output above contains the answer, reply with only FINAL(...) holding the "
-                     "answer. Only if it does not, write a new ```repl block that searches `context` with "
-                     "code (re.finditer, str.find) for a distinctive word of the question and prints the "
-                     f"text around each hit. {remaining} turns left.")
+        parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
+                     "FINAL(the answer), for example FINAL(42), and no code. If it does not, write a new "
+                     "```repl block: `grep` for another word of the question, or compute the answer with "
+                     f"code over all the matching lines. {remaining} turns left.")
     return "\n\n".join(parts)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from rlm.core.parsing import find_code_blocks
@@ -93,7 +95,23 @@ def test_mentions_final_final_var_and_show_vars() -> None:
 def test_example_code_blocks_parse() -> None:
     blocks = find_code_blocks(system_prompt(INFO, budgets()))
     assert len(blocks) == 2
-    assert "context[:500]" in blocks[0]
+    assert all("grep(" in b for b in blocks)
+
+
+def test_what_differs_between_contexts_comes_last() -> None:
+    """A server caching prompt prefixes reads the common part once for many questions."""
+    other = ContextInfo(kind="str", total_chars=20_000, n_documents=1, preview="other text", source="inline")
+    a, b = system_prompt(INFO, budgets()), system_prompt(other, budgets())
+    common = len(os.path.commonprefix([a, b]))
+    assert a.index("## The context") < common  # everything before the context's own section is shared
+    assert common > 0.8 * min(len(a), len(b))
+
+
+def test_helpers_are_offered_and_map_chunks_cost_is_stated() -> None:
+    prompt = system_prompt(INFO, budgets())
+    assert "grep(pattern, text=None)" in prompt and "map_chunks(instruction" in prompt
+    assert "3,087 pieces, so 3,087 sub-calls" in prompt  # 12,345,678 characters in 4,000-character pieces
+    assert "map_chunks" not in system_prompt(INFO, budgets(enable_sub_calls=False)).split("not available")[1]
 
 
 def test_preview_with_fences_cannot_break_out() -> None:
