@@ -24,9 +24,9 @@ import time
 
 parser = argparse.ArgumentParser()
 for flag in ("--model", "--alias", "--host", "--port", "--ctx-size", "--parallel", "--threads", "--threads-batch",
-             "--flash-attn"):
+             "--flash-attn", "--cache-ram"):
     parser.add_argument(flag)
-for flag in ("--kv-unified", "--no-webui", "--jinja"):
+for flag in ("--kv-unified", "--no-cache-idle-slots", "--no-webui", "--jinja"):
     parser.add_argument(flag, action="store_true")
 args = parser.parse_args()
 here = os.path.dirname(os.path.abspath(sys.argv[0]))

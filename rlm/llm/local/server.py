@@ -61,8 +61,14 @@ PROBE_TIMEOUT_S = 0.5
 PROVE_TIMEOUT_S = 300.0
 KEEPER_MODULE = "rlm.llm.local.keeper"
 # Slots: the root conversation keeps its cached prefix in one while sub-calls use the others;
-# with a unified KV cache every slot may use the whole window.
+# with a unified KV cache every slot may use the whole window.  By default llama-server moves
+# idle slots to its RAM prompt cache and clears them when another task starts, and a cached
+# conversation that is a prefix of a longer one is not saved again: the root's prefix was then
+# read again after each sub-call and at the start of every run (17 s of 1,400 tokens here).
+# Idle slots keep their KV instead (a new request picks the slot sharing the longest prefix);
+# the RAM cache, bounded, keeps what a slot gives up.
 PARALLEL_SLOTS = 2
+CACHE_RAM_MIB = 1024
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
                 "rlm model install (builds llama.cpp's server, fetches the weights)")
 BACKEND_LINE = re.compile(r"loaded (?P<kind>\w+) backend from (?P<path>\S+)")
@@ -212,6 +218,7 @@ def server_command(runtime: RuntimeInfo, spec: ModelSpec, model_file: Path, port
             str(runtime.server), "--model", str(model_file), "--alias", spec.alias,
             "--host", HOST, "--port", str(port),
             "--ctx-size", str(n_ctx or spec.n_ctx), "--parallel", str(parallel), "--kv-unified",
+            "--no-cache-idle-slots", "--cache-ram", str(CACHE_RAM_MIB),
             "--threads", str(threads), "--threads-batch", str(threads),
             "--flash-attn", "on", "--no-webui", "--jinja"]
 
