@@ -13,7 +13,7 @@ from rlm.cli.options import (
 )
 from rlm.cli.options import load_cli_settings as _settings
 
-bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's and the trace viewer's speed and footprint.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's, the embedded model server's and the trace viewer's speed and footprint.")
 
 
 # ---------------------------------------------------------------------------- bench
@@ -46,6 +46,25 @@ def bench_viewer_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
     figures = bench_viewer(iterations=iterations, output_mb=output_mb, repeats=repeats,
                            say=lambda m: console.print(m, style="dim"))
     _print_figures("trace viewer benchmark", figures, json_out)
+
+
+@bench_app.command("model")
+def bench_model_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+                    runs: Annotated[int, typer.Option("--runs", min=1, help="Needle queries per setup.")] = 3,
+                    prompts: Annotated[int, typer.Option("--prompts", min=1, help="Sub-calls sent at once.")] = 8,
+                    config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """The embedded server with one slot (as before) and with two (now), side by side: needle query
+    time, time for batched ~1k-token sub-calls, resident memory.  Stops a running embedded server."""
+    from rlm.bench.model_speed import bench_model
+
+    loaded = _settings(ctx, config, debug)
+    console = Console(stderr=True)
+    figures = bench_model(loaded.settings, runs=runs, prompts=prompts, say=lambda m: console.print(m, style="dim"))
+    if json_out:
+        _print_figures("", figures, True)
+        return
+    for name, values in figures.items():
+        _print_figures(f"embedded server: {name}", values, False)
 
 
 def _print_figures(title: str, figures: dict, json_out: bool) -> None:

@@ -426,3 +426,10 @@ def test_status_json_names_the_build_and_the_cpu_backend(fake_llama, monkeypatch
     assert data["cpu_backend"] == "libggml-cpu-haswell.so" and data["server"]["backend"] == data["cpu_backend"]
     text = runner.invoke(app, ["model", "status"]).stdout
     assert "CPU backend libggml-cpu-haswell.so" in text and "CPU variants haswell, x64 (chosen at run time)" in text
+
+
+def test_slot_profiles_name_their_llama_server_flags() -> None:
+    from rlm.llm.local.server import DEFAULT_PROFILE, ONE_SLOT_PROFILE
+
+    assert DEFAULT_PROFILE.flags() == ["--parallel", "2", "--kv-unified", "--no-cache-idle-slots", "--cache-ram", "1024"]
+    assert ONE_SLOT_PROFILE.flags() == ["--parallel", "1"]  # llama-server's own prompt caching, one slot

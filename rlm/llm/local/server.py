@@ -69,6 +69,27 @@ KEEPER_MODULE = "rlm.llm.local.keeper"
 # the RAM cache, bounded, keeps what a slot gives up.
 PARALLEL_SLOTS = 2
 CACHE_RAM_MIB = 1024
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotProfile:
+    """How the server shares its KV cache between requests."""
+
+    name: str
+    slots: int
+    keep_idle_slots: bool  # False: llama-server's default (idle slots moved to RAM and cleared)
+
+    def flags(self) -> list[str]:
+        flags = ["--parallel", str(self.slots)]
+        if self.slots > 1:
+            flags.append("--kv-unified")
+        if self.keep_idle_slots:
+            flags += ["--no-cache-idle-slots", "--cache-ram", str(CACHE_RAM_MIB)]
+        return flags
+
+
+DEFAULT_PROFILE = SlotProfile("two-slots", PARALLEL_SLOTS, keep_idle_slots=True)
+ONE_SLOT_PROFILE = SlotProfile("one-slot", 1, keep_idle_slots=False)  # what rlm's server was before
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
                 "rlm model install (builds llama.cpp's server, fetches the weights)")
 BACKEND_LINE = re.compile(r"loaded (?P<kind>\w+) backend from (?P<path>\S+)")
@@ -210,15 +231,14 @@ def _locked(cache: Path | None):
 # ------------------------------------------------------------------------------ the server
 
 def server_command(runtime: RuntimeInfo, spec: ModelSpec, model_file: Path, port: int, *, exit_file: Path,
-                   n_ctx: int | None = None, threads: int | None = None, parallel: int = PARALLEL_SLOTS,
+                   n_ctx: int | None = None, threads: int | None = None, profile: SlotProfile = DEFAULT_PROFILE,
                    python: str | None = None) -> list[str]:
     """The keeper's command line, with llama-server's after ``--``."""
     threads = threads or max(1, os.cpu_count() or 1)
     return [python or sys.executable, "-m", KEEPER_MODULE, "--status", str(exit_file), "--",
             str(runtime.server), "--model", str(model_file), "--alias", spec.alias,
             "--host", HOST, "--port", str(port),
-            "--ctx-size", str(n_ctx or spec.n_ctx), "--parallel", str(parallel), "--kv-unified",
-            "--no-cache-idle-slots", "--cache-ram", str(CACHE_RAM_MIB),
+            "--ctx-size", str(n_ctx or spec.n_ctx), *profile.flags(),
             "--threads", str(threads), "--threads-batch", str(threads),
             "--flash-attn", "on", "--no-webui", "--jinja"]
 
@@ -393,7 +413,7 @@ def _require_ready_to_start(spec: ModelSpec, cache: Path | None) -> tuple[Runtim
 
 def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, port: int | None = None,
                  n_ctx: int | None = None, ready_timeout_s: float = READY_TIMEOUT_S,
-                 on_wait=None) -> tuple[ServerInfo, bool]:
+                 on_wait=None, profile: SlotProfile = DEFAULT_PROFILE) -> tuple[ServerInfo, bool]:
     """Start the server for ``spec`` (or reuse the running one); return (info, reused).
 
     Raises ``ModelUnreachable`` when llama-server or the weights are missing, ``UsageError`` when
@@ -418,7 +438,7 @@ def start_server(spec: ModelSpec | None = None, *, cache: Path | None = None, po
         log_path = root / f"server-{spec.alias}.log"
         exit_file = root / EXIT_NAME
         port = port or free_port()
-        cmd = server_command(runtime, spec, model_file, port, exit_file=exit_file, n_ctx=n_ctx)
+        cmd = server_command(runtime, spec, model_file, port, exit_file=exit_file, n_ctx=n_ctx, profile=profile)
         log_start = log_path.stat().st_size if log_path.exists() else 0
         env = {**os.environ, "LD_LIBRARY_PATH": os.pathsep.join(
             p for p in (str(runtime.path), os.environ.get("LD_LIBRARY_PATH", "")) if p)}
