@@ -402,6 +402,13 @@ class _Run:
                 self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
                            f"literal text is the answer: {literal[:200]}")
                 return literal
+        blocks = parsing.find_code_blocks(reply)
+        prose = reply
+        for code in blocks:
+            prose = prose.replace(code, "")
+        if blocks and not parsing.clean_answer(prose):
+            self._note("the last reply was code, not an answer: the run ends without one")
+            return None
         text = parsing.clean_answer(reply)
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")

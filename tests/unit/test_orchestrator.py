@@ -569,3 +569,9 @@ def test_run_child_is_typed_and_returns_the_answer_and_usage(tmp_path):
     answer, usage = runner("sub problem", None)
     assert answer == "child says 3" and usage[ROOT].calls == 1
     assert Orchestrator(make_settings(tmp_path), client, depth=1).child_runner(tmp_path) is None
+
+
+def test_at_the_iteration_limit_a_reply_of_code_alone_is_no_answer(tmp_path):
+    result, _, _, events = run(tmp_path, [repl("a = 1"), repl('hits = grep(r"code")\nprint(hits)')], max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", None)
+    assert any(e["kind"] == "note" and "code, not an answer" in e["text"] for e in events)
