@@ -48,7 +48,7 @@ SessionFactory = Callable[[Path | None], SandboxSession]
 @dataclass
 class RunResult:
     answer: str | None
-    status: str                      # ok | max_iterations | error | interrupted
+    status: str                      # ok | max_iterations | stuck | error | interrupted
     iterations: int = 0
     sub_calls: int = 0
     usage: dict[str, Usage] = field(default_factory=dict)
@@ -80,6 +80,7 @@ class _KnownCell:
 
 
 _WAIT_KINDS = ("model_wait", "model_retry")
+STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
 
 
 class _ReportingClient(ModelClient):
@@ -181,6 +182,7 @@ class _Run:
         self.iterations = 0
         self.seen_outputs: set[str] = set()  # cell outputs already shown to the model in this run
         self.last_cell: _KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
+        self.stuck_turns = 0  # replies in a row whose every block repeated the last cell (not run again)
         self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
@@ -321,6 +323,11 @@ class _Run:
             if answer is not None:
                 return answer, "ok"
             messages.append({"role": "user", "content": feedback})
+            if self.stuck_turns >= STUCK_TURNS:
+                self._note(f"the same code came {self.stuck_turns + 1} times in a row although its output was "
+                           "known: asked for the final answer")
+                answer = self._last_chance(messages[:-1])
+                return answer, "ok" if answer is not None else "stuck"
         return self._last_chance(messages), "max_iterations"
 
     def _handle_reply(self, reply: str) -> tuple[str | None, str]:
@@ -329,6 +336,7 @@ class _Run:
         final = parsing.find_final(reply)
         outputs: list[tuple[str, str]] = []
         repeats: list[str] = []
+        reused = 0
         for n, code in enumerate(blocks, start=1):
             normalized = parsing.normalize_code(code)
             known = self.last_cell if self.last_cell is not None and self.last_cell.code == normalized else None
@@ -337,6 +345,7 @@ class _Run:
                            "its output reused")
                 outputs.append((code, known.output))
                 repeats.append(self._repeat_notice(n, len(blocks), known, reused=True))
+                reused += 1
                 continue
             ex = self._cell(code)
             if ex.final is not None:
@@ -359,6 +368,7 @@ class _Run:
             if earlier is not None and earlier.output.strip() == output.strip():
                 self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
                 repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
+        self.stuck_turns = self.stuck_turns + 1 if blocks and reused == len(blocks) and final is None else 0
         if final is not None:
             if final.kind == "answer":
                 return final.value, ""

@@ -575,3 +575,18 @@ def test_at_the_iteration_limit_a_reply_of_code_alone_is_no_answer(tmp_path):
     result, _, _, events = run(tmp_path, [repl("a = 1"), repl('hits = grep(r"code")\nprint(hits)')], max_iterations=1)
     assert (result.status, result.answer) == ("max_iterations", None)
     assert any(e["kind"] == "note" and "code, not an answer" in e["text"] for e in events)
+
+
+def test_a_cell_sent_three_times_in_a_row_ends_with_a_request_for_the_answer(tmp_path):
+    cell = repl("print(context[:100])")
+    result, client, session, events = run(tmp_path, [cell, cell, cell, "FINAL(985440)", "never asked"])
+    assert (result.answer, result.status, result.iterations) == ("985440", "ok", 3)
+    assert session.executed == ["print(context[:100])"]
+    assert "Do not write more code" in last_user(root_calls(client)[3])
+    assert any(e["kind"] == "note" and "3 times in a row" in e["text"] for e in events)
+
+
+def test_a_model_stuck_on_one_cell_without_an_answer_ends_as_stuck(tmp_path):
+    cell = repl("print(context[:100])")
+    result, _, _, _ = run(tmp_path, [cell, cell, cell, cell])
+    assert (result.answer, result.status, result.iterations) == (None, "stuck", 3)
