@@ -313,7 +313,8 @@ class _Run:
                                    "enable_sub_calls": self.s.run.enable_sub_calls,
                                    "max_sub_calls": self.s.run.max_sub_calls})
         messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
-                    {"role": "user", "content": prompts.first_user_prompt(self.question)}]
+                    {"role": "user", "content": prompts.first_user_prompt(
+                        self.question, sub_calls=self.s.run.enable_sub_calls)}]
         for iteration in range(1, self.s.run.max_iterations + 1):
             self.iterations = iteration
             self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})

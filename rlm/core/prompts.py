@@ -253,12 +253,15 @@ def _fenced(body: str, lang: str) -> str:
 # --------------------------------------------------------------------------- user messages
 
 
-def first_user_prompt(question: str) -> str:
+def first_user_prompt(question: str, *, sub_calls: bool = True) -> str:
     """The first user message: the question, and how to begin."""
+    fact = ("`grep` for a distinctive word of the question and pass the lines to `llm_query` with the "
+            "question, as in the first example" if sub_calls else
+            "`grep` for a distinctive word of the question and print the lines")
     return (
         f"Question: {question}\n\n"
-        "Reply with a single ```repl block that finds what the question needs in `context` "
-        "(start with `grep` for a distinctive word of the question) and prints it."
+        f"Reply with a single ```repl block. For a fact: {fact}. "
+        "To count or compute: code over all the matching lines, as in the second example."
     )
 
 

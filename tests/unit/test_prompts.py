@@ -122,7 +122,8 @@ def test_preview_with_fences_cannot_break_out() -> None:
 
 def test_first_user_prompt_has_question() -> None:
     text = first_user_prompt("Who wrote it?")
-    assert "Who wrote it?" in text and "```repl" in text
+    assert "Who wrote it?" in text and "```repl" in text and "llm_query" in text
+    assert "llm_query" not in first_user_prompt("Who wrote it?", sub_calls=False)
 
 
 def test_iteration_prompt_shows_outputs_and_the_question() -> None:
