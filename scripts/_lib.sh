@@ -213,7 +213,8 @@ sys.exit(0 if installed_runtime() else 1)' 2>/dev/null; then
     fi
     local keep=()
     [ "${1:-}" != "force" ] && keep=(--keep-running)   # the command that follows uses it at once
-    "$RLM_VENV/bin/rlm" model install ${keep[@]+"${keep[@]}"} || die "the embedded model is not usable (see above)"
+    # on stderr: the command that follows may print JSON on stdout (./scripts/rlm benchmark --json)
+    "$RLM_VENV/bin/rlm" model install ${keep[@]+"${keep[@]}"} >&2 || die "the embedded model is not usable (see above)"
 }
 
 # Debian's Chromium, for the trace viewer's browser tests.
