@@ -20,15 +20,8 @@ from rlm.bench.scorers import score
 from rlm.config.settings import Settings
 from rlm.errors import ModelUnreachable
 from rlm.llm.local.fallback import for_server, pick_spec
-from rlm.llm.local.server import (
-    DEFAULT_PROFILE,
-    ONE_SLOT_PROFILE,
-    SlotProfile,
-    prove,
-    rss_bytes,
-    start_server,
-    stop_server,
-)
+from rlm.llm.local.server import prove, rss_bytes, start_server, stop_server
+from rlm.llm.local.slots import DEFAULT_PROFILE, ONE_SLOT_PROFILE, SlotProfile
 
 Say = Callable[[str], None]
 NEEDLE_CHARS = 20_000

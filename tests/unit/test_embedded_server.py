@@ -429,7 +429,7 @@ def test_status_json_names_the_build_and_the_cpu_backend(fake_llama, monkeypatch
 
 
 def test_slot_profiles_name_their_llama_server_flags() -> None:
-    from rlm.llm.local.server import DEFAULT_PROFILE, ONE_SLOT_PROFILE
+    from rlm.llm.local.slots import DEFAULT_PROFILE, ONE_SLOT_PROFILE
 
     assert DEFAULT_PROFILE.flags() == ["--parallel", "2", "--kv-unified", "--no-cache-idle-slots", "--cache-ram", "1024"]
     assert ONE_SLOT_PROFILE.flags() == ["--parallel", "1"]  # llama-server's own prompt caching, one slot

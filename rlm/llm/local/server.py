@@ -36,6 +36,7 @@ from typing import Any
 from rlm.errors import EmbeddedServerDied, LLMError, ModelUnreachable, UsageError
 from rlm.llm.local.keeper import read_status
 from rlm.llm.local.runtime import RuntimeInfo, installed_runtime
+from rlm.llm.local.slots import DEFAULT_PROFILE, SlotProfile
 from rlm.llm.local.weights import DEFAULT_SIZE, MODELS, ModelSpec, cache_dir, installed_path
 
 __all__ = [
@@ -60,36 +61,6 @@ STOP_GRACE_S = 10.0
 PROBE_TIMEOUT_S = 0.5
 PROVE_TIMEOUT_S = 300.0
 KEEPER_MODULE = "rlm.llm.local.keeper"
-# Slots: the root conversation keeps its cached prefix in one while sub-calls use the others;
-# with a unified KV cache every slot may use the whole window.  By default llama-server moves
-# idle slots to its RAM prompt cache and clears them when another task starts, and a cached
-# conversation that is a prefix of a longer one is not saved again: the root's prefix was then
-# read again after each sub-call and at the start of every run (17 s of 1,400 tokens here).
-# Idle slots keep their KV instead (a new request picks the slot sharing the longest prefix);
-# the RAM cache, bounded, keeps what a slot gives up.
-PARALLEL_SLOTS = 2
-CACHE_RAM_MIB = 1024
-
-
-@dataclasses.dataclass(frozen=True)
-class SlotProfile:
-    """How the server shares its KV cache between requests."""
-
-    name: str
-    slots: int
-    keep_idle_slots: bool  # False: llama-server's default (idle slots moved to RAM and cleared)
-
-    def flags(self) -> list[str]:
-        flags = ["--parallel", str(self.slots)]
-        if self.slots > 1:
-            flags.append("--kv-unified")
-        if self.keep_idle_slots:
-            flags += ["--no-cache-idle-slots", "--cache-ram", str(CACHE_RAM_MIB)]
-        return flags
-
-
-DEFAULT_PROFILE = SlotProfile("two-slots", PARALLEL_SLOTS, keep_idle_slots=True)
-ONE_SLOT_PROFILE = SlotProfile("one-slot", 1, keep_idle_slots=False)  # what rlm's server was before
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
                 "rlm model install (builds llama.cpp's server, fetches the weights)")
 BACKEND_LINE = re.compile(r"loaded (?P<kind>\w+) backend from (?P<path>\S+)")
