@@ -30,9 +30,10 @@ from rlm.cli.options import (
     load_cli_settings,
 )
 from rlm.config import LoadedSettings
-from rlm.errors import UsageError
+from rlm.errors import RLMError, UsageError
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
+ALL = ("s_niah", "oolong", "oolong_pairs", "code_qa")   # what --name all runs
 
 batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                         help="Run many questions from a YAML spec, each in its own sandbox.")
@@ -246,26 +247,51 @@ def batch_run(
 
 # ---------------------------------------------------------------------------- benchmark
 def bench_table(report) -> Table:
-    table = Table(title=f"{report.benchmark} (sizes in characters, n={report.n}, seed={report.seed})",
+    table = Table(title=f"{report.title} (sizes in characters, n={report.n}, seed={report.seed})",
                   show_header=True, header_style="bold")
-    for column in ("size", "n", "RLM score", "base score", "RLM s/query", "base s/query", "RLM tokens/query",
-                   "base tokens/query", "RLM tokens/s", "base tokens/s"):
-        table.add_column(column, justify="right")
+    several = len(report.benchmarks) > 1
+    for column in (("benchmark",) if several else ()) + (
+            "size", "n", "RLM score", "base score", "RLM s/query", "base s/query", "RLM tokens/query",
+            "base tokens/query", "RLM tokens/s", "base tokens/s"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
 
     def cell(value, fmt: str) -> str:
         return "-" if value is None else format(value, fmt)
 
     for r in report.rows():
-        table.add_row(f"{r['size']:,}", str(r["n"]), f"{r['rlm_score']:.2f}", cell(r["base_score"], ".2f"),
+        table.add_row(*([r["benchmark"]] if several else []), f"{r['size']:,}", str(r["n"]),
+                      f"{r['rlm_score']:.2f}", cell(r["base_score"], ".2f"),
                       f"{r['rlm_time_s']:.1f}", cell(r["base_time_s"], ".1f"), f"{r['rlm_tokens']:,}",
                       cell(r["base_tokens"], ","), cell(r["rlm_tokens_per_s"], ".0f"),
                       cell(r["base_tokens_per_s"], ".0f"))
     return table
 
 
+def parse_names(text: str) -> list[str]:
+    """'all' -> the four benchmarks; 'oolong,code_qa' -> both (in that order, once each)."""
+    names: list[str] = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        if part == "all":
+            names.extend(n for n in ALL if n not in names)
+            continue
+        if part not in BENCHMARKS:
+            import difflib
+
+            close = difflib.get_close_matches(part, (*BENCHMARKS, "all"), n=1)
+            raise UsageError(f"unknown benchmark '{part}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
+                             hint="choose from: " + ", ".join(BENCHMARKS) + ", or all (the first four)")
+        if part not in names:
+            names.append(part)
+    if not names:
+        raise UsageError("--name is empty", hint="give a benchmark, several separated by commas, or all")
+    return names
+
+
 def benchmark_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle).")],
+    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle); several separated by commas, or all (the first four).")],
     sizes: Annotated[str, typer.Option("--sizes", help="Context sizes in CHARACTERS, comma-separated; k = 1,000 and m = 1,000,000 (8k = 8000 characters).")] = "8k,32k",
     n: Annotated[int, typer.Option("--n", min=1, help="Items per size.")] = 3,
     seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same items).")] = 0,
@@ -273,7 +299,8 @@ def benchmark_command(
     base_window: Annotated[int, typer.Option("--base-window", min=100, help="Characters of context the base model sees with --compare-base.")] = 32000,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size (needs matplotlib).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size, one panel per benchmark (needs matplotlib).")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="Results file (JSONL): each finished item is appended; items already in it are not run again. Default: results.jsonl in the run's trace folder.")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
     config: ConfigOpt = None, debug: DebugOpt = False,
@@ -281,16 +308,13 @@ def benchmark_command(
     """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
     from rlm.bench.generators import parse_sizes
     from rlm.cli.run import notice
-    from rlm.jobs.benchmark import run_benchmark
+    from rlm.jobs.benchmark import new_trace_dir, run_benchmark
     from rlm.llm.resolve import open_models
 
-    if name not in BENCHMARKS:
-        import difflib
-
-        close = difflib.get_close_matches(name, BENCHMARKS, n=1)
-        raise UsageError(f"unknown benchmark '{name}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
-                         hint="choose one of: " + ", ".join(BENCHMARKS))
+    names = parse_names(name)
     size_list = parse_sizes(sizes)
+    if results is not None and results.is_dir():
+        raise UsageError(f"--results names a folder ({results}); give a file, e.g. {results / 'results.jsonl'}")
     if plot is not None:
         from rlm.bench.plot import require_matplotlib
 
@@ -300,10 +324,27 @@ def benchmark_command(
     loaded = _load(ctx, config, debug, _model_values(base_url, model, sub_model, max_iterations))
     # the embedded model when no server is configured or answering, guarded and proved as for `rlm query`
     settings, client = open_models(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice)
+    trace_dir = new_trace_dir(settings)
+    results_path = results if results is not None else trace_dir / "results.jsonl"
+    say = Console(stderr=True)
+    if not quiet:
+        say.print(f"results: {results_path} (one line per finished item; run again with --results "
+                  f"{results_path} to continue a stopped run)", highlight=False, markup=False, soft_wrap=True)
     with client:
-        report = run_benchmark(name, size_list, n=n, seed=seed, settings=settings, client=client,
-                               compare_base=compare_base, base_window=base_window, concurrency=concurrency,
-                               reporter=make_reporter(quiet, label="item"))
+        try:
+            report = run_benchmark(names, size_list, n=n, seed=seed, settings=settings, client=client,
+                                   compare_base=compare_base, base_window=base_window, concurrency=concurrency,
+                                   reporter=make_reporter(quiet, label="item"), trace_dir=trace_dir,
+                                   results_path=results_path)
+        except (KeyboardInterrupt, RLMError) as exc:
+            if results_path.exists() and results_path.stat().st_size:
+                what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
+                say.print(f"{what}: finished items are kept in {results_path}; add --results {results_path} "
+                          "to the same command to continue", highlight=False, markup=False, soft_wrap=True)
+            raise
+    if report.resumed:
+        say.print(f"{report.resumed} of {len(report.results)} items from {report.results_path}",
+                  highlight=False, markup=False, soft_wrap=True)
     (Console(stderr=True) if json_out else Console()).print(bench_table(report))
     if plot is not None:
         from rlm.bench.plot import plot_report

@@ -1,9 +1,16 @@
-"""Running a benchmark: each item through the RLM loop and, with ``compare_base``, through
+"""Running benchmarks: each item through the RLM loop and, with ``compare_base``, through
 the same root model asked directly with the context cut to a window (one prompt).
 
-Items run on an executor (``concurrency`` at a time; 1 keeps model calls in a fixed order).
-An item's infrastructure error is recorded (score 0) unless it would fail every item the
-same way (see ``rlm.jobs.batch.FATAL_ERRORS``), which stops the run.
+One run may cover several benchmarks (``names``).  Items run on an executor (``concurrency``
+at a time; 1 keeps model calls in a fixed order).  An item's infrastructure error is recorded
+(score 0) unless it would fail every item the same way (see ``rlm.jobs.batch.FATAL_ERRORS``),
+which stops the run.
+
+Each finished item is appended to a results file (JSONL, see :mod:`rlm.jobs.results`) as it
+ends, so a run that is stopped loses nothing: the same command with the same results file
+runs only the items not yet done (an item whose RLM run ended in an error runs again).  A
+results file holds one run's settings (seed, models, base window); another run's file is
+refused rather than mixed in.
 """
 
 from __future__ import annotations
@@ -20,9 +27,11 @@ from rlm.config import Settings
 from rlm.core import parsing
 from rlm.core.context import inline_text
 from rlm.core.orchestrator import Orchestrator
+from rlm.errors import UsageError
 from rlm.jobs.batch import FATAL_ERRORS
 from rlm.jobs.executor import Cancelled, CancelToken, LocalExecutor
 from rlm.jobs.loop import Outcome, Reporter, run_jobs
+from rlm.jobs.results import ResultWriter, read_results
 from rlm.llm.base import ModelClient
 
 DEFAULT_BASE_WINDOW = 32_000
@@ -66,7 +75,7 @@ def _rate(runs: list[dict]) -> float | None:
 
 @dataclass
 class BenchReport:
-    benchmark: str
+    benchmarks: list[str]
     sizes: list[int]
     n: int
     seed: int
@@ -76,35 +85,85 @@ class BenchReport:
     base_window: int
     results: list[ItemResult] = field(default_factory=list)
     wall_s: float = 0.0
+    resumed: int = 0            # items taken from the results file instead of run
+    results_path: str | None = None
 
-    def rows(self) -> list[dict]:
-        """One summary row per size: mean scores, seconds and tokens per query."""
+    @property
+    def title(self) -> str:
+        return ", ".join(self.benchmarks)
+
+    def rows(self, benchmark: str | None = None) -> list[dict]:
+        """One summary row per benchmark and size (only ``benchmark``'s when given): mean scores,
+        seconds and tokens per query."""
         out = []
-        for size in self.sizes:
-            rs = [r for r in self.results if r.item.size == size]
-            if not rs:
-                continue
-            row = {"size": size, "n": len(rs),
-                   "rlm_score": round(mean(r.rlm["score"] for r in rs), 4),
-                   "rlm_time_s": round(mean(r.rlm["duration_s"] for r in rs), 3),
-                   "rlm_tokens": round(mean(r.rlm["tokens"] for r in rs)),
-                   "rlm_tokens_per_s": _rate([r.rlm for r in rs]),
-                   "rlm_errors": sum(1 for r in rs if r.rlm["status"] == "error"),
-                   "base_score": None, "base_time_s": None, "base_tokens": None, "base_tokens_per_s": None}
-            bs = [r.base for r in rs if r.base is not None]
-            if bs:
-                row.update(base_score=round(mean(b["score"] for b in bs), 4),
-                           base_time_s=round(mean(b["duration_s"] for b in bs), 3),
-                           base_tokens=round(mean(b["tokens"] for b in bs)), base_tokens_per_s=_rate(bs))
-            out.append(row)
+        for name in self.benchmarks if benchmark is None else [benchmark]:
+            for size in self.sizes:
+                rs = [r for r in self.results if r.item.size == size and r.item.benchmark == name]
+                if rs:
+                    out.append(_row(name, size, rs))
         return out
 
     def to_dict(self) -> dict:
-        return {"benchmark": self.benchmark, "size_unit": "characters", "sizes": self.sizes, "n": self.n,
+        return {"benchmarks": self.benchmarks, "size_unit": "characters", "sizes": self.sizes, "n": self.n,
                 "seed": self.seed, "root_model": self.root_model, "sub_model": self.sub_model,
                 "compare_base": self.compare_base, "base_window": self.base_window if self.compare_base else None,
-                "wall_s": round(self.wall_s, 3), "summary": self.rows(),
-                "items": [r.to_dict() for r in self.results]}
+                "wall_s": round(self.wall_s, 3), "resumed": self.resumed, "results_path": self.results_path,
+                "summary": self.rows(), "items": [r.to_dict() for r in self.results]}
+
+
+def _row(name: str, size: int, rs: list[ItemResult]) -> dict:
+    row = {"benchmark": name, "size": size, "n": len(rs),
+           "rlm_score": round(mean(r.rlm["score"] for r in rs), 4),
+           "rlm_time_s": round(mean(r.rlm["duration_s"] for r in rs), 3),
+           "rlm_tokens": round(mean(r.rlm["tokens"] for r in rs)),
+           "rlm_tokens_per_s": _rate([r.rlm for r in rs]),
+           "rlm_errors": sum(1 for r in rs if r.rlm["status"] == "error"),
+           "base_score": None, "base_time_s": None, "base_tokens": None, "base_tokens_per_s": None}
+    bs = [r.base for r in rs if r.base is not None]
+    if bs:
+        row.update(base_score=round(mean(b["score"] for b in bs), 4),
+                   base_time_s=round(mean(b["duration_s"] for b in bs), 3),
+                   base_tokens=round(mean(b["tokens"] for b in bs)), base_tokens_per_s=_rate(bs))
+    return row
+
+
+# ---------------------------------------------------------------------------- results file
+def run_key(settings: Settings, *, seed: int, compare_base: bool, base_window: int) -> dict:
+    """What must match for a results file's items to count in this run."""
+    return {"seed": seed, "root_model": settings.model.root_model, "sub_model": settings.model.effective_sub_model,
+            "max_iterations": settings.run.max_iterations,
+            "base_window": base_window if compare_base else None}
+
+
+def resume_results(path: Path, items: list[BenchItem], key: dict, *, compare_base: bool) -> dict[str, ItemResult]:
+    """The items of ``items`` already done in the results file at ``path`` under ``key``.
+
+    An item whose RLM run ended in an error, or that lacks the base answer this run asks
+    for, is not done.  A file with records of another run raises a UsageError.
+    """
+    records = read_results(path)
+    if not records:
+        return {}
+    other = next((r for r in records.values() if r.get("run") != key), None)
+    if other is not None:
+        differs = ", ".join(f"{k} {other.get('run', {}).get(k)!r} there, {v!r} now" for k, v in key.items()
+                            if (other.get("run") or {}).get(k) != v) or "no run settings recorded"
+        raise UsageError(f"the results file {path} holds another run's items ({differs})",
+                         hint="give this run its own --results file, or delete that one")
+    done: dict[str, ItemResult] = {}
+    for item in items:
+        record = records.get(item.id)
+        if record is None or not isinstance(record.get("rlm"), dict) or record["rlm"].get("status") == "error":
+            continue
+        if compare_base and not isinstance(record.get("base"), dict):
+            continue
+        done[item.id] = ItemResult(item, record["rlm"], record.get("base") if compare_base else None)
+    return done
+
+
+def new_trace_dir(settings: Settings) -> Path:
+    """A new folder name for one benchmark run's traces (and, by default, its results file)."""
+    return Path(settings.run.trace_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
 class BenchRunner:
@@ -115,8 +174,7 @@ class BenchRunner:
         self.client = client
         self.compare_base = compare_base
         self.base_window = base_window
-        self.trace_dir = Path(trace_dir) if trace_dir else (
-            Path(settings.run.trace_dir) / f"bench-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}")
+        self.trace_dir = Path(trace_dir) if trace_dir else new_trace_dir(settings)
         self.reporter = reporter
         self.token = CancelToken()
 
@@ -171,31 +229,51 @@ class BenchRunner:
             return None
         return ItemResult(item, rlm, base)
 
-    def run(self, items: list[BenchItem], *, concurrency: int = 1) -> list[ItemResult]:
-        executor = LocalExecutor(max(1, min(concurrency, len(items))))
+    def run(self, items: list[BenchItem], *, concurrency: int = 1, writer: ResultWriter | None = None,
+            run: dict | None = None, total: int | None = None, skipped: int = 0) -> list[ItemResult]:
+        """Run ``items``; each result is appended to ``writer`` (with ``run``, the run's key) as it ends."""
+        executor = LocalExecutor(max(1, min(concurrency, len(items) or 1)))
         done_results: dict[str, ItemResult] = {}
 
         def accept(item: BenchItem, res: ItemResult) -> dict:
             done_results[res.item.id] = res
+            if writer is not None:
+                writer.write({**res.to_dict(), "run": run})
             return {"id": res.item.id, "status": res.rlm["status"], "score": res.rlm["score"],
                     "duration_s": res.rlm["duration_s"], "base_score": (res.base or {}).get("score")}
 
-        run_jobs(executor, self.run_item, items, Outcome(accept), token=self.token, reporter=self.reporter)
+        run_jobs(executor, self.run_item, items, Outcome(accept), token=self.token, reporter=self.reporter,
+                 total=total, skipped=skipped)
         return [done_results[it.id] for it in items if it.id in done_results]
 
 
-def run_benchmark(name: str, sizes: list[int], *, n: int, seed: int, settings: Settings, client: ModelClient,
-                  compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW, concurrency: int = 1,
-                  reporter: Reporter | None = None, trace_dir: Path | None = None) -> BenchReport:
-    """Generate ``n`` items per size of benchmark ``name``, run them, return the report."""
+def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int, settings: Settings,
+                  client: ModelClient, compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW,
+                  concurrency: int = 1, reporter: Reporter | None = None, trace_dir: Path | None = None,
+                  results_path: Path | None = None) -> BenchReport:
+    """Generate ``n`` items per size of each benchmark in ``names``, run those not already
+    done in the results file, and return the report of all of them.
+
+    The results file defaults to ``results.jsonl`` in the run's trace folder.
+    """
     from rlm.llm.resolve import check_models
 
     started = time.perf_counter()
-    items = generate(name, sizes, n, seed)
-    check_models(client, settings)
+    names = [names] if isinstance(names, str) else list(names)
+    items = [item for name in names for item in generate(name, sizes, n, seed)]
     runner = BenchRunner(settings, client, compare_base=compare_base, base_window=base_window,
                          trace_dir=trace_dir, reporter=reporter)
-    results = runner.run(items, concurrency=concurrency)
-    return BenchReport(benchmark=name, sizes=sizes, n=n, seed=seed, root_model=settings.model.root_model,
+    path = Path(results_path) if results_path is not None else runner.trace_dir / "results.jsonl"
+    key = run_key(settings, seed=seed, compare_base=compare_base, base_window=base_window)
+    done = resume_results(path, items, key, compare_base=compare_base)
+    to_run = [item for item in items if item.id not in done]
+    if to_run:
+        check_models(client, settings)
+    with ResultWriter(path) as writer:
+        fresh = runner.run(to_run, concurrency=concurrency, writer=writer, run=key, total=len(items),
+                           skipped=len(done))
+    by_id = {**done, **{r.item.id: r for r in fresh}}
+    return BenchReport(benchmarks=names, sizes=sizes, n=n, seed=seed, root_model=settings.model.root_model,
                        sub_model=settings.model.effective_sub_model, compare_base=compare_base,
-                       base_window=base_window, results=results, wall_s=time.perf_counter() - started)
+                       base_window=base_window, results=[by_id[it.id] for it in items if it.id in by_id],
+                       wall_s=time.perf_counter() - started, resumed=len(done), results_path=str(path))

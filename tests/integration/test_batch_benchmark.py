@@ -31,15 +31,30 @@ def test_s_niah_rlm_vs_base_json_and_plot(engine, tmp_path: Path) -> None:
     plot = tmp_path / "score.png"
     has_matplotlib = importlib.util.find_spec("matplotlib") is not None   # optional: pip install matplotlib
     plot_args = ["--plot", str(plot)] if has_matplotlib else []
+    results = tmp_path / "results.jsonl"
+    args = ["benchmark", "--name", "s_niah", "--sizes", "3k", "--n", "2", "--seed", "5", "--compare-base",
+            "--base-window", "1000", "--json", *plot_args, "--model", "root-model", "--quiet",
+            "--results", str(results)]
+    env = {"RLM_TRACE_DIR": str(tmp_path / "traces")}
     with FakeModelServer(root=steps) as server:
-        result = CliRunner().invoke(standalone_app(), [
-            "benchmark", "--name", "s_niah", "--sizes", "3k", "--n", "2", "--seed", "5", "--compare-base",
-            "--base-window", "1000", "--json", *plot_args, "--base-url", server.url,
-            "--model", "root-model", "--quiet"], env={"RLM_TRACE_DIR": str(tmp_path / "traces")})
+        result = CliRunner().invoke(standalone_app(), [*args, "--base-url", server.url], env=env)
         requests = server.requests
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout.strip().splitlines()[-1])
-    assert report["benchmark"] == "s_niah" and report["size_unit"] == "characters" and report["sizes"] == [3000]
+    assert len(results.read_text().splitlines()) == 2      # one line per finished item
+    # the same command again: every item is in the results file, so no model call is made
+    with FakeModelServer(root=[]) as server:
+        again = CliRunner().invoke(standalone_app(), [*args, "--base-url", server.url], env=env)
+        assert not [r for r in server.requests if "messages" in r], server.requests
+    assert again.exit_code == 0, again.output
+    resumed = json.loads(again.stdout.strip().splitlines()[-1])
+    assert resumed["resumed"] == 2 and resumed["summary"] == report["summary"]
+    assert resumed["items"] == report["items"]
+    # another seed with the same file is refused, not mixed in
+    with FakeModelServer(root=[]) as server:
+        refused = CliRunner().invoke(standalone_app(), [*args, "--seed", "6", "--base-url", server.url], env=env)
+    assert refused.exit_code == 2 and "another run's items" in refused.output and "seed 5" in refused.output
+    assert report["benchmarks"] == ["s_niah"] and report["size_unit"] == "characters" and report["sizes"] == [3000]
     assert report["base_window"] == 1000 and report["n"] == 2 and report["seed"] == 5
     assert [i["id"] for i in report["items"]] == [i.id for i in items]
     assert [i["rlm"]["answer"] for i in report["items"]] == [i.expected for i in items]

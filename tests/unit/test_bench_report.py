@@ -8,13 +8,15 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.bench.generators import generate
-from rlm.cli.batch import bench_table, standalone_app
+from rlm.cli.batch import bench_table, parse_names, standalone_app
+from rlm.config import Settings
 from rlm.errors import UsageError
-from rlm.jobs.benchmark import BenchReport, ItemResult, base_prompt
+from rlm.jobs.benchmark import BenchReport, ItemResult, base_prompt, resume_results, run_benchmark, run_key
+from rlm.jobs.results import ResultWriter
 
 
-def _report(compare_base: bool = True) -> BenchReport:
-    items = generate("s_niah", [2000, 20000], 2, seed=0)
+def _report(compare_base: bool = True, names: tuple[str, ...] = ("s_niah",)) -> BenchReport:
+    items = [item for name in names for item in generate(name, [2000, 20000], 2, seed=0)]
     results = []
     for k, item in enumerate(items):
         rlm = {"answer": item.expected, "score": 1.0, "status": "ok", "duration_s": 2.0 + k, "tokens": 1000,
@@ -22,7 +24,7 @@ def _report(compare_base: bool = True) -> BenchReport:
         base = {"answer": "?", "score": 0.0 if item.size > 2000 else 1.0, "status": "ok", "duration_s": 0.5,
                 "tokens": 300, "error": None, "context_chars_shown": 2000} if compare_base else None
         results.append(ItemResult(item, rlm, base))
-    return BenchReport(benchmark="s_niah", sizes=[2000, 20000], n=2, seed=0, root_model="r", sub_model="s",
+    return BenchReport(benchmarks=list(names), sizes=[2000, 20000], n=2, seed=0, root_model="r", sub_model="s",
                        compare_base=compare_base, base_window=2000, results=results, wall_s=9.0)
 
 
@@ -45,6 +47,76 @@ def test_rows_and_json_shape() -> None:
     assert bench_table(no_base).row_count == 2
 
 
+def test_several_benchmarks_in_one_report() -> None:
+    report = _report(names=("oolong", "code_qa"))
+    rows = report.rows()
+    assert [(r["benchmark"], r["size"]) for r in rows] == [("oolong", 2000), ("oolong", 20000),
+                                                            ("code_qa", 2000), ("code_qa", 20000)]
+    assert [r["size"] for r in report.rows("code_qa")] == [2000, 20000]
+    assert report.to_dict()["benchmarks"] == ["oolong", "code_qa"]
+    table = bench_table(report)
+    assert table.row_count == 4 and table.columns[0].header == "benchmark"
+    assert bench_table(_report()).columns[0].header == "size"    # one benchmark: no benchmark column
+
+
+@pytest.mark.parametrize("text, names", [
+    ("all", ["s_niah", "oolong", "oolong_pairs", "code_qa"]),
+    ("code_qa, oolong,code_qa", ["code_qa", "oolong"]),
+    ("demo,all", ["demo", "s_niah", "oolong", "oolong_pairs", "code_qa"]),
+])
+def test_parse_names(text, names) -> None:
+    assert parse_names(text) == names
+
+
+@pytest.mark.parametrize("text, message", [("oolong,s_nia", "did you mean 's_niah'"), (" , ", "empty")])
+def test_parse_names_refuses(text, message) -> None:
+    with pytest.raises(UsageError) as info:
+        parse_names(text)
+    assert message in info.value.message
+
+
+def _write(path, report: BenchReport, key: dict, *, rlm_status: str = "ok") -> None:
+    with ResultWriter(path) as writer:
+        for r in report.results:
+            writer.write({**r.to_dict(), "rlm": {**r.rlm, "status": rlm_status if r.item.size > 2000 else "ok"},
+                          "run": key})
+
+
+def test_resume_takes_done_items_and_reruns_errors(tmp_path) -> None:
+    report = _report()
+    items = [r.item for r in report.results]
+    key = run_key(Settings(), seed=0, compare_base=True, base_window=2000)
+    path = tmp_path / "results.jsonl"
+    assert resume_results(path, items, key, compare_base=True) == {}       # no file yet
+    _write(path, report, key, rlm_status="error")
+    done = resume_results(path, items, key, compare_base=True)
+    assert sorted(done) == [i.id for i in items if i.size == 2000]           # errored items run again
+    assert done[items[0].id].rlm == report.results[0].rlm and done[items[0].id].base == report.results[0].base
+    _write(path, report, key)                                                # a rerun's lines win
+    assert len(resume_results(path, items, key, compare_base=True)) == 4
+    other = {**key, "seed": 1}
+    with pytest.raises(UsageError) as info:
+        resume_results(path, items, other, compare_base=True)
+    assert "seed 0 there, 1 now" in info.value.message
+
+
+def test_a_finished_run_is_reported_without_a_model_call(tmp_path) -> None:
+    report = _report(names=("s_niah", "code_qa"))
+    settings = Settings()
+    key = run_key(settings, seed=0, compare_base=True, base_window=2000)
+    path = tmp_path / "results.jsonl"
+    _write(path, report, key)
+
+    class NoModel:
+        def __getattr__(self, name):
+            raise AssertionError(f"the model was used ({name}) although every item was done")
+
+    again = run_benchmark(["s_niah", "code_qa"], [2000, 20000], n=2, seed=0, settings=settings, client=NoModel(),
+                          compare_base=True, base_window=2000, results_path=path, trace_dir=tmp_path / "t")
+    assert again.resumed == 8 and again.rows() == report.rows()
+    assert [r.item.id for r in again.results] == [r.item.id for r in report.results]
+
+
 def test_base_prompt_cuts_to_the_window() -> None:
     item = generate("oolong", [9000], 1, seed=0)[0]
     prompt = base_prompt(item, 1000)
@@ -60,6 +132,11 @@ def test_plot_writes_a_png(tmp_path) -> None:
 
     out = plot_report(_report(), tmp_path / "score.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    from matplotlib.image import imread
+
+    one = imread(out)
+    four = imread(plot_report(_report(names=("s_niah", "oolong", "oolong_pairs", "code_qa")), tmp_path / "4.png"))
+    assert four.shape[0] > 1.5 * one.shape[0] and four.shape[1] > 1.5 * one.shape[1]   # a 2 x 2 grid of panels
 
 
 def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path) -> None:
