@@ -4,9 +4,10 @@ Small models write short calls well and long loops badly, so the two steps every
 answer needs are one call each:
 
 - ``grep(pattern)`` finds every line of ``context`` that matches a regular expression and
-  returns ``(offset, line)`` pairs: the offset is where the line starts in the text (for a list
-  of documents, the document's index), the line is cut to ``width`` characters around the match.
-  ``len(grep(...))`` counts matching lines.
+  returns them as strings (:class:`Line`), each cut to ``width`` characters around the match,
+  each with ``.offset``: where the line starts in the text (for a list of documents, the
+  document's index).  Plain strings, because small models call ``split``, ``re.search`` and
+  ``"\n".join`` on what grep returns.  ``len(grep(...))`` counts matching lines.
 - ``map_chunks(instruction)`` cuts the text into pieces at line ends and asks the sub-model the
   instruction about every piece at once (``llm_query_batched``); answers come back in order.
 
@@ -69,10 +70,25 @@ def _cut(line: str, start: int, end: int, width: int) -> str:
     return ("..." if lo > 0 else "") + line[lo:hi] + ("..." if hi < len(line) else "")
 
 
-def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECASE) -> list[tuple[int, str]]:
-    """Every line of ``text`` matching ``pattern``, as (offset, line); one entry per line."""
+class Line(str):
+    """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``."""
+
+    __slots__ = ("offset",)
+    offset: int
+
+    def __new__(cls, text: str, offset: int) -> Line:
+        line = super().__new__(cls, text)
+        line.offset = offset
+        return line
+
+    def __reduce__(self):  # pickles and copies as a Line, offset included
+        return (Line, (str(self), self.offset))
+
+
+def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECASE) -> list[Line]:
+    """Every line of ``text`` matching ``pattern``, one entry per line, with its ``.offset``."""
     regex = compile_pattern(pattern, flags)
-    hits: list[tuple[int, str]] = []
+    hits: list[Line] = []
     for index, doc in _documents(text):
         last_line = -1
         for match in regex.finditer(doc):
@@ -83,7 +99,7 @@ def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECAS
             line_end = doc.find("\n", match.end())
             line_end = len(doc) if line_end < 0 else line_end
             line = _cut(doc[line_start:line_end], match.start() - line_start, match.end() - line_start, width)
-            hits.append((index if index is not None else line_start, line))
+            hits.append(Line(line, index if index is not None else line_start))
     return hits
 
 

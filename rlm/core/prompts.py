@@ -129,10 +129,10 @@ def _repl_section(budgets: Budgets) -> str:
 def _functions_section(budgets: Budgets) -> str:
     lines = [
         "## Functions in the REPL",
-        "- `grep(pattern, text=None) -> list[tuple[int, str]]`: every line of `context` (or of "
-        "`text`) that matches the regular expression `pattern`, case ignored, as (offset, line) "
-        "pairs: the offset is where the line starts (for a list of documents, the document's "
-        "index); long lines are cut around the match. `len(grep(p))` counts matching lines.",
+        "- `grep(pattern, text=None) -> list[str]`: every line of `context` (or of `text`) that "
+        "matches the regular expression `pattern`, case ignored; long lines are cut around the "
+        "match. Each line is a str, and `line.offset` is where it starts (for a list of "
+        "documents, the document's index). `len(grep(p))` counts matching lines.",
     ]
     if budgets.enable_sub_calls:
         lines += [
@@ -209,14 +209,15 @@ def _example_section(budgets: Budgets) -> str:
     """Two short worked examples, one lookup and one aggregation, for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
-        lookup += "print(llm_query(\"Which port does the billing service listen on? Lines:\\n\" + str(hits[:20])))"
+        lookup += ("print(llm_query(\"Which port does the billing service listen on? Lines:\\n\" + "
+                   "\"\\n\".join(hits[:20])))")
         seen = "`1 lines` and `8443`"
     else:
         lookup += "print(hits[:10])"
-        seen = "`[(48213, 'billing service listens on port 8443')]`"
+        seen = "`['billing service listens on port 8443']`"
     count = "\n".join([
         "import re",
-        "lines = [line for offset, line in grep(r\"refund\")]",
+        "lines = grep(r\"refund\")",
         "march = [line for line in lines if re.search(r\"march|-03-\", line, flags=re.IGNORECASE)]",
         "print(len(lines), \"refund lines,\", len(march), \"in March\")",
         "print(march[:5])",

@@ -182,9 +182,9 @@ def test_show_vars_prints_defined_variables(out):
 
 
 def test_grep_returns_every_matching_line_of_the_context_with_its_offset(out):
-    ex = out.execute("hits = grep(r'ORIGINAL')\nprint(len(hits)); print(hits[1])")
+    ex = out.execute("hits = grep(r'ORIGINAL')\nprint(len(hits)); print(hits[1]); print(hits[1].offset)")
     assert ex.ok, ex.error
-    count, second = ex.stdout.splitlines()[:2]
+    count, second, offset = ex.stdout.splitlines()[:3]
     line = "the original context ✓"
     assert int(count) == 50
-    assert second == repr((len(line) + 1, line))
+    assert second == line and int(offset) == len(line) + 1

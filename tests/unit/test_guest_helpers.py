@@ -26,25 +26,43 @@ def helpers():
 TEXT = "alpha one\nbeta two\nAlpha three alpha\n\ngamma"
 
 
+def _pairs(hits) -> list[tuple[int, str]]:
+    return [(h.offset, str(h)) for h in hits]
+
+
 def test_grep_gives_each_matching_line_once_with_the_offset_where_it_starts(helpers):
-    assert helpers.grep(TEXT, "alpha") == [(0, "alpha one"), (19, "Alpha three alpha")]
-    assert [TEXT[o:o + 5] for o, _ in helpers.grep(TEXT, "alpha")] == ["alpha", "Alpha"]
+    hits = helpers.grep(TEXT, "alpha")
+    assert hits == ["alpha one", "Alpha three alpha"] and _pairs(hits) == [(0, "alpha one"), (19, "Alpha three alpha")]
+    assert [TEXT[h.offset:h.offset + 5] for h in hits] == ["alpha", "Alpha"]
+
+
+def test_grep_lines_are_strings_that_print_and_join_like_strings(helpers):
+    import copy
+    import json
+    import re
+
+    hits = helpers.grep(TEXT, "alpha")
+    assert all(isinstance(h, str) for h in hits)
+    assert repr(hits) == "['alpha one', 'Alpha three alpha']" and "\n".join(hits) == "alpha one\nAlpha three alpha"
+    assert hits[1].split()[1] == "three" and re.search(r"three", hits[1]) and "one" in hits[0]
+    assert json.dumps(hits) == '["alpha one", "Alpha three alpha"]'
+    assert [h.offset for h in copy.deepcopy(hits)] == [0, 19]
 
 
 def test_grep_over_documents_gives_the_document_index(helpers):
     docs = ["no match here", "a match\nand another match", {"key": "match"}]
-    assert helpers.grep(docs, "match") == [(0, "no match here"), (1, "a match"), (1, "and another match"),
-                                           (2, '{"key": "match"}')]
+    assert _pairs(helpers.grep(docs, "match")) == [(0, "no match here"), (1, "a match"), (1, "and another match"),
+                                                   (2, '{"key": "match"}')]
 
 
 def test_grep_searches_an_invalid_regex_literally(helpers):
-    assert helpers.grep("f(x) = 1\ng(y)", "f(x") == [(0, "f(x) = 1")]
+    assert _pairs(helpers.grep("f(x) = 1\ng(y)", "f(x")) == [(0, "f(x) = 1")]
 
 
 def test_grep_cuts_long_lines_around_the_match(helpers):
     line = "a" * 5000 + "NEEDLE" + "b" * 5000
-    (offset, shown), = helpers.grep(line, "needle", width=100)
-    assert offset == 0 and "NEEDLE" in shown and len(shown) <= 106
+    shown, = helpers.grep(line, "needle", width=100)
+    assert shown.offset == 0 and "NEEDLE" in shown and len(shown) <= 106
 
 
 def test_chunks_cut_at_line_ends_and_lose_nothing(helpers):
@@ -74,5 +92,5 @@ def test_map_chunks_sends_the_instruction_with_each_piece(helpers):
 
 def test_grep_shows_the_same_window_for_patterns_that_hit_the_same_place(helpers):
     line = "word " * 1000 + "The secret access code is 985440. " + "word " * 1000
-    shown = {helpers.grep(line, p)[0][1] for p in ("secret access code", "access code", "code is")}
+    shown = {helpers.grep(line, p)[0] for p in ("secret access code", "access code", "code is")}
     assert len(shown) == 1 and "985440" in shown.pop()
