@@ -385,10 +385,10 @@ class _Run:
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
                                               question=self.question, repeated=repeated, repeats=repeats)
 
-    @staticmethod
-    def _repeat_notice(block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
+    def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
         instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
-                                                 timed_out=known.timed_out)
+                                                 timed_out=known.timed_out, code=known.code,
+                                                 question=self.question)
         return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
     def _last_chance(self, messages: list[Message]) -> str | None:

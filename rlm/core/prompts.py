@@ -206,7 +206,7 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
-    """Two short worked examples, one lookup and one aggregation, for questions unlike the real one."""
+    """Short worked examples (a lookup, a filtered count, a comparison, distinct ids), for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"Which port does the billing service listen on? Lines:\\n\" + "
@@ -222,6 +222,19 @@ def _example_section(budgets: Budgets) -> str:
         "print(len(lines), \"refund lines,\", len(march), \"in March\")",
         "print(march[:5])",
     ])
+    compare = "\n".join([
+        "counts = {name: len(grep(name)) for name in [\"north\", \"south\", \"east\"]}",
+        "print(counts, \"least often:\", min(counts, key=counts.get))",
+    ])
+    distinct = "\n".join([
+        "import re",
+        "ids = set()",
+        "for line in grep(r\"refund\"):",
+        "    m = re.search(r\"customer\\D*(\\d+)\", line)  # \\D* skips whatever stands between word and number",
+        "    if m:",
+        "        ids.add(m.group(1))",
+        "print(len(ids), \"customers:\", sorted(ids)[:5])",
+    ])
     return (
         "## Examples (for other questions: adapt the idea, do not copy the words)\n"
         "Question: \"Which port does the billing service listen on?\"\n"
@@ -230,7 +243,13 @@ def _example_section(budgets: Budgets) -> str:
         "Question: \"How many orders were refunded in March?\"\n"
         + _fenced(count, "repl")
         + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
-        "so: `FINAL(17)`"
+        "so: `FINAL(17)`\n"
+        "Question: \"Which region is named least often: north, south or east?\"\n"
+        + _fenced(compare, "repl")
+        + "\nThe output shows `{'north': 41, 'south': 12, 'east': 30} least often: south`, so: `FINAL(south)`\n"
+        "Question: \"How many different customers asked for a refund?\"\n"
+        + _fenced(distinct, "repl")
+        + "\nThe output shows `38 customers: ['1021', '1187', '1230', '1302', '1456']`, so: `FINAL(38)`"
     )
 
 
@@ -307,8 +326,33 @@ _MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statist
 _NOT_DEFINED = re.compile(r"name '(?P<name>\w+)' is not defined")
 
 
-def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool = False) -> str:
-    """What to change in a block whose code repeats earlier code, given what that code did."""
+_GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
+_QUOTED = re.compile(r"'([^'\n]{2,40})'|\"([^\"\n]{2,40})\"")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
+_COMMON = frozenset("""about after also answer any are been before being both but can could does each every
+file find from give have here how into its least line lines list many more most much must number once only
+other over record records same should such than that their them then there these they this those through
+under very what when where which while whose with would your labelled labeled label common
+function functions define defines defined value values integer constant path name names number numbers""".split())
+_STR_INDEX = "string indices must be integers"
+
+
+def search_word(question: str, code: str = "") -> str | None:
+    """One word of the question to grep for alone: a quoted term first, else its longest
+    uncommon word; never the pattern the code already searched for."""
+    tried = {m.group("pattern").lower() for m in _GREP_CALL.finditer(code)}
+    quoted = [a or b for a, b in _QUOTED.findall(question)]
+    words = sorted((w for w in _WORD.findall(question) if w.lower() not in _COMMON), key=len, reverse=True)
+    for word in [*quoted, *words]:
+        if word.lower() not in tried:
+            return word
+    return None
+
+
+def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool = False, code: str = "",
+                       question: str = "") -> str:
+    """What to change in a block whose code repeats earlier code, given what that code did
+    (``code`` and ``question``, when given, make the suggestion concrete)."""
     if timed_out:
         return ("It timed out: it does too much for one block. Work on a slice of `context` (for example "
                 "the first 100,000 characters) or use re.finditer instead of Python loops over characters.")
@@ -324,12 +368,18 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
     if error_name == "SyntaxError":
         return ("It is not valid Python: fix the line the error points at. Text that is not code belongs in "
                 "quotes, and an answer in words goes outside the code block as FINAL(your answer).")
+    if error_name == "TypeError" and _STR_INDEX in output:
+        return ("It failed because a line is a str, not a dict: `line['key']` does not work. Take the value "
+                "out of the line with re.search, for example `re.search(r\"key\\D*(\\d+)\", line).group(1)`, "
+                "or, for a line that is a JSON object, `json.loads(line)['key']`.")
     if error_name:
         return (f"It failed with {error_name}: change the line the traceback points at before you send "
                 "the block again.")
+    word = search_word(question, code) if "grep(" in code else None
+    other = (f"for example `grep(r\"{word}\")` (one word of the question alone finds more lines)" if word
+             else "search for another word of the question")
     return ("You already have its output. If it answers the question, reply with only FINAL(your answer). "
-            "If not, write different code: search for another word of the question, or print another "
-            "part of `context`.")
+            f"If not, write different code: {other}, or print another part of `context`.")
 
 
 def repeat_notice(block: int, n_blocks: int, earlier_turn: int, *, reused: bool, instruction: str) -> str:
