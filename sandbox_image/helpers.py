@@ -103,6 +103,23 @@ def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECAS
     return hits
 
 
+_TERM = re.compile(r"[^\W_]{3,}")
+
+
+def no_match_hint(text, pattern, *, flags: int = re.IGNORECASE, limit: int = 4) -> str | None:
+    """For a pattern of several words that matched no line: how many lines each word alone
+    matches (``None`` for a single word, or when no word matches either)."""
+    source = pattern.pattern if isinstance(pattern, re.Pattern) else str(pattern)
+    words = list(dict.fromkeys(w.lower() for w in _TERM.findall(source)))[:limit]
+    if len(words) < 2:
+        return None
+    counts = [(w, len(grep(text, re.escape(w), flags=flags))) for w in words]
+    if not any(n for _, n in counts):
+        return None
+    shown = ", ".join(f"grep({w!r}) {n} lines" for w, n in counts)
+    return f"grep({source!r}) matched no line; each word alone: {shown}"
+
+
 def chunks(text, chunk_chars: int = MAP_CHUNK_CHARS) -> list[str]:
     """``text`` cut into pieces of at most ``chunk_chars`` characters, at line ends where there are any."""
     size = max(100, int(chunk_chars))

@@ -203,8 +203,15 @@ class Repl:
 
     def grep(self, pattern, text=None, width=helpers.DEFAULT_WIDTH) -> list:
         """Every line of ``text`` (default: ``context``) matching the regex ``pattern`` (case ignored),
-        as (offset, line) pairs; for a list of documents the offset is the document's index."""
-        return helpers.grep(self._text(text), pattern, width=width)
+        as strings with ``.offset`` (for a list of documents, the document's index).  When a pattern
+        of several words matches nothing, a line on stdout says what each word alone matches."""
+        source = self._text(text)
+        hits = helpers.grep(source, pattern, width=width)
+        if not hits:
+            hint = helpers.no_match_hint(source, pattern)
+            if hint:
+                print(hint)
+        return hits
 
     def map_chunks(self, instruction, text=None, chunk_chars=protocol.MAP_CHUNK_CHARS) -> list:
         """Ask the sub-model ``instruction`` about every piece of ``text`` (default: ``context``),

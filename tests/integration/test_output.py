@@ -181,6 +181,14 @@ def test_show_vars_prints_defined_variables(out):
     assert not any(line.startswith(("_hidden", "llm_query", "FINAL")) for line in lines)
 
 
+def test_grep_that_finds_nothing_says_what_each_word_alone_finds(out):
+    ex = out.execute("hits = grep(r'original xyzzy context')\nprint(len(hits))")
+    assert ex.ok, ex.error
+    hint, count = ex.stdout.splitlines()[:2]
+    assert count == "0"
+    assert hint.startswith("grep('original xyzzy context') matched no line") and "grep('original') 50 lines" in hint
+
+
 def test_grep_returns_every_matching_line_of_the_context_with_its_offset(out):
     ex = out.execute("hits = grep(r'ORIGINAL')\nprint(len(hits)); print(hits[1]); print(hits[1].offset)")
     assert ex.ok, ex.error

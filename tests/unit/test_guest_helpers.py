@@ -94,3 +94,12 @@ def test_grep_shows_the_same_window_for_patterns_that_hit_the_same_place(helpers
     line = "word " * 1000 + "The secret access code is 985440. " + "word " * 1000
     shown = {helpers.grep(line, p)[0] for p in ("secret access code", "access code", "code is")}
     assert len(shown) == 1 and "985440" in shown.pop()
+
+
+def test_a_pattern_of_several_words_that_matches_nothing_gets_a_hint_per_word(helpers):
+    text = "Date: x || Intent: request || a\nIntent: praise\n"
+    hint = helpers.no_match_hint(text, "intent = request")
+    assert hint == ("grep('intent = request') matched no line; each word alone: grep('intent') 2 lines, "
+                    "grep('request') 1 lines")
+    assert helpers.no_match_hint(text, "request") is None          # one word: nothing to suggest
+    assert helpers.no_match_hint(text, "alpha beta") is None       # no word matches either
