@@ -30,7 +30,7 @@ __all__ = ["Resolved", "adapt_settings", "ensure_server", "fallback_needed", "pi
 # about a minute of prompt processing on 2 cores; cells that make sub-calls need more than 30 s.
 EMBEDDED_MAX_SUB_CALL_CHARS = 24_000
 EMBEDDED_CELL_TIMEOUT_S = 600.0
-EMBEDDED_MAX_OUTPUT_CHARS = 4_000   # ~1k tokens per turn: 20 turns stay inside the 32k window
+EMBEDDED_MAX_OUTPUT_CHARS = 2_500   # ~900 tokens per turn (~30 s of prompt reading on 2 cores); 20 turns fit the window
 EMBEDDED_REQUEST_TIMEOUT_S = 900.0
 
 Say = Callable[[str], None]
