@@ -289,10 +289,12 @@ def normalize_code(code: str) -> str:
     return "\n".join(line for line in lines if line.strip())
 
 
-def literal_final_answer(code: str, error_name: str | None) -> str | None:
+def literal_final_answer(code: str, error_name: str | None, seen: str = "") -> str | None:
     """The literal text of the argument of a cell that is only ``FINAL(...)`` and failed with a
     ``SyntaxError`` (the argument is not Python) or a ``NameError`` (a formula such as
-    ``0 <= x < 256`` over names that do not exist); None when the rule does not apply."""
+    ``0 <= x < 256`` over names that do not exist, or a bare name that occurs as a word in
+    ``seen``, the outputs the model was shown: ``FINAL(processInvoice)`` after an output that
+    named ``processInvoice``); None when the rule does not apply."""
     if error_name not in ("SyntaxError", "NameError"):
         return None
     lines = [line for line in code.strip().split("\n") if line.strip() and not line.lstrip().startswith("#")]
@@ -310,8 +312,10 @@ def literal_final_answer(code: str, error_name: str | None) -> str | None:
         tree = ast.parse(arg, mode="eval")
     except SyntaxError:
         return _unquote(arg) if error_name == "SyntaxError" else None
-    if error_name != "NameError" or isinstance(tree.body, ast.Name):
+    if error_name != "NameError":
         return None
+    if isinstance(tree.body, ast.Name):   # an answer the output showed, or a variable never built
+        return arg if re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", seen) else None
     if not all(isinstance(node, _FORMULA_NODES) or _is_number(node) for node in ast.walk(tree)):
         return None
     return arg

@@ -229,6 +229,16 @@ def test_literal_final_answer(code, error, expected):
     assert parsing.literal_final_answer(code, error) == expected
 
 
+@pytest.mark.parametrize("code, seen, expected", [
+    ("FINAL(processInvoice)", "'The function that calls it is `processInvoice`.'", "processInvoice"),
+    ("FINAL(save_record)", "def save_record(data):", "save_record"),
+    ("FINAL(answer)", "no such word here", None),
+    ("FINAL(total)", "subtotal: 4, total_x: 5, obj.total", None),   # only a whole word counts
+])
+def test_a_bare_name_is_the_answer_when_an_output_showed_it(code, seen, expected):
+    assert parsing.literal_final_answer(code, "NameError", seen) == expected
+
+
 def test_normalize_code_ignores_whitespace_only_differences():
     a = "import re\nhits = re.findall(r'x',  context)\n\nprint(len(hits))"
     b = "import re   \nhits \t= re.findall(r'x', context)\r\nprint(len(hits))\n\n"
