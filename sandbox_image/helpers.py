@@ -6,8 +6,9 @@ answer needs are one call each:
 - ``grep(pattern)`` finds every line of ``context`` that matches a regular expression and
   returns them as strings (:class:`Line`), each cut to ``width`` characters around the match,
   each with ``.offset``: where the line starts in the text (for a list of documents, the
-  document's index).  Plain strings, because small models call ``split``, ``re.search`` and
-  ``"\n".join`` on what grep returns.  ``len(grep(...))`` counts matching lines.
+  document's index), and ``.around(before, after)``: the text around the line.  Plain strings,
+  because small models call ``split``, ``re.search`` and ``"\n".join`` on what grep returns.
+  ``len(grep(...))`` counts matching lines.
 - ``map_chunks(instruction)`` cuts the text into pieces at line ends and asks the sub-model the
   instruction about every piece at once (``llm_query_batched``); answers come back in order.
 
@@ -71,17 +72,26 @@ def _cut(line: str, start: int, end: int, width: int) -> str:
 
 
 class Line(str):
-    """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``."""
+    """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``,
+    and can give the text around it, ``.around()``."""
 
-    __slots__ = ("offset",)
+    __slots__ = ("offset", "_doc", "_start", "_end")
     offset: int
 
-    def __new__(cls, text: str, offset: int) -> Line:
+    def __new__(cls, text: str, offset: int, doc: str | None = None, start: int = 0, end: int = 0) -> Line:
         line = super().__new__(cls, text)
         line.offset = offset
+        line._doc, line._start, line._end = doc, start, end
         return line
 
-    def __reduce__(self):  # pickles and copies as a Line, offset included
+    def around(self, before: int = 1000, after: int = 300) -> str:
+        """The text from ``before`` characters before this line to ``after`` characters after it
+        (the file, function or section it is in usually shows there)."""
+        if self._doc is None:
+            return str(self)
+        return self._doc[max(0, self._start - max(0, int(before))):self._end + max(0, int(after))]
+
+    def __reduce__(self):  # copies keep the offset, not the whole text around
         return (Line, (str(self), self.offset))
 
 
@@ -99,7 +109,7 @@ def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECAS
             line_end = doc.find("\n", match.end())
             line_end = len(doc) if line_end < 0 else line_end
             line = _cut(doc[line_start:line_end], match.start() - line_start, match.end() - line_start, width)
-            hits.append(Line(line, index if index is not None else line_start))
+            hits.append(Line(line, index if index is not None else line_start, doc, line_start, line_end))
     return hits
 
 

@@ -49,6 +49,19 @@ def test_grep_lines_are_strings_that_print_and_join_like_strings(helpers):
     assert [h.offset for h in copy.deepcopy(hits)] == [0, 19]
 
 
+def test_a_line_gives_the_text_around_it(helpers):
+    text = "# file: a.py\ndef f():\n    return g()\n# file: b.py\ndef g():\n    return 1\n"
+    call, = helpers.grep(text, r"return g")
+    assert call.around(before=30, after=0) == text[max(0, call.offset - 30):text.index("\n# file: b")]
+    assert "# file: a.py" in call.around() and "def g" in call.around()
+    assert call.around(before=0, after=0) == "    return g()"
+    docs = ["x\nneedle here\ny", "other"]
+    hit, = helpers.grep(docs, "needle")
+    assert hit.offset == 0 and hit.around(before=2, after=2) == "x\nneedle here\ny"
+    import copy
+    assert copy.deepcopy(hit).around() == "needle here"   # a copy keeps the line, not the text around
+
+
 def test_grep_over_documents_gives_the_document_index(helpers):
     docs = ["no match here", "a match\nand another match", {"key": "match"}]
     assert _pairs(helpers.grep(docs, "match")) == [(0, "no match here"), (1, "a match"), (1, "and another match"),
