@@ -80,6 +80,7 @@ class _KnownCell:
 
 
 _WAIT_KINDS = ("model_wait", "model_retry")
+REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
 
 
@@ -344,14 +345,17 @@ class _Run:
             if known is not None:  # the kernel is in the state this cell left: its output is known
                 self._note(f"block {n} is the same as the cell of turn {known.iteration}: not run again, "
                            "its output reused")
-                outputs.append((code, known.output))
+                # a long output is not shown again: it is in the conversation already (on a CPU
+                # model, re-reading 2,500 characters costs about 30 s per turn)
+                outputs.append((code, known.output if len(known.output) <= REUSED_SHOWN_CHARS
+                                else prompts.reused_output(known.iteration)))
                 repeats.append(self._repeat_notice(n, len(blocks), known, reused=True))
                 reused += 1
                 continue
             ex = self._cell(code)
             if ex.final is not None:
                 return ex.final, ""
-            literal = parsing.literal_final_answer(code, ex.error_name)
+            literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
             if literal is not None:
                 self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
                            f"literal text is the answer: {literal[:200]}")
@@ -391,6 +395,10 @@ class _Run:
                                                  question=self.question)
         return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
+    def _seen_outputs(self) -> str:
+        """Every cell output the model was shown in this run."""
+        return "\n".join(cell.output for cell in self.sent_cells.values())
+
     def _last_chance(self, messages: list[Message]) -> str | None:
         """One more turn at the iteration limit; the answer never keeps fences or a FINAL( wrapper."""
         messages.append({"role": "user", "content": prompts.final_request_prompt()})
@@ -408,7 +416,7 @@ class _Run:
             ex = self._cell(code)
             if ex.final is not None:
                 return ex.final
-            literal = parsing.literal_final_answer(code, ex.error_name)
+            literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
             if literal is not None:
                 self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
                            f"literal text is the answer: {literal[:200]}")

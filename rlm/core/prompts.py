@@ -132,7 +132,8 @@ def _functions_section(budgets: Budgets) -> str:
         "- `grep(pattern, text=None) -> list[str]`: every line of `context` (or of `text`) that "
         "matches the regular expression `pattern`, case ignored; long lines are cut around the "
         "match. Each line is a str, and `line.offset` is where it starts (for a list of "
-        "documents, the document's index). `len(grep(p))` counts matching lines.",
+        "documents, the document's index); `line.around()` is the text around it (1,000 characters "
+        "before, 300 after). `len(grep(p))` counts matching lines.",
     ]
     if budgets.enable_sub_calls:
         lines += [
@@ -144,7 +145,7 @@ def _functions_section(budgets: Budgets) -> str:
             f"- `map_chunks(instruction, text=None, chunk_chars={MAP_CHUNK_CHARS}) -> list[str]`: "
             "cuts `context` (or `text`) into pieces at line ends and asks the sub-model "
             "`instruction` about every piece at once (one sub-call per piece); the answers, in "
-            "order. For answers that need reading every part; slow on a big context.",
+            "order; slow on a big context.",
         ]
         if budgets.depth < budgets.max_depth:
             lines.append(
@@ -176,7 +177,10 @@ def _strategy_section(budgets: Budgets) -> str:
         "1. The preview at the end of this message shows how the context begins: start at once "
         "with `grep` for a distinctive word of the question (a name, an id, a label) and print "
         "how many lines match and the first few.",
-        "2. A question about one fact: the matching lines usually hold it. Read them and answer.",
+        "2. A question about one fact: the matching lines usually hold it. Read them and answer. "
+        "When the answer is in what surrounds a line (the file, function or section it is in), "
+        "pass the text around the lines to `llm_query`: "
+        "`\"\\n---\\n\".join(h.around() for h in hits[:5])`.",
         "3. A question that counts, sums, compares or lists over many records: compute it with "
         "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
         "a `set` of ids), print the result and a few of the lines it used, check them, then "
@@ -382,10 +386,15 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
             f"If not, write different code: {other}, or print another part of `context`.")
 
 
+def reused_output(earlier_turn: int) -> str:
+    """Stands for the output of a block not run again: the one shown after turn ``earlier_turn``."""
+    return f"(not run again: the same output as after turn {earlier_turn}, shown above)"
+
+
 def repeat_notice(block: int, n_blocks: int, earlier_turn: int, *, reused: bool, instruction: str) -> str:
     """Says that a block repeats the code of an earlier turn, and what to change."""
     which = f"Block {block}" if n_blocks > 1 else "Your code"
-    done = ("so it was not run again; the output above is the one it printed then" if reused
+    done = (f"so it was not run again; its output is the one shown after turn {earlier_turn}" if reused
             else "and it printed the same output again")
     return f"{which} is the same as the code you sent in turn {earlier_turn}, {done}. {instruction}"
 

@@ -474,6 +474,18 @@ def test_a_final_cell_whose_argument_is_not_python_answers_with_its_literal_text
     assert events[-1]["answer"] == "0 <= x < 256"
 
 
+def test_a_final_cell_naming_what_an_output_showed_answers_with_that_name(tmp_path):
+    session = FakeSession(rules={"ask()": Execution(stdout="The caller is `processInvoice`.\n"),
+                                 "FINAL(processInvoice)": _name_error("processInvoice"),
+                                 "FINAL(result)": _name_error("result")})
+    result, _, _, events = run(tmp_path, [repl("ask()"), repl("FINAL(processInvoice)")], session=session)
+    assert (result.answer, result.status) == ("processInvoice", "ok")
+    assert any("literal text is the answer" in e["text"] for e in events if e["kind"] == "note")
+    # a name no output showed is a variable the model forgot to build: not an answer
+    result, _, _, _ = run(tmp_path, [repl("ask()"), repl("FINAL(result)"), "FINAL(42)"], session=session)
+    assert result.answer == "42"
+
+
 def test_a_final_cell_with_words_that_are_not_python_answers_with_them(tmp_path):
     bad = Execution(error="SyntaxError: invalid syntax", error_name="SyntaxError")
     session = FakeSession(rules={"FINAL(The answer": bad})
@@ -512,6 +524,16 @@ def test_a_repeated_successful_cell_is_reused_and_the_model_is_told_to_answer_or
     assert "ran 20 chars" in feedback
     assert "You already have its output" in feedback and "FINAL(your answer)" in feedback
     assert "write different code" in feedback
+
+
+def test_a_reused_cell_with_a_long_output_points_back_instead_of_showing_it_again(tmp_path):
+    long = Execution(stdout="x" * 2000 + "\n")
+    session = FakeSession(rules={"print(big)": long})
+    result, client, session, _ = run(tmp_path, [repl("print(big)"), repl("print(big)"), "FINAL(ok)"], session=session)
+    assert session.executed == ["print(big)"] and result.answer == "ok"
+    first, second = last_user(root_calls(client)[1]), last_user(root_calls(client)[2])
+    assert "x" * 2000 in first and "x" * 100 not in second
+    assert "the same output as after turn 1" in second
 
 
 def test_a_cell_repeated_after_other_code_ran_runs_again(tmp_path):
