@@ -55,19 +55,26 @@ def _documents(text) -> Iterator[tuple[int | None, str]]:
         yield None, str(text)
 
 
-def _cut(line: str, start: int, end: int, width: int) -> str:
-    """``line`` cut to a window of about ``width`` characters holding the match at [start, end).
+def _window(length: int, start: int, end: int, width: int) -> tuple[int, int]:
+    """The [lo, hi) window of about ``width`` characters of a line of ``length`` that holds the
+    match at [start, end).
 
     Windows start at multiples of half the width, so patterns that hit the same place show the
     same text (the loop then sees that nothing new came out).
     """
-    if len(line) <= width:
-        return line
+    if length <= width:
+        return 0, length
     step = max(1, width // 2)
     lo = (start // step) * step
     hi = max(lo + width, end)
-    if hi > len(line):
-        lo, hi = max(0, len(line) - width), len(line)
+    if hi > length:
+        lo, hi = max(0, length - width), length
+    return lo, hi
+
+
+def _cut(line: str, start: int, end: int, width: int) -> str:
+    """``line`` cut to its window around the match at [start, end), marked with ... where cut."""
+    lo, hi = _window(len(line), start, end, width)
     return ("..." if lo > 0 else "") + line[lo:hi] + ("..." if hi < len(line) else "")
 
 
@@ -86,7 +93,8 @@ class Line(str):
 
     def around(self, before: int = 1000, after: int = 300) -> str:
         """The text from ``before`` characters before this line to ``after`` characters after it
-        (the file, function or section it is in usually shows there)."""
+        (the file, function or section it is in usually shows there); for a long line cut
+        around the match, around the part shown."""
         if self._doc is None:
             return str(self)
         return self._doc[max(0, self._start - max(0, int(before))):self._end + max(0, int(after))]
@@ -108,8 +116,10 @@ def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECAS
             last_line = line_start
             line_end = doc.find("\n", match.end())
             line_end = len(doc) if line_end < 0 else line_end
-            line = _cut(doc[line_start:line_end], match.start() - line_start, match.end() - line_start, width)
-            hits.append(Line(line, index if index is not None else line_start, doc, line_start, line_end))
+            start, end = match.start() - line_start, match.end() - line_start
+            line = _cut(doc[line_start:line_end], start, end, width)
+            lo, hi = _window(line_end - line_start, start, end, width)   # around() is around what is shown
+            hits.append(Line(line, index if index is not None else line_start, doc, line_start + lo, line_start + hi))
     return hits
 
 

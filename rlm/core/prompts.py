@@ -179,8 +179,7 @@ def _strategy_section(budgets: Budgets) -> str:
         "how many lines match and the first few.",
         "2. A question about one fact: the matching lines usually hold it. Read them and answer. "
         "When the answer is in what surrounds a line (the file, function or section it is in), "
-        "pass the text around the lines to `llm_query`: "
-        "`\"\\n---\\n\".join(h.around() for h in hits[:5])`.",
+        "pass more text around the lines, `h.around(1500, 100)`.",
         "3. A question that counts, sums, compares or lists over many records: compute it with "
         "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
         "a `set` of ids), print the result and a few of the lines it used, check them, then "
@@ -213,8 +212,8 @@ def _example_section(budgets: Budgets) -> str:
     """Short worked examples (a lookup, a filtered count, a comparison, distinct ids), for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
-        lookup += ("print(llm_query(\"Which port does the billing service listen on? Lines:\\n\" + "
-                   "\"\\n\".join(hits[:20])))")
+        lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
+                   "\"\\n---\\n\".join(h.around(500, 100) for h in hits[:3])))")
         seen = "`1 lines` and `8443`"
     else:
         lookup += "print(hits[:10])"
@@ -279,8 +278,8 @@ def _fenced(body: str, lang: str) -> str:
 
 def first_user_prompt(question: str, *, sub_calls: bool = True) -> str:
     """The first user message: the question, and how to begin."""
-    fact = ("`grep` for a distinctive word of the question and pass the lines to `llm_query` with the "
-            "question, as in the first example" if sub_calls else
+    fact = ("`grep` for a distinctive word of the question and pass the text around the lines to "
+            "`llm_query` with the question, as in the first example" if sub_calls else
             "`grep` for a distinctive word of the question and print the lines")
     return (
         f"Question: {question}\n\n"

@@ -59,7 +59,10 @@ def test_a_line_gives_the_text_around_it(helpers):
     hit, = helpers.grep(docs, "needle")
     assert hit.offset == 0 and hit.around(before=2, after=2) == "x\nneedle here\ny"
     import copy
-    assert copy.deepcopy(hit).around() == "needle here"   # a copy keeps the line, not the text around
+    assert copy.deepcopy(hit).around() == "needle here"
+    one_line = "a" * 50_000 + "NEEDLE" + "b" * 50_000      # a text without line ends
+    long, = helpers.grep(one_line, "needle")
+    assert "NEEDLE" in long.around(500, 100) and len(long.around(500, 100)) <= 300 + 600   # a copy keeps the line, not the text around
 
 
 def test_grep_over_documents_gives_the_document_index(helpers):
