@@ -401,7 +401,9 @@ class _Run:
 
     def _last_chance(self, messages: list[Message]) -> str | None:
         """One more turn at the iteration limit; the answer never keeps fences or a FINAL( wrapper."""
-        messages.append({"role": "user", "content": prompts.final_request_prompt()})
+        last = self.last_cell.output if self.last_cell is not None else ""
+        messages.append({"role": "user", "content": prompts.final_request_prompt(
+            self.question, last if len(last) <= REUSED_SHOWN_CHARS * 2 else "")})
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":

@@ -415,13 +415,17 @@ def context_restored_note() -> str:
     )
 
 
-def final_request_prompt() -> str:
-    """The iteration limit is reached."""
-    return (
-        "You have reached the turn limit. Do not write more code. Give your best final "
-        "answer now, based on what you have found, as FINAL(your answer), or "
-        "FINAL_VAR(variable_name) for a variable you already built."
-    )
+def final_request_prompt(question: str = "", last_output: str = "") -> str:
+    """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
+    the question and the last output right there (small models answer from what is nearest)."""
+    parts = ["You have reached the turn limit. Do not write more code."]
+    if last_output.strip():
+        parts.append(f"The last output of your code:\n{_fenced(last_output.strip(), 'text')}")
+    if question:
+        parts.append(f"Question: {question}")
+    parts.append("Reply with only FINAL(your answer), for example FINAL(42), based on what you have found, "
+                 "or FINAL_VAR(variable_name) for a variable you already built. No code block.")
+    return "\n\n".join(parts)
 
 
 def final_var_missing(name: str) -> str:

@@ -266,9 +266,18 @@ def test_iteration_limit_asks_once_for_a_final_answer(tmp_path):
     assert result.iterations == 2
     calls = root_calls(client)
     assert len(calls) == 3
-    assert last_user(calls[2]) == prompts.final_request_prompt()
+    ask = last_user(calls[2])
+    assert ask.startswith("You have reached the turn limit") and "FINAL(your answer)" in ask
     assert session.executed == ["a = 1", "b = 2"]
     assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "max_iterations"
+
+
+def test_the_final_request_shows_the_question_and_the_last_short_output(tmp_path):
+    session = FakeSession(rules={"look()": Execution(stdout="Order 7 was shipped to Lisbon.\n")})
+    result, client, _, _ = run(tmp_path, [repl("look()")] * 3 + ["FINAL(Lisbon)"], session=session)
+    assert result.answer == "Lisbon"
+    ask = last_user(root_calls(client)[-1])
+    assert "Order 7 was shipped to Lisbon." in ask and "Question:" in ask and "No code block" in ask
 
 
 def test_iteration_limit_final_var_answer_is_resolved(tmp_path):
