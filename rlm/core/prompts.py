@@ -419,7 +419,7 @@ def final_request_prompt(question: str = "", last_output: str = "") -> str:
     """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
     the question and the last output right there (small models answer from what is nearest)."""
     parts = ["You have reached the turn limit. Do not write more code."]
-    if last_output.strip():
+    if last_output.strip() and last_output.strip() != "(no output)":
         parts.append(f"The last output of your code:\n{_fenced(last_output.strip(), 'text')}")
     if question:
         parts.append(f"Question: {question}")
