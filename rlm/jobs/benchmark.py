@@ -146,8 +146,9 @@ def resume_results(path: Path, items: list[BenchItem], key: dict, *, compare_bas
         return {}
     other = next((r for r in records.values() if r.get("run") != key), None)
     if other is not None:
-        differs = ", ".join(f"{k} {other.get('run', {}).get(k)!r} there, {v!r} now" for k, v in key.items()
-                            if (other.get("run") or {}).get(k) != v) or "no run settings recorded"
+        theirs = other.get("run") or {}
+        differs = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in key.items()
+                            if theirs.get(k) != v) or "no run settings recorded"
         raise UsageError(f"the results file {path} holds another run's items ({differs})",
                          hint="give this run its own --results file, or delete that one")
     done: dict[str, ItemResult] = {}

@@ -98,6 +98,12 @@ def test_resume_takes_done_items_and_reruns_errors(tmp_path) -> None:
     with pytest.raises(UsageError) as info:
         resume_results(path, items, other, compare_base=True)
     assert "seed 0 there, 1 now" in info.value.message
+    without = tmp_path / "no-run.jsonl"
+    with ResultWriter(without) as writer:       # a line written with no run settings
+        writer.write({**report.results[0].to_dict(), "run": None})
+    with pytest.raises(UsageError) as info:
+        resume_results(without, items, key, compare_base=True)
+    assert "seed None there, 0 now" in info.value.message
 
 
 def test_a_finished_run_is_reported_without_a_model_call(tmp_path) -> None:
