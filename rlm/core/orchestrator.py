@@ -65,7 +65,7 @@ class RunResult:
 
 
 def _describe_cell(ex: Execution) -> str:
-    return ex.output or "(no output)"
+    return ex.output or prompts.NO_OUTPUT
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,7 @@ class _KnownCell:
 
 _WAIT_KINDS = ("model_wait", "model_retry")
 REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
+LAST_OUTPUT_SHOWN_CHARS = 1_000  # the last output up to this length goes with the last-chance request
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
 
 
@@ -403,7 +404,7 @@ class _Run:
         """One more turn at the iteration limit; the answer never keeps fences or a FINAL( wrapper."""
         last = self.last_cell.output if self.last_cell is not None else ""
         messages.append({"role": "user", "content": prompts.final_request_prompt(
-            self.question, last if len(last) <= REUSED_SHOWN_CHARS * 2 else "")})
+            self.question, last if len(last) <= LAST_OUTPUT_SHOWN_CHARS else "")})
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
 PREVIEW_CHARS = 500
+NO_OUTPUT = "(no output)"   # what the model is shown for a cell that printed nothing
 
 
 @dataclass(frozen=True)
@@ -302,7 +303,7 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
         parts.append("(no code ran)")
     for n, (_code, output) in enumerate(outputs, start=1):
         label = f"Output of block {n}" if len(outputs) > 1 else "Output"
-        parts.append(f"{label}:\n{_fenced(output if output.strip() else '(no output)', 'text')}")
+        parts.append(f"{label}:\n{_fenced(output if output.strip() else NO_OUTPUT, 'text')}")
     parts.extend(repeats or [])
     ask = f"Question: {question}\n" if question else ""
     remaining = max_iterations - iteration
@@ -419,7 +420,7 @@ def final_request_prompt(question: str = "", last_output: str = "") -> str:
     """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
     the question and the last output right there (small models answer from what is nearest)."""
     parts = ["You have reached the turn limit. Do not write more code."]
-    if last_output.strip() and last_output.strip() != "(no output)":
+    if last_output.strip() not in ("", NO_OUTPUT):
         parts.append(f"The last output of your code:\n{_fenced(last_output.strip(), 'text')}")
     if question:
         parts.append(f"Question: {question}")
