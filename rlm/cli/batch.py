@@ -33,7 +33,7 @@ from rlm.config import LoadedSettings
 from rlm.errors import RLMError, UsageError
 
 BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
-ALL = ("s_niah", "oolong", "oolong_pairs", "code_qa")   # what --name all runs
+ALL = tuple(name for name in BENCHMARKS if name != "demo")   # what --name all runs
 
 batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                         help="Run many questions from a YAML spec, each in its own sandbox.")
@@ -350,7 +350,7 @@ def benchmark_command(
         from rlm.bench.plot import plot_report
 
         plot_report(report, plot)
-        Console(stderr=True).print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
+        say.print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
         typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
 
