@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from rlm.sandbox.protocol import State
+
 
 @dataclass
 class Execution:
@@ -78,3 +80,28 @@ class OutputCap:
         if self.dropped:
             return f"{head}\n[... {self.dropped} bytes of output dropped ...]\n{tail}"
         return head + tail
+
+
+def checked_state(state: dict, final_limit: int) -> tuple[str | None, dict]:
+    """The REPL's per-cell state message comes from the sandbox: keep known keys, within bounds."""
+    final = state.get(State.FINAL)
+    if not isinstance(final, str):
+        final = None
+    elif len(final) > final_limit + 200:
+        final = final[:final_limit] + f"\n[... answer truncated: {len(final) - final_limit} characters dropped ...]"
+    meta: dict = {}
+    dropped = state.get(State.OUTPUT_DROPPED)
+    if isinstance(dropped, int):
+        meta[State.OUTPUT_DROPPED] = dropped
+    failure = state.get(State.CONTEXT_ERROR)
+    if isinstance(failure, str):
+        meta[State.CONTEXT_ERROR] = failure[:2000]
+    info = state.get(State.CONTEXT_INFO)
+    if isinstance(info, dict):
+        clean = {k: info[k] for k in ("kind", "total_chars", "n_documents") if isinstance(info.get(k), (str, int))}
+        if isinstance(info.get("preview"), str):
+            clean["preview"] = info["preview"][:2000]
+        if isinstance(clean.get("kind"), str):
+            clean["kind"] = clean["kind"][:50]
+        meta[State.CONTEXT_INFO] = clean
+    return final, meta

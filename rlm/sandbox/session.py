@@ -27,10 +27,11 @@ from pathlib import Path
 
 from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
 from rlm.sandbox.bridge import BridgeServer, Handler
+from rlm.sandbox.context_fit import check_context_fits, context_format, load_failure_hint
 from rlm.sandbox.engine import ContainerSpec, Engine
-from rlm.sandbox.execution import Execution
+from rlm.sandbox.execution import Execution, checked_state
 from rlm.sandbox.kernel import CellOutput, KernelClient, Outcome, new_key
-from rlm.sandbox.protocol import ASCII_DIRECT_MIN, CONTAINER_CONTEXT, Command, ContextFormat, Event, State
+from rlm.sandbox.protocol import CONTAINER_CONTEXT, Command, Event, State
 from rlm.sandbox.provisioner import container_spec
 from rlm.sandbox.reaper import reap_orphans
 from rlm.sandbox.rundir import RunDirs, write_connection_file
@@ -74,87 +75,6 @@ def _signal_name(code: int | None) -> str:
         except ValueError:
             return f"killed by signal {-code}"
     return f"exit code {code}"
-
-
-def _checked_state(state: dict, final_limit: int) -> tuple[str | None, dict]:
-    """The REPL's per-cell state message comes from the sandbox: keep known keys, within bounds."""
-    final = state.get(State.FINAL)
-    if not isinstance(final, str):
-        final = None
-    elif len(final) > final_limit + 200:
-        final = final[:final_limit] + f"\n[... answer truncated: {len(final) - final_limit} characters dropped ...]"
-    meta: dict = {}
-    dropped = state.get(State.OUTPUT_DROPPED)
-    if isinstance(dropped, int):
-        meta[State.OUTPUT_DROPPED] = dropped
-    failure = state.get(State.CONTEXT_ERROR)
-    if isinstance(failure, str):
-        meta[State.CONTEXT_ERROR] = failure[:2000]
-    info = state.get(State.CONTEXT_INFO)
-    if isinstance(info, dict):
-        clean = {k: info[k] for k in ("kind", "total_chars", "n_documents") if isinstance(info.get(k), (str, int))}
-        if isinstance(info.get("preview"), str):
-            clean["preview"] = info["preview"][:2000]
-        if isinstance(clean.get("kind"), str):
-            clean["kind"] = clean["kind"][:50]
-        meta[State.CONTEXT_INFO] = clean
-    return final, meta
-
-
-def context_format(path: Path) -> str:
-    if path.is_dir():
-        return ContextFormat.DIR
-    suffix = path.suffix.lower()
-    return {".json": ContextFormat.JSON, ".jsonl": ContextFormat.JSONL,
-            ".ndjson": ContextFormat.JSONL}.get(suffix, ContextFormat.TEXT)
-
-
-KERNEL_HEADROOM_BYTES = 256 * 1024 * 1024  # the kernel's own address space (about 210 MB) and some room
-_MIB = 1024 * 1024
-
-
-def _context_bytes(path: Path) -> int:
-    """Bytes the REPL reads to load ``path`` (a folder: its files, no links followed)."""
-    if not path.is_dir():
-        return path.stat().st_size
-    total = 0
-    for root, _dirs, files in os.walk(path):
-        for name in files:
-            try:
-                info = os.lstat(os.path.join(root, name))
-            except OSError:
-                continue
-            total += info.st_size
-    return total
-
-
-def _memory_needed_mb(kernel_bytes: int, settings: SandboxSettings) -> int:
-    """The memory_mb that gives the kernel ``kernel_bytes`` of address space."""
-    other = settings.memory_mb - settings.address_space_limit_bytes // _MIB  # tmpfs sizes and margin
-    return -(-kernel_bytes // _MIB) + other
-
-
-def check_context_fits(path: Path, settings: SandboxSettings) -> None:
-    """Refuse, before anything starts, a context the kernel cannot load as a ``str`` (or list of them).
-
-    Decoding holds the file's bytes and the text at once: about twice the file's size within the
-    kernel's address-space limit, besides the kernel itself.  A large pure-ASCII text file is read
-    straight into its str (once its size); whether it is pure ASCII is found out in the sandbox,
-    which reports a ``ContextError`` with the figures if it is not and does not fit."""
-    size = _context_bytes(path)
-    once = context_format(path) == ContextFormat.TEXT and size >= ASCII_DIRECT_MIN
-    need = (1 if once else 2) * size + KERNEL_HEADROOM_BYTES
-    limit = settings.address_space_limit_bytes
-    if need <= limit:
-        return
-    at_least = _memory_needed_mb(need, settings)
-    what = "its size" if once else "twice its size"
-    raise ContextError(
-        f"the context {path.name} ({size / _MIB:.0f} MB) does not fit in the sandbox's memory: loading it "
-        f"needs about {need / _MIB:.0f} MB ({what}, plus {KERNEL_HEADROOM_BYTES // _MIB} MB for the "
-        f"kernel), and the kernel may use {limit / _MIB:.0f} MB of the sandbox's memory_mb={settings.memory_mb}",
-        hint=f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or memory_mb: {at_least} "
-             f"under sandbox: in the config file), or give a smaller context")
 
 
 class SandboxSession:
@@ -287,13 +207,7 @@ class SandboxSession:
     def _load_hint(self, failure: str) -> str:
         if "does not fit" not in failure:
             return "check the context file"
-        path = self.context_path
-        if path is not None and path.is_file() and context_format(path) == ContextFormat.TEXT:
-            at_least = _memory_needed_mb(2 * path.stat().st_size + KERNEL_HEADROOM_BYTES, self.settings)
-            return (f"raise memory_mb to at least {at_least} (RLM_MEMORY_MB={at_least}, or memory_mb: {at_least} "
-                    "under sandbox: in the config file), or give a smaller context")
-        return ("raise memory_mb (RLM_MEMORY_MB, or memory_mb under sandbox: in the config file): parsed JSON "
-                "takes many times its file's size; or give a smaller context")
+        return load_failure_hint(self.context_path, self.settings)
 
     def _collect_cell(self, msg_id: str, out: CellOutput, timeout: float) -> Outcome:
         """Collect a cell's output until it completes or has used ``timeout`` seconds of code time.
@@ -580,7 +494,7 @@ class SandboxSession:
             result.notice = f"{result.notice}\n{lost}" if result.notice else lost
         result.error = out.error
         result.error_name = out.error_name
-        final, meta = _checked_state(out.state, self.settings.final_limit_chars)
+        final, meta = checked_state(out.state, self.settings.final_limit_chars)
         result.final = final
         result.context_restored = bool(out.state.get(State.CONTEXT_RESTORED) is True)
         result.meta = meta

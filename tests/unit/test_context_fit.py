@@ -12,8 +12,8 @@ import pytest
 from rlm.errors import ContextError
 from rlm.sandbox import SandboxSession, SandboxSettings
 from rlm.sandbox.bridge import _WaitClock
+from rlm.sandbox.context_fit import KERNEL_HEADROOM_BYTES, check_context_fits
 from rlm.sandbox.protocol import ASCII_DIRECT_MIN
-from rlm.sandbox.session import KERNEL_HEADROOM_BYTES, check_context_fits
 
 MIB = 1024 * 1024
 
