@@ -45,6 +45,10 @@ class ImageMissing(SandboxError):
     """The sandbox image is not built (or is stale and may not be rebuilt)."""
 
 
+class ImageBuildError(SandboxError):
+    """The sandbox image (or its base, or its wheels) could not be built."""
+
+
 class SandboxTimeout(SandboxError):
     """A sandbox operation (start-up, restart) did not finish in time."""
 

@@ -33,27 +33,23 @@ from __future__ import annotations
 import hashlib
 import importlib.resources
 import os
-import platform
 import re
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Iterable
+from typing import TYPE_CHECKING, Callable
 
-from rlm.errors import SandboxError
+from rlm.errors import ImageBuildError, SandboxError
+from rlm.sandbox.base_image import DEFAULT_BASE, LOCAL_BASE, make_local_base
+from rlm.sandbox.wheels import download_wheels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; engine.py is the one docker importer
     from rlm.sandbox.engine import Engine
 
 DEFAULT_IMAGE = "rlm-sandbox:latest"
-DEFAULT_BASE = "python:3.11-slim"
-LOCAL_BASE = "rlm-base:bookworm"
-DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = os.environ.get("RLM_DEBIAN_MIRROR", "http://deb.debian.org/debian")
 
 HASH_LABEL = "rlm.image.hash"
 BASE_LABEL = "rlm.image.base"
@@ -61,7 +57,6 @@ BASE_LABEL = "rlm.image.base"
 DOCKERFILE = "Dockerfile.sandbox"
 IMAGE_DIR = "sandbox_image"
 PROTOCOL = Path("rlm") / "sandbox" / "protocol.py"
-REQUIREMENTS = Path(IMAGE_DIR) / "requirements.txt"
 PACKAGE = "rlm.sandbox"   # the installed layout: Dockerfile.sandbox, guest/ (= sandbox_image/), protocol.py
 PACKAGE_GUEST = "guest"
 
@@ -69,10 +64,6 @@ _IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
 
 Progress = Callable[[str], None]
-
-
-class ImageBuildError(SandboxError):
-    """The sandbox image (or its base, or its wheels) could not be built."""
 
 
 # -- the sources and their hash --------------------------------------------------------------
@@ -302,166 +293,6 @@ def _assemble_context(repo_root: Path, wheels: Path, context: Path) -> None:
             os.link(whl, wheel_dir / whl.name)
         except OSError:
             shutil.copy2(whl, wheel_dir / whl.name)
-
-
-# -- wheels --------------------------------------------------------------------------------
-
-def cache_root() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "rlm"
-
-
-def _platforms(machine: str | None = None) -> list[str]:
-    arch = (machine or platform.machine()).lower()
-    arch = {"amd64": "x86_64", "arm64": "aarch64"}.get(arch, arch)
-    return [f"manylinux2014_{arch}", f"manylinux_2_17_{arch}", f"manylinux_2_28_{arch}"]
-
-
-def pip_download_command(requirements: Path, pyver: str, dest: Path, packages: Iterable[str] = (),
-                         machine: str | None = None) -> list[str]:
-    cmd = [sys.executable, "-m", "pip", "download", "--disable-pip-version-check",
-           "--only-binary=:all:", "--python-version", pyver, "--implementation", "cp"]
-    for plat in _platforms(machine):
-        cmd += ["--platform", plat]
-    cmd += ["-d", str(dest)]
-    if packages:
-        cmd += ["--no-deps", *packages]
-    else:
-        cmd += ["-r", str(requirements)]
-    return cmd
-
-
-def download_wheels(requirements: Path, pyver: str, *, progress: Progress = lambda _l: None) -> Path:
-    """The kernel wheels (and a pip wheel) for Python ``pyver``, downloaded once and cached."""
-    if not requirements.is_file():
-        raise ImageBuildError(f"{requirements} is missing", hint="restore it from the repository")
-    key = hashlib.sha256(requirements.read_bytes()).hexdigest()[:16]
-    arch = platform.machine().lower()
-    parent = cache_root() / "wheels" / f"py{pyver}"
-    final = parent / f"{arch}-{key}"
-    if (final / ".complete").is_file():
-        progress(f"kernel wheels for Python {pyver}: cached in {final}")
-        return final
-    parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{arch}-{key}-", dir=parent))
-    try:
-        progress(f"downloading kernel wheels for Python {pyver} into {final} ...")
-        _run_pip(pip_download_command(requirements, pyver, partial), pyver, requirements, progress)
-        _run_pip(pip_download_command(requirements, pyver, partial, packages=["pip"]), pyver,
-                 requirements, progress)
-        count = len(list(partial.glob("*.whl")))
-        (partial / ".complete").write_text(f"{count} wheels for Python {pyver}\n")
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    progress(f"downloaded {count} wheels")
-    return final
-
-
-def _run_pip(cmd: list[str], pyver: str, requirements: Path, progress: Progress) -> None:
-    try:
-        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              stdin=subprocess.DEVNULL, timeout=900)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ImageBuildError(f"pip download did not run: {exc}",
-                              hint="check that the venv has pip: .venv/bin/python -m pip --version") from exc
-    if proc.returncode == 0:
-        return
-    out = proc.stdout or ""
-    tail = "\n".join(out.strip().splitlines()[-6:])
-    lowered = out.lower()
-    network = ("connection" in lowered and ("error" in lowered or "refused" in lowered)) or \
-        "network is unreachable" in lowered or "name or service not known" in lowered or \
-        "temporary failure in name resolution" in lowered or "max retries exceeded" in lowered
-    if network:
-        raise ImageBuildError(
-            f"could not download the kernel wheels: no package index answers\n{tail}",
-            hint="check the pip index (pip config list; PIP_INDEX_URL) or copy the wheels into "
-                 f"{cache_root() / 'wheels' / ('py' + pyver)}")
-    if "from versions: none" in lowered and "require a different python version" not in lowered:
-        raise ImageBuildError(
-            f"could not download the kernel wheels: the package index offers none of a pinned "
-            f"package (is an index reachable?)\n{tail}",
-            hint="check the pip index (pip config list; PIP_INDEX_URL); if it is reachable, the pins in "
-                 f"{REQUIREMENTS} have no wheels for Python {pyver} on {platform.machine()}")
-    if "no matching distribution" in lowered or "could not find a version" in lowered:
-        raise ImageBuildError(
-            f"the pinned kernel packages in {requirements} have no wheels for Python {pyver} "
-            f"on {platform.machine()}\n{tail}",
-            hint="use a base image with Python 3.11 (e.g. --base-image python:3.11-slim or "
-                 f"{LOCAL_BASE}), or re-pin {REQUIREMENTS} for Python {pyver}")
-    raise ImageBuildError(f"pip download failed (exit {proc.returncode})\n{tail}",
-                          hint="run the command by hand to see the whole output: " + " ".join(cmd))
-
-
-# -- the local Debian base -----------------------------------------------------------------
-
-_TRIM = ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
-         "usr/share/info", "usr/share/locale")
-
-
-def make_local_base(engine: "Engine", *, name: str = LOCAL_BASE, suite: str = DEBIAN_SUITE,
-                    mirror: str = DEBIAN_MIRROR, progress: Progress = lambda _l: None) -> None:
-    """``debootstrap --variant=minbase --include=python3`` + ``docker import`` as ``name``."""
-    if os.name != "posix" or os.geteuid() != 0:
-        raise ImageBuildError(
-            f"the local base image {name} is missing and making it needs root (debootstrap)",
-            hint=f"run the set-up as root (./scripts/setup), or pass --base-image with an image "
-                 f"that has python3 (e.g. {DEFAULT_BASE})")
-    debootstrap = shutil.which("debootstrap") or next(
-        (p for p in ("/usr/sbin/debootstrap", "/sbin/debootstrap") if os.path.exists(p)), None)
-    if not debootstrap:
-        raise ImageBuildError(
-            f"the local base image {name} is missing and debootstrap is not installed",
-            hint="install it (apt-get install -y debootstrap, or run ./scripts/setup), or pass "
-                 f"--base-image with an image that has python3 (e.g. {DEFAULT_BASE})")
-    tar = shutil.which("tar")
-    if not tar:
-        raise ImageBuildError("tar is not installed", hint="apt-get install -y tar")
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="rlm-base-") as tmp:
-        rootfs = Path(tmp) / "rootfs"
-        progress(f"making the local base image {name}: debootstrap {suite} from {mirror} (about a minute) ...")
-        cmd = [debootstrap, "--variant=minbase", "--include=python3", suite, str(rootfs), mirror]
-        _stream(cmd, progress, "debootstrap")
-        for rel in _TRIM:
-            target = rootfs / rel
-            if target.is_dir():
-                for child in target.iterdir():
-                    if child.name in ("partial", "lock", "auxfiles"):
-                        continue  # apt's own bookkeeping stays
-                    if child.is_dir() and not child.is_symlink():
-                        shutil.rmtree(child, ignore_errors=True)
-                    else:
-                        child.unlink(missing_ok=True)
-        tarball = Path(tmp) / "rootfs.tar"
-        progress("packing the root filesystem ...")
-        _stream([tar, "--numeric-owner", "-C", str(rootfs), "-cf", str(tarball), "."], progress, "tar")
-        progress(f"docker import as {name} ...")
-        repository, _, tag = name.rpartition(":")
-        engine.import_image(str(tarball), repository or name, tag or "latest")
-    progress(f"made {name} in {time.monotonic() - started:.0f} s")
-
-
-def _stream(cmd: list[str], progress: Progress, what: str) -> None:
-    try:
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL)
-    except OSError as exc:
-        raise ImageBuildError(f"{what} could not start: {exc}") from exc
-    tail: list[str] = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        line = line.rstrip()
-        if line:
-            tail = (tail + [line])[-8:]
-            progress(f"  {what}: {line}")
-    if proc.wait() != 0:
-        joined = "\n".join(tail)
-        raise ImageBuildError(f"{what} failed (exit {proc.returncode})\n{joined}",
-                              hint="check the network to the Debian mirror (RLM_DEBIAN_MIRROR), "
-                                   "or pass --base-image with an image that has python3")
 
 
 # -- command line --------------------------------------------------------------------------

@@ -8,13 +8,8 @@ from pathlib import Path
 import pytest
 
 from rlm.errors import SandboxError
-from rlm.sandbox.image import (
-    _assemble_context,
-    _platforms,
-    hash_tag,
-    image_hash,
-    pip_download_command,
-)
+from rlm.sandbox.image import _assemble_context, hash_tag, image_hash
+from rlm.sandbox.wheels import _platforms, pip_download_command
 
 BASE = "rlm-base:bookworm"
 
@@ -170,7 +165,7 @@ def test_an_earlier_build_of_the_same_sources_is_retagged(repo: Path) -> None:
 
 
 def test_making_the_local_base_says_what_is_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import rlm.sandbox.image as image
+    import rlm.sandbox.base_image as image
 
     monkeypatch.setattr(image.os, "geteuid", lambda: 1000)
     with pytest.raises(SandboxError, match="needs root") as info:
