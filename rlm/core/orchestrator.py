@@ -81,7 +81,8 @@ class _KnownCell:
 
 _WAIT_KINDS = ("model_wait", "model_retry")
 REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
-LAST_OUTPUT_SHOWN_CHARS = 1_000  # the last output up to this length goes with the last-chance request
+LAST_OUTPUT_SHOWN_CHARS = 1_000  # an output up to this length goes with the last-chance request
+LAST_CHANCE_OUTPUTS = 3  # the last outputs of the run (short ones) the last-chance request shows
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
 
 
@@ -329,9 +330,9 @@ class _Run:
             if self.stuck_turns >= STUCK_TURNS:
                 self._note(f"the same code came {self.stuck_turns + 1} times in a row although its output was "
                            "known: asked for the final answer")
-                answer = self._last_chance(messages[:-1])
+                answer = self._last_chance()
                 return answer, "ok" if answer is not None else "stuck"
-        return self._last_chance(messages), "max_iterations"
+        return self._last_chance(), "max_iterations"
 
     def _handle_reply(self, reply: str) -> tuple[str | None, str]:
         """Run the reply's code, then look for its answer; return (answer, feedback for the model)."""
@@ -396,15 +397,31 @@ class _Run:
                                                  question=self.question)
         return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
+    def _last_outputs(self) -> list[str]:
+        """The run's last distinct short outputs (at most ``LAST_CHANCE_OUTPUTS``), oldest first."""
+        cells = sorted(self.sent_cells.values(), key=lambda c: c.iteration)
+        shown: list[str] = []
+        for cell in reversed(cells):
+            text = cell.output.strip()
+            if text and text != prompts.NO_OUTPUT and len(text) <= LAST_OUTPUT_SHOWN_CHARS and text not in shown:
+                shown.append(text)
+            if len(shown) == LAST_CHANCE_OUTPUTS:
+                break
+        return shown[::-1]
+
     def _seen_outputs(self) -> str:
         """Every cell output the model was shown in this run."""
         return "\n".join(cell.output for cell in self.sent_cells.values())
 
-    def _last_chance(self, messages: list[Message]) -> str | None:
-        """One more turn at the iteration limit; the answer never keeps fences or a FINAL( wrapper."""
-        last = self.last_cell.output if self.last_cell is not None else ""
-        messages.append({"role": "user", "content": prompts.final_request_prompt(
-            self.question, last if len(last) <= LAST_OUTPUT_SHOWN_CHARS else "")})
+    def _last_chance(self) -> str | None:
+        """One more request at the iteration limit (or when the same code keeps coming); the answer
+        never keeps fences or a FINAL( wrapper.  The request is a new, short conversation: the
+        question and the run's last short outputs (a small model stuck in a long conversation
+        keeps resending its code, or answers from its own guesses, even with the answer shown)."""
+        messages: list[Message] = [
+            {"role": "system", "content": prompts.final_request_system()},
+            {"role": "user", "content": prompts.final_request_prompt(self.question, self._last_outputs())},
+        ]
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":

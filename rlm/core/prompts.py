@@ -9,6 +9,7 @@ must be a single ```repl block (small models need to be told).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlm.sandbox.protocol import MAP_CHUNK_CHARS
@@ -416,16 +417,24 @@ def context_restored_note() -> str:
     )
 
 
-def final_request_prompt(question: str = "", last_output: str = "") -> str:
+def final_request_system() -> str:
+    """The system message of the last-chance request (a new, short conversation)."""
+    return ("You answer a question about a large document. Code has already searched the document; "
+            "you are shown what it printed. You reply with the answer only, as FINAL(answer).")
+
+
+def final_request_prompt(question: str = "", last_outputs: Sequence[str] = ()) -> str:
     """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
-    the question and the last output right there (small models answer from what is nearest)."""
+    the question and the last outputs right there (small models answer from what is nearest)."""
     parts = ["You have reached the turn limit. Do not write more code."]
-    if last_output.strip() not in ("", NO_OUTPUT):
-        parts.append(f"The last output of your code:\n{_fenced(last_output.strip(), 'text')}")
+    shown = [out.strip() for out in last_outputs if out.strip() not in ("", NO_OUTPUT)]
+    if shown:
+        label = "The last output of your code" if len(shown) == 1 else "The last outputs of your code"
+        parts.append(f"{label}:\n" + "\n".join(_fenced(out, "text") for out in shown))
     if question:
         parts.append(f"Question: {question}")
-    parts.append("Reply with only FINAL(your answer), for example FINAL(42), based on what you have found, "
-                 "or FINAL_VAR(variable_name) for a variable you already built. No code block.")
+    parts.append("Reply with only FINAL(your answer), for example FINAL(42), based on what the code found, "
+                 "or FINAL_VAR(variable_name) for a variable your code built. No code block.")
     return "\n\n".join(parts)
 
 

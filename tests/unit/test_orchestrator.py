@@ -276,8 +276,22 @@ def test_the_final_request_shows_the_question_and_the_last_short_output(tmp_path
     session = FakeSession(rules={"look()": Execution(stdout="Order 7 was shipped to Lisbon.\n")})
     result, client, _, _ = run(tmp_path, [repl("look()")] * 3 + ["FINAL(Lisbon)"], session=session)
     assert result.answer == "Lisbon"
-    ask = last_user(root_calls(client)[-1])
+    request = root_calls(client)[-1]
+    ask = last_user(request)
     assert "Order 7 was shipped to Lisbon." in ask and "Question:" in ask and "No code block" in ask
+    # a new, short conversation: the stuck one (three identical replies) is not sent again
+    assert [m["role"] for m in request] == ["system", "user"]
+    assert "look()" not in str(request)
+
+
+def test_the_final_request_shows_the_last_short_outputs_oldest_first(tmp_path):
+    session = FakeSession(rules={"a()": Execution(stdout="first finding\n"), "b()": Execution(stdout="x" * 1500),
+                                 "c()": Execution(stdout="second finding\n")})
+    _, client, _, _ = run(tmp_path, [repl("a()"), repl("b()"), repl("c()"), "FINAL(done)"], session=session,
+                          max_iterations=3)
+    ask = last_user(root_calls(client)[-1])
+    assert ask.index("first finding") < ask.index("second finding")
+    assert "x" * 1500 not in ask   # a long output is left out
 
 
 def test_iteration_limit_final_var_answer_is_resolved(tmp_path):

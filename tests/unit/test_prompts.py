@@ -152,7 +152,7 @@ def test_other_messages() -> None:
     assert "FINAL(" in nudge_prompt() and "```repl" in nudge_prompt()
     assert "restored" in context_restored_note()
     assert "FINAL(" in final_request_prompt()
-    ask = final_request_prompt("Which city?", "shipped to Lisbon")
+    ask = final_request_prompt("Which city?", ["shipped to Lisbon"])
     assert ask.index("shipped to Lisbon") < ask.index("Question: Which city?") < ask.index("FINAL(your answer)")
     assert "answer_var" in final_var_missing("answer_var")
     assert "SHOW_VARS()" in final_var_missing("answer_var")
