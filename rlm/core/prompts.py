@@ -427,7 +427,7 @@ def final_request_prompt(question: str = "", last_outputs: Sequence[str] = ()) -
     """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
     the question and the last outputs right there (small models answer from what is nearest)."""
     parts = ["You have reached the turn limit. Do not write more code."]
-    shown = [out.strip() for out in last_outputs if out.strip() not in ("", NO_OUTPUT)]
+    shown = [out.strip() for out in last_outputs]   # the caller picks them (non-empty, short, distinct)
     if shown:
         label = "The last output of your code" if len(shown) == 1 else "The last outputs of your code"
         parts.append(f"{label}:\n" + "\n".join(_fenced(out, "text") for out in shown))

@@ -15,7 +15,7 @@ from rlm.errors import ImageBuildError
 if TYPE_CHECKING:  # pragma: no cover - typing only; engine.py is the one docker importer
     from rlm.sandbox.engine import Engine
 
-Progress = Callable[[str], None]
+Progress = Callable[[str], None]  # one line of progress for the user (image, base, wheels)
 DEFAULT_BASE = "python:3.11-slim"
 LOCAL_BASE = "rlm-base:bookworm"
 DEBIAN_SUITE = "bookworm"

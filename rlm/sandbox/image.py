@@ -40,10 +40,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from rlm.errors import ImageBuildError, SandboxError
-from rlm.sandbox.base_image import DEFAULT_BASE, LOCAL_BASE, make_local_base
+from rlm.sandbox.base_image import DEFAULT_BASE, LOCAL_BASE, Progress, make_local_base
 from rlm.sandbox.wheels import download_wheels
 
 if TYPE_CHECKING:  # pragma: no cover - typing only; engine.py is the one docker importer
@@ -62,8 +62,6 @@ PACKAGE_GUEST = "guest"
 
 _IGNORED_DIRS = {"__pycache__", ".pytest_cache", ".mypy_cache"}
 _IGNORED_SUFFIXES = (".pyc", ".pyo")
-
-Progress = Callable[[str], None]
 
 
 # -- the sources and their hash --------------------------------------------------------------

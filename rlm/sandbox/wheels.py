@@ -12,12 +12,11 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from rlm.errors import ImageBuildError
-from rlm.sandbox.base_image import LOCAL_BASE
+from rlm.sandbox.base_image import LOCAL_BASE, Progress
 
-Progress = Callable[[str], None]
 REQUIREMENTS = Path("sandbox_image") / "requirements.txt"
 
 
