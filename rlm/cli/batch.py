@@ -300,7 +300,7 @@ def benchmark_command(
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size, one panel per benchmark (needs matplotlib).")] = None,
-    results: Annotated[Path | None, typer.Option("--results", help="Results file (JSONL): each finished item is appended; items already in it are not run again. Default: results.jsonl in the run's trace folder.")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="Results file (JSONL): each finished item is appended; items already in it are not run again (after a change to rlm's loop, prompts or REPL helpers, only their RLM side runs again; base answers are kept). Default: results.jsonl in the run's trace folder.")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
     config: ConfigOpt = None, debug: DebugOpt = False,

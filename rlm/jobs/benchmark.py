@@ -8,13 +8,15 @@ which stops the run.
 
 Each finished item is appended to a results file (JSONL, see :mod:`rlm.jobs.results`) as it
 ends, so a run that is stopped loses nothing: the same command with the same results file
-runs only the items not yet done (an item whose RLM run ended in an error runs again).  A
-results file holds one run's settings (seed, models, base window); another run's file is
-refused rather than mixed in.
+runs only what is not yet done: an item whose RLM run ended in an error, or was made by
+another revision of the loop (its code, prompts or REPL helpers: ``rlm_revision``), runs its
+RLM side again and keeps its base answer, the expensive half at large sizes.  A results file
+holds one seed and root model; another run's file is refused rather than mixed in.
 """
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -128,38 +130,75 @@ def _row(name: str, size: int, rs: list[ItemResult]) -> dict:
 
 
 # ---------------------------------------------------------------------------- results file
-def run_key(settings: Settings, *, seed: int, compare_base: bool, base_window: int) -> dict:
-    """What must match for a results file's items to count in this run."""
+_SAME_ITEMS = ("seed", "root_model")                        # else: another run's items, refused
+_SAME_RLM = ("sub_model", "max_iterations", "rlm_revision")  # else: the RLM side runs again
+
+
+def rlm_revision() -> str:
+    """12 hex digits that change whenever an RLM answer could: the loop's code and prompts
+    (``rlm.core``) and the REPL's files (the sandbox image's sources).  The base model's
+    answers do not depend on it, so a results file keeps them across revisions."""
+    from rlm.core import orchestrator
+    from rlm.sandbox.image import image_hash, repo_root_default
+
+    digest = hashlib.sha256(image_hash(repo_root_default(), "").encode())
+    for path in sorted(Path(orchestrator.__file__).parent.glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:12]
+
+
+def run_key(settings: Settings, *, seed: int, compare_base: bool, base_window: int,
+            revision: str | None = None) -> dict:
+    """What a results file's record must match to count in this run."""
     return {"seed": seed, "root_model": settings.model.root_model, "sub_model": settings.model.effective_sub_model,
             "max_iterations": settings.run.max_iterations,
+            "rlm_revision": revision if revision is not None else rlm_revision(),
             "base_window": base_window if compare_base else None}
 
 
-def resume_results(path: Path, items: list[BenchItem], key: dict, *, compare_base: bool) -> dict[str, ItemResult]:
-    """The items of ``items`` already done in the results file at ``path`` under ``key``.
+@dataclass
+class Resumed:
+    """What a results file already holds for one item: its RLM result and its base result,
+    each None when it must run (again)."""
 
-    An item whose RLM run ended in an error, or that lacks the base answer this run asks
-    for, is not done.  A file with records of another run raises a UsageError.
+    rlm: dict | None
+    base: dict | None
+
+    def complete(self, compare_base: bool) -> bool:
+        return self.rlm is not None and (self.base is not None or not compare_base)
+
+
+def resume_results(path: Path, items: list[BenchItem], key: dict) -> dict[str, Resumed]:
+    """What the results file at ``path`` holds for the items of ``items`` under ``key``.
+
+    An RLM result counts when it did not end in an error and was made with the same sub-model,
+    iteration limit and RLM revision; a base result when it was made with the same window.  A
+    file with records of another seed or root model raises a UsageError.
     """
     records = read_results(path)
-    if not records:
-        return {}
-    other = next((r for r in records.values() if r.get("run") != key), None)
+    other = next((r for r in records.values()
+                  if any((r.get("run") or {}).get(k) != key[k] for k in _SAME_ITEMS)), None)
     if other is not None:
         theirs = other.get("run") or {}
-        differs = ", ".join(f"{k} {theirs.get(k)!r} there, {v!r} now" for k, v in key.items()
-                            if theirs.get(k) != v) or "no run settings recorded"
+        differs = ", ".join(f"{k} {theirs.get(k)!r} there, {key[k]!r} now" for k in _SAME_ITEMS
+                            if theirs.get(k) != key[k])
         raise UsageError(f"the results file {path} holds another run's items ({differs})",
                          hint="give this run its own --results file, or delete that one")
-    done: dict[str, ItemResult] = {}
+    found: dict[str, Resumed] = {}
     for item in items:
         record = records.get(item.id)
-        if record is None or not isinstance(record.get("rlm"), dict) or record["rlm"].get("status") == "error":
+        if record is None:
             continue
-        if compare_base and not isinstance(record.get("base"), dict):
-            continue
-        done[item.id] = ItemResult(item, record["rlm"], record.get("base") if compare_base else None)
-    return done
+        run = record["run"]
+        rlm = record.get("rlm")
+        if not isinstance(rlm, dict) or rlm.get("status") == "error" or any(run.get(k) != key[k] for k in _SAME_RLM):
+            rlm = None
+        base = record.get("base")
+        if not isinstance(base, dict) or key["base_window"] is None or run.get("base_window") != key["base_window"]:
+            base = None
+        if rlm is not None or base is not None:
+            found[item.id] = Resumed(rlm, base)
+    return found
 
 
 def new_trace_dir(settings: Settings) -> Path:
@@ -222,19 +261,26 @@ class BenchRunner:
                 "tokens": completion.usage.prompt_tokens + completion.usage.completion_tokens, "error": None,
                 "context_chars_shown": min(len(item.context), self.base_window)}
 
-    def run_item(self, item: BenchItem) -> ItemResult | None:
+    def run_item(self, item: BenchItem, kept: Resumed | None = None) -> ItemResult | None:
+        """Run ``item`` (the parts ``kept`` from a results file are not run again)."""
         try:
-            rlm = self.run_rlm(item)
-            base = self.run_base(item) if self.compare_base else None
+            rlm = kept.rlm if kept is not None and kept.rlm is not None else self.run_rlm(item)
+            base = None
+            if self.compare_base:
+                base = kept.base if kept is not None and kept.base is not None else self.run_base(item)
         except Cancelled:
             return None
         return ItemResult(item, rlm, base)
 
     def run(self, items: list[BenchItem], *, concurrency: int = 1, writer: ResultWriter | None = None,
-            run: dict | None = None, total: int | None = None, skipped: int = 0) -> list[ItemResult]:
-        """Run ``items``; each result is appended to ``writer`` (with ``run``, the run's key) as it ends."""
+            run: dict | None = None, total: int | None = None, skipped: int = 0,
+            kept: dict[str, Resumed] | None = None) -> list[ItemResult]:
+        """Run ``items``; each result is appended to ``writer`` (with ``run``, the run's key) as it
+        ends.  ``kept``: parts of items already in the results file (a base answer kept while
+        the RLM side runs again)."""
         executor = LocalExecutor(max(1, min(concurrency, len(items) or 1)))
         done_results: dict[str, ItemResult] = {}
+        kept = kept or {}
 
         def accept(item: BenchItem, res: ItemResult) -> dict:
             done_results[res.item.id] = res
@@ -243,7 +289,8 @@ class BenchRunner:
             return {"id": res.item.id, "status": res.rlm["status"], "score": res.rlm["score"],
                     "duration_s": res.rlm["duration_s"], "base_score": (res.base or {}).get("score")}
 
-        run_jobs(executor, self.run_item, items, Outcome(accept), token=self.token, reporter=self.reporter,
+        run_jobs(executor, lambda item: self.run_item(item, kept.get(item.id)), items, Outcome(accept),
+                 token=self.token, reporter=self.reporter,
                  total=total, skipped=skipped)
         return [done_results[it.id] for it in items if it.id in done_results]
 
@@ -266,15 +313,18 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
                          trace_dir=trace_dir, reporter=reporter)
     path = Path(results_path) if results_path is not None else runner.trace_dir / "results.jsonl"
     key = run_key(settings, seed=seed, compare_base=compare_base, base_window=base_window)
-    done = resume_results(path, items, key, compare_base=compare_base)
+    found = resume_results(path, items, key)
+    by_id = {item.id: item for item in items}
+    done = {i: ItemResult(by_id[i], r.rlm, r.base if compare_base else None)
+            for i, r in found.items() if r.rlm is not None and r.complete(compare_base)}
     to_run = [item for item in items if item.id not in done]
     if to_run:
         check_models(client, settings)
     with ResultWriter(path) as writer:
         fresh = runner.run(to_run, concurrency=concurrency, writer=writer, run=key, total=len(items),
-                           skipped=len(done))
-    by_id = {**done, **{r.item.id: r for r in fresh}}
+                           skipped=len(done), kept=found)
+    results = {**done, **{r.item.id: r for r in fresh}}
     return BenchReport(benchmarks=names, sizes=sizes, n=n, seed=seed, root_model=settings.model.root_model,
                        sub_model=settings.model.effective_sub_model, compare_base=compare_base,
-                       base_window=base_window, results=[by_id[it.id] for it in items if it.id in by_id],
+                       base_window=base_window, results=[results[it.id] for it in items if it.id in results],
                        wall_s=time.perf_counter() - started, resumed=len(done), results_path=str(path))

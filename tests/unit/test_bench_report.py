@@ -82,28 +82,76 @@ def _write(path, report: BenchReport, key: dict, *, rlm_status: str = "ok") -> N
                           "run": key})
 
 
+def _complete(found: dict, compare_base: bool = True) -> list[str]:
+    return sorted(i for i, r in found.items() if r.complete(compare_base))
+
+
 def test_resume_takes_done_items_and_reruns_errors(tmp_path) -> None:
     report = _report()
     items = [r.item for r in report.results]
-    key = run_key(Settings(), seed=0, compare_base=True, base_window=2000)
+    key = run_key(Settings(), seed=0, compare_base=True, base_window=2000, revision="r1")
     path = tmp_path / "results.jsonl"
-    assert resume_results(path, items, key, compare_base=True) == {}       # no file yet
+    assert resume_results(path, items, key) == {}       # no file yet
     _write(path, report, key, rlm_status="error")
-    done = resume_results(path, items, key, compare_base=True)
-    assert sorted(done) == [i.id for i in items if i.size == 2000]           # errored items run again
-    assert done[items[0].id].rlm == report.results[0].rlm and done[items[0].id].base == report.results[0].base
+    found = resume_results(path, items, key)
+    assert _complete(found) == sorted(i.id for i in items if i.size == 2000)     # errored items run again...
+    big = next(r for r in report.results if r.item.size > 2000)
+    assert found[big.item.id].rlm is None and found[big.item.id].base == big.base     # ...keeping the base answer
+    assert found[items[0].id].rlm == report.results[0].rlm and found[items[0].id].base == report.results[0].base
     _write(path, report, key)                                                # a rerun's lines win
-    assert len(resume_results(path, items, key, compare_base=True)) == 4
+    assert len(_complete(resume_results(path, items, key))) == 4
     other = {**key, "seed": 1}
     with pytest.raises(UsageError) as info:
-        resume_results(path, items, other, compare_base=True)
+        resume_results(path, items, other)
     assert "seed 0 there, 1 now" in info.value.message
     without = tmp_path / "no-run.jsonl"
     with ResultWriter(without) as writer:       # a line written with no run settings
         writer.write({**report.results[0].to_dict(), "run": None})
     with pytest.raises(UsageError) as info:
-        resume_results(without, items, key, compare_base=True)
+        resume_results(without, items, key)
     assert "seed None there, 0 now" in info.value.message
+
+
+def test_a_new_revision_of_the_loop_reruns_the_rlm_side_and_keeps_the_base_answers(tmp_path) -> None:
+    report = _report()
+    items = [r.item for r in report.results]
+    old = run_key(Settings(), seed=0, compare_base=True, base_window=2000, revision="old")
+    path = tmp_path / "results.jsonl"
+    _write(path, report, old)
+    new = {**old, "rlm_revision": "new"}
+    found = resume_results(path, items, new)
+    assert _complete(found) == [] and all(r.rlm is None for r in found.values())
+    assert [found[i.id].base for i in items] == [r.base for r in report.results]
+    wider = {**new, "base_window": 4000}                  # another window: the base side runs again too
+    assert resume_results(path, items, wider) == {}
+    no_base = run_key(Settings(), seed=0, compare_base=False, base_window=2000, revision="old")
+    found = resume_results(path, items, no_base)           # a run without the base model needs only the RLM side
+    assert _complete(found, compare_base=False) == sorted(i.id for i in items)
+    assert all(r.base is None for r in found.values())
+
+
+def test_an_item_runs_only_the_side_it_lacks(tmp_path) -> None:
+    from rlm.jobs.benchmark import BenchRunner, Resumed
+
+    report = _report()
+    item, rlm, base = report.results[0].item, report.results[0].rlm, report.results[0].base
+    runner = BenchRunner(Settings(), client=None, compare_base=True, base_window=2000, trace_dir=tmp_path)  # type: ignore[arg-type]
+    ran: list[str] = []
+    runner.run_rlm = lambda it: ran.append("rlm") or {**rlm, "answer": "new"}    # type: ignore[method-assign]
+    runner.run_base = lambda it: ran.append("base") or {**base, "answer": "new"}  # type: ignore[method-assign]
+    kept_base = runner.run_item(item, Resumed(None, base))
+    assert ran == ["rlm"] and kept_base is not None
+    assert kept_base.rlm["answer"] == "new" and kept_base.base == base
+    ran.clear()
+    kept_rlm = runner.run_item(item, Resumed(rlm, None))
+    assert ran == ["base"] and kept_rlm is not None and kept_rlm.rlm == rlm and kept_rlm.base["answer"] == "new"
+
+
+def test_rlm_revision_is_a_stable_fingerprint() -> None:
+    from rlm.jobs.benchmark import rlm_revision
+
+    assert rlm_revision() == rlm_revision() and len(rlm_revision()) == 12
+    assert run_key(Settings(), seed=0, compare_base=False, base_window=1)["rlm_revision"] == rlm_revision()
 
 
 def test_a_finished_run_is_reported_without_a_model_call(tmp_path) -> None:
