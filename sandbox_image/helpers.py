@@ -80,16 +80,39 @@ def _cut(line: str, start: int, end: int, width: int) -> str:
 
 class Line(str):
     """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``,
-    and can give the text around it, ``.around()``."""
+    can give the text around it, ``.around()``, and the nearest line above it that matches a
+    pattern, ``.before(pattern)``."""
 
-    __slots__ = ("offset", "_doc", "_start", "_end")
+    __slots__ = ("offset", "_doc", "_start", "_end", "_index")
     offset: int
 
-    def __new__(cls, text: str, offset: int, doc: str | None = None, start: int = 0, end: int = 0) -> Line:
+    def __new__(cls, text: str, offset: int, doc: str | None = None, start: int = 0, end: int = 0,
+                index: int | None = None) -> Line:
         line = super().__new__(cls, text)
         line.offset = offset
-        line._doc, line._start, line._end = doc, start, end
+        line._doc, line._start, line._end, line._index = doc, start, end, index
         return line
+
+    def before(self, pattern, width: int = DEFAULT_WIDTH) -> Line:
+        """The nearest line above this one that matches ``pattern`` (a regular expression, case
+        ignored), as a Line: the function, file or section this line is in, e.g.
+        ``line.before(r"def ")``; an empty Line when no line above matches."""
+        if self._doc is None:
+            return Line("", self.offset)
+        regex = compile_pattern(pattern)
+        doc = self._doc
+        end = doc.rfind("\n", 0, self._start)          # the line end of the line above
+        while end >= 0:
+            start = doc.rfind("\n", 0, end) + 1
+            text = doc[start:end]
+            match = regex.search(text)   # on the line alone, so ^ and $ are its start and end
+            if match is not None:
+                s, e = match.start(), match.end()
+                lo, hi = _window(end - start, s, e, width)
+                return Line(_cut(text, s, e, width), self._index if self._index is not None else start,
+                            doc, start + lo, start + hi, self._index)
+            end = start - 1
+        return Line("", self.offset)
 
     def around(self, before: int = 1000, after: int = 300) -> str:
         """The text from ``before`` characters before this line to ``after`` characters after it
@@ -119,7 +142,8 @@ def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECAS
             start, end = match.start() - line_start, match.end() - line_start
             line = _cut(doc[line_start:line_end], start, end, width)
             lo, hi = _window(line_end - line_start, start, end, width)   # around() is around what is shown
-            hits.append(Line(line, index if index is not None else line_start, doc, line_start + lo, line_start + hi))
+            hits.append(Line(line, index if index is not None else line_start, doc, line_start + lo, line_start + hi,
+                             index))
     return hits
 
 

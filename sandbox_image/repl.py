@@ -10,9 +10,13 @@ mimetype ``STATE_MIME``, which the host takes out of the output.
 
 from __future__ import annotations
 
+import collections
 import gc
+import itertools
 import json
+import math
 import os
+import re
 import resource
 import socket
 import sys
@@ -174,8 +178,10 @@ class Repl:
 
     # -- names offered to the model ------------------------------------------------------
     def namespace(self) -> dict:
-        # keywords, not quoted keys: these are Python names (the bridge ops are spelled in protocol.Op)
+        # keywords, not quoted keys: these are Python names (the bridge ops are spelled in protocol.Op);
+        # the modules are there already because small models use them and forget the import
         return dict(  # noqa: C408
+            re=re, json=json, math=math, itertools=itertools, collections=collections,
             llm_query=self.llm_query, llm_query_batched=self.llm_query_batched, rlm_query=self.rlm_query,
             grep=self.grep, map_chunks=self.map_chunks,
             FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,

@@ -278,6 +278,7 @@ def _has_unescaped(text: str, quote: str) -> bool:
 _CELL_FINAL = re.compile(r"FINAL[ \t]*\(")
 # what a formula written as an answer is made of: names, numbers and operators, nothing that
 # refers to a value the model meant to build (calls, attributes, subscripts, f-strings, strings)
+_REFERENCE_NODES = (ast.Call, ast.Subscript, ast.JoinedStr)   # a value to build, never literal text
 _FORMULA_NODES = (ast.Expression, ast.Name, ast.Load, ast.Compare, ast.BinOp, ast.BoolOp, ast.UnaryOp,
                   ast.Tuple, ast.operator, ast.cmpop, ast.boolop, ast.unaryop)
 
@@ -294,7 +295,8 @@ def literal_final_answer(code: str, error_name: str | None, seen: str = "") -> s
     ``SyntaxError`` (the argument is not Python) or a ``NameError`` (a formula such as
     ``0 <= x < 256`` over names that do not exist, or a bare name that occurs as a word in
     ``seen``, the outputs the model was shown: ``FINAL(processInvoice)`` after an output that
-    named ``processInvoice``); None when the rule does not apply."""
+    named ``processInvoice``, or ``FINAL(render/event_27.py)`` after one that showed that path);
+    None when the rule does not apply."""
     if error_name not in ("SyntaxError", "NameError"):
         return None
     lines = [line for line in code.strip().split("\n") if line.strip() and not line.lstrip().startswith("#")]
@@ -314,8 +316,11 @@ def literal_final_answer(code: str, error_name: str | None, seen: str = "") -> s
         return _unquote(arg) if error_name == "SyntaxError" else None
     if error_name != "NameError":
         return None
+    shown = re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", seen) is not None
     if isinstance(tree.body, ast.Name):   # an answer the output showed, or a variable never built
-        return arg if re.search(rf"(?<![\w.]){re.escape(arg)}(?!\w)", seen) else None
+        return arg if shown else None
+    if shown and not any(isinstance(node, _REFERENCE_NODES) for node in ast.walk(tree)):
+        return arg                        # text the output showed that reads as Python: a path, a.b
     if not all(isinstance(node, _FORMULA_NODES) or _is_number(node) for node in ast.walk(tree)):
         return None
     return arg

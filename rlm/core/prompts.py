@@ -123,6 +123,7 @@ def _repl_section(budgets: Budgets) -> str:
         "so variables and imports persist from turn to turn. After each turn you receive "
         f"what each block printed, cut to {budgets.max_output_chars:,} characters (start and "
         "end kept), so print counts, short slices and summaries, never whole documents. "
+        "`re`, `json`, `math`, `itertools` and `collections` are imported already. "
         "Errors come back as tracebacks: fix the code and try again. Never assign to "
         "`context`; keep your own data in new variables."
     )
@@ -135,7 +136,9 @@ def _functions_section(budgets: Budgets) -> str:
         "matches the regular expression `pattern`, case ignored; long lines are cut around the "
         "match. Each line is a str, and `line.offset` is where it starts (for a list of "
         "documents, the document's index); `line.around()` is the text around it (1,000 characters "
-        "before, 300 after). `len(grep(p))` counts matching lines.",
+        "before, 300 after); `line.before(pattern)` is the nearest line above it that matches "
+        "`pattern`: the function (`line.before(r\"def \")`), file or section it is in. "
+        "`len(grep(p))` counts matching lines.",
     ]
     if budgets.enable_sub_calls:
         lines += [
@@ -180,8 +183,9 @@ def _strategy_section(budgets: Budgets) -> str:
         "with `grep` for a distinctive word of the question (a name, an id, a label) and print "
         "how many lines match and the first few.",
         "2. A question about one fact: the matching lines usually hold it. Read them and answer. "
-        "When the answer is in what surrounds a line (the file, function or section it is in), "
-        "pass more text around the lines, `h.around(1500, 100)`.",
+        "When the answer is what a line is in (its file, function or section), print "
+        "`h.before(pattern)` next to each line, with a pattern for the lines that start one (a "
+        "file header as the preview shows it, `def `, a heading), as in the second example.",
         "3. A question that counts, sums, compares or lists over many records: compute it with "
         "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
         "a `set` of ids), print the result and a few of the lines it used, check them, then "
@@ -211,7 +215,8 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
-    """Short worked examples (a lookup, a filtered count, a comparison, distinct ids), for questions unlike the real one."""
+    """Short worked examples (a lookup, the section a line is in, a filtered count, a comparison, distinct
+    ids, pairs), for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
@@ -220,6 +225,18 @@ def _example_section(budgets: Budgets) -> str:
     else:
         lookup += "print(hits[:10])"
         seen = "`['billing service listens on port 8443']`"
+    enclosing = "\n".join([
+        "for h in grep(r\"backup\")[:10]:",
+        "    print(h.before(r\"^## \"), \"|\", h)",
+    ])
+    pairs = "\n".join([
+        "refund = set(re.findall(r\"customer[^\\d\\n]*(\\d+)\", \"\\n\".join(grep(r\"refund\"))))",
+        "discount = set(re.findall(r\"customer[^\\d\\n]*(\\d+)\", \"\\n\".join(grep(r\"discount\"))))",
+        "both = sorted(refund & discount, key=int)   # refund - discount: a refund but no discount",
+        "pairs = [f\"({a}, {b})\" for a, b in itertools.combinations(both, 2)]",
+        "answer = \"\\n\".join(pairs)",
+        "print(len(both), \"customers,\", len(pairs), \"pairs:\", pairs[:3])",
+    ])
     count = "\n".join([
         "import re",
         "lines = grep(r\"refund\")",
@@ -245,6 +262,9 @@ def _example_section(budgets: Budgets) -> str:
         "Question: \"Which port does the billing service listen on?\"\n"
         + _fenced(lookup, "repl")
         + f"\nThe output shows {seen}, so: `FINAL(8443)`\n"
+        "Question: \"In which section is the backup schedule described?\"\n"
+        + _fenced(enclosing, "repl")
+        + "\nThe output shows `## Operations | Backups run nightly at 02:00.`, so: `FINAL(Operations)`\n"
         "Question: \"How many orders were refunded in March?\"\n"
         + _fenced(count, "repl")
         + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
@@ -254,7 +274,12 @@ def _example_section(budgets: Budgets) -> str:
         + "\nThe output shows `{'north': 41, 'south': 12, 'east': 30} least often: south`, so: `FINAL(south)`\n"
         "Question: \"How many different customers asked for a refund?\"\n"
         + _fenced(distinct, "repl")
-        + "\nThe output shows `38 customers: ['1021', '1187', '1230', '1302', '1456']`, so: `FINAL(38)`"
+        + "\nThe output shows `38 customers: ['1021', '1187', '1230', '1302', '1456']`, so: `FINAL(38)`\n"
+        "Question: \"List every pair of customers who asked for both a refund and a discount.\"\n"
+        + _fenced(pairs, "repl")
+        + "\nThe output shows `4 customers, 6 pairs: ['(1021, 1187)', '(1021, 1230)', '(1021, 1302)']`. "
+        "The question asks for the list, and `answer` holds all of it (the output shows only the first "
+        "pairs), so: `FINAL_VAR(answer)`"
     )
 
 
@@ -285,8 +310,9 @@ def first_user_prompt(question: str, *, sub_calls: bool = True) -> str:
             "`grep` for a distinctive word of the question and print the lines")
     return (
         f"Question: {question}\n\n"
-        f"Reply with a single ```repl block. For a fact: {fact}. "
-        "To count or compute: code over all the matching lines, as in the second example."
+        f"Reply with a single ```repl block. For a fact: {fact}. For the file, function or section "
+        "a line is in: print `h.before(pattern)` next to each line, as in the second example. To "
+        "count, compute or list: code over all the matching lines, as in the examples after it."
     )
 
 
@@ -319,7 +345,8 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
                      f"show it, write different code. {remaining} turns left.")
     else:
         parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
-                     "FINAL(the answer), for example FINAL(42), and no code. If it does not, write a new "
+                     "FINAL(the answer) and no code; when the answer is a list or long text your code "
+                     "built in a variable, FINAL_VAR(variable_name). If it does not, write a new "
                      "```repl block: `grep` for another word of the question, or compute the answer with "
                      f"code over all the matching lines. {remaining} turns left.")
     return "\n\n".join(parts)
@@ -433,7 +460,7 @@ def final_request_prompt(question: str = "", last_outputs: Sequence[str] = ()) -
         parts.append(f"{label}:\n" + "\n".join(_fenced(out, "text") for out in shown))
     if question:
         parts.append(f"Question: {question}")
-    parts.append("Reply with only FINAL(your answer), for example FINAL(42), based on what the code found, "
+    parts.append("Reply with only FINAL(your answer), the answer taken from what the code found, "
                  "or FINAL_VAR(variable_name) for a variable your code built. No code block.")
     return "\n\n".join(parts)
 

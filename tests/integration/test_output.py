@@ -178,7 +178,14 @@ def test_show_vars_prints_defined_variables(out):
     assert "alpha_list: list len=3" in lines
     assert "beta_text: str len=5" in lines
     assert f"context: str len={len(CONTEXT_TEXT)}" in lines
-    assert not any(line.startswith(("_hidden", "llm_query", "FINAL")) for line in lines)
+    assert not any(line.startswith(("_hidden", "llm_query", "FINAL", "re:", "itertools:")) for line in lines)
+
+
+def test_common_modules_need_no_import(out):
+    ex = out.execute("print(len(re.findall('o', 'foo')), list(itertools.combinations('ab', 2)), "
+                     "collections.Counter('aab')['a'], math.isqrt(10), json.dumps([1]))")
+    assert ex.ok, ex.error
+    assert ex.stdout == "2 [('a', 'b')] 2 3 [1]\n"
 
 
 def test_grep_that_finds_nothing_says_what_each_word_alone_finds(out):

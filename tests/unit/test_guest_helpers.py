@@ -65,6 +65,24 @@ def test_a_line_gives_the_text_around_it(helpers):
     assert "NEEDLE" in long.around(500, 100) and len(long.around(500, 100)) <= 300 + 600   # a copy keeps the line, not the text around
 
 
+def test_a_line_gives_the_nearest_line_above_it_that_matches_a_pattern(helpers):
+    text = "--- a.py ---\ndef f(x):\n    return g(x)\n\n--- b.py ---\ndef g(y):\n    y += 1\n    return y\n"
+    inner, = helpers.grep(text, r"y \+= 1")
+    assert inner.before(r"^def ") == "def g(y):" and inner.before(r"^def ").offset == text.index("def g")
+    assert inner.before(r"^--- ") == "--- b.py ---" and inner.before(r"^def ").before(r"^---") == "--- b.py ---"
+    call, = helpers.grep(text, r"return g")
+    assert call.before("def") == "def f(x):" and call.before(r"^--- ") == "--- a.py ---"
+    assert call.before("DEF F") == "def f(x):"                     # case ignored, like grep
+    assert call.before(r"^class ") == "" and call.before(r"^class ").offset == call.offset   # none above
+    assert inner.before(r"return g") == "    return g(x)"           # skips lines that do not match
+    first, = helpers.grep(text, r"a\.py")
+    assert first.before(".") == ""                                  # the first line has nothing above it
+    docs = ["intro", "## Setup\nstep one\nneedle here"]
+    hit, = helpers.grep(docs, "needle")
+    assert hit.before("^## ") == "## Setup" and hit.before("^## ").offset == 1   # a list: the document's index
+    assert hit.before("intro") == ""                                # never another document
+
+
 def test_grep_over_documents_gives_the_document_index(helpers):
     docs = ["no match here", "a match\nand another match", {"key": "match"}]
     assert _pairs(helpers.grep(docs, "match")) == [(0, "no match here"), (1, "a match"), (1, "and another match"),

@@ -234,6 +234,10 @@ def test_literal_final_answer(code, error, expected):
     ("FINAL(save_record)", "def save_record(data):", "save_record"),
     ("FINAL(answer)", "no such word here", None),
     ("FINAL(total)", "subtotal: 4, total_x: 5, obj.total", None),   # only a whole word counts
+    ("FINAL(render/event_27.py)", "defined in the file `render/event_27.py`.", "render/event_27.py"),
+    ("FINAL(billing.ledger_4)", "see billing.ledger_4 for it", "billing.ledger_4"),
+    ("FINAL(render/event_27.py)", "no path here", None),
+    ("FINAL(str(total))", "str(total) is shown", None),             # a call is a value to build
 ])
 def test_a_bare_name_is_the_answer_when_an_output_showed_it(code, seen, expected):
     assert parsing.literal_final_answer(code, "NameError", seen) == expected
