@@ -18,6 +18,9 @@ Recovery from small models' mistakes (each recorded in the trace as a ``note``):
 * a block whose code (whitespace normalised) is the cell that ran last is not run again: its
   known output is reused, and the model is told what to change; a block that repeats older
   code runs, and if it prints the same output again the model is told the same way;
+* ``FINAL(name)`` in text, where ``name`` is a variable the run's code assigned and not a word
+  of the question, answers with that variable's value (``FINAL(answer)`` after
+  ``answer = "\n".join(pairs)``);
 * at the iteration limit the answer never keeps code fences or a ``FINAL(`` wrapper.
 """
 
@@ -187,6 +190,7 @@ class _Run:
         self.last_cell: _KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
         self.stuck_turns = 0  # replies in a row whose every block repeated the last cell (not run again)
         self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
+        self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
@@ -355,6 +359,9 @@ class _Run:
                 reused += 1
                 continue
             ex = self._cell(code)
+            for name in sorted(parsing.assigned_names(code)):
+                self.assigned.pop(name, None)
+                self.assigned[name] = None
             if ex.final is not None:
                 return ex.final, ""
             literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
@@ -378,7 +385,7 @@ class _Run:
         self.stuck_turns = self.stuck_turns + 1 if blocks and reused == len(blocks) and final is None else 0
         if final is not None:
             if final.kind == "answer":
-                return final.value, ""
+                return self._text_answer(final.value), ""
             ex = self._cell(f"FINAL_VAR({final.value!r})")
             if ex.final is not None:
                 return ex.final, ""
@@ -390,6 +397,18 @@ class _Run:
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
                                               question=self.question, repeated=repeated, repeats=repeats)
+
+    def _text_answer(self, text: str) -> str:
+        """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a
+        variable the code built (``FINAL(answer)`` after ``answer = "\n".join(pairs)``), its value."""
+        name = parsing.names_a_variable(text, set(self.assigned), self.question)
+        if name is None:
+            return text
+        ex = self._cell(f"FINAL_VAR({name!r})", record=False)
+        if ex.final is None:
+            return text
+        self._note(f"FINAL({name}) names a variable the code built: its value is the answer")
+        return ex.final
 
     def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
         instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
@@ -420,12 +439,13 @@ class _Run:
         keeps resending its code, or answers from its own guesses, even with the answer shown)."""
         messages: list[Message] = [
             {"role": "system", "content": prompts.final_request_system()},
-            {"role": "user", "content": prompts.final_request_prompt(self.question, self._last_outputs())},
+            {"role": "user", "content": prompts.final_request_prompt(self.question, self._last_outputs(),
+                                                                     list(reversed(self.assigned)))},
         ]
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
-            return parsing.clean_answer(final.value) or None
+            return self._text_answer(parsing.clean_answer(final.value)) or None
         if final is not None:
             ex = self._cell(f"FINAL_VAR({final.value!r})")
             if ex.final is not None:

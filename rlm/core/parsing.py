@@ -326,6 +326,32 @@ def literal_final_answer(code: str, error_name: str | None, seen: str = "") -> s
     return arg
 
 
+def assigned_names(code: str) -> set[str]:
+    """The names ``code`` binds at its top level or in its blocks (``x = ...``, ``x += ...``,
+    ``for x in``, ``with ... as x``, ``(x := ...)``, tuple targets); empty when it is not Python."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+    return names
+
+
+def names_a_variable(text: str, assigned: set[str], question: str) -> str | None:
+    """The variable a text answer ``FINAL(text)`` names: ``text`` is a name the model's code
+    assigned (``assigned``) and not a word of the question (a label or function the question
+    asks about is an answer, not a reference); None otherwise."""
+    name = text.strip()
+    if not name.isidentifier() or keyword.iskeyword(name) or name not in assigned:
+        return None
+    if re.search(rf"(?<!\w){re.escape(name)}(?!\w)", question, flags=re.IGNORECASE):
+        return None
+    return name
+
+
 def _is_number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)) \
         and not isinstance(node.value, bool)

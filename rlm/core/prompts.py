@@ -16,6 +16,7 @@ from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
 PREVIEW_CHARS = 500
 NO_OUTPUT = "(no output)"   # what the model is shown for a cell that printed nothing
+FINAL_REQUEST_VARIABLES = 8  # variable names shown in the last-chance request
 
 
 @dataclass(frozen=True)
@@ -123,7 +124,6 @@ def _repl_section(budgets: Budgets) -> str:
         "so variables and imports persist from turn to turn. After each turn you receive "
         f"what each block printed, cut to {budgets.max_output_chars:,} characters (start and "
         "end kept), so print counts, short slices and summaries, never whole documents. "
-        "`re`, `json`, `math`, `itertools` and `collections` are imported already. "
         "Errors come back as tracebacks: fix the code and try again. Never assign to "
         "`context`; keep your own data in new variables."
     )
@@ -227,12 +227,17 @@ def _example_section(budgets: Budgets) -> str:
         seen = "`['billing service listens on port 8443']`"
     enclosing = "\n".join([
         "for h in grep(r\"backup\")[:10]:",
-        "    print(h.before(r\"^## \"), \"|\", h)",
+        "    print(repr(h), \"is in\", h.before(r\"^## \"))",
     ])
     pairs = "\n".join([
-        "refund = set(re.findall(r\"customer[^\\d\\n]*(\\d+)\", \"\\n\".join(grep(r\"refund\"))))",
-        "discount = set(re.findall(r\"customer[^\\d\\n]*(\\d+)\", \"\\n\".join(grep(r\"discount\"))))",
-        "both = sorted(refund & discount, key=int)   # refund - discount: a refund but no discount",
+        "def ids(pattern):",
+        "    found = set()",
+        "    for line in grep(pattern):",
+        "        m = re.search(r\"customer\\D*(\\d+)\", line)   # as the lines spell it",
+        "        if m:",
+        "            found.add(int(m.group(1)))",
+        "    return found",
+        "both = sorted(ids(r\"refund\") & ids(r\"discount\"))   # a - b: in a but not in b",
         "pairs = [f\"({a}, {b})\" for a, b in itertools.combinations(both, 2)]",
         "answer = \"\\n\".join(pairs)",
         "print(len(both), \"customers,\", len(pairs), \"pairs:\", pairs[:3])",
@@ -252,7 +257,7 @@ def _example_section(budgets: Budgets) -> str:
         "import re",
         "ids = set()",
         "for line in grep(r\"refund\"):",
-        "    m = re.search(r\"customer\\D*(\\d+)\", line)  # \\D* skips whatever stands between word and number",
+        "    m = re.search(r\"customer\\D*(\\d+)\", line)  # the word before the id, as the lines spell it",
         "    if m:",
         "        ids.add(m.group(1))",
         "print(len(ids), \"customers:\", sorted(ids)[:5])",
@@ -264,7 +269,7 @@ def _example_section(budgets: Budgets) -> str:
         + f"\nThe output shows {seen}, so: `FINAL(8443)`\n"
         "Question: \"In which section is the backup schedule described?\"\n"
         + _fenced(enclosing, "repl")
-        + "\nThe output shows `## Operations | Backups run nightly at 02:00.`, so: `FINAL(Operations)`\n"
+        + "\nThe output shows `'Backups run nightly at 02:00.' is in ## Operations`, so: `FINAL(Operations)`\n"
         "Question: \"How many orders were refunded in March?\"\n"
         + _fenced(count, "repl")
         + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
@@ -450,18 +455,23 @@ def final_request_system() -> str:
             "you are shown what it printed. You reply with the answer only, as FINAL(answer).")
 
 
-def final_request_prompt(question: str = "", last_outputs: Sequence[str] = ()) -> str:
+def final_request_prompt(question: str = "", last_outputs: Sequence[str] = (), variables: Sequence[str] = ()) -> str:
     """The iteration limit is reached (or the same code keeps coming): ask for the answer, with
-    the question and the last outputs right there (small models answer from what is nearest)."""
+    the question, the last outputs and the names of the variables the code built (latest first)
+    right there (small models answer from what is nearest)."""
     parts = ["You have reached the turn limit. Do not write more code."]
     shown = [out.strip() for out in last_outputs]   # the caller picks them (non-empty, short, distinct)
     if shown:
         label = "The last output of your code" if len(shown) == 1 else "The last outputs of your code"
         parts.append(f"{label}:\n" + "\n".join(_fenced(out, "text") for out in shown))
+    names = list(variables)[:FINAL_REQUEST_VARIABLES]
+    if names:
+        parts.append("Variables your code built, latest first: " + ", ".join(f"`{n}`" for n in names) + ".")
     if question:
         parts.append(f"Question: {question}")
     parts.append("Reply with only FINAL(your answer), the answer taken from what the code found, "
-                 "or FINAL_VAR(variable_name) for a variable your code built. No code block.")
+                 "or FINAL_VAR(variable_name) when one of your variables holds the answer (a list, a long "
+                 "text). No code block.")
     return "\n\n".join(parts)
 
 

@@ -190,6 +190,17 @@ def test_final_var_is_resolved_through_the_session(tmp_path):
     assert session.executed == ["FINAL_VAR('result')"]
 
 
+def test_final_naming_a_variable_the_code_built_answers_with_its_value(tmp_path):
+    session = FakeSession(variables={"answer": "(1, 2)\n(1, 3)", "code": "5"})
+    result, _, session, events = run(tmp_path, [repl("answer = '\\n'.join(pairs)"), "FINAL(answer)"], session=session)
+    assert result.answer == "(1, 2)\n(1, 3)" and session.executed[-1] == "FINAL_VAR('answer')"
+    assert any("FINAL(answer) names a variable the code built" in e.get("text", "") for e in events)
+    never_assigned, _, _, _ = run(tmp_path, ["FINAL(answer)"], session=FakeSession(variables={"answer": "x"}))
+    assert never_assigned.answer == "answer"              # no cell of this run assigned it: the text
+    asked, _, _, _ = run(tmp_path, [repl("code = 5"), "FINAL(code)"], session=FakeSession(variables={"code": "5"}))
+    assert asked.answer == "code"                         # a word of the question ("What is the code?") is an answer
+
+
 def test_missing_final_var_is_explained_and_the_loop_continues(tmp_path):
     session = FakeSession(variables={"real": "7"})
     result, client, _, _ = run(tmp_path, ["FINAL_VAR(missing)", "FINAL_VAR(real)"], session=session)
@@ -298,6 +309,15 @@ def test_iteration_limit_final_var_answer_is_resolved(tmp_path):
     session = FakeSession(variables={"acc": "12"})
     result, _, _, _ = run(tmp_path, [repl("acc = 12"), "FINAL_VAR(acc)"], session=session, max_iterations=1)
     assert (result.status, result.answer) == ("max_iterations", "12")
+
+
+def test_the_last_chance_request_names_the_variables_the_code_built_latest_first(tmp_path):
+    session = FakeSession(variables={"answer": "(1, 2)"})
+    result, client, _, _ = run(tmp_path, [repl("ids = {1, 2}\nn = 2"), repl("answer = '(1, 2)'"), "FINAL(answer)"],
+                               session=session, max_iterations=2)
+    assert (result.status, result.answer) == ("max_iterations", "(1, 2)")    # FINAL(answer): the variable's value
+    request = last_user(root_calls(client)[-1])
+    assert "Variables your code built, latest first: `answer`, " in request and "`ids`" in request and "`n`" in request
 
 
 def test_iteration_limit_without_final_keeps_the_plain_reply(tmp_path):

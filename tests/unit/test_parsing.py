@@ -243,6 +243,24 @@ def test_a_bare_name_is_the_answer_when_an_output_showed_it(code, seen, expected
     assert parsing.literal_final_answer(code, "NameError", seen) == expected
 
 
+def test_assigned_names_are_the_names_code_binds():
+    code = "a = 1\nb += 2\nfor c, d in x:\n    e: int = 3\nwith open(f) as g:\n    pass\nif (h := 4):\n    print(i)"
+    assert parsing.assigned_names(code) == {"a", "b", "c", "d", "e", "g", "h"}
+    assert parsing.assigned_names("not python at all(") == set()
+
+
+@pytest.mark.parametrize("text, question, expected", [
+    ("answer", "List every pair of users.", "answer"),
+    (" answer ", "List every pair of users.", "answer"),
+    ("low", "Which label is least common: low or high?", None),     # a word of the question is an answer
+    ("unassigned", "List every pair.", None),
+    ("two words", "List every pair.", None),
+    ("class", "List every pair.", None),
+])
+def test_names_a_variable(text, question, expected):
+    assert parsing.names_a_variable(text, {"answer", "low", "class"}, question) == expected
+
+
 def test_normalize_code_ignores_whitespace_only_differences():
     a = "import re\nhits = re.findall(r'x',  context)\n\nprint(len(hits))"
     b = "import re   \nhits \t= re.findall(r'x', context)\r\nprint(len(hits))\n\n"

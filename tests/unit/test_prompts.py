@@ -154,6 +154,9 @@ def test_other_messages() -> None:
     assert "FINAL(" in final_request_prompt()
     ask = final_request_prompt("Which city?", ["shipped to Lisbon"])
     assert ask.index("shipped to Lisbon") < ask.index("Question: Which city?") < ask.index("FINAL(your answer)")
+    assert "Variables" not in ask
+    named = final_request_prompt("List the pairs.", ["91 pairs"], [f"v{i}" for i in range(12)])
+    assert "Variables your code built, latest first: `v0`, `v1`" in named and "`v7`" in named and "`v8`" not in named
     assert "answer_var" in final_var_missing("answer_var")
     assert "SHOW_VARS()" in final_var_missing("answer_var")
 
