@@ -240,7 +240,7 @@ def _example_section(budgets: Budgets) -> str:
         "both = sorted(ids(r\"refund\") & ids(r\"discount\"))   # a - b: in a but not in b",
         "pairs = [f\"({a}, {b})\" for a, b in itertools.combinations(both, 2)]",
         "answer = \"\\n\".join(pairs)",
-        "print(len(both), \"customers,\", len(pairs), \"pairs:\", pairs[:3])",
+        "print(len(both), \"customers,\", len(pairs), \"pairs, all in the variable answer\")",
     ])
     count = "\n".join([
         "import re",
@@ -282,9 +282,8 @@ def _example_section(budgets: Budgets) -> str:
         + "\nThe output shows `38 customers: ['1021', '1187', '1230', '1302', '1456']`, so: `FINAL(38)`\n"
         "Question: \"List every pair of customers who asked for both a refund and a discount.\"\n"
         + _fenced(pairs, "repl")
-        + "\nThe output shows `4 customers, 6 pairs: ['(1021, 1187)', '(1021, 1230)', '(1021, 1302)']`. "
-        "The question asks for the list, and `answer` holds all of it (the output shows only the first "
-        "pairs), so: `FINAL_VAR(answer)`"
+        + "\nThe output shows `4 customers, 6 pairs, all in the variable answer`. The question asks for "
+        "the list, and `answer` holds all of it, so: `FINAL_VAR(answer)`"
     )
 
 
