@@ -382,7 +382,9 @@ class _Run:
             if earlier is not None and earlier.output.strip() == output.strip():
                 self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
                 repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
-        self.stuck_turns = self.stuck_turns + 1 if blocks and reused == len(blocks) and final is None else 0
+        # stuck: only code whose output is known, and no FINAL or a FINAL_VAR (which ends the run if it resolves)
+        self.stuck_turns = (self.stuck_turns + 1 if blocks and reused == len(blocks)
+                            and (final is None or final.kind != "answer") else 0)
         if final is not None:
             if final.kind == "answer":
                 return self._text_answer(final.value), ""

@@ -651,6 +651,13 @@ def test_a_cell_sent_three_times_in_a_row_ends_with_a_request_for_the_answer(tmp
     assert any(e["kind"] == "note" and "3 times in a row" in e["text"] for e in events)
 
 
+def test_the_same_cell_with_a_final_var_of_a_missing_variable_is_stuck_too(tmp_path):
+    reply = repl("print(context[:100])") + "\nFINAL_VAR(variable_name)"     # seen: the prompt's own words copied
+    result, client, _, _ = run(tmp_path, [reply] * 3 + ["FINAL(7)", "never asked"])
+    assert (result.answer, result.status, result.iterations) == ("7", "ok", 3)
+    assert "Do not write more code" in last_user(root_calls(client)[3])
+
+
 def test_a_model_stuck_on_one_cell_without_an_answer_ends_as_stuck(tmp_path):
     cell = repl("print(context[:100])")
     result, _, _, _ = run(tmp_path, [cell, cell, cell, cell])
