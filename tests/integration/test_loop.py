@@ -299,9 +299,9 @@ def test_a_final_cell_that_is_not_python_answers_with_its_literal_text(run_loop)
 
 
 def test_an_identical_failing_cell_is_not_run_twice(run_loop):
-    cell = "hits = re.findall(r'code is (\\d+)', context)\nprint(hits)"
-    out = run_loop([repl(cell), repl(cell), repl("import re\n" + cell), "FINAL(7421)"])
+    cell = "hits = [int(x) for x in re.findall(r'code is (\\d+)', context)]\nprint(statistics.median(hits))"
+    out = run_loop([repl(cell), repl(cell), repl("import statistics\n" + cell), "FINAL(7421)"])
     assert out.result.answer == "7421"
-    assert [c["code"] for c in out.cells()] == [cell, "import re\n" + cell]
-    assert "add `import re` as the first line" in out.feedback(2)
-    assert "['7421']" in out.feedback(3)
+    assert [c["code"] for c in out.cells()] == [cell, "import statistics\n" + cell]
+    assert "add `import statistics` as the first line" in out.feedback(2)   # re is there already, statistics is not
+    assert "7421" in out.feedback(3)
