@@ -388,9 +388,9 @@ class _Run:
         if final is not None:
             if final.kind == "answer":
                 return self._text_answer(final.value), ""
-            ex = self._cell(f"FINAL_VAR({final.value!r})")
-            if ex.final is not None:
-                return ex.final, ""
+            value = self._variable(final.value)
+            if value is not None:
+                return value, ""
             outputs.append((f"FINAL_VAR({final.value!r})", prompts.final_var_missing(final.value)))
         if not blocks and final is None:
             self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
@@ -406,11 +406,15 @@ class _Run:
         name = parsing.names_a_variable(text, set(self.assigned), self.question)
         if name is None:
             return text
-        ex = self._cell(f"FINAL_VAR({name!r})", record=False)
-        if ex.final is None:
+        value = self._variable(name, record=False)
+        if value is None:
             return text
         self._note(f"FINAL({name}) names a variable the code built: its value is the answer")
-        return ex.final
+        return value
+
+    def _variable(self, name: str, *, record: bool = True) -> str | None:
+        """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
+        return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
     def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
         instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
@@ -449,9 +453,9 @@ class _Run:
         if final is not None and final.kind == "answer":
             return self._text_answer(parsing.clean_answer(final.value)) or None
         if final is not None:
-            ex = self._cell(f"FINAL_VAR({final.value!r})")
-            if ex.final is not None:
-                return ex.final
+            value = self._variable(final.value)
+            if value is not None:
+                return value
         finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
         if finishing:  # the model answered with a FINAL call in code: run that one cell
             code = finishing[-1]
