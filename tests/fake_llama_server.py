@@ -24,7 +24,7 @@ import time
 
 parser = argparse.ArgumentParser()
 for flag in ("--model", "--alias", "--host", "--port", "--ctx-size", "--parallel", "--threads", "--threads-batch",
-             "--flash-attn", "--cache-ram"):
+             "--flash-attn", "--cache-ram", "--n-predict"):
     parser.add_argument(flag)
 for flag in ("--kv-unified", "--no-cache-idle-slots", "--no-webui", "--jinja"):
     parser.add_argument(flag, action="store_true")

@@ -166,7 +166,7 @@ def test_server_command(tmp_path):
     assert cmd[6] == "/opt/llama/llama-server"
     joined = " ".join(cmd)
     for part in ("--model /m/tiny.gguf", "--alias tiny-model", "--host 127.0.0.1", "--port 8123",
-                 "--ctx-size 512", "--threads 2", "--threads-batch 2", "--parallel 2", "--kv-unified", "--no-cache-idle-slots",
+                 "--ctx-size 512", f"--n-predict {e.MAX_REPLY_TOKENS}", "--threads 2", "--threads-batch 2", "--parallel 2", "--kv-unified", "--no-cache-idle-slots",
                  "--flash-attn on", "--no-webui"):
         assert part in joined
 

@@ -61,6 +61,10 @@ STOP_GRACE_S = 10.0
 PROBE_TIMEOUT_S = 0.5
 PROVE_TIMEOUT_S = 300.0
 KEEPER_MODULE = "rlm.llm.local.keeper"
+# Tokens one reply may generate.  llama-server's default is no limit: a small model that falls
+# into repeating itself then generates until the window is full (an hour on 2 cores), long
+# after rlm gave up on the request.  A root turn or sub-call reply is a few hundred tokens.
+MAX_REPLY_TOKENS = 2048
 INSTALL_HINT = ("start Ollama (ollama serve) or pass --base-url; or, for the offline model: "
                 "rlm model install (builds llama.cpp's server, fetches the weights)")
 BACKEND_LINE = re.compile(r"loaded (?P<kind>\w+) backend from (?P<path>\S+)")
@@ -209,7 +213,7 @@ def server_command(runtime: RuntimeInfo, spec: ModelSpec, model_file: Path, port
     return [python or sys.executable, "-m", KEEPER_MODULE, "--status", str(exit_file), "--",
             str(runtime.server), "--model", str(model_file), "--alias", spec.alias,
             "--host", HOST, "--port", str(port),
-            "--ctx-size", str(n_ctx or spec.n_ctx), *profile.flags(),
+            "--ctx-size", str(n_ctx or spec.n_ctx), "--n-predict", str(MAX_REPLY_TOKENS), *profile.flags(),
             "--threads", str(threads), "--threads-batch", str(threads),
             "--flash-attn", "on", "--no-webui", "--jinja"]
 
