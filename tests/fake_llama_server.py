@@ -76,6 +76,9 @@ class Handler(http.server.BaseHTTPRequestHandler):
         if os.environ.get("FAKE_LLAMA_CRASH_ON_CHAT") == str(n):
             print("fake llama-server: crashing on this completion", flush=True)
             os.kill(os.getpid(), signal.SIGSEGV)
+            # the signal may land on another thread: never answer while the process is dying
+            while True:
+                time.sleep(1)
         time.sleep(float(os.environ.get("FAKE_LLAMA_CHAT_DELAY", "0")))
         self._send({"id": f"c{n}", "object": "chat.completion", "created": int(time.time()), "model": args.alias,
                     "choices": [{"index": 0, "finish_reason": "stop",
