@@ -21,6 +21,15 @@ Recovery from small models' mistakes (each recorded in the trace as a ``note``):
 * ``FINAL(name)`` in text, where ``name`` is a variable the run's code assigned and not a word
   of the question, answers with that variable's value (``FINAL(answer)`` after
   ``answer = "\n".join(pairs)``);
+* a block that copies an output of the run (its first line is an output's first line, and it is not
+  Python) is not run, and the conversation keeps a short stand-in instead of the copy;
+* a new cell that fails in a way small models do not fix alone (``re.search(...).group`` without a
+  match, a missing import) or finds nothing (``0 pairs``) is told what to change; one that found
+  nothing is shown the first lines its ``grep`` returns and which of its regular expressions match
+  none of them;
+* the turn after a cell, and the notice for a repeated one, name the variable it built
+  (``FINAL_VAR(answer)``), and the first turn names the regular expression that takes the number
+  after a word of the question where the preview writes one (``User: 56678``);
 * at the iteration limit the answer never keeps code fences or a ``FINAL(`` wrapper.
 """
 
@@ -86,6 +95,9 @@ _WAIT_KINDS = ("model_wait", "model_retry")
 REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
 LAST_OUTPUT_SHOWN_CHARS = 1_000  # an output up to this length goes with the last-chance request
 LAST_CHANCE_OUTPUTS = 3  # the last outputs of the run (short ones) the last-chance request shows
+ECHO_MIN_CHARS = 12  # a shorter first line ("0", "[]") is no sign that a block copies an output
+SAMPLE_LINES = 3  # lines of grep shown to a cell that found nothing
+SAMPLE_LINE_CHARS = 200
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
 
 
@@ -191,6 +203,8 @@ class _Run:
         self.stuck_turns = 0  # replies in a row whose every block repeated the last cell (not run again)
         self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
+        self.echoed = False  # the last reply copied an output into a code block
+        self.built: str | None = None  # the name a cell that ran without error bound last (its result)
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
@@ -321,7 +335,7 @@ class _Run:
                                    "max_sub_calls": self.s.run.max_sub_calls})
         messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
                     {"role": "user", "content": prompts.first_user_prompt(
-                        self.question, sub_calls=self.s.run.enable_sub_calls)}]
+                        self.question, sub_calls=self.s.run.enable_sub_calls, preview=info.preview)}]
         for iteration in range(1, self.s.run.max_iterations + 1):
             self.iterations = iteration
             self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})
@@ -330,6 +344,8 @@ class _Run:
             answer, feedback = self._handle_reply(reply)
             if answer is not None:
                 return answer, "ok"
+            if self.echoed:   # the echo is not kept: a conversation that holds one gets more of them
+                messages[-1]["content"] = prompts.ECHO_STANDS_FOR
             messages.append({"role": "user", "content": feedback})
             if self.stuck_turns >= STUCK_TURNS:
                 self._note(f"the same code came {self.stuck_turns + 1} times in a row although its output was "
@@ -344,8 +360,16 @@ class _Run:
         final = parsing.find_final(reply)
         outputs: list[tuple[str, str]] = []
         repeats: list[str] = []
+        hints: list[str] = []
         reused = 0
+        self.echoed = False
         for n, code in enumerate(blocks, start=1):
+            if self._is_echo(code):
+                self._note(f"block {n} copies an output of the run, it is not code: not run")
+                repeats.append(prompts.echo_notice(n, len(blocks)))
+                self.echoed = True
+                reused += 1
+                continue
             normalized = parsing.normalize_code(code)
             known = self.last_cell if self.last_cell is not None and self.last_cell.code == normalized else None
             if known is not None:  # the kernel is in the state this cell left: its output is known
@@ -359,9 +383,12 @@ class _Run:
                 reused += 1
                 continue
             ex = self._cell(code)
-            for name in sorted(parsing.assigned_names(code)):
+            names = parsing.assigned_names(code)
+            for name in names:
                 self.assigned.pop(name, None)
                 self.assigned[name] = None
+            if names and ex.error_name is None:
+                self.built = names[-1]
             if ex.final is not None:
                 return ex.final, ""
             literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
@@ -379,6 +406,14 @@ class _Run:
             cell = _KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out)
             self.last_cell = self.sent_cells[normalized] = cell
             outputs.append((code, output))
+            hint = None
+            if earlier is None:
+                patterns = prompts.grep_patterns(code) if ex.error_name is None and prompts.found_nothing(output) else []
+                samples = self._sample_lines(patterns[0]) if patterns else []
+                hint = prompts.cell_hint(code, output, ex.error_name, samples, self.question)
+            if hint is not None:
+                self._note(f"block {n}: {hint}")
+                hints.append(hint)
             if earlier is not None and earlier.output.strip() == output.strip():
                 self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
                 repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
@@ -398,7 +433,8 @@ class _Run:
         repeated = bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
-                                              question=self.question, repeated=repeated, repeats=repeats)
+                                              question=self.question, repeated=repeated, repeats=repeats,
+                                              hints=hints, variable=self.built)
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a
@@ -412,14 +448,35 @@ class _Run:
         self._note(f"FINAL({name}) names a variable the code built: its value is the answer")
         return value
 
+    def _is_echo(self, code: str) -> bool:
+        """``code`` is a copy of an output the run showed (small models echo the last user turn in a
+        code block, and, once they have, keep doing it): its first line is an output's first line and
+        it is not Python."""
+        first = next((line.strip() for line in code.splitlines() if line.strip()), "")
+        if len(first) < ECHO_MIN_CHARS or parsing.is_python(code):
+            return False
+        return any(next((line.strip() for line in cell.output.splitlines() if line.strip()), "") == first
+                   for cell in self.sent_cells.values())
+
+    def _sample_lines(self, pattern: str) -> list[str]:
+        """The first lines ``grep(pattern)`` returns in the kernel (cut to ``SAMPLE_LINE_CHARS``), to show
+        a cell that found nothing how the lines are written; empty when the pattern fails there."""
+        code = (f"print('\\n'.join(str(line)[:{SAMPLE_LINE_CHARS}].replace('\\n', ' ') "
+                f"for line in grep({pattern!r})[:{SAMPLE_LINES}]))")
+        ex = self._cell(code, record=False)
+        if ex.error_name is not None:
+            return []
+        return [line for line in parsing.sanitize_for_terminal(ex.output).splitlines() if line.strip()]
+
     def _variable(self, name: str, *, record: bool = True) -> str | None:
         """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
     def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
+        names = parsing.assigned_names(known.code)
         instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
                                                  timed_out=known.timed_out, code=known.code,
-                                                 question=self.question)
+                                                 question=self.question, built=names[-1] if names else None)
         return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
     def _last_outputs(self) -> list[str]:

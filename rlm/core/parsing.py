@@ -326,18 +326,29 @@ def literal_final_answer(code: str, error_name: str | None, seen: str = "") -> s
     return arg
 
 
-def assigned_names(code: str) -> set[str]:
+def is_python(code: str) -> bool:
+    """``code`` parses as Python."""
+    try:
+        ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return True
+
+
+def assigned_names(code: str) -> list[str]:
     """The names ``code`` binds at its top level or in its blocks (``x = ...``, ``x += ...``,
-    ``for x in``, ``with ... as x``, ``(x := ...)``, tuple targets); empty when it is not Python."""
+    ``for x in``, ``with ... as x``, ``(x := ...)``, tuple targets), ordered by where each is bound
+    last (the result a cell builds is usually its last assignment); empty when it is not Python."""
     try:
         tree = ast.parse(code)
     except (SyntaxError, ValueError):
-        return set()
-    names: set[str] = set()
+        return []
+    last: dict[str, tuple[int, int]] = {}
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
-            names.add(node.id)
-    return names
+            where = (node.lineno, node.col_offset)
+            last[node.id] = max(where, last.get(node.id, where))
+    return sorted(last, key=lambda name: last[name])
 
 
 def names_a_variable(text: str, assigned: set[str], question: str) -> str | None:

@@ -230,10 +230,12 @@ def _example_section(budgets: Budgets) -> str:
         "    print(repr(h), \"is in\", h.before(r\"^## \"))",
     ])
     pairs = "\n".join([
+        "# the preview's lines read: 2024-03-02 | client 1021 | refund | ...",
+        "# so the customer id is the number after \"client \"",
         "def ids(pattern):",
         "    found = set()",
         "    for line in grep(pattern):",
-        "        m = re.search(r\"customer\\D*(\\d+)\", line)   # as the lines spell it",
+        "        m = re.search(r\"client (\\d+)\", line)",
         "        if m:",
         "            found.add(int(m.group(1)))",
         "    return found",
@@ -257,7 +259,7 @@ def _example_section(budgets: Budgets) -> str:
         "import re",
         "ids = set()",
         "for line in grep(r\"refund\"):",
-        "    m = re.search(r\"customer\\D*(\\d+)\", line)  # the word before the id, as the lines spell it",
+        "    m = re.search(r\"client (\\d+)\", line)  # the preview's lines read: 2024-03-02 | client 1021 | refund",
         "    if m:",
         "        ids.add(m.group(1))",
         "print(len(ids), \"customers:\", sorted(ids)[:5])",
@@ -307,8 +309,12 @@ def _fenced(body: str, lang: str) -> str:
 # --------------------------------------------------------------------------- user messages
 
 
-def first_user_prompt(question: str, *, sub_calls: bool = True) -> str:
-    """The first user message: the question, and how to begin."""
+def first_user_prompt(question: str, *, sub_calls: bool = True, preview: str = "") -> str:
+    """The first user message: the question, and how to begin (with, when the preview writes a
+    word of the question before a number, the regular expression that takes it)."""
+    found = number_regex(question, preview.splitlines())
+    spelled = (f" The preview writes `{found[0]}`: `re.search(r\"{found[1]}\", line)` takes that number "
+               "from a line." if found else "")
     fact = ("`grep` for a distinctive word of the question and pass the text around the lines to "
             "`llm_query` with the question, as in the first example" if sub_calls else
             "`grep` for a distinctive word of the question and print the lines")
@@ -317,17 +323,22 @@ def first_user_prompt(question: str, *, sub_calls: bool = True) -> str:
         f"Reply with a single ```repl block. For a fact: {fact}. For the file, function or section "
         "a line is in: print `h.before(pattern)` next to each line, as in the second example. To "
         "count, compute or list: code over all the matching lines, as in the examples after it."
+        + spelled
     )
 
 
 def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int, *,
-                     question: str = "", repeated: bool = False, repeats: list[str] | None = None) -> str:
+                     question: str = "", repeated: bool = False, repeats: list[str] | None = None,
+                     hints: list[str] | None = None, variable: str | None = None) -> str:
     """What the code of turn ``iteration`` (1-based) printed, and what to do next.
 
     ``outputs`` holds (code, output) pairs; the output is already truncated.  The code is not
     echoed (it is in the model's own reply; small models copy what they are shown).  The
     question is repeated every turn; ``repeated``: every output was seen before in this run;
-    ``repeats``: what to change in blocks that repeat earlier code (from ``repeat_notice``).
+    ``repeats``: what to change in blocks that repeat earlier code (from ``repeat_notice``);
+    ``hints``: what to change in blocks that failed or found nothing (from ``cell_hint``);
+    ``variable``: the variable the last cell built, named where the model is told how to
+    answer with one (small models copy a placeholder such as ``variable_name`` literally).
     """
     parts = []
     if not outputs:
@@ -335,7 +346,9 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
     for n, (_code, output) in enumerate(outputs, start=1):
         label = f"Output of block {n}" if len(outputs) > 1 else "Output"
         parts.append(f"{label}:\n{_fenced(output if output.strip() else NO_OUTPUT, 'text')}")
+    parts.extend(hints or [])
     parts.extend(repeats or [])
+    final_var = f"FINAL_VAR({variable})" if variable else "FINAL_VAR(variable_name)"
     ask = f"Question: {question}\n" if question else ""
     remaining = max_iterations - iteration
     if remaining <= 1:
@@ -350,7 +363,7 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
     else:
         parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
                      "FINAL(the answer) and no code; when the answer is a list or long text your code "
-                     "built in a variable, FINAL_VAR(variable_name). If it does not, write a new "
+                     f"built in a variable, {final_var}. If it does not, write a new "
                      "```repl block: `grep` for another word of the question, or compute the answer with "
                      f"code over all the matching lines. {remaining} turns left.")
     return "\n\n".join(parts)
@@ -371,6 +384,103 @@ other over record records same should such than that their them then there these
 under very what when where which while whose with would your labelled labeled label common
 function functions define defines defined value values integer constant path name names number numbers""".split())
 _STR_INDEX = "string indices must be integers"
+_ASSIGNS = re.compile(r"^\s*[A-Za-z_][\w, ]*(\[[^\]]*\])?\s*[-+*/|&]?=(?!=)", re.MULTILINE)  # a line that binds a name
+_NO_MATCH = "'NoneType' object has no attribute"
+_NO_MATCH_HINT = ("It failed because re.search (or re.match) found no match in one of the lines and returned "
+                  "None, which has no .group(): write `m = re.search(...)`, then `if m:` before `m.group(1)`, "
+                  "as in the examples (some lines, a header for one, do not hold the pattern).")
+_EMPTY = re.compile(r"(0|\[\]|set\(\)|\{\}|''|\"\"|0 [A-Za-z].*)", re.DOTALL)
+
+
+def found_nothing(output: str) -> bool:
+    """The output of a cell is an empty result: ``0``, ``[]``, ``set()``, ``0 pairs, ...``."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return len(lines) == 1 and _EMPTY.fullmatch(lines[0].strip()) is not None
+
+
+def grep_patterns(code: str) -> list[str]:
+    """The patterns ``code`` passes to ``grep`` as string literals, in order."""
+    return [m.group("pattern") for m in _GREP_CALL.finditer(code)]
+
+
+def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[str] = (),
+              question: str = "") -> str | None:
+    """What to change in a cell that just ran for the first time and failed in a way small models
+    do not fix alone (re.search without a match, a str indexed like a dict, a missing import), or
+    whose result is empty (``0``, ``[]``, ``0 pairs``: its pattern does not match how the lines
+    are written; ``samples``: lines its ``grep`` returns, shown with the regular expressions of the
+    code that match none of them, and, where a word of ``question`` is written before a number in
+    them, the regular expression that takes that number); None when its output speaks for itself."""
+    if error_name is not None:
+        if error_name == "AttributeError" and _NO_MATCH in output:
+            return _NO_MATCH_HINT
+        if error_name == "TypeError" and _STR_INDEX in output:
+            return repeat_instruction(error_name=error_name, output=output)
+        if error_name == "NameError":
+            names = _NOT_DEFINED.findall(output)
+            if names and names[-1] in _MODULES:
+                return repeat_instruction(error_name=error_name, output=output)
+        return None
+    if not found_nothing(output):
+        return None
+    grepped = grep_patterns(code)
+    quote = "'" if grepped and '"' in grepped[0] else '"'
+    call = f"grep(r{quote}{grepped[0]}{quote})" if grepped else ""
+    if not samples:
+        look = f"`print({call}[:3])`" if call else "`print(context[:500])`"
+        return ("Your code found nothing. Unless nothing is the answer, its pattern does not match how the text "
+                f"is written: look at a few lines first, {look}, then write the regular expression from what "
+                "they show (the words and punctuation around the value, exactly as printed).")
+    flags = re.IGNORECASE if re.search(r"IGNORECASE|re\.I\b", code) else 0
+    missing = [p for p in _regex_literals(code) if not any(_matches(p, line, flags) for line in samples)]
+    shown = _fenced("\n".join(samples), "text")
+    fix = ("write the regular expression from the words and punctuation around the value exactly as these "
+           "lines show them, then run the computation again.")
+    if missing:
+        regexes = " and ".join(f"`{p}`" for p in missing)
+        verb = "matches" if len(missing) == 1 else "match"
+        fix = f"{regexes} {verb} none of them: {fix}"
+        suggestion = number_regex(question, samples)
+        if suggestion is not None:
+            spelled, regex = suggestion
+            fix += f" These lines write `{spelled}`, so for example `re.search(r\"{regex}\", line)`."
+    else:
+        fix = fix[0].upper() + fix[1:]
+    return f"Your code found nothing. These are lines `{call}` returns:\n{shown}\n{fix}"
+
+
+def number_regex(question: str, samples: Sequence[str]) -> tuple[str, str] | None:
+    """Where a word of ``question`` (or its singular; not a quoted one) is written just before a number in ``samples``
+    (``User: 93519``, ``user#93519``, ``"user_id": 93519``): that text as the lines write it, and a
+    regular expression that takes the number; None when no word of the question is."""
+    words: list[str] = []
+    quoted = {w.lower() for pair in _QUOTED.findall(question) for w in _WORD.findall(pair[0] or pair[1])}
+    for word in _WORD.findall(question):
+        if word.lower() in quoted:   # a quoted term is a value asked about (a label), not a field's name
+            continue
+        for form in (word, word[:-1] if word.lower().endswith("s") else ""):
+            if len(form) >= 3 and form.lower() not in _COMMON and form.lower() not in words:
+                words.append(form.lower())
+    for line in samples:
+        for word in words:
+            m = re.search(rf"\b({re.escape(word)}\w*)\W{{1,4}}\d+", line, re.IGNORECASE)
+            if m:
+                return m.group(0), f"{re.escape(m.group(1))}\\D*(\\d+)"
+    return None
+
+
+_RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*r?(['\"])(?P<pattern>.*?)\1")
+
+
+def _regex_literals(code: str) -> list[str]:
+    return list(dict.fromkeys(m.group("pattern") for m in _RE_CALL.finditer(code)))
+
+
+def _matches(pattern: str, line: str, flags: int) -> bool:
+    try:
+        return re.search(pattern, line, flags) is not None
+    except re.error:
+        return True   # a pattern that does not compile here is not called wrong
 
 
 def search_word(question: str, code: str = "") -> str | None:
@@ -386,7 +496,7 @@ def search_word(question: str, code: str = "") -> str | None:
 
 
 def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool = False, code: str = "",
-                       question: str = "") -> str:
+                       question: str = "", built: str | None = None) -> str:
     """What to change in a block whose code repeats earlier code, given what that code did
     (``code`` and ``question``, when given, make the suggestion concrete)."""
     if timed_out:
@@ -404,6 +514,8 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
     if error_name == "SyntaxError":
         return ("It is not valid Python: fix the line the error points at. Text that is not code belongs in "
                 "quotes, and an answer in words goes outside the code block as FINAL(your answer).")
+    if error_name == "AttributeError" and _NO_MATCH in output:
+        return _NO_MATCH_HINT
     if error_name == "TypeError" and _STR_INDEX in output:
         return ("It failed because a line is a str, not a dict: `line['key']` does not work. Take the value "
                 "out of the line with re.search, for example `re.search(r\"key\\D*(\\d+)\", line).group(1)`, "
@@ -411,16 +523,34 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
     if error_name:
         return (f"It failed with {error_name}: change the line the traceback points at before you send "
                 "the block again.")
+    if "grep(" in code and not _ASSIGNS.search(code):
+        return ("You have seen these lines; do not print them again. If the output states the answer, reply "
+                "with only FINAL(your answer). If the answer needs all of them (a count, a list, ids), write a "
+                "block that loops over the `grep(...)` lines, takes the value out of each line with re.search "
+                "(the words around it exactly as these lines show them; `if m:` before `m.group(1)`) and "
+                "computes the answer, as in the examples.")
     word = search_word(question, code) if "grep(" in code else None
     other = (f"for example `grep(r\"{word}\")` (one word of the question alone finds more lines)" if word
              else "search for another word of the question")
-    return ("You already have its output. If it answers the question, reply with only FINAL(your answer). "
+    with_var = f", or only FINAL_VAR({built}) when the variable `{built}` holds the answer" if built else ""
+    return (f"You already have its output. If it answers the question, reply with only FINAL(your answer){with_var}. "
             f"If not, write different code: {other}, or print another part of `context`.")
 
 
 def reused_output(earlier_turn: int) -> str:
     """Stands for the output of a block not run again: the one shown after turn ``earlier_turn``."""
     return f"(not run again: the same output as after turn {earlier_turn}, shown above)"
+
+
+ECHO_STANDS_FOR = "```repl\n# (a copy of the output, not code: it was not run)\n```"
+
+
+def echo_notice(block: int, n_blocks: int) -> str:
+    """Says that a block copied an output instead of holding code."""
+    which = f"Block {block}" if n_blocks > 1 else "Your reply"
+    return (f"{which} copied the output above into a code block instead of writing code, so it was not run. "
+            "Do not copy outputs. If the output states the answer, reply with only FINAL(your answer); if "
+            "not, write new Python code.")
 
 
 def repeat_notice(block: int, n_blocks: int, earlier_turn: int, *, reused: bool, instruction: str) -> str:

@@ -662,3 +662,64 @@ def test_a_model_stuck_on_one_cell_without_an_answer_ends_as_stuck(tmp_path):
     cell = repl("print(context[:100])")
     result, _, _, _ = run(tmp_path, [cell, cell, cell, cell])
     assert (result.answer, result.status, result.iterations) == (None, "stuck", 3)
+
+
+# ------------------------------------------------------------------------------ hints on a first failure
+def test_the_next_turn_names_the_variable_the_last_cell_built(tmp_path):
+    session = FakeSession(rules={"answer =": Execution(stdout="91 pairs, all in the variable answer\n")})
+    _, client, _, _ = run(tmp_path, [repl("ids = {1}\nanswer = '(1, 2)'\nprint('91 pairs')"), "FINAL(x)"],
+                          session=session)
+    ask = last_user(root_calls(client)[-1])
+    assert "FINAL_VAR(answer)" in ask and "variable_name" not in ask
+
+
+def test_a_search_without_a_match_gets_a_precise_hint_the_first_time(tmp_path):
+    failed = Execution(stdout="AttributeError: 'NoneType' object has no attribute 'group'\n",
+                       error_name="AttributeError")
+    session = FakeSession(rules={"re.search": failed})
+    _, client, _, events = run(tmp_path, [repl("ids = [re.search(r'u(\\d+)', l).group(1) for l in grep('x')]"),
+                                          "FINAL(x)"], session=session)
+    ask = last_user(root_calls(client)[-1])
+    assert "`if m:` before `m.group(1)`" in ask
+    assert any("found no match" in e.get("text", "") for e in events if e["kind"] == "note")
+
+
+def test_an_empty_result_is_shown_the_lines_its_pattern_missed(tmp_path):
+    sample = Execution(stdout="Records (labels: low, high)\nDate: Mar 24 || User: 93519 || Priority: low\n")
+    session = FakeSession(rules={"customer": Execution(stdout="0 pairs, all in the variable answer\n"),
+                                 "str(line)": sample})
+    code = "for line in grep(r\"low\"):\n    m = re.search(r'customer\\D*(\\d+)', line)"
+    _, client, session, events = run(tmp_path, [repl(code), "FINAL(x)"], session=session)
+    ask = last_user(root_calls(client)[-1])
+    assert "found nothing" in ask and "User: 93519 || Priority: low" in ask
+    assert "`customer\\D*(\\d+)` matches none of them" in ask
+    assert [e["code"] for e in events if e["kind"] == "cell"] == [code]   # the sample is not a cell of the model's
+    plain, client, _, _ = run(tmp_path, [repl("print(len(grep('x')))"), "FINAL(x)"],
+                              session=FakeSession(rules={"len(": Execution(stdout="12 lines\n")}))
+    assert "found nothing" not in last_user(root_calls(client)[-1])
+
+
+def test_a_block_that_copies_an_output_is_not_run_nor_kept_in_the_conversation(tmp_path):
+    shown = "grep('topic sports') matched no line; each word alone: grep('topic') 462 lines"
+    session = FakeSession(rules={"find()": Execution(stdout=shown + "\n0 pairs\n")})
+    echo = repl(shown + "\n0 pairs\n" + shown)
+    result, client, session, events = run(tmp_path, [repl("find()"), echo, "FINAL(done)"], session=session)
+    assert result.answer == "done" and session.executed == ["find()"]
+    request = root_calls(client)[-1]
+    assert "copied the output above" in last_user(request)
+    assert shown + "\n0 pairs\n" + shown not in str(request)      # the echo is not sent back
+    assert any("copies an output" in e.get("text", "") for e in events if e["kind"] == "note")
+
+
+def test_python_that_starts_like_an_output_still_runs(tmp_path):
+    session = FakeSession(rules={"first()": Execution(stdout="print('hello there, world')\n")})
+    _, _, session, _ = run(tmp_path, [repl("first()"), repl("print('hello there, world')"), "FINAL(x)"],
+                           session=session)
+    assert session.executed == ["first()", "print('hello there, world')"]
+
+
+def test_the_same_code_again_is_told_the_variable_it_built(tmp_path):
+    session = FakeSession(rules={"pairs =": Execution(stdout="78 pairs, all in the variable answer\n")})
+    code = "pairs = ['(1, 2)']\nanswer = '\\n'.join(pairs)\nprint(len(pairs), 'pairs')"
+    _, client, _, _ = run(tmp_path, [repl(code), repl(code), "FINAL(x)"], session=session)
+    assert "only FINAL_VAR(answer) when the variable `answer` holds the answer" in last_user(root_calls(client)[-1])

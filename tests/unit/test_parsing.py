@@ -245,8 +245,13 @@ def test_a_bare_name_is_the_answer_when_an_output_showed_it(code, seen, expected
 
 def test_assigned_names_are_the_names_code_binds():
     code = "a = 1\nb += 2\nfor c, d in x:\n    e: int = 3\nwith open(f) as g:\n    pass\nif (h := 4):\n    print(i)"
-    assert parsing.assigned_names(code) == {"a", "b", "c", "d", "e", "g", "h"}
-    assert parsing.assigned_names("not python at all(") == set()
+    assert set(parsing.assigned_names(code)) == {"a", "b", "c", "d", "e", "g", "h"}
+    assert parsing.assigned_names("not python at all(") == []
+
+
+def test_assigned_names_end_with_the_last_binding():
+    code = "import re\nanswer = None\nids = set()\nfor line in grep('x'):\n    ids.add(line)\nanswer = '\\n'.join(ids)"
+    assert parsing.assigned_names(code) == ["ids", "line", "answer"]
 
 
 @pytest.mark.parametrize("text, question, expected", [

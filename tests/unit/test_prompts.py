@@ -202,3 +202,52 @@ def test_iteration_prompt_puts_repeat_notices_before_a_firm_ending() -> None:
     assert text.index(notice) > text.index("NameError")
     assert "Never send the same code again" in text and "17 turns left" in text
     assert "Block 2 is the same" in repeat_notice(2, 3, 1, reused=False, instruction="x")
+
+
+@pytest.mark.parametrize("code, output, error, expected", [
+    ('n = len(grep(r"low"))', "0", None, 'print(grep(r"low")[:3])'),
+    ("print(ids)", "set()", None, "print(context[:500])"),
+    ("x = grep('say \"hi\"')", "[]", None, "print(grep(r'say \"hi\"')[:3])"),
+    ('n = len(grep(r"low"))', "0 pairs, all in the variable answer", None, "found nothing"),
+    ('n = len(grep(r"low"))', "10 pairs", None, None),
+    ('n = len(grep(r"low"))', "0 pairs\n(1, 2)", None, None),
+    ("m.group(1)", "AttributeError: 'NoneType' object has no attribute 'group'", "AttributeError", "`if m:`"),
+    ("import x", "NameError: name 're' is not defined", "NameError", "import re"),
+    ("hits", "NameError: name 'hits' is not defined", "NameError", None),   # the traceback says enough
+    ("d['k']", "KeyError: 'k'", "KeyError", None),
+])
+def test_cell_hint_only_for_failures_small_models_do_not_fix_alone(code, output, error, expected) -> None:
+    from rlm.core.prompts import cell_hint
+
+    hint = cell_hint(code, output, error)
+    assert (hint is None) if expected is None else (hint is not None and expected in hint)
+
+
+def test_cell_hint_shows_the_lines_and_names_the_regex_that_misses_them() -> None:
+    from rlm.core.prompts import cell_hint
+
+    code = 'for line in grep(r"low"):\n    m = re.search(r"customer\\D*(\\d+)", line, re.IGNORECASE)\n    n = re.search(r"user", line)'
+    hint = cell_hint(code, "0 pairs", None, ["Date: Mar 24 || User: 93519 || Priority: low"])
+    assert hint is not None and "User: 93519" in hint
+    assert "`customer\\D*(\\d+)` matches none of them" in hint and "`user`" not in hint   # IGNORECASE: user fits
+    assert "none of them" not in (cell_hint('grep(r"low")', "[]", None, ["low one"]) or "")
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("Date: Mar 24, 2023 || User: 93519 || Intent: question", ("User: 93519", r"User\D*(\d+)")),
+    ("[2023-06-27] user#53923 <question> text", ("user#53923", r"user\D*(\d+)")),
+    ('{"date": "2023-01-02", "user_id": 51862}', ('user_id": 51862', r"user_id\D*(\d+)")),
+    ("2023/01/07,51781,question,text", None),                           # no word of the question before it
+    ("Records (labels: question). Each line is (date, user, intent, text).", None),  # a word, but no number
+])
+def test_number_regex_takes_the_number_a_word_of_the_question_names(line, expected) -> None:
+    from rlm.core.prompts import number_regex
+
+    assert number_regex("List every pair of user ids such that both users have a record.", [line]) == expected
+
+
+def test_number_regex_skips_a_quoted_term_of_the_question() -> None:
+    from rlm.core.prompts import number_regex
+
+    csv = '2023/01/07,51781,question,"86760 juniper granite"'
+    assert number_regex("List every pair of user ids such that both have a record labelled 'question'.", [csv]) is None
