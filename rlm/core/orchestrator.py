@@ -204,7 +204,7 @@ class _Run:
         self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
         self.echoed = False  # the last reply copied an output into a code block
-        self.built: str | None = None  # the name a cell that ran without error bound last (its result)
+        self.built: str | None = None  # the variable a cell that ran without error built its result in
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
@@ -387,8 +387,9 @@ class _Run:
             for name in names:
                 self.assigned.pop(name, None)
                 self.assigned[name] = None
-            if names and ex.error_name is None:
-                self.built = names[-1]
+            built = parsing.result_name(code, _describe_cell(ex)) if ex.error_name is None else None
+            if built is not None:
+                self.built = built
             if ex.final is not None:
                 return ex.final, ""
             literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
@@ -473,10 +474,10 @@ class _Run:
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
     def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
-        names = parsing.assigned_names(known.code)
+        built = parsing.result_name(known.code, known.output) if known.error_name is None else None
         instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
                                                  timed_out=known.timed_out, code=known.code,
-                                                 question=self.question, built=names[-1] if names else None)
+                                                 question=self.question, built=built)
         return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
     def _last_outputs(self) -> list[str]:

@@ -351,6 +351,26 @@ def assigned_names(code: str) -> list[str]:
     return sorted(last, key=lambda name: last[name])
 
 
+def result_name(code: str, output: str) -> str | None:
+    """The variable a cell built its result in, as far as the host can tell: the last name a top-level
+    assignment of ``code`` binds, when ``output`` names it (``print(len(pairs), "pairs, all in the
+    variable answer")``); a loop's variable, or a name the output does not mention, is no result."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return None
+    name = None
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        for target in targets:
+            if isinstance(target, ast.Name):
+                name = target.id
+    if name is None or not re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", output):
+        return None
+    return name
+
+
 def names_a_variable(text: str, assigned: set[str], question: str) -> str | None:
     """The variable a text answer ``FINAL(text)`` names: ``text`` is a name the model's code
     assigned (``assigned``) and not a word of the question (a label or function the question

@@ -283,3 +283,14 @@ def test_normalize_code_ignores_whitespace_only_differences():
 ])
 def test_clean_answer_drops_fences_and_final_wrappers(text, expected):
     assert parsing.clean_answer(text) == expected
+
+
+@pytest.mark.parametrize("code, output, expected", [
+    ("pairs = [1]\nanswer = '\\n'.join(pairs)\nprint(len(pairs), 'pairs, all in the variable answer')",
+     "1 pairs, all in the variable answer", "answer"),
+    ("hits = grep('x')\nfor h in hits:\n    print(h.before('def '))", "def f(x):", None),  # a loop's variable
+    ("total = 3\nprint(total)", "3", None),                                                # not named
+    ("x = (", "", None),
+])
+def test_result_name_is_a_variable_the_output_names(code, output, expected):
+    assert parsing.result_name(code, output) == expected
