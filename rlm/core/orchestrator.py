@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from rlm.config import Settings
-from rlm.core import parsing, prompts
+from rlm.core import hints, parsing, prompts
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
@@ -89,6 +89,7 @@ class _KnownCell:
     output: str          # as shown to the model (sanitised, truncated, with notes)
     error_name: str | None
     timed_out: bool
+    built: str | None   # the variable it built its result in (parsing.result_name)
 
 
 _WAIT_KINDS = ("model_wait", "model_retry")
@@ -345,7 +346,7 @@ class _Run:
             if answer is not None:
                 return answer, "ok"
             if self.echoed:   # the echo is not kept: a conversation that holds one gets more of them
-                messages[-1]["content"] = prompts.ECHO_STANDS_FOR
+                messages[-1]["content"] = hints.ECHO_STANDS_FOR
             messages.append({"role": "user", "content": feedback})
             if self.stuck_turns >= STUCK_TURNS:
                 self._note(f"the same code came {self.stuck_turns + 1} times in a row although its output was "
@@ -360,13 +361,13 @@ class _Run:
         final = parsing.find_final(reply)
         outputs: list[tuple[str, str]] = []
         repeats: list[str] = []
-        hints: list[str] = []
+        fixes: list[str] = []
         reused = 0
         self.echoed = False
         for n, code in enumerate(blocks, start=1):
             if self._is_echo(code):
                 self._note(f"block {n} copies an output of the run, it is not code: not run")
-                repeats.append(prompts.echo_notice(n, len(blocks)))
+                repeats.append(hints.echo_notice(n, len(blocks)))
                 self.echoed = True
                 reused += 1
                 continue
@@ -378,7 +379,7 @@ class _Run:
                 # a long output is not shown again: it is in the conversation already (on a CPU
                 # model, re-reading 2,500 characters costs about 30 s per turn)
                 outputs.append((code, known.output if len(known.output) <= REUSED_SHOWN_CHARS
-                                else prompts.reused_output(known.iteration)))
+                                else hints.reused_output(known.iteration)))
                 repeats.append(self._repeat_notice(n, len(blocks), known, reused=True))
                 reused += 1
                 continue
@@ -404,17 +405,17 @@ class _Run:
                 output = f"{output}\n{note}"
                 self.trace.event("note", iteration=self.iterations, text=note)
             earlier = self.sent_cells.get(normalized)
-            cell = _KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out)
+            cell = _KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out, built)
             self.last_cell = self.sent_cells[normalized] = cell
             outputs.append((code, output))
             hint = None
             if earlier is None:
-                patterns = prompts.grep_patterns(code) if ex.error_name is None and prompts.found_nothing(output) else []
-                samples = self._sample_lines(patterns[0]) if patterns else []
-                hint = prompts.cell_hint(code, output, ex.error_name, samples, self.question)
+                pattern = hints.sample_pattern(code, output, ex.error_name)
+                samples = self._sample_lines(pattern) if pattern is not None else []
+                hint = hints.cell_hint(code, output, ex.error_name, samples, self.question)
             if hint is not None:
                 self._note(f"block {n}: {hint}")
-                hints.append(hint)
+                fixes.append(hint)
             if earlier is not None and earlier.output.strip() == output.strip():
                 self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
                 repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
@@ -435,7 +436,7 @@ class _Run:
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
                                               question=self.question, repeated=repeated, repeats=repeats,
-                                              hints=hints, variable=self.built)
+                                              hints=fixes, variable=self.built)
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a
@@ -453,11 +454,10 @@ class _Run:
         """``code`` is a copy of an output the run showed (small models echo the last user turn in a
         code block, and, once they have, keep doing it): its first line is an output's first line and
         it is not Python."""
-        first = next((line.strip() for line in code.splitlines() if line.strip()), "")
+        first = _first_line(code)
         if len(first) < ECHO_MIN_CHARS or parsing.is_python(code):
             return False
-        return any(next((line.strip() for line in cell.output.splitlines() if line.strip()), "") == first
-                   for cell in self.sent_cells.values())
+        return any(_first_line(cell.output) == first for cell in self.sent_cells.values())
 
     def _sample_lines(self, pattern: str) -> list[str]:
         """The first lines ``grep(pattern)`` returns in the kernel (cut to ``SAMPLE_LINE_CHARS``), to show
@@ -474,11 +474,10 @@ class _Run:
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
     def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
-        built = parsing.result_name(known.code, known.output) if known.error_name is None else None
-        instruction = prompts.repeat_instruction(error_name=known.error_name, output=known.output,
-                                                 timed_out=known.timed_out, code=known.code,
-                                                 question=self.question, built=built)
-        return prompts.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
+        instruction = hints.repeat_instruction(error_name=known.error_name, output=known.output,
+                                               timed_out=known.timed_out, code=known.code,
+                                               question=self.question, built=known.built)
+        return hints.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
 
     def _last_outputs(self) -> list[str]:
         """The run's last distinct short outputs (at most ``LAST_CHANCE_OUTPUTS``), oldest first."""
@@ -536,6 +535,11 @@ class _Run:
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
         return text or None
+
+
+def _first_line(text: str) -> str:
+    """The first line of ``text`` that is not blank, stripped ("" when there is none)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def result_json(result: RunResult) -> str:

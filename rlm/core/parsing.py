@@ -351,6 +351,16 @@ def assigned_names(code: str) -> list[str]:
     return sorted(last, key=lambda name: last[name])
 
 
+def binds_names(code: str) -> bool:
+    """``code`` assigns anything anywhere (``x = ...``, ``x[0] = ...``, ``x += ...``, ``x: int = ...``,
+    ``(x := ...)``), so it computes rather than only prints; False when it is not Python."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return False
+    return any(isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.NamedExpr)) for node in ast.walk(tree))
+
+
 def result_name(code: str, output: str) -> str | None:
     """The variable a cell built its result in, as far as the host can tell: the last name a top-level
     assignment of ``code`` binds, when ``output`` names it (``print(len(pairs), "pairs, all in the
@@ -449,3 +459,10 @@ def sanitize_for_terminal(text: str) -> str:
     """
     text = strip_ansi(text).replace("\r\n", "\n").replace("\r", "\n")
     return _CONTROL.sub("", text)
+
+
+def fenced(body: str, lang: str) -> str:
+    """``body`` in a fence longer than any backtick run inside it."""
+    longest = max((len(run) for run in re.findall(r"`+", body)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}{lang}\n{body}\n{fence}"

@@ -16,6 +16,7 @@ holds one seed and root model; another run's file is refused rather than mixed i
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import time
 import uuid
@@ -136,15 +137,30 @@ _SAME_RLM = ("sub_model", "max_iterations", "rlm_revision")  # else: the RLM sid
 
 def rlm_revision() -> str:
     """12 hex digits that change whenever an RLM answer could: the loop's code and prompts
-    (``rlm.core``) and the REPL's files (the sandbox image's sources).  The base model's
-    answers do not depend on it, so a results file keeps them across revisions."""
+    (``rlm.core``) and the REPL's files (the sandbox image's sources).  The loop's modules are
+    read as syntax trees without docstrings, so a comment, a docstring or a line break changes
+    nothing; every string the model can be shown is in the tree.  The base model's answers do
+    not depend on it, so a results file keeps them across revisions."""
     from rlm.core import orchestrator
     from rlm.sandbox.image import image_hash, repo_root_default
 
     digest = hashlib.sha256(image_hash(repo_root_default(), "").encode())
     for path in sorted(Path(orchestrator.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(path.name.encode() + b"\0" + code_fingerprint(path.read_text()).encode() + b"\0")
     return digest.hexdigest()[:12]
+
+
+def code_fingerprint(source: str) -> str:
+    """The syntax tree of a module's source, docstrings left out, as text: equal for two sources
+    that differ only in comments, docstrings and layout."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                    and isinstance(body[0].value.value, str):
+                node.body = body[1:] or [ast.Pass()]
+    return ast.dump(tree, annotate_fields=False, include_attributes=False)
 
 
 def run_key(settings: Settings, *, seed: int, compare_base: bool, base_window: int,

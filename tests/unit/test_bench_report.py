@@ -154,6 +154,16 @@ def test_rlm_revision_is_a_stable_fingerprint() -> None:
     assert run_key(Settings(), seed=0, compare_base=False, base_window=1)["rlm_revision"] == rlm_revision()
 
 
+def test_the_revision_ignores_comments_docstrings_and_layout_but_not_code() -> None:
+    from rlm.jobs.benchmark import code_fingerprint
+
+    source = 'def hint(x):\n    """Old words."""\n    return "Use grep." + x  # a comment\n'
+    relaid = '# a new comment\ndef hint(x):\n    """New words\n    over two lines."""\n\n    return ("Use grep."\n            + x)\n'
+    assert code_fingerprint(source) == code_fingerprint(relaid)
+    assert code_fingerprint(source) != code_fingerprint(source.replace("Use grep.", "Use re."))
+    assert code_fingerprint(source) != code_fingerprint(source.replace("+ x", "+ x + x"))
+
+
 def test_a_finished_run_is_reported_without_a_model_call(tmp_path) -> None:
     report = _report(names=("s_niah", "code_qa"))
     settings = Settings()

@@ -1,0 +1,217 @@
+"""Advice on a cell: what to change in one that failed, found nothing, repeats earlier code or
+copies an output, in words a small model acts on.
+
+Each function reads what the host knows of a cell (its code, its truncated output, the name of
+the error it raised) and returns the sentence to add to the next user turn, or None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from rlm.core.parsing import binds_names, fenced
+
+_MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statistics", "string", "datetime",
+                      "functools", "random", "textwrap", "csv", "heapq", "bisect", "operator", "time", "os",
+                      "sys", "unicodedata", "difflib", "fractions", "decimal"})
+_NOT_DEFINED = re.compile(r"name '(?P<name>\w+)' is not defined")
+
+
+_GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
+_QUOTED = re.compile(r"'([^'\n]{2,40})'|\"([^\"\n]{2,40})\"")
+_WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
+_COMMON = frozenset("""about after also answer any are been before being both but can could does each every
+file find from give have here how into its least line lines list many more most much must number once only
+other over record records same should such than that their them then there these they this those through
+under very what when where which while whose with would your labelled labeled label common
+function functions define defines defined value values integer constant path name names number numbers""".split())
+_STR_INDEX = "string indices must be integers"
+_NO_MATCH = "'NoneType' object has no attribute"
+_NO_MATCH_HINT = ("It failed because re.search (or re.match) found no match in one of the lines and returned "
+                  "None, which has no .group(): write `m = re.search(...)`, then `if m:` before `m.group(1)`, "
+                  "as in the examples (some lines, a header for one, do not hold the pattern).")
+_STR_INDEX_HINT = ("It failed because a line is a str, not a dict: `line['key']` does not work. Take the value "
+                   "out of the line with re.search, for example `re.search(r\"key\\D*(\\d+)\", line).group(1)`, "
+                   "or, for a line that is a JSON object, `json.loads(line)['key']`.")
+_EMPTY = re.compile(r"(0|\[\]|set\(\)|\{\}|''|\"\"|0 [A-Za-z].*)", re.DOTALL)
+
+
+def found_nothing(output: str) -> bool:
+    """The output of a cell is an empty result: ``0``, ``[]``, ``set()``, ``0 pairs, ...``."""
+    lines = [line for line in output.strip().splitlines() if line.strip()]
+    return len(lines) == 1 and _EMPTY.fullmatch(lines[0].strip()) is not None
+
+
+def grep_patterns(code: str) -> list[str]:
+    """The patterns ``code`` passes to ``grep`` as string literals, in order."""
+    return [m.group("pattern") for m in _GREP_CALL.finditer(code)]
+
+
+def sample_pattern(code: str, output: str, error_name: str | None) -> str | None:
+    """The pattern of the first ``grep`` in a cell that ran and found nothing, whose lines the cell
+    is to be shown (``cell_hint``'s ``samples``); None for any other cell."""
+    patterns = grep_patterns(code) if error_name is None and found_nothing(output) else []
+    return patterns[0] if patterns else None
+
+
+def _undefined(output: str) -> str | None:
+    """The name a NameError's traceback says is not defined (the last one it names)."""
+    names = _NOT_DEFINED.findall(output)
+    return names[-1] if names else None
+
+
+def _known_fix(error_name: str, output: str) -> str | None:
+    """The fix for an error small models do not mend alone, told at its first occurrence: re.search
+    without a match, a str indexed like a dict, a module used without its import; None for others."""
+    if error_name == "AttributeError" and _NO_MATCH in output:
+        return _NO_MATCH_HINT
+    if error_name == "TypeError" and _STR_INDEX in output:
+        return _STR_INDEX_HINT
+    name = _undefined(output) if error_name == "NameError" else None
+    if name in _MODULES:
+        return f"It failed because the module `{name}` is not imported: add `import {name}` as the first line."
+    return None
+
+
+def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[str] = (),
+              question: str = "") -> str | None:
+    """What to change in a cell that just ran for the first time and failed in a way small models
+    do not fix alone (re.search without a match, a str indexed like a dict, a missing import), or
+    whose result is empty (``0``, ``[]``, ``0 pairs``: its pattern does not match how the lines
+    are written; ``samples``: lines its ``grep`` returns, shown with the regular expressions of the
+    code that match none of them, and, where a word of ``question`` is written before a number in
+    them, the regular expression that takes that number); None when its output speaks for itself."""
+    if error_name is not None:
+        return _known_fix(error_name, output)
+    if not found_nothing(output):
+        return None
+    grepped = grep_patterns(code)
+    quote = "'" if grepped and '"' in grepped[0] else '"'
+    call = f"grep(r{quote}{grepped[0]}{quote})" if grepped else ""
+    if not samples:
+        look = f"`print({call}[:3])`" if call else "`print(context[:500])`"
+        return ("Your code found nothing. Unless nothing is the answer, its pattern does not match how the text "
+                f"is written: look at a few lines first, {look}, then write the regular expression from what "
+                "they show (the words and punctuation around the value, exactly as printed).")
+    flags = re.IGNORECASE if re.search(r"IGNORECASE|re\.I\b", code) else 0
+    missing = [p for p in _regex_literals(code) if not any(_matches(p, line, flags) for line in samples)]
+    shown = fenced("\n".join(samples), "text")
+    fix = ("write the regular expression from the words and punctuation around the value exactly as these "
+           "lines show them, then run the computation again.")
+    if missing:
+        regexes = " and ".join(f"`{p}`" for p in missing)
+        verb = "matches" if len(missing) == 1 else "match"
+        fix = f"{regexes} {verb} none of them: {fix}"
+        suggestion = number_regex(question, samples)
+        if suggestion is not None:
+            spelled, regex = suggestion
+            fix += f" These lines write `{spelled}`, so for example `re.search(r\"{regex}\", line)`."
+    else:
+        fix = fix[0].upper() + fix[1:]
+    return f"Your code found nothing. These are lines `{call}` returns:\n{shown}\n{fix}"
+
+
+def number_regex(question: str, samples: Sequence[str]) -> tuple[str, str] | None:
+    """Where a word of ``question`` (or its singular; not a quoted one) is written just before a number in ``samples``
+    (``User: 93519``, ``user#93519``, ``"user_id": 93519``): that text as the lines write it, and a
+    regular expression that takes the number; None when no word of the question is."""
+    words: list[str] = []
+    quoted = {w.lower() for pair in _QUOTED.findall(question) for w in _WORD.findall(pair[0] or pair[1])}
+    for word in _WORD.findall(question):
+        if word.lower() in quoted:   # a quoted term is a value asked about (a label), not a field's name
+            continue
+        for form in (word, word[:-1] if word.lower().endswith("s") else ""):
+            if len(form) >= 3 and form.lower() not in _COMMON and form.lower() not in words:
+                words.append(form.lower())
+    for line in samples:
+        for word in words:
+            m = re.search(rf"\b({re.escape(word)}\w*)\W{{1,4}}\d+", line, re.IGNORECASE)
+            if m:
+                return m.group(0), f"{re.escape(m.group(1))}\\D*(\\d+)"
+    return None
+
+
+_RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*r?(['\"])(?P<pattern>.*?)\1")
+
+
+def _regex_literals(code: str) -> list[str]:
+    return list(dict.fromkeys(m.group("pattern") for m in _RE_CALL.finditer(code)))
+
+
+def _matches(pattern: str, line: str, flags: int) -> bool:
+    try:
+        return re.search(pattern, line, flags) is not None
+    except re.error:
+        return True   # a pattern that does not compile here is not called wrong
+
+
+def search_word(question: str, code: str = "") -> str | None:
+    """One word of the question to grep for alone: a quoted term first, else its longest
+    uncommon word; never the pattern the code already searched for."""
+    tried = {m.group("pattern").lower() for m in _GREP_CALL.finditer(code)}
+    quoted = [a or b for a, b in _QUOTED.findall(question)]
+    words = sorted((w for w in _WORD.findall(question) if w.lower() not in _COMMON), key=len, reverse=True)
+    for word in [*quoted, *words]:
+        if word.lower() not in tried:
+            return word
+    return None
+
+
+def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool = False, code: str = "",
+                       question: str = "", built: str | None = None) -> str:
+    """What to change in a block whose code repeats earlier code, given what that code did
+    (``code`` and ``question``, when given, make the suggestion concrete)."""
+    if timed_out:
+        return ("It timed out: it does too much for one block. Work on a slice of `context` (for example "
+                "the first 100,000 characters) or use re.finditer instead of Python loops over characters.")
+    fix = _known_fix(error_name, output) if error_name else None
+    if fix is not None:
+        return fix
+    name = _undefined(output) if error_name == "NameError" else None
+    if name:
+        return (f"It failed because `{name}` is not defined: assign `{name}` in the same block before using "
+                "it (SHOW_VARS() lists your variables), or, if you know the answer, write FINAL(your "
+                "answer) outside any code block.")
+    if error_name == "SyntaxError":
+        return ("It is not valid Python: fix the line the error points at. Text that is not code belongs in "
+                "quotes, and an answer in words goes outside the code block as FINAL(your answer).")
+    if error_name:
+        return (f"It failed with {error_name}: change the line the traceback points at before you send "
+                "the block again.")
+    if "grep(" in code and not binds_names(code):
+        return ("You have seen these lines; do not print them again. If the output states the answer, reply "
+                "with only FINAL(your answer). If the answer needs all of them (a count, a list, ids), write a "
+                "block that loops over the `grep(...)` lines, takes the value out of each line with re.search "
+                "(the words around it exactly as these lines show them; `if m:` before `m.group(1)`) and "
+                "computes the answer, as in the examples.")
+    word = search_word(question, code) if "grep(" in code else None
+    other = (f"for example `grep(r\"{word}\")` (one word of the question alone finds more lines)" if word
+             else "search for another word of the question")
+    with_var = f", or only FINAL_VAR({built}) when the variable `{built}` holds the answer" if built else ""
+    return (f"You already have its output. If it answers the question, reply with only FINAL(your answer){with_var}. "
+            f"If not, write different code: {other}, or print another part of `context`.")
+
+
+def reused_output(earlier_turn: int) -> str:
+    """Stands for the output of a block not run again: the one shown after turn ``earlier_turn``."""
+    return f"(not run again: the same output as after turn {earlier_turn}, shown above)"
+
+
+ECHO_STANDS_FOR = "```repl\n# (a copy of the output, not code: it was not run)\n```"
+
+
+def echo_notice(block: int, n_blocks: int) -> str:
+    """Says that a block copied an output instead of holding code."""
+    which = f"Block {block}" if n_blocks > 1 else "Your reply"
+    return (f"{which} copied the output above into a code block instead of writing code, so it was not run. "
+            "Do not copy outputs. If the output states the answer, reply with only FINAL(your answer); if "
+            "not, write new Python code.")
+
+
+def repeat_notice(block: int, n_blocks: int, earlier_turn: int, *, reused: bool, instruction: str) -> str:
+    """Says that a block repeats the code of an earlier turn, and what to change."""
+    which = f"Block {block}" if n_blocks > 1 else "Your code"
+    done = (f"so it was not run again; its output is the one shown after turn {earlier_turn}" if reused
+            else "and it printed the same output again")
+    return f"{which} is the same as the code you sent in turn {earlier_turn}, {done}. {instruction}"

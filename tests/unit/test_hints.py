@@ -1,0 +1,131 @@
+"""The advice on a cell: what to change in one that failed, found nothing or repeats earlier code."""
+
+from __future__ import annotations
+
+import pytest
+
+from rlm.core.hints import (
+    cell_hint,
+    number_regex,
+    repeat_instruction,
+    repeat_notice,
+    sample_pattern,
+    search_word,
+)
+from rlm.core.parsing import binds_names
+from rlm.core.prompts import iteration_prompt
+
+
+def test_repeat_instruction_is_concrete_for_each_kind_of_failure() -> None:
+
+    missing_module = repeat_instruction(error_name="NameError", output="NameError: name 're' is not defined")
+    assert "add `import re` as the first line" in missing_module
+    missing_var = repeat_instruction(error_name="NameError", output="NameError: name 'hits' is not defined")
+    assert "`hits` is not defined" in missing_var and "assign `hits`" in missing_var
+    assert "not valid Python" in repeat_instruction(error_name="SyntaxError", output="SyntaxError: x")
+    assert "KeyError" in repeat_instruction(error_name="KeyError", output="KeyError: 'a'")
+    assert "slice" in repeat_instruction(error_name=None, output="", timed_out=True)
+    ok = repeat_instruction(error_name=None, output="42")
+    assert "FINAL(your answer)" in ok and "different code" in ok
+    json_line = repeat_instruction(error_name="TypeError", output="TypeError: string indices must be integers")
+    assert "a line is a str, not a dict" in json_line and "json.loads(line)" in json_line
+    narrow = repeat_instruction(error_name=None, output="0 records", code='hits = grep(r"intent: request")',
+                                question="How many records have the intent label 'request'?")
+    assert 'grep(r"request")' in narrow
+
+
+@pytest.mark.parametrize("question, code, word", [
+    ("How many records have the intent label 'request'?", 'grep(r"intent: request")', "request"),
+    ("How many records have the intent label 'request'?", 'grep(r"request")', "intent"),
+    ("Which service restarted most often in March?", "", "restarted"),
+    ("Which file defines the function?", 'grep("x")', None),
+])
+def test_search_word_is_a_word_of_the_question_not_yet_searched(question, code, word) -> None:
+
+    assert search_word(question, code) == word
+
+
+def test_iteration_prompt_puts_repeat_notices_before_a_firm_ending() -> None:
+
+    notice = repeat_notice(1, 1, 2, reused=True, instruction="Add `import re` as the first line.")
+    assert "turn 2" in notice and "not run again" in notice and "import re" in notice
+    text = iteration_prompt([("x", "NameError")], 3, 20, question="Q?", repeats=[notice])
+    assert text.index(notice) > text.index("NameError")
+    assert "Never send the same code again" in text and "17 turns left" in text
+    assert "Block 2 is the same" in repeat_notice(2, 3, 1, reused=False, instruction="x")
+
+
+@pytest.mark.parametrize("code, output, error, expected", [
+    ('n = len(grep(r"low"))', "0", None, 'print(grep(r"low")[:3])'),
+    ("print(ids)", "set()", None, "print(context[:500])"),
+    ("x = grep('say \"hi\"')", "[]", None, "print(grep(r'say \"hi\"')[:3])"),
+    ('n = len(grep(r"low"))', "0 pairs, all in the variable answer", None, "found nothing"),
+    ('n = len(grep(r"low"))', "10 pairs", None, None),
+    ('n = len(grep(r"low"))', "0 pairs\n(1, 2)", None, None),
+    ("m.group(1)", "AttributeError: 'NoneType' object has no attribute 'group'", "AttributeError", "`if m:`"),
+    ("import x", "NameError: name 're' is not defined", "NameError", "import re"),
+    ("hits", "NameError: name 'hits' is not defined", "NameError", None),   # the traceback says enough
+    ("d['k']", "KeyError: 'k'", "KeyError", None),
+])
+def test_cell_hint_only_for_failures_small_models_do_not_fix_alone(code, output, error, expected) -> None:
+
+    hint = cell_hint(code, output, error)
+    assert (hint is None) if expected is None else (hint is not None and expected in hint)
+
+
+def test_cell_hint_shows_the_lines_and_names_the_regex_that_misses_them() -> None:
+
+    code = 'for line in grep(r"low"):\n    m = re.search(r"customer\\D*(\\d+)", line, re.IGNORECASE)\n    n = re.search(r"user", line)'
+    hint = cell_hint(code, "0 pairs", None, ["Date: Mar 24 || User: 93519 || Priority: low"])
+    assert hint is not None and "User: 93519" in hint
+    assert "`customer\\D*(\\d+)` matches none of them" in hint and "`user`" not in hint   # IGNORECASE: user fits
+    assert "none of them" not in (cell_hint('grep(r"low")', "[]", None, ["low one"]) or "")
+
+
+@pytest.mark.parametrize("line, expected", [
+    ("Date: Mar 24, 2023 || User: 93519 || Intent: question", ("User: 93519", r"User\D*(\d+)")),
+    ("[2023-06-27] user#53923 <question> text", ("user#53923", r"user\D*(\d+)")),
+    ('{"date": "2023-01-02", "user_id": 51862}', ('user_id": 51862', r"user_id\D*(\d+)")),
+    ("2023/01/07,51781,question,text", None),                           # no word of the question before it
+    ("Records (labels: question). Each line is (date, user, intent, text).", None),  # a word, but no number
+])
+def test_number_regex_takes_the_number_a_word_of_the_question_names(line, expected) -> None:
+
+    assert number_regex("List every pair of user ids such that both users have a record.", [line]) == expected
+
+
+def test_number_regex_skips_a_quoted_term_of_the_question() -> None:
+
+    csv = '2023/01/07,51781,question,"86760 juniper granite"'
+    assert number_regex("List every pair of user ids such that both have a record labelled 'question'.", [csv]) is None
+
+
+@pytest.mark.parametrize("code, output, error, pattern", [
+    ('n = len(grep(r"low"))\nprint(n)', "0", None, "low"),
+    ('hits = grep(r"a")\nprint(grep(r"b"))', "[]", None, "a"),
+    ('n = len(grep(r"low"))', "12", None, None),                   # found something
+    ('n = len(grep(r"low"))', "NameError: x", "NameError", None),  # failed: the error is the news
+    ("print(len(ids))", "0", None, None),                          # found nothing, but with no grep
+])
+def test_a_cell_that_found_nothing_is_shown_its_first_greps_lines(code, output, error, pattern) -> None:
+    assert sample_pattern(code, output, error) == pattern
+
+
+@pytest.mark.parametrize("error, output", [
+    ("AttributeError", "AttributeError: 'NoneType' object has no attribute 'group'"),
+    ("TypeError", "TypeError: string indices must be integers"),
+    ("NameError", "NameError: name 'collections' is not defined"),
+])
+def test_a_known_fix_is_the_same_at_the_first_failure_and_on_a_repeat(error, output) -> None:
+    first = cell_hint("x", output, error)
+    assert first is not None and first == repeat_instruction(error_name=error, output=output)
+
+
+@pytest.mark.parametrize("code, binds", [
+    ("x = 1", True), ("x[0] = 1", True), ("n += 1", True), ("x: int = 1", True),
+    ("for h in grep(r'a'):\n    m = re.search(r'b', h)", True), ("print(y := 2)", True),
+    ("print(grep(r'a', width=80))", False), ("print(x == 1)", False), ("for h in grep(r'a'):\n    print(h)", False),
+    ("!ls", False),
+])
+def test_binds_names_tells_code_that_computes_from_code_that_only_prints(code, binds) -> None:
+    assert binds_names(code) is binds
