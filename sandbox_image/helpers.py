@@ -80,8 +80,8 @@ def _cut(line: str, start: int, end: int, width: int) -> str:
 
 class Line(str):
     """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``,
-    can give the text around it, ``.around()``, and the nearest line above it that matches a
-    pattern, ``.before(pattern)``."""
+    can give the text around it, ``.around()``, and the nearest line at or above it that matches
+    a pattern, ``.before(pattern)``."""
 
     __slots__ = ("offset", "_doc", "_start", "_end", "_index")
     offset: int
@@ -94,14 +94,16 @@ class Line(str):
         return line
 
     def before(self, pattern, width: int = DEFAULT_WIDTH) -> Line:
-        """The nearest line above this one that matches ``pattern`` (a regular expression, case
-        ignored), as a Line: the function, file or section this line is in, e.g.
-        ``line.before(r"def ")``; an empty Line when no line above matches."""
+        """The nearest line, this one or above it, that matches ``pattern`` (a regular expression,
+        case ignored), as a Line: the function, file or section this line is in, e.g.
+        ``line.before(r"def ")`` (a ``def`` line is in its own function, a heading in its own
+        section); an empty Line when none matches."""
         if self._doc is None:
             return Line("", self.offset)
         regex = compile_pattern(pattern)
         doc = self._doc
-        end = doc.rfind("\n", 0, self._start)          # the line end of the line above
+        end = doc.find("\n", self._start)              # the line end of this line
+        end = len(doc) if end < 0 else end
         while end >= 0:
             start = doc.rfind("\n", 0, end) + 1
             text = doc[start:end]

@@ -363,6 +363,7 @@ class _Run:
         repeats: list[str] = []
         fixes: list[str] = []
         reused = 0
+        failed = False   # a block of this reply raised an error
         self.echoed = False
         for n, code in enumerate(blocks, start=1):
             if self._is_echo(code):
@@ -384,6 +385,7 @@ class _Run:
                 reused += 1
                 continue
             ex = self._cell(code)
+            failed = failed or ex.error_name is not None
             names = parsing.assigned_names(code)
             for name in names:
                 self.assigned.pop(name, None)
@@ -391,8 +393,11 @@ class _Run:
             built = parsing.result_name(code, _describe_cell(ex)) if ex.error_name is None else None
             if built is not None:
                 self.built = built
-            if ex.final is not None:
+            if ex.final is not None and not self._placeholder(ex.final):
                 return ex.final, ""
+            if ex.final is not None:
+                outputs.append((code, prompts.placeholder_answer(ex.final)))
+                continue
             literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
             if literal is not None:
                 self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
@@ -422,9 +427,12 @@ class _Run:
         # stuck: only code whose output is known, and no FINAL or a FINAL_VAR (which ends the run if it resolves)
         self.stuck_turns = (self.stuck_turns + 1 if blocks and reused == len(blocks)
                             and (final is None or final.kind != "answer") else 0)
-        if final is not None:
-            if final.kind == "answer":
-                return self._text_answer(final.value), ""
+        if final is not None and final.kind == "answer":
+            answer = self._text_answer(final.value)
+            if not self._placeholder(answer):
+                return answer, ""
+            outputs.append((f"FINAL({final.value})", prompts.placeholder_answer(final.value)))
+        elif final is not None:
             value = self._variable(final.value)
             if value is not None:
                 return value, ""
@@ -436,7 +444,7 @@ class _Run:
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
                                               question=self.question, repeated=repeated, repeats=repeats,
-                                              hints=fixes, variable=self.built)
+                                              hints=fixes, variable=self.built, failed=failed)
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a
@@ -468,6 +476,13 @@ class _Run:
         if ex.error_name is not None:
             return []
         return [line for line in parsing.sanitize_for_terminal(ex.output).splitlines() if line.strip()]
+
+    def _placeholder(self, answer: str) -> bool:
+        """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
+        if not parsing.is_placeholder(answer):
+            return False
+        self._note(f"the answer {answer.strip()[:40]!r} copies the instructions' stand-in for an answer: not taken")
+        return True
 
     def _variable(self, name: str, *, record: bool = True) -> str | None:
         """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
@@ -508,7 +523,8 @@ class _Run:
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
-            return self._text_answer(parsing.clean_answer(final.value)) or None
+            answer = self._text_answer(parsing.clean_answer(final.value))
+            return None if self._placeholder(answer) else answer or None
         if final is not None:
             value = self._variable(final.value)
             if value is not None:
@@ -518,7 +534,7 @@ class _Run:
             code = finishing[-1]
             ex = self._cell(code)
             if ex.final is not None:
-                return ex.final
+                return None if self._placeholder(ex.final) else ex.final
             literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
             if literal is not None:
                 self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
@@ -532,6 +548,8 @@ class _Run:
             self._note("the last reply was code, not an answer: the run ends without one")
             return None
         text = parsing.clean_answer(reply)
+        if self._placeholder(text):
+            return None
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
         return text or None

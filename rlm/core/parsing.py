@@ -398,6 +398,17 @@ def _is_number(node: ast.AST) -> bool:
         and not isinstance(node.value, bool)
 
 
+# the stand-ins the prompts write for an answer; a small model sometimes copies one as its answer
+_PLACEHOLDERS = frozenset({"your answer", "the answer", "your final answer", "final answer", "answer here",
+                           "your answer here", "the answer itself", "variable_name", "...", "<answer>"})
+
+
+def is_placeholder(text: str) -> bool:
+    """``text`` is a stand-in the instructions use for an answer (``FINAL(your answer)``), not an answer."""
+    bare = text.strip().strip("`'\"").strip().lower()
+    return bare in _PLACEHOLDERS or bare.rstrip(".") in _PLACEHOLDERS
+
+
 def clean_answer(text: str) -> str:
     """A reply used as the answer without a FINAL: fence lines removed (their text kept) and a
     ``FINAL(...)`` / ``FINAL_VAR(...)`` wrapper unwrapped; a stray unclosed ``FINAL(`` is dropped."""

@@ -137,7 +137,7 @@ def _functions_section(budgets: Budgets) -> str:
         "matches the regular expression `pattern`, case ignored; long lines are cut around the "
         "match. Each line is a str, and `line.offset` is where it starts (for a list of "
         "documents, the document's index); `line.around()` is the text around it (1,000 characters "
-        "before, 300 after); `line.before(pattern)` is the nearest line above it that matches "
+        "before, 300 after); `line.before(pattern)` is the nearest line at or above it that matches "
         "`pattern`: the function (`line.before(r\"def \")`), file or section it is in. "
         "`len(grep(p))` counts matching lines.",
     ]
@@ -186,7 +186,7 @@ def _strategy_section(budgets: Budgets) -> str:
         "2. A question about one fact: the matching lines usually hold it. Read them and answer. "
         "When the answer is what a line is in (its file, function or section), print "
         "`h.before(pattern)` next to each line, with a pattern for the lines that start one (a "
-        "file header as the preview shows it, `def `, a heading), as in the second example.",
+        "file header as the preview shows it, `def `, a heading), as in the second and third examples.",
         "3. A question that counts, sums, compares or lists over many records: compute it with "
         "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
         "a `set` of ids), print the result and a few of the lines it used, check them, then "
@@ -216,8 +216,8 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
-    """Short worked examples (a lookup, the section a line is in, a filtered count, a comparison, distinct
-    ids, pairs), for questions unlike the real one."""
+    """Short worked examples (a lookup, the section a line is in, the function that calls another, a
+    filtered count, a comparison, distinct ids, pairs), for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
@@ -229,6 +229,10 @@ def _example_section(budgets: Budgets) -> str:
     enclosing = "\n".join([
         "for h in grep(r\"backup\")[:10]:",
         "    print(repr(h), \"is in\", h.before(r\"^## \"))",
+    ])
+    caller = "\n".join([
+        "for h in grep(r\"parse_date\\(\"):   # \\( : a call, not an import",
+        "    print(repr(h), \"is in\", h.before(r\"def \"))",
     ])
     pairs = "\n".join([
         "# the preview's lines read: 2024-03-02 | client 1021 | refund | ...",
@@ -273,6 +277,10 @@ def _example_section(budgets: Budgets) -> str:
         "Question: \"In which section is the backup schedule described?\"\n"
         + fenced(enclosing, "repl")
         + "\nThe output shows `'Backups run nightly at 02:00.' is in ## Operations`, so: `FINAL(Operations)`\n"
+        "Question: \"Which function calls parse_date()?\"\n"
+        + fenced(caller, "repl")
+        + "\nThe output shows `'def parse_date(text):' is in def parse_date(text):` (its own definition) and "
+        "`'    day = parse_date(row[0])' is in def load_rows(path):`, so: `FINAL(load_rows)`\n"
         "Question: \"How many orders were refunded in March?\"\n"
         + fenced(count, "repl")
         + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
@@ -315,7 +323,7 @@ def first_user_prompt(question: str, *, sub_calls: bool = True, preview: str = "
     return (
         f"Question: {question}\n\n"
         f"Reply with a single ```repl block. For a fact: {fact}. For the file, function or section "
-        "a line is in: print `h.before(pattern)` next to each line, as in the second example. To "
+        "a line is in: print `h.before(pattern)` next to each line, as in the second and third examples. To "
         "count, compute or list: code over all the matching lines, as in the examples after it."
         + spelled
     )
@@ -323,7 +331,7 @@ def first_user_prompt(question: str, *, sub_calls: bool = True, preview: str = "
 
 def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int, *,
                      question: str = "", repeated: bool = False, repeats: list[str] | None = None,
-                     hints: list[str] | None = None, variable: str | None = None) -> str:
+                     hints: list[str] | None = None, variable: str | None = None, failed: bool = False) -> str:
     """What the code of turn ``iteration`` (1-based) printed, and what to do next.
 
     ``outputs`` holds (code, output) pairs; the output is already truncated.  The code is not
@@ -332,7 +340,8 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
     ``repeats``: what to change in blocks that repeat earlier code (from ``repeat_notice``);
     ``hints``: what to change in blocks that failed or found nothing (from ``cell_hint``);
     ``variable``: the variable the last cell built, named where the model is told how to
-    answer with one (small models copy a placeholder such as ``variable_name`` literally).
+    answer with one (small models copy a placeholder such as ``variable_name`` literally);
+    ``failed``: a block of this turn raised an error.
     """
     parts = []
     if not outputs:
@@ -342,7 +351,6 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
         parts.append(f"{label}:\n{fenced(output if output.strip() else NO_OUTPUT, 'text')}")
     parts.extend(hints or [])
     parts.extend(repeats or [])
-    final_var = f"FINAL_VAR({variable})" if variable else "FINAL_VAR(variable_name)"
     ask = f"Question: {question}\n" if question else ""
     remaining = max_iterations - iteration
     if remaining <= 1:
@@ -355,11 +363,18 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
                      "Answer now with FINAL(...) holding the answer the output shows, or, if it does not "
                      f"show it, write different code. {remaining} turns left.")
     else:
-        parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
-                     "FINAL(the answer) and no code; when the answer is a list or long text your code "
-                     f"built in a variable, {final_var}. If it does not, write a new "
-                     "```repl block: `grep` for another word of the question, or compute the answer with "
-                     f"code over all the matching lines. {remaining} turns left.")
+        search = ("`grep` for another word of the question, or compute the answer with code over all the matching "
+                  f"lines. {remaining} turns left.")
+        if variable:   # a result the code built: answering with the variable is the likely next step
+            parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
+                         "FINAL(the answer) and no code; when the answer is a list or long text your code built "
+                         f"in a variable, FINAL_VAR({variable}). If it does not, write a new ```repl block: {search}")
+        elif failed:   # a traceback holds no answer to read off
+            parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
+                         f"FINAL(the answer) and no code. If it does not, write a new ```repl block: {search}")
+        else:          # asked outright, small models read the answer off the output instead of searching again
+            parts.append(f"{ask}What is the answer, according to this output? Reply with only FINAL(the answer). "
+                         f"If the output does not hold it, write a new ```repl block instead: {search}")
     return "\n\n".join(parts)
 
 
@@ -404,6 +419,12 @@ def final_request_prompt(question: str = "", last_outputs: Sequence[str] = (), v
                  "or FINAL_VAR(variable_name) when one of your variables holds the answer (a list, a long "
                  "text). No code block.")
     return "\n\n".join(parts)
+
+
+def placeholder_answer(text: str) -> str:
+    """FINAL held the instructions' stand-in for an answer (``your answer``), not an answer."""
+    return (f"FINAL({text.strip()}) was not taken: `{text.strip()}` is the stand-in the instructions use. "
+            "Write the answer itself inside the parentheses, as the output shows it, for example FINAL(42).")
 
 
 def final_var_missing(name: str) -> str:

@@ -65,7 +65,7 @@ def test_a_line_gives_the_text_around_it(helpers):
     assert "NEEDLE" in long.around(500, 100) and len(long.around(500, 100)) <= 300 + 600   # a copy keeps the line, not the text around
 
 
-def test_a_line_gives_the_nearest_line_above_it_that_matches_a_pattern(helpers):
+def test_a_line_gives_the_nearest_line_at_or_above_it_that_matches_a_pattern(helpers):
     text = "--- a.py ---\ndef f(x):\n    return g(x)\n\n--- b.py ---\ndef g(y):\n    y += 1\n    return y\n"
     inner, = helpers.grep(text, r"y \+= 1")
     assert inner.before(r"^def ") == "def g(y):" and inner.before(r"^def ").offset == text.index("def g")
@@ -76,7 +76,10 @@ def test_a_line_gives_the_nearest_line_above_it_that_matches_a_pattern(helpers):
     assert call.before(r"^class ") == "" and call.before(r"^class ").offset == call.offset   # none above
     assert inner.before(r"return g") == "    return g(x)"           # skips lines that do not match
     first, = helpers.grep(text, r"a\.py")
-    assert first.before(".") == ""                                  # the first line has nothing above it
+    assert first.before("def") == ""                                # the first line has nothing above it
+    assert first.before(r"^--- ") == "--- a.py ---"                 # a header is in its own file
+    definition, = helpers.grep(text, r"def g")
+    assert definition.before(r"^def ") == "def g(y):" and definition.before(r"^def ").offset == definition.offset
     docs = ["intro", "## Setup\nstep one\nneedle here"]
     hit, = helpers.grep(docs, "needle")
     assert hit.before("^## ") == "## Setup" and hit.before("^## ").offset == 1   # a list: the document's index

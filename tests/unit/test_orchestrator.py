@@ -723,3 +723,27 @@ def test_the_same_code_again_is_told_the_variable_it_built(tmp_path):
     code = "pairs = ['(1, 2)']\nanswer = '\\n'.join(pairs)\nprint(len(pairs), 'pairs')"
     _, client, _, _ = run(tmp_path, [repl(code), repl(code), "FINAL(x)"], session=session)
     assert "only FINAL_VAR(answer) when the variable `answer` holds the answer" in last_user(root_calls(client)[-1])
+
+
+@pytest.mark.parametrize("placeholder", ["FINAL(your answer)", "```repl\nFINAL('the answer')\n```"])
+def test_an_answer_that_copies_the_instructions_stand_in_is_not_taken(tmp_path, placeholder):
+    result, client, _, events = run(tmp_path, [repl("print(1)"), placeholder, "FINAL(42)"])
+    assert (result.answer, result.status, result.iterations) == ("42", "ok", 3)
+    told = last_user(root_calls(client)[2])
+    assert "was not taken" in told and "the answer itself" in told
+    assert any(e["kind"] == "note" and "stand-in" in e["text"] for e in events)
+
+
+def test_at_the_iteration_limit_a_stand_in_answer_is_no_answer(tmp_path):
+    result, _, _, events = run(tmp_path, [repl("a = 1"), "FINAL(your answer)"], max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", None)
+    assert any(e["kind"] == "note" and "stand-in" in e["text"] for e in events)
+
+
+def test_the_model_is_asked_outright_for_the_answer_after_a_cell_that_ran_but_not_after_a_traceback(tmp_path):
+    session = FakeSession(rules={"1/0": Execution(error="Traceback ...\nZeroDivisionError: division by zero",
+                                                   error_name="ZeroDivisionError")})
+    _, client, _, _ = run(tmp_path, [repl("1/0"), repl("print(1)"), "FINAL(1)"], session=session)
+    after_error, after_output = (last_user(m) for m in root_calls(client)[1:3])
+    assert "What is the answer, according to this output?" not in after_error
+    assert "What is the answer, according to this output?" in after_output

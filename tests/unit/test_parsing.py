@@ -294,3 +294,13 @@ def test_clean_answer_drops_fences_and_final_wrappers(text, expected):
 ])
 def test_result_name_is_a_variable_the_output_names(code, output, expected):
     assert parsing.result_name(code, output) == expected
+
+
+@pytest.mark.parametrize("text, placeholder", [
+    ("your answer", True), ("Your answer.", True), ("`the answer`", True), ("...", True), ("variable_name", True),
+    ("42", False), ("answer", False), ("", False), ("the answer is 42", False),
+])
+def test_a_stand_in_for_an_answer_is_told_from_an_answer(text, placeholder):
+    from rlm.core.parsing import is_placeholder
+
+    assert is_placeholder(text) is placeholder

@@ -94,7 +94,7 @@ def test_mentions_final_final_var_and_show_vars() -> None:
 
 def test_example_code_blocks_parse() -> None:
     blocks = find_code_blocks(system_prompt(INFO, budgets()))
-    assert len(blocks) == 6   # lookup, enclosing section, filtered count, comparison, distinct ids, pairs
+    assert len(blocks) == 7   # lookup, enclosing section, caller, filtered count, comparison, distinct ids, pairs
     assert all("grep(" in b for b in blocks)
     for block in blocks:
         compile(block, "<example>", "exec")
@@ -132,6 +132,16 @@ def test_iteration_prompt_shows_outputs_and_the_question() -> None:
     text = iteration_prompt([("print(1)", "1"), ("x = 2", "")], iteration=3, max_iterations=20, question="Who?")
     assert "Output of block 1" in text and "(no output)" in text and "Question: Who?" in text
     assert "17 turns left" in text and "print(1)" not in text  # the code is not echoed back
+
+
+def test_iteration_prompt_asks_for_the_answer_the_output_holds_and_names_only_a_built_variable() -> None:
+    plain = iteration_prompt([("x", "y")], 1, 20, question="Who?")
+    assert "What is the answer, according to this output? Reply with only FINAL(the answer)." in plain
+    assert "FINAL_VAR" not in plain                        # no `variable_name` stand-in to copy
+    built = iteration_prompt([("x", "y")], 1, 20, question="Who?", variable="pairs")
+    assert "FINAL_VAR(pairs)" in built and "What is the answer" not in built   # a list is answered with its variable
+    failed = iteration_prompt([("x", "TypeError: ...")], 1, 20, question="Who?", failed=True)
+    assert "What is the answer" not in failed and "FINAL(the answer)" in failed   # a traceback holds no answer
 
 
 def test_iteration_prompt_says_when_the_output_repeats() -> None:
