@@ -460,12 +460,13 @@ class _Run:
 
     def _is_echo(self, code: str) -> bool:
         """``code`` is a copy of an output the run showed (small models echo the last user turn in a
-        code block, and, once they have, keep doing it): its first line is an output's first line and
-        it is not Python."""
+        code block, and, once they have, keep doing it): it is not Python, and its first line is in an
+        output, a whole line or the part of one the model copied (``grep('a') 1 lines`` from a line
+        that begins ``grep('a b') matched no line; ...``)."""
         first = _first_line(code)
         if len(first) < ECHO_MIN_CHARS or parsing.is_python(code):
             return False
-        return any(_first_line(cell.output) == first for cell in self.sent_cells.values())
+        return any(first in cell.output for cell in self.sent_cells.values())
 
     def _sample_lines(self, pattern: str) -> list[str]:
         """The first lines ``grep(pattern)`` returns in the kernel (cut to ``SAMPLE_LINE_CHARS``), to show

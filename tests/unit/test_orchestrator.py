@@ -711,6 +711,15 @@ def test_a_block_that_copies_an_output_is_not_run_nor_kept_in_the_conversation(t
     assert any("copies an output" in e.get("text", "") for e in events if e["kind"] == "note")
 
 
+def test_a_block_that_copies_the_end_of_an_output_line_is_an_echo_too(tmp_path):
+    shown = "grep('topic\\s*:\\s*sports') matched no line; each word alone: grep('topic') 1 lines, grep('sports') 424 lines"
+    session = FakeSession(rules={"find()": Execution(stdout=shown + "\n0 pairs, all in the variable answer\n")})
+    echo = repl("grep('topic') 1 lines, grep('sports') 424 lines\n0 pairs, all in the variable answer\n" * 3)
+    result, client, session, _ = run(tmp_path, [repl("find()"), echo, "FINAL(done)"], session=session)
+    assert result.answer == "done" and session.executed == ["find()"]   # not run: no SyntaxError to echo next
+    assert "copied the output above" in last_user(root_calls(client)[-1])
+
+
 def test_python_that_starts_like_an_output_still_runs(tmp_path):
     session = FakeSession(rules={"first()": Execution(stdout="print('hello there, world')\n")})
     _, _, session, _ = run(tmp_path, [repl("first()"), repl("print('hello there, world')"), "FINAL(x)"],
