@@ -393,16 +393,12 @@ class _Run:
             built = parsing.result_name(code, _describe_cell(ex)) if ex.error_name is None else None
             if built is not None:
                 self.built = built
-            if ex.final is not None and not self._placeholder(ex.final):
-                return ex.final, ""
-            if ex.final is not None:
-                outputs.append((code, prompts.placeholder_answer(ex.final)))
+            answer = self._cell_answer(code, ex)
+            if answer is not None and not self._placeholder(answer):
+                return answer, ""
+            if answer is not None:
+                outputs.append((code, prompts.placeholder_answer(answer)))
                 continue
-            literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
-            if literal is not None:
-                self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
-                           f"literal text is the answer: {literal[:200]}")
-                return literal, ""
             output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
                                                 self.s.run.max_output_chars)
             if ex.context_restored:
@@ -478,6 +474,17 @@ class _Run:
             return []
         return [line for line in parsing.sanitize_for_terminal(ex.output).splitlines() if line.strip()]
 
+    def _cell_answer(self, code: str, ex: Execution) -> str | None:
+        """The answer a cell gave: its FINAL call's value, or, for a cell that is only ``FINAL(...)`` and
+        failed because its argument is not Python, that argument's text (noted); None otherwise."""
+        if ex.final is not None:
+            return ex.final
+        literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
+        if literal is not None:
+            self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
+                       f"literal text is the answer: {literal[:200]}")
+        return literal
+
     def _placeholder(self, answer: str) -> bool:
         """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
         if not parsing.is_placeholder(answer):
@@ -533,14 +540,9 @@ class _Run:
         finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
         if finishing:  # the model answered with a FINAL call in code: run that one cell
             code = finishing[-1]
-            ex = self._cell(code)
-            if ex.final is not None:
-                return None if self._placeholder(ex.final) else ex.final
-            literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
-            if literal is not None:
-                self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
-                           f"literal text is the answer: {literal[:200]}")
-                return literal
+            given = self._cell_answer(code, self._cell(code))
+            if given is not None:
+                return None if self._placeholder(given) else given
         blocks = parsing.find_code_blocks(reply)
         prose = reply
         for code in blocks:

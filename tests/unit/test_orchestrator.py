@@ -734,9 +734,12 @@ def test_the_same_code_again_is_told_the_variable_it_built(tmp_path):
     assert "only FINAL_VAR(answer) when the variable `answer` holds the answer" in last_user(root_calls(client)[-1])
 
 
-@pytest.mark.parametrize("placeholder", ["FINAL(your answer)", "```repl\nFINAL('the answer')\n```"])
+@pytest.mark.parametrize("placeholder", ["FINAL(your answer)", "```repl\nFINAL('the answer')\n```",
+                                         "```repl\nFINAL(your answer)\n```"])   # not Python: its literal text
 def test_an_answer_that_copies_the_instructions_stand_in_is_not_taken(tmp_path, placeholder):
-    result, client, _, events = run(tmp_path, [repl("print(1)"), placeholder, "FINAL(42)"])
+    session = FakeSession(rules={"FINAL(your answer)": Execution(error="SyntaxError: invalid syntax",
+                                                                 error_name="SyntaxError")})
+    result, client, _, events = run(tmp_path, [repl("print(1)"), placeholder, "FINAL(42)"], session=session)
     assert (result.answer, result.status, result.iterations) == ("42", "ok", 3)
     told = last_user(root_calls(client)[2])
     assert "was not taken" in told and "the answer itself" in told
