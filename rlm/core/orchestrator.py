@@ -30,6 +30,8 @@ Recovery from small models' mistakes (each recorded in the trace as a ``note``):
 * the turn after a cell, and the notice for a repeated one, name the variable it built
   (``FINAL_VAR(answer)``), and the first turn names the regular expression that takes the number
   after a word of the question where the preview writes one (``User: 56678``);
+* an answer that copies the instructions' stand-in (``your answer``), or, the first time, only
+  repeats a code name the question gives, is not taken (rlm/core/answers.py);
 * at the iteration limit the answer never keeps code fences or a ``FINAL(`` wrapper.
 """
 
@@ -47,10 +49,11 @@ from typing import Any
 
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
+from rlm.core.answers import AnswerCheck, KnownCell, last_outputs, seen_outputs
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
-from rlm.llm.base import Completion, Message, ModelClient, Usage, WaitListener, report_waits
+from rlm.llm.base import Message, ModelClient, ReportingClient, Usage, report_waits
 from rlm.sandbox import Execution, SandboxSession
 
 Progress = Callable[[str, dict[str, Any]], None]
@@ -80,54 +83,12 @@ def _describe_cell(ex: Execution) -> str:
     return ex.output or prompts.NO_OUTPUT
 
 
-@dataclass(frozen=True)
-class _KnownCell:
-    """A cell that ran: what the model was shown, to answer an identical block without running it."""
-
-    code: str            # normalised (parsing.normalize_code)
-    iteration: int
-    output: str          # as shown to the model (sanitised, truncated, with notes)
-    error_name: str | None
-    timed_out: bool
-    built: str | None   # the variable it built its result in (parsing.result_name)
-
-
 _WAIT_KINDS = ("model_wait", "model_retry")
 REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
-LAST_OUTPUT_SHOWN_CHARS = 1_000  # an output up to this length goes with the last-chance request
-LAST_CHANCE_OUTPUTS = 3  # the last outputs of the run (short ones) the last-chance request shows
 ECHO_MIN_CHARS = 12  # a shorter first line ("0", "[]") is no sign that a block copies an output
 SAMPLE_LINES = 3  # lines of grep shown to a cell that found nothing
 SAMPLE_LINE_CHARS = 200
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
-
-
-class _ReportingClient(ModelClient):
-    """The run's client as sub-calls see it: their silent or retried requests are told to ``listener``
-    (sub-calls run on bridge threads and their own event loop, outside the root call's context)."""
-
-    def __init__(self, inner: ModelClient, listener: WaitListener) -> None:
-        self.inner = inner
-        self.listener = listener
-
-    def complete(self, messages: list[Message], *, model: str, temperature: float | None = None,
-                 max_tokens: int | None = None) -> Completion:
-        with report_waits(self.listener):
-            return self.inner.complete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
-
-    async def acomplete(self, messages: list[Message], *, model: str, temperature: float | None = None,
-                        max_tokens: int | None = None) -> Completion:
-        with report_waits(self.listener):
-            return await self.inner.acomplete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
-
-    def list_models(self) -> list[str]:
-        return self.inner.list_models()
-
-    async def arelease(self) -> None:
-        await self.inner.arelease()
-
-    def close(self) -> None:
-        """The run does not own the client: nothing to close."""
 
 
 class Orchestrator:
@@ -200,17 +161,18 @@ class _Run:
         self.phases = {"sandbox_start_s": 0.0, "model_s": 0.0, "execution_s": 0.0}
         self.iterations = 0
         self.seen_outputs: set[str] = set()  # cell outputs already shown to the model in this run
-        self.last_cell: _KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
+        self.last_cell: KnownCell | None = None  # the cell that ran last (the kernel's state is after it)
         self.stuck_turns = 0  # replies in a row whose every block repeated the last cell (not run again)
-        self.sent_cells: dict[str, _KnownCell] = {}  # every cell that ran, by normalised code (last run)
+        self.sent_cells: dict[str, KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
         self.echoed = False  # the last reply copied an output into a code block
         self.built: str | None = None  # the variable a cell that ran without error built its result in
+        self.check = AnswerCheck(question, self._note)
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
         self.handler = SubCallHandler(
-            _ReportingClient(orch.client, self._on_sub_call_wait), sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
+            ReportingClient(orch.client, self._on_sub_call_wait), sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
             enabled=self.s.run.enable_sub_calls, max_calls=self.s.run.max_sub_calls,
             max_chars=self.s.run.max_sub_call_chars, concurrency=self.s.run.sub_call_concurrency,
             child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call)
@@ -394,10 +356,11 @@ class _Run:
             if built is not None:
                 self.built = built
             answer = self._cell_answer(code, ex)
-            if answer is not None and not self._placeholder(answer):
-                return answer, ""
             if answer is not None:
-                outputs.append((code, prompts.placeholder_answer(answer)))
+                refusal = self.check.refusal(answer)
+                if refusal is None:
+                    return answer, ""
+                outputs.append((code, refusal))
                 continue
             output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
                                                 self.s.run.max_output_chars)
@@ -406,7 +369,7 @@ class _Run:
                 output = f"{output}\n{note}"
                 self.trace.event("note", iteration=self.iterations, text=note)
             earlier = self.sent_cells.get(normalized)
-            cell = _KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out, built)
+            cell = KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out, built)
             self.last_cell = self.sent_cells[normalized] = cell
             outputs.append((code, output))
             hint = None
@@ -425,9 +388,10 @@ class _Run:
                             and (final is None or final.kind != "answer") else 0)
         if final is not None and final.kind == "answer":
             answer = self._text_answer(final.value)
-            if not self._placeholder(answer):
+            refusal = self.check.refusal(answer)
+            if refusal is None:
                 return answer, ""
-            outputs.append((f"FINAL({final.value})", prompts.placeholder_answer(final.value)))
+            outputs.append((f"FINAL({final.value})", refusal))
         elif final is not None:
             value = self._variable(final.value)
             if value is not None:
@@ -479,44 +443,21 @@ class _Run:
         failed because its argument is not Python, that argument's text (noted); None otherwise."""
         if ex.final is not None:
             return ex.final
-        literal = parsing.literal_final_answer(code, ex.error_name, self._seen_outputs())
+        literal = parsing.literal_final_answer(code, ex.error_name, seen_outputs(self.sent_cells.values()))
         if literal is not None:
             self._note(f"FINAL(...) failed with {ex.error_name}: its argument is not Python, so its "
                        f"literal text is the answer: {literal[:200]}")
         return literal
 
-    def _placeholder(self, answer: str) -> bool:
-        """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
-        if not parsing.is_placeholder(answer):
-            return False
-        self._note(f"the answer {answer.strip()[:40]!r} copies the instructions' stand-in for an answer: not taken")
-        return True
-
     def _variable(self, name: str, *, record: bool = True) -> str | None:
         """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
-    def _repeat_notice(self, block: int, n_blocks: int, known: _KnownCell, *, reused: bool) -> str:
+    def _repeat_notice(self, block: int, n_blocks: int, known: KnownCell, *, reused: bool) -> str:
         instruction = hints.repeat_instruction(error_name=known.error_name, output=known.output,
                                                timed_out=known.timed_out, code=known.code,
                                                question=self.question, built=known.built)
         return hints.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
-
-    def _last_outputs(self) -> list[str]:
-        """The run's last distinct short outputs (at most ``LAST_CHANCE_OUTPUTS``), oldest first."""
-        cells = sorted(self.sent_cells.values(), key=lambda c: c.iteration)
-        shown: list[str] = []
-        for cell in reversed(cells):
-            text = cell.output.strip()
-            if text and text != prompts.NO_OUTPUT and len(text) <= LAST_OUTPUT_SHOWN_CHARS and text not in shown:
-                shown.append(text)
-            if len(shown) == LAST_CHANCE_OUTPUTS:
-                break
-        return shown[::-1]
-
-    def _seen_outputs(self) -> str:
-        """Every cell output the model was shown in this run."""
-        return "\n".join(cell.output for cell in self.sent_cells.values())
 
     def _last_chance(self) -> str | None:
         """One more request at the iteration limit (or when the same code keeps coming); the answer
@@ -525,14 +466,15 @@ class _Run:
         keeps resending its code, or answers from its own guesses, even with the answer shown)."""
         messages: list[Message] = [
             {"role": "system", "content": prompts.final_request_system()},
-            {"role": "user", "content": prompts.final_request_prompt(self.question, self._last_outputs(),
+            {"role": "user", "content": prompts.final_request_prompt(self.question,
+                                                                     last_outputs(self.sent_cells.values()),
                                                                      list(reversed(self.assigned)))},
         ]
         reply = self._ask(messages)
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
             answer = self._text_answer(parsing.clean_answer(final.value))
-            return None if self._placeholder(answer) else answer or None
+            return None if self.check.placeholder(answer) else answer or None
         if final is not None:
             value = self._variable(final.value)
             if value is not None:
@@ -542,7 +484,7 @@ class _Run:
             code = finishing[-1]
             given = self._cell_answer(code, self._cell(code))
             if given is not None:
-                return None if self._placeholder(given) else given
+                return None if self.check.placeholder(given) else given
         blocks = parsing.find_code_blocks(reply)
         prose = reply
         for code in blocks:
@@ -551,7 +493,7 @@ class _Run:
             self._note("the last reply was code, not an answer: the run ends without one")
             return None
         text = parsing.clean_answer(reply)
-        if self._placeholder(text):
+        if self.check.placeholder(text):
             return None
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")

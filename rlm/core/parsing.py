@@ -409,6 +409,25 @@ def is_placeholder(text: str) -> bool:
     return bare in _PLACEHOLDERS or bare.rstrip(".") in _PLACEHOLDERS
 
 
+# a code name: a dotted path, snake_case, camelCase, or a word with digits (``rotate_token``,
+# ``computeCache``, ``LEDGER_RATE_1``, ``render/batch_9.py``), not a plain word such as a label
+_CODE_NAME = re.compile(r"[A-Za-z_][\w./-]*")
+_CHOICE = re.compile(r"(?<!\w)(?:or|one of|either)(?!\w)", flags=re.IGNORECASE)
+
+
+def repeats_question_name(answer: str, question: str) -> bool:
+    """``answer`` is only a code name the question itself gives (asked which function calls
+    ``rotate_token()``, a small model answers ``rotate_token``), for a question that offers no
+    choice (``... one of: a, b``, ``a or b``): it does not answer what the question asks."""
+    bare = answer.strip(" \t\n`'\".")
+    bare = bare[:-2] if bare.endswith("()") else bare
+    if _CHOICE.search(question) or not _CODE_NAME.fullmatch(bare):
+        return False
+    if not any(c.isdigit() or c in "_./" for c in bare) and not re.search(r"[a-z][A-Z]", bare):
+        return False   # a plain word (a label, "yes") may well be the answer the question names
+    return re.search(rf"(?<![\w./]){re.escape(bare)}(?![\w/]|\.\w)", question) is not None
+
+
 def clean_answer(text: str) -> str:
     """A reply used as the answer without a FINAL: fence lines removed (their text kept) and a
     ``FINAL(...)`` / ``FINAL_VAR(...)`` wrapper unwrapped; a stray unclosed ``FINAL(`` is dropped."""

@@ -427,6 +427,15 @@ def placeholder_answer(text: str) -> str:
             "Write the answer itself inside the parentheses, as the output shows it, for example FINAL(42).")
 
 
+def question_name_answer(text: str) -> str:
+    """FINAL held only a name the question itself gives (asked which function calls ``f()``, the
+    answer ``f``): asked once to read the output again."""
+    name = text.strip()
+    return (f"FINAL({name}) was not taken: `{name}` is the name the question asks about, not the answer. "
+            "The answer is another name or value that the output above shows for it: reply with "
+            f"FINAL() holding that. (If `{name}` really is the answer, send it again.)")
+
+
 def final_var_missing(name: str) -> str:
     """FINAL_VAR named a variable the REPL does not have."""
     return (

@@ -106,3 +106,32 @@ class ModelClient(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class ReportingClient(ModelClient):
+    """``inner`` as a caller on another thread or event loop sees it: its silent or retried
+    requests are told to ``listener`` (a run's sub-calls run on bridge threads, outside the root
+    call's context); it does not own ``inner``."""
+
+    def __init__(self, inner: ModelClient, listener: WaitListener) -> None:
+        self.inner = inner
+        self.listener = listener
+
+    def complete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                 max_tokens: int | None = None) -> Completion:
+        with report_waits(self.listener):
+            return self.inner.complete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
+
+    async def acomplete(self, messages: list[Message], *, model: str, temperature: float | None = None,
+                        max_tokens: int | None = None) -> Completion:
+        with report_waits(self.listener):
+            return await self.inner.acomplete(messages, model=model, temperature=temperature, max_tokens=max_tokens)
+
+    def list_models(self) -> list[str]:
+        return self.inner.list_models()
+
+    async def arelease(self) -> None:
+        await self.inner.arelease()
+
+    def close(self) -> None:
+        """``inner`` is not owned: nothing to close."""

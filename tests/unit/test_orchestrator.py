@@ -125,7 +125,8 @@ def scripted(root_replies: list, sub_reply: str | Callable[[str], str] = "sub sa
 
 
 def run(tmp_path: Path, replies: list, *, session: FakeSession | None = None, events: list | None = None,
-        sub_reply: str | Callable[[str], str] = "sub says hi", **overrides) -> tuple[RunResult, ScriptedClient,
+        sub_reply: str | Callable[[str], str] = "sub says hi", question: str = "What is the code?",
+        **overrides) -> tuple[RunResult, ScriptedClient,
                                                                                      FakeSession, list[dict]]:
     session = session or FakeSession()
     client = scripted(replies, sub_reply)
@@ -133,7 +134,7 @@ def run(tmp_path: Path, replies: list, *, session: FakeSession | None = None, ev
     orch = Orchestrator(make_settings(tmp_path, **overrides), client, progress=progress,
                         session_factory=lambda path: session)
     trace = tmp_path / "run.jsonl"
-    result = orch.run("What is the code?", None, trace_path=trace)
+    result = orch.run(question, None, trace_path=trace)
     return result, client, session, read_events(trace)
 
 
@@ -744,6 +745,21 @@ def test_an_answer_that_copies_the_instructions_stand_in_is_not_taken(tmp_path, 
     told = last_user(root_calls(client)[2])
     assert "was not taken" in told and "the answer itself" in told
     assert any(e["kind"] == "note" and "stand-in" in e["text"] for e in events)
+
+
+@pytest.mark.parametrize("reply", ["FINAL(rotate_token)", "```repl\nFINAL('rotate_token')\n```"])
+def test_an_answer_that_only_repeats_a_name_of_the_question_is_asked_about_once(tmp_path, reply):
+    question = "Which function calls rotate_token()?"
+    result, client, _, events = run(tmp_path, [repl("print(1)"), reply, "FINAL(flush_report)"], question=question)
+    assert (result.answer, result.iterations) == ("flush_report", 3)
+    assert "`rotate_token` is the name the question asks about" in last_user(root_calls(client)[2])
+    assert any(e["kind"] == "note" and "only a name the question gives" in e["text"] for e in events)
+
+
+def test_a_name_of_the_question_sent_again_is_the_answer(tmp_path):
+    question = "Which function calls rotate_token()?"
+    result, _, _, _ = run(tmp_path, ["FINAL(rotate_token)", "FINAL(rotate_token)"], question=question)
+    assert (result.answer, result.iterations) == ("rotate_token", 2)
 
 
 def test_at_the_iteration_limit_a_stand_in_answer_is_no_answer(tmp_path):

@@ -296,6 +296,21 @@ def test_result_name_is_a_variable_the_output_names(code, output, expected):
     assert parsing.result_name(code, output) == expected
 
 
+@pytest.mark.parametrize("answer, question, repeats", [
+    ("rotate_token", "Which function calls rotate_token()?", True),
+    ("`rotate_token()`.", "Which function calls rotate_token()?", True),
+    ("flushRecord", "In which file is flushRecord defined?", True),
+    ("storage/token_3.py", "What is EVENT_COUNT_3, defined in storage/token_3.py?", True),
+    ("flush_report", "Which function calls rotate_token()?", False),        # another name
+    ("token_3", "What is EVENT_COUNT_3, defined in storage/token_3.py?", False),  # part of a path
+    ("praise", "Which label is labelled 'praise' most?", False),           # a plain word may be the answer
+    ("parse_v2", "Is the parser parse_v1 or parse_v2?", False),            # the question offers a choice
+    ("7025", "What is the value of 7025?", False),
+])
+def test_an_answer_that_only_repeats_a_code_name_of_the_question_is_recognised(answer, question, repeats):
+    assert parsing.repeats_question_name(answer, question) is repeats
+
+
 @pytest.mark.parametrize("text, placeholder", [
     ("your answer", True), ("Your answer.", True), ("`the answer`", True), ("...", True), ("variable_name", True),
     ("42", False), ("answer", False), ("", False), ("the answer is 42", False),

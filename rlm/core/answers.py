@@ -1,0 +1,73 @@
+"""What a run knows of the cells that ran, and whether a reply's answer is taken.
+
+An answer is not taken when it copies the instructions' stand-in for one (``FINAL(your
+answer)``), and, the first time, when it only repeats a code name the question gives (asked
+which function calls ``rotate_token()``, a small model answers ``rotate_token``): the model is
+told why, and the turn goes on.  At the iteration limit only the first rule holds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from rlm.core import parsing, prompts
+
+LAST_OUTPUT_SHOWN_CHARS = 1_000  # an output up to this length goes with the last-chance request
+LAST_CHANCE_OUTPUTS = 3  # the last outputs of the run (short ones) the last-chance request shows
+
+
+@dataclass(frozen=True)
+class KnownCell:
+    """A cell that ran: what the model was shown, to answer an identical block without running it."""
+
+    code: str            # normalised (parsing.normalize_code)
+    iteration: int
+    output: str          # as shown to the model (sanitised, truncated, with notes)
+    error_name: str | None
+    timed_out: bool
+    built: str | None   # the variable it built its result in (parsing.result_name)
+
+
+def last_outputs(cells: Iterable[KnownCell]) -> list[str]:
+    """The last distinct short outputs of ``cells`` (at most ``LAST_CHANCE_OUTPUTS``), oldest first."""
+    shown: list[str] = []
+    for cell in reversed(sorted(cells, key=lambda c: c.iteration)):
+        text = cell.output.strip()
+        if text and text != prompts.NO_OUTPUT and len(text) <= LAST_OUTPUT_SHOWN_CHARS and text not in shown:
+            shown.append(text)
+        if len(shown) == LAST_CHANCE_OUTPUTS:
+            break
+    return shown[::-1]
+
+
+def seen_outputs(cells: Iterable[KnownCell]) -> str:
+    """Every output of ``cells``, as the model was shown them."""
+    return "\n".join(cell.output for cell in cells)
+
+
+class AnswerCheck:
+    """Judges the answers of one run's replies; each refusal is told to ``note`` (the trace)."""
+
+    def __init__(self, question: str, note: Callable[[str], None]) -> None:
+        self.question = question
+        self.note = note
+        self.refused: set[str] = set()  # answers that only repeated a name of the question (asked once)
+
+    def refusal(self, answer: str) -> str | None:
+        """Why a turn's ``answer`` is not taken, for the model; None: it is taken."""
+        if self.placeholder(answer):
+            return prompts.placeholder_answer(answer)
+        bare = answer.strip()
+        if bare not in self.refused and parsing.repeats_question_name(answer, self.question):
+            self.refused.add(bare)
+            self.note(f"the answer {bare[:60]!r} is only a name the question gives: asked once more")
+            return prompts.question_name_answer(answer)
+        return None
+
+    def placeholder(self, answer: str) -> bool:
+        """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
+        if not parsing.is_placeholder(answer):
+            return False
+        self.note(f"the answer {answer.strip()[:40]!r} copies the instructions' stand-in for an answer: not taken")
+        return True
