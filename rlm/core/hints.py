@@ -16,6 +16,7 @@ _MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statist
                       "functools", "random", "textwrap", "csv", "heapq", "bisect", "operator", "time", "os",
                       "sys", "unicodedata", "difflib", "fractions", "decimal"})
 _NOT_DEFINED = re.compile(r"name '(?P<name>\w+)' is not defined")
+_NO_MODULE = re.compile(r"No module named '(?P<name>[\w.]+)'")
 
 
 _GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
@@ -63,7 +64,8 @@ def _undefined(output: str) -> str | None:
 
 def _known_fix(error_name: str, output: str) -> str | None:
     """The fix for an error small models do not mend alone, told at its first occurrence: re.search
-    without a match, a str indexed like a dict, a module used without its import; None for others."""
+    without a match, a str indexed like a dict, a module used without its import, an import of a
+    module the REPL does not have (a file of the context); None for others."""
     if error_name == "AttributeError" and _NO_MATCH in output:
         return _NO_MATCH_HINT
     if error_name == "TypeError" and _STR_INDEX in output:
@@ -71,6 +73,11 @@ def _known_fix(error_name: str, output: str) -> str | None:
     name = _undefined(output) if error_name == "NameError" else None
     if name in _MODULES:
         return f"It failed because the module `{name}` is not imported: add `import {name}` as the first line."
+    missing = _NO_MODULE.search(output) if error_name == "ModuleNotFoundError" else None
+    if missing is not None:
+        return (f"It failed because the REPL has no module `{missing['name']}`: the files of the context are "
+                "text in `context`, not modules to import, and only Python's standard library is installed. "
+                "Remove that import and find what you need in the text with grep(...).")
     return None
 
 

@@ -115,10 +115,16 @@ def test_a_cell_that_found_nothing_is_shown_its_first_greps_lines(code, output, 
     ("AttributeError", "AttributeError: 'NoneType' object has no attribute 'group'"),
     ("TypeError", "TypeError: string indices must be integers"),
     ("NameError", "NameError: name 'collections' is not defined"),
+    ("ModuleNotFoundError", "ModuleNotFoundError: No module named 'auth'"),
 ])
 def test_a_known_fix_is_the_same_at_the_first_failure_and_on_a_repeat(error, output) -> None:
     first = cell_hint("x", output, error)
     assert first is not None and first == repeat_instruction(error_name=error, output=output)
+
+
+def test_an_import_of_a_file_of_the_context_is_told_to_search_the_text_instead() -> None:
+    hint = cell_hint("import auth.record_251", "ModuleNotFoundError: No module named 'auth'", "ModuleNotFoundError")
+    assert hint is not None and "no module `auth`" in hint and "grep(" in hint
 
 
 @pytest.mark.parametrize("code, binds", [
