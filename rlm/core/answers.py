@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from rlm.core import parsing, prompts
 
@@ -46,6 +47,14 @@ def seen_outputs(cells: Iterable[KnownCell]) -> str:
     return "\n".join(cell.output for cell in cells)
 
 
+class Refusal(NamedTuple):
+    """An answer not taken: what the model is told, and whether to show it the last output again
+    (the evidence it misread) with that."""
+
+    text: str
+    reread: bool = False
+
+
 class AnswerCheck:
     """Judges the answers of one run's replies; each refusal is told to ``note`` (the trace)."""
 
@@ -54,15 +63,15 @@ class AnswerCheck:
         self.note = note
         self.refused: set[str] = set()  # answers that only repeated a name of the question (asked once)
 
-    def refusal(self, answer: str) -> str | None:
+    def refusal(self, answer: str) -> Refusal | None:
         """Why a turn's ``answer`` is not taken, for the model; None: it is taken."""
         if self.placeholder(answer):
-            return prompts.placeholder_answer(answer)
+            return Refusal(prompts.placeholder_answer(answer))
         bare = answer.strip()
         if bare not in self.refused and parsing.repeats_question_name(answer, self.question):
             self.refused.add(bare)
             self.note(f"the answer {bare[:60]!r} is only a name the question gives: asked once more")
-            return prompts.question_name_answer(answer)
+            return Refusal(prompts.question_name_answer(answer), reread=True)
         return None
 
     def placeholder(self, answer: str) -> bool:

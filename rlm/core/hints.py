@@ -17,6 +17,7 @@ _MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statist
                       "sys", "unicodedata", "difflib", "fractions", "decimal"})
 _NOT_DEFINED = re.compile(r"name '(?P<name>\w+)' is not defined")
 _NO_MODULE = re.compile(r"No module named '(?P<name>[\w.]+)'")
+_BAD_KEYWORD = re.compile(r"(?P<func>\w+)\(\) got an unexpected keyword argument '(?P<arg>\w+)'")
 
 
 _GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
@@ -65,7 +66,8 @@ def _undefined(output: str) -> str | None:
 def _known_fix(error_name: str, output: str) -> str | None:
     """The fix for an error small models do not mend alone, told at its first occurrence: re.search
     without a match, a str indexed like a dict, a module used without its import, an import of a
-    module the REPL does not have (a file of the context); None for others."""
+    module the REPL does not have (a file of the context), a keyword argument a function does not
+    take (``llm_query(prompt, text=...)``); None for others."""
     if error_name == "AttributeError" and _NO_MATCH in output:
         return _NO_MATCH_HINT
     if error_name == "TypeError" and _STR_INDEX in output:
@@ -73,6 +75,13 @@ def _known_fix(error_name: str, output: str) -> str | None:
     name = _undefined(output) if error_name == "NameError" else None
     if name in _MODULES:
         return f"It failed because the module `{name}` is not imported: add `import {name}` as the first line."
+    keyword = _BAD_KEYWORD.search(output) if error_name == "TypeError" else None
+    if keyword is not None and keyword["func"] in ("llm_query", "llm_query_batched"):
+        return (f"It failed because {keyword['func']}() has no argument `{keyword['arg']}`: the text goes into "
+                "the prompt itself, for example `llm_query(\"Question ... Text:\\n\" + text)`.")
+    if keyword is not None:
+        return (f"It failed because {keyword['func']}() has no argument `{keyword['arg']}`: call it as the "
+                "instructions show it.")
     missing = _NO_MODULE.search(output) if error_name == "ModuleNotFoundError" else None
     if missing is not None:
         return (f"It failed because the REPL has no module `{missing['name']}`: the files of the context are "

@@ -49,7 +49,7 @@ from typing import Any
 
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
-from rlm.core.answers import AnswerCheck, KnownCell, last_outputs, seen_outputs
+from rlm.core.answers import AnswerCheck, KnownCell, Refusal, last_outputs, seen_outputs
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
@@ -326,6 +326,7 @@ class _Run:
         fixes: list[str] = []
         reused = 0
         failed = False   # a block of this reply raised an error
+        reread = False   # the last output is shown again, with why the answer read from it was not taken
         self.echoed = False
         for n, code in enumerate(blocks, start=1):
             if self._is_echo(code):
@@ -347,7 +348,6 @@ class _Run:
                 reused += 1
                 continue
             ex = self._cell(code)
-            failed = failed or ex.error_name is not None
             names = parsing.assigned_names(code)
             for name in names:
                 self.assigned.pop(name, None)
@@ -360,8 +360,9 @@ class _Run:
                 refusal = self.check.refusal(answer)
                 if refusal is None:
                     return answer, ""
-                outputs.append((code, refusal))
+                reread = self._refused(refusal, code, outputs, fixes) or reread
                 continue
+            failed = failed or ex.error_name is not None
             output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
                                                 self.s.run.max_output_chars)
             if ex.context_restored:
@@ -391,7 +392,7 @@ class _Run:
             refusal = self.check.refusal(answer)
             if refusal is None:
                 return answer, ""
-            outputs.append((f"FINAL({final.value})", refusal))
+            reread = self._refused(refusal, f"FINAL({final.value})", outputs, fixes) or reread
         elif final is not None:
             value = self._variable(final.value)
             if value is not None:
@@ -400,11 +401,22 @@ class _Run:
         if not blocks and final is None:
             self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
             return None, prompts.nudge_prompt()
-        repeated = bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
+        repeated = not reread and bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
         self.seen_outputs.update(out.strip() for _, out in outputs)
         return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
                                               question=self.question, repeated=repeated, repeats=repeats,
                                               hints=fixes, variable=self.built, failed=failed)
+
+    def _refused(self, refusal: Refusal, code: str, outputs: list[tuple[str, str]], fixes: list[str]) -> bool:
+        """Tell the model why the answer of ``code`` was not taken: as that block's output, or, for
+        an answer that misread the last output, after that output shown again (then True)."""
+        last = self.last_cell
+        if refusal.reread and last is not None and last.error_name is None:
+            outputs.append((last.code, last.output))
+            fixes.append(refusal.text)
+            return True
+        outputs.append((code, refusal.text))
+        return False
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a

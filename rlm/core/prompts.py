@@ -429,11 +429,11 @@ def placeholder_answer(text: str) -> str:
 
 def question_name_answer(text: str) -> str:
     """FINAL held only a name the question itself gives (asked which function calls ``f()``, the
-    answer ``f``): asked once to read the output again."""
+    answer ``f``); said after the output the model read, shown again.  (An invitation to send the
+    name again if it is the answer made the 1.5B model search again instead.)"""
     name = text.strip()
-    return (f"FINAL({name}) was not taken: `{name}` is the name the question asks about, not the answer. "
-            "The answer is another name or value that the output above shows for it: reply with "
-            f"FINAL() holding that. (If `{name}` really is the answer, send it again.)")
+    return (f"FINAL({name}) was not taken. The answer is not `{name}`: that is the name the question asks "
+            "about. Which other name or value in this output answers the question?")
 
 
 def final_var_missing(name: str) -> str:

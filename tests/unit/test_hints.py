@@ -116,6 +116,7 @@ def test_a_cell_that_found_nothing_is_shown_its_first_greps_lines(code, output, 
     ("TypeError", "TypeError: string indices must be integers"),
     ("NameError", "NameError: name 'collections' is not defined"),
     ("ModuleNotFoundError", "ModuleNotFoundError: No module named 'auth'"),
+    ("TypeError", "TypeError: Repl.llm_query() got an unexpected keyword argument 'text'"),
 ])
 def test_a_known_fix_is_the_same_at_the_first_failure_and_on_a_repeat(error, output) -> None:
     first = cell_hint("x", output, error)
@@ -125,6 +126,12 @@ def test_a_known_fix_is_the_same_at_the_first_failure_and_on_a_repeat(error, out
 def test_an_import_of_a_file_of_the_context_is_told_to_search_the_text_instead() -> None:
     hint = cell_hint("import auth.record_251", "ModuleNotFoundError: No module named 'auth'", "ModuleNotFoundError")
     assert hint is not None and "no module `auth`" in hint and "grep(" in hint
+
+
+def test_a_keyword_llm_query_does_not_take_is_told_to_go_into_the_prompt() -> None:
+    hint = cell_hint("llm_query('q', text=t)", "TypeError: Repl.llm_query() got an unexpected keyword argument "
+                     "'text'", "TypeError")
+    assert hint is not None and "no argument `text`" in hint and '+ text)' in hint
 
 
 @pytest.mark.parametrize("code, binds", [

@@ -750,9 +750,16 @@ def test_an_answer_that_copies_the_instructions_stand_in_is_not_taken(tmp_path, 
 @pytest.mark.parametrize("reply", ["FINAL(rotate_token)", "```repl\nFINAL('rotate_token')\n```"])
 def test_an_answer_that_only_repeats_a_name_of_the_question_is_asked_about_once(tmp_path, reply):
     question = "Which function calls rotate_token()?"
-    result, client, _, events = run(tmp_path, [repl("print(1)"), reply, "FINAL(flush_report)"], question=question)
+    found = "'    x += rotate_token()' is in def flush_report():"
+    session = FakeSession(rules={"grep(": Execution(stdout=found + "\n"),
+                                 "FINAL(rotate_token)": Execution(error="NameError: name 'rotate_token' is not "
+                                                                  "defined", error_name="NameError")})
+    result, client, _, events = run(tmp_path, [repl("print(grep(r'rotate_token'))"), reply, "FINAL(flush_report)"],
+                                    question=question, session=session)
     assert (result.answer, result.iterations) == ("flush_report", 3)
-    assert "`rotate_token` is the name the question asks about" in last_user(root_calls(client)[2])
+    told = last_user(root_calls(client)[2])
+    assert "The answer is not `rotate_token`: that is the name the question asks about" in told
+    assert found in told and "What is the answer, according to this output?" in told   # the evidence again
     assert any(e["kind"] == "note" and "only a name the question gives" in e["text"] for e in events)
 
 
