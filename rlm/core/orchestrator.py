@@ -491,6 +491,10 @@ class _Run:
             value = self._variable(final.value)
             if value is not None:
                 return value
+            if final.value in self.assigned:   # a name of the run's code that holds nothing, not an answer
+                self._note(f"FINAL_VAR({final.value}) names a variable the code never set: the run ends without "
+                           "an answer")
+                return None
         finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
         if finishing:  # the model answered with a FINAL call in code: run that one cell
             code = finishing[-1]

@@ -769,6 +769,13 @@ def test_a_name_of_the_question_sent_again_is_the_answer(tmp_path):
     assert (result.answer, result.iterations) == ("rotate_token", 2)
 
 
+def test_at_the_iteration_limit_final_var_of_a_variable_the_code_never_set_is_no_answer(tmp_path):
+    # `for h in hits:` over no hits names `h` but never sets it; the answer is not the letter "h"
+    result, _, _, events = run(tmp_path, [repl("for h in hits:\n    print(h)"), "FINAL_VAR(h)"], max_iterations=1)
+    assert (result.status, result.answer) == ("max_iterations", None)
+    assert any(e["kind"] == "note" and "never set" in e["text"] for e in events)
+
+
 def test_at_the_iteration_limit_a_stand_in_answer_is_no_answer(tmp_path):
     result, _, _, events = run(tmp_path, [repl("a = 1"), "FINAL(your answer)"], max_iterations=1)
     assert (result.status, result.answer) == ("max_iterations", None)
