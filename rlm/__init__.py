@@ -20,7 +20,7 @@ __version__ = "0.2.0"
 if TYPE_CHECKING:
     from rlm._api import RLM, ContextLike, IterationEvent, SubCallEvent
     from rlm.config import LoadedSettings, Settings
-    from rlm.core.orchestrator import RunResult
+    from rlm.core.result import RunResult
     from rlm.errors import (
         ConfigError,
         ContextError,
@@ -61,7 +61,7 @@ __all__ = [
 
 _WHERE = {
     "RLM": "rlm._api", "ContextLike": "rlm._api", "IterationEvent": "rlm._api", "SubCallEvent": "rlm._api",
-    "LoadedSettings": "rlm.config", "Settings": "rlm.config", "RunResult": "rlm.core.orchestrator",
+    "LoadedSettings": "rlm.config", "Settings": "rlm.config", "RunResult": "rlm.core.result",
     "Usage": "rlm.llm.base",
     **{name: "rlm.errors" for name in ("ConfigError", "ContextError", "EmbeddedServerDied", "LLMError",
                                        "ModelAuthError", "ModelNotFound", "ModelUnreachable", "RLMError",

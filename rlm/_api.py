@@ -29,7 +29,8 @@ from typing import Any, Union
 
 from rlm.config import LoadedSettings, Settings, load_settings
 from rlm.core.context import ContextSource, check_file, inline_json, inline_text
-from rlm.core.orchestrator import Orchestrator, RunResult
+from rlm.core.orchestrator import Orchestrator
+from rlm.core.result import RunResult
 from rlm.errors import ContextError, UsageError
 from rlm.llm.base import ModelClient
 from rlm.sandbox.session import SandboxSession

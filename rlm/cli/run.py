@@ -14,8 +14,8 @@ from rlm._api import RLM, ContextLike
 from rlm.bench.demo import DemoCase
 from rlm.cli.views import StepView, stats_table
 from rlm.config import LoadedSettings
-from rlm.core.orchestrator import RunResult
 from rlm.core.parsing import sanitize_for_terminal
+from rlm.core.result import RunResult
 from rlm.errors import UsageError
 
 

@@ -7,8 +7,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from rlm.core.orchestrator import RunResult
 from rlm.core.parsing import sanitize_for_terminal
+from rlm.core.result import RunResult
 
 
 def _first_line(text: str, width: int = 70) -> str:

@@ -37,13 +37,11 @@ Recovery from small models' mistakes (each recorded in the trace as a ``note``):
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +49,7 @@ from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
 from rlm.core.answers import AnswerCheck, KnownCell, Refusal, last_outputs, seen_outputs
 from rlm.core.context import ContextSource, inline_text
+from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
 from rlm.llm.base import Message, ModelClient, ReportingClient, Usage, report_waits
@@ -58,25 +57,6 @@ from rlm.sandbox import Execution, SandboxSession
 
 Progress = Callable[[str, dict[str, Any]], None]
 SessionFactory = Callable[[Path | None], SandboxSession]
-
-
-@dataclass
-class RunResult:
-    answer: str | None
-    status: str                      # ok | max_iterations | stuck | error | interrupted
-    iterations: int = 0
-    sub_calls: int = 0
-    usage: dict[str, Usage] = field(default_factory=dict)
-    duration_s: float = 0.0
-    trace: str | None = None
-    phases: dict[str, float] = field(default_factory=dict)   # sandbox_start_s, model_s, execution_s
-    error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"answer": self.answer, "status": self.status, "iterations": self.iterations,
-                "sub_calls": self.sub_calls, "usage": {m: u.to_dict() for m, u in self.usage.items()},
-                "duration_s": round(self.duration_s, 3), "trace": self.trace, "error": self.error,
-                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
 
 
 def _describe_cell(ex: Execution) -> str:
@@ -277,14 +257,17 @@ class _Run:
         ex = self.sess.execute(code, timeout=self.s.sandbox.cell_timeout_s)
         self.phases["execution_s"] += time.perf_counter() - t0
         if record:
-            output, cut = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
-                                                  self.s.run.max_output_chars)
+            output, cut = self._shown(ex)
             data = {"iteration": self.iterations, "code": code, "output": output, "error": ex.error_name,
                     "timed_out": ex.timed_out, "duration_s": round(ex.duration_s, 4), "restarted": ex.restarted,
                     "truncated_chars": cut}
             self.trace.event("cell", **data)
             self.o.progress("cell", data)
         return ex
+
+    def _shown(self, ex: Execution) -> tuple[str, int]:
+        """A cell's output as the model and the trace see it (sanitised, cut), and the characters cut."""
+        return parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)), self.s.run.max_output_chars)
 
     def _loop(self) -> tuple[str | None, str]:
         info = self._context_info()
@@ -363,8 +346,7 @@ class _Run:
                 reread = self._refused(refusal, code, outputs, fixes) or reread
                 continue
             failed = failed or ex.error_name is not None
-            output, _ = parsing.truncate_output(parsing.sanitize_for_terminal(_describe_cell(ex)),
-                                                self.s.run.max_output_chars)
+            output, _ = self._shown(ex)
             if ex.context_restored:
                 note = prompts.context_restored_note()
                 output = f"{output}\n{note}"
@@ -519,7 +501,3 @@ class _Run:
 def _first_line(text: str) -> str:
     """The first line of ``text`` that is not blank, stripped ("" when there is none)."""
     return next((line.strip() for line in text.splitlines() if line.strip()), "")
-
-
-def result_json(result: RunResult) -> str:
-    return json.dumps(result.to_dict(), ensure_ascii=False)

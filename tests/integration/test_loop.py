@@ -12,7 +12,8 @@ import pytest
 
 from rlm.config import settings_from_mapping
 from rlm.core import prompts
-from rlm.core.orchestrator import Orchestrator, RunResult
+from rlm.core.orchestrator import Orchestrator
+from rlm.core.result import RunResult
 from rlm.errors import ModelUnreachable
 from rlm.llm.fake_server import FakeModelServer
 from rlm.llm.openai_client import OpenAICompatibleClient

@@ -11,7 +11,8 @@ import pytest
 
 from rlm.config import settings_from_mapping
 from rlm.core import prompts
-from rlm.core.orchestrator import Orchestrator, RunResult, result_json
+from rlm.core.orchestrator import Orchestrator
+from rlm.core.result import RunResult, result_json
 from rlm.errors import LLMError
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution

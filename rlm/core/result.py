@@ -1,0 +1,32 @@
+"""What a run returns: its answer, how it ended, and what it cost."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from rlm.llm.base import Usage
+
+
+@dataclass
+class RunResult:
+    answer: str | None
+    status: str                      # ok | max_iterations | stuck | error | interrupted
+    iterations: int = 0
+    sub_calls: int = 0
+    usage: dict[str, Usage] = field(default_factory=dict)
+    duration_s: float = 0.0
+    trace: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)   # sandbox_start_s, model_s, execution_s
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"answer": self.answer, "status": self.status, "iterations": self.iterations,
+                "sub_calls": self.sub_calls, "usage": {m: u.to_dict() for m, u in self.usage.items()},
+                "duration_s": round(self.duration_s, 3), "trace": self.trace, "error": self.error,
+                "phases": {k: round(v, 3) for k, v in self.phases.items()}}
+
+
+def result_json(result: RunResult) -> str:
+    return json.dumps(result.to_dict(), ensure_ascii=False)
