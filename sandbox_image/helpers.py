@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Callable, Iterator
 
-from protocol import MAP_CHUNK_CHARS
+from protocol import MAP_CHUNK_CHARS, NO_MATCH_NOTE
 
 DEFAULT_WIDTH = 300
 
@@ -129,8 +129,9 @@ class Line(str):
 
 
 def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECASE) -> list[Line]:
-    """Every line of ``text`` matching ``pattern``, one entry per line, with its ``.offset``."""
-    regex = compile_pattern(pattern, flags)
+    """Every line of ``text`` matching ``pattern``, one entry per line, with its ``.offset``; ``^`` and
+    ``$`` are a line's start and end (``grep(r"^def ")``), as for ``Line.before``."""
+    regex = compile_pattern(pattern, flags | re.MULTILINE)
     hits: list[Line] = []
     for index, doc in _documents(text):
         last_line = -1
@@ -163,7 +164,7 @@ def no_match_hint(text, pattern, *, flags: int = re.IGNORECASE, limit: int = 4) 
     if not any(n for _, n in counts):
         return None
     shown = ", ".join(f"grep({w!r}) {n} lines" for w, n in counts)
-    return f"grep({source!r}) matched no line; each word alone: {shown}"
+    return f"grep({source!r}) {NO_MATCH_NOTE} {shown}"
 
 
 def chunks(text, chunk_chars: int = MAP_CHUNK_CHARS) -> list[str]:

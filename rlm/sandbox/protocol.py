@@ -27,6 +27,9 @@ REPLY_MAX_FRAME = 64 * 1024 * 1024   # replies from the host to the REPL
 STATE_MIME = "application/vnd.rlm.state+json"
 
 MAP_CHUNK_CHARS = 4_000  # the REPL's map_chunks piece size unless the code passes another (prompts say so)
+# What grep prints for a pattern of several words that matched no line ("grep('a b') matched no
+# line; each word alone: grep('a') 3 lines, ..."); the host reads past that line to the cell's result.
+NO_MATCH_NOTE = "matched no line; each word alone:"
 
 # Container paths (host folders are bind-mounted there).
 CONTAINER_RUN = "/rlm/run"          # read-write: the kernel's sockets and connection file

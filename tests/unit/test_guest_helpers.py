@@ -36,6 +36,12 @@ def test_grep_gives_each_matching_line_once_with_the_offset_where_it_starts(help
     assert [TEXT[h.offset:h.offset + 5] for h in hits] == ["alpha", "Alpha"]
 
 
+def test_grep_anchors_are_the_start_and_end_of_each_line(helpers):
+    assert helpers.grep(TEXT, r"^beta") == ["beta two"]          # not only the text's first line
+    assert helpers.grep(TEXT, r"alpha$") == ["Alpha three alpha"]
+    assert _pairs(helpers.grep(TEXT, r"^gamma$")) == [(38, "gamma")]
+
+
 def test_grep_lines_are_strings_that_print_and_join_like_strings(helpers):
     import copy
     import json
