@@ -2,8 +2,9 @@
 
 An answer is not taken when it copies the instructions' stand-in for one (``FINAL(your
 answer)``), and, the first time, when it only repeats a code name the question gives (asked
-which function calls ``rotate_token()``, a small model answers ``rotate_token``): the model is
-told why, and the turn goes on.  At the iteration limit only the first rule holds.
+which function calls ``rotate_token()``, a small model answers ``rotate_token``), is only a
+number where the question asks for a list (``FINAL(91)`` for "List every pair ...") or is
+empty: the model is told why, and the turn goes on.  At the iteration limit only the first rule holds.
 """
 
 from __future__ import annotations
@@ -62,12 +63,23 @@ class AnswerCheck:
         self.question = question
         self.note = note
         self.refused: set[str] = set()  # answers that only repeated a name of the question (asked once)
+        self.counted = False  # a count was refused where the question asks for a list (once a run)
+        self.emptied = False  # an empty answer was refused (once a run)
 
-    def refusal(self, answer: str) -> Refusal | None:
-        """Why a turn's ``answer`` is not taken, for the model; None: it is taken."""
+    def refusal(self, answer: str, variable: str | None = None) -> Refusal | None:
+        """Why a turn's ``answer`` is not taken, for the model; None: it is taken.  ``variable``:
+        the variable the run's code last built its result in."""
         if self.placeholder(answer):
             return Refusal(prompts.placeholder_answer(answer))
         bare = answer.strip()
+        if not bare and not self.emptied:
+            self.emptied = True
+            self.note("the answer is empty: asked once more")
+            return Refusal(prompts.empty_answer())
+        if not self.counted and parsing.count_for_list(answer, self.question):
+            self.counted = True
+            self.note(f"the answer {bare[:20]!r} is a number where the question asks for a list: asked once more")
+            return Refusal(prompts.count_for_list_answer(answer, variable))
         if bare not in self.refused and parsing.repeats_question_name(answer, self.question):
             self.refused.add(bare)
             self.note(f"the answer {bare[:60]!r} is only a name the question gives: asked once more")

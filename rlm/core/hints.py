@@ -11,6 +11,7 @@ import re
 from collections.abc import Sequence
 
 from rlm.core.parsing import binds_names, fenced
+from rlm.sandbox.protocol import NO_MATCH_NOTE
 
 _MODULES = frozenset({"re", "json", "math", "collections", "itertools", "statistics", "string", "datetime",
                       "functools", "random", "textwrap", "csv", "heapq", "bisect", "operator", "time", "os",
@@ -40,8 +41,9 @@ _EMPTY = re.compile(r"(0|\[\]|set\(\)|\{\}|''|\"\"|0 [A-Za-z].*)", re.DOTALL)
 
 
 def found_nothing(output: str) -> bool:
-    """The output of a cell is an empty result: ``0``, ``[]``, ``set()``, ``0 pairs, ...``."""
-    lines = [line for line in output.strip().splitlines() if line.strip()]
+    """The output of a cell is an empty result: ``0``, ``[]``, ``set()``, ``0 pairs, ...`` (after the
+    line grep prints for a pattern that matched nothing, if any)."""
+    lines = [line for line in output.strip().splitlines() if line.strip() and NO_MATCH_NOTE not in line]
     return len(lines) == 1 and _EMPTY.fullmatch(lines[0].strip()) is not None
 
 
@@ -50,10 +52,13 @@ def grep_patterns(code: str) -> list[str]:
     return [m.group("pattern") for m in _GREP_CALL.finditer(code)]
 
 
-def sample_pattern(code: str, output: str, error_name: str | None) -> str | None:
+def sample_pattern(code: str, output: str, error_name: str | None, question: str = "") -> str | None:
     """The pattern of the first ``grep`` in a cell that ran and found nothing, whose lines the cell
-    is to be shown (``cell_hint``'s ``samples``); None for any other cell."""
+    is to be shown (``cell_hint``'s ``samples``), or, when a grep of it matched no line, a word of
+    ``question`` it did not grep for (``search_word``); None for any other cell."""
     patterns = grep_patterns(code) if error_name is None and found_nothing(output) else []
+    if patterns and NO_MATCH_NOTE in output:
+        return search_word(question, code) if question else None
     return patterns[0] if patterns else None
 
 
@@ -63,11 +68,20 @@ def _undefined(output: str) -> str | None:
     return names[-1] if names else None
 
 
-def _known_fix(error_name: str, output: str) -> str | None:
+_INT_OF_LINE = re.compile(r"invalid literal for int\(\) with base 10: '(?P<line>[^'\n]{16,})'")
+
+
+def _known_fix(error_name: str, output: str, question: str = "") -> str | None:
     """The fix for an error small models do not mend alone, told at its first occurrence: re.search
     without a match, a str indexed like a dict, a module used without its import, an import of a
     module the REPL does not have (a file of the context), a keyword argument a function does not
-    take (``llm_query(prompt, text=...)``); None for others."""
+    take (``llm_query(prompt, text=...)``), int() of a whole line; None for others."""
+    whole = _INT_OF_LINE.search(output) if error_name == "ValueError" else None
+    if whole is not None:
+        found = number_regex(question, [whole["line"]])
+        take = (f"`int(re.search(r\"{found[1]}\", line).group(1))`" if found else
+                "`int(re.search(r\"(\\d+)\", line).group(1))` with the words before the number in the regex")
+        return f"It failed because int() was given a whole line, not a number: take the number out of it, {take}."
     if error_name == "AttributeError" and _NO_MATCH in output:
         return _NO_MATCH_HINT
     if error_name == "TypeError" and _STR_INDEX in output:
@@ -91,20 +105,26 @@ def _known_fix(error_name: str, output: str) -> str | None:
 
 
 def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[str] = (),
-              question: str = "") -> str | None:
+              question: str = "", *, sampled: str | None = None, preview: Sequence[str] = ()) -> str | None:
     """What to change in a cell that just ran for the first time and failed in a way small models
     do not fix alone (re.search without a match, a str indexed like a dict, a missing import), or
     whose result is empty (``0``, ``[]``, ``0 pairs``: its pattern does not match how the lines
     are written; ``samples``: lines its ``grep`` returns, shown with the regular expressions of the
     code that match none of them, and, where a word of ``question`` is written before a number in
-    them, the regular expression that takes that number); None when its output speaks for itself."""
+    them, the regular expression that takes that number, or, where they are comma-separated fields
+    that a line of ``preview`` names, the field; ``sampled``: the pattern ``samples`` came from,
+    when not the code's first); None when its output speaks for itself."""
     if error_name is not None:
-        return _known_fix(error_name, output)
+        return _known_fix(error_name, output, question)
     if not found_nothing(output):
         return None
     grepped = grep_patterns(code)
-    quote = "'" if grepped and '"' in grepped[0] else '"'
-    call = f"grep(r{quote}{grepped[0]}{quote})" if grepped else ""
+    call = _grep_call(grepped[0]) if grepped else ""
+    if sampled is not None and grepped and sampled != grepped[0] and samples:
+        call = _grep_call(sampled)
+        question_word = f"{_grep_call(grepped[0])} matched no line; "
+    else:
+        question_word = ""
     if not samples:
         look = f"`print({call}[:3])`" if call else "`print(context[:500])`"
         return ("Your code found nothing. Unless nothing is the answer, its pattern does not match how the text "
@@ -120,32 +140,82 @@ def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[
         verb = "matches" if len(missing) == 1 else "match"
         fix = f"{regexes} {verb} none of them: {fix}"
         suggestion = number_regex(question, samples)
+        field = csv_field(question, [*preview, *samples]) if suggestion is None else None
         if suggestion is not None:
             spelled, regex = suggestion
             fix += f" These lines write `{spelled}`, so for example `re.search(r\"{regex}\", line)`."
+        elif field is not None:
+            fix += (f" These lines are comma-separated fields, `{field[0]}`: `line.split(\",\")[{field[1]}]` "
+                    f"is the {field[2]} of a line.")
     else:
         fix = fix[0].upper() + fix[1:]
-    return f"Your code found nothing. These are lines `{call}` returns:\n{shown}\n{fix}"
+    return f"Your code found nothing. {question_word}These are lines `{call}` returns:\n{shown}\n{fix}"
+
+
+def _grep_call(pattern: str) -> str:
+    quote = "'" if '"' in pattern else '"'
+    return f"grep(r{quote}{pattern}{quote})"
 
 
 def number_regex(question: str, samples: Sequence[str]) -> tuple[str, str] | None:
     """Where a word of ``question`` (or its singular; not a quoted one) is written just before a number in ``samples``
     (``User: 93519``, ``user#93519``, ``"user_id": 93519``): that text as the lines write it, and a
     regular expression that takes the number; None when no word of the question is."""
-    words: list[str] = []
-    quoted = {w.lower() for pair in _QUOTED.findall(question) for w in _WORD.findall(pair[0] or pair[1])}
-    for word in _WORD.findall(question):
-        if word.lower() in quoted:   # a quoted term is a value asked about (a label), not a field's name
-            continue
-        for form in (word, word[:-1] if word.lower().endswith("s") else ""):
-            if len(form) >= 3 and form.lower() not in _COMMON and form.lower() not in words:
-                words.append(form.lower())
+    words = _question_words(question)
     for line in samples:
         for word in words:
             m = re.search(rf"\b({re.escape(word)}\w*)\W{{1,4}}\d+", line, re.IGNORECASE)
             if m:
                 return m.group(0), f"{re.escape(m.group(1))}\\D*(\\d+)"
     return None
+
+
+_FIELD_NAMES = re.compile(r"(?<![\w,])[A-Za-z_][\w ]{0,20}(?:,[A-Za-z_][\w ]{0,20}){2,}(?![\w,])")
+
+
+def csv_field(question: str, lines: Sequence[str]) -> tuple[str, int, str] | None:
+    """Where ``lines`` (a preview) name comma-separated fields (``date,user,intent,text``) and a word of
+    ``question`` (or its singular) is one of them, and other lines hold that many fields: the field
+    names as written, the field's index and its name; None otherwise."""
+    words = _question_words(question)
+    for line in lines:
+        for m in _FIELD_NAMES.finditer(line):
+            fields = [f.strip() for f in m.group(0).split(",")]
+            rows = [other for other in lines if other is not line and other.count(",") >= len(fields) - 1]
+            if len(rows) < 2:
+                continue
+            for index, field in enumerate(fields):
+                if any(field.lower() == w or field.lower().startswith(w + "_") for w in words):
+                    return m.group(0), index, field
+    return None
+
+
+def _question_words(question: str) -> list[str]:
+    """The uncommon words of ``question`` and their singulars, lower case; not a quoted term (a
+    value asked about, such as a label, not a field's name)."""
+    words: list[str] = []
+    quoted = {w.lower() for pair in _QUOTED.findall(question) for w in _WORD.findall(pair[0] or pair[1])}
+    for word in _WORD.findall(question):
+        if word.lower() in quoted:
+            continue
+        for form in (word, word[:-1] if word.lower().endswith("s") else ""):
+            if len(form) >= 3 and form.lower() not in _COMMON and form.lower() not in words:
+                words.append(form.lower())
+    return words
+
+
+_CONSTANT = re.compile(r"(?<![\w.])[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+(?![\w(])")
+_VALUE_ASKED = re.compile(r"\b(?:value|evaluate|equals?|worth|set to)\b", flags=re.IGNORECASE)
+_PYTHON_LINE = re.compile(r"^(?:[A-Z][A-Z0-9_]* *=|def |class |from \S+ import |import )")
+
+
+def constant_name(question: str, lines: Sequence[str]) -> str | None:
+    """The constant (``CACHE_TTL_3``, upper case with an underscore) whose value ``question`` asks
+    for, when ``lines`` (a preview) are Python code; None otherwise."""
+    m = _CONSTANT.search(question)
+    if m is None or not _VALUE_ASKED.search(question) or not any(_PYTHON_LINE.match(line) for line in lines):
+        return None
+    return m.group(0)
 
 
 _RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*r?(['\"])(?P<pattern>.*?)\1")
@@ -181,7 +251,7 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
     if timed_out:
         return ("It timed out: it does too much for one block. Work on a slice of `context` (for example "
                 "the first 100,000 characters) or use re.finditer instead of Python loops over characters.")
-    fix = _known_fix(error_name, output) if error_name else None
+    fix = _known_fix(error_name, output, question) if error_name else None
     if fix is not None:
         return fix
     name = _undefined(output) if error_name == "NameError" else None

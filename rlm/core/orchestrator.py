@@ -146,6 +146,7 @@ class _Run:
         self.sent_cells: dict[str, KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
         self.echoed = False  # the last reply copied an output into a code block
+        self.preview: list[str] = []  # the lines of the context's preview
         self.built: str | None = None  # the variable a cell that ran without error built its result in
         self.check = AnswerCheck(question, self._note)
         self.started = time.perf_counter()
@@ -271,6 +272,7 @@ class _Run:
 
     def _loop(self) -> tuple[str | None, str]:
         info = self._context_info()
+        self.preview = info.preview.splitlines()
         self.trace.event("run_start", question=self.question, depth=self.o.depth,
                          context={"kind": info.kind, "total_chars": info.total_chars,
                                   "n_documents": info.n_documents, "source": info.source},
@@ -285,9 +287,10 @@ class _Run:
         for iteration in range(1, self.s.run.max_iterations + 1):
             self.iterations = iteration
             self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})
+            prompt = str(messages[-1]["content"])
             reply = self._ask(messages)
             messages.append({"role": "assistant", "content": reply})
-            answer, feedback = self._handle_reply(reply)
+            answer, feedback = self._handle_reply(reply, prompt)
             if answer is not None:
                 return answer, "ok"
             if self.echoed:   # the echo is not kept: a conversation that holds one gets more of them
@@ -300,10 +303,14 @@ class _Run:
                 return answer, "ok" if answer is not None else "stuck"
         return self._last_chance(), "max_iterations"
 
-    def _handle_reply(self, reply: str) -> tuple[str | None, str]:
-        """Run the reply's code, then look for its answer; return (answer, feedback for the model)."""
+    def _handle_reply(self, reply: str, prompt: str = "") -> tuple[str | None, str]:
+        """Run the reply's code, then look for its answer; return (answer, feedback for the model).
+        ``prompt``: the message the reply answers (a FINAL in a copy of its text is no answer)."""
         blocks = parsing.find_code_blocks(reply)
         final = parsing.find_final(reply)
+        if final is not None and parsing.copies_final(reply, final, prompt):
+            self._note(f"the reply's {final.kind} FINAL is in text copied from rlm's message: not an answer")
+            final = None
         outputs: list[tuple[str, str]] = []
         repeats: list[str] = []
         fixes: list[str] = []
@@ -340,7 +347,7 @@ class _Run:
                 self.built = built
             answer = self._cell_answer(code, ex)
             if answer is not None:
-                refusal = self.check.refusal(answer)
+                refusal = self.check.refusal(answer, self.built)
                 if refusal is None:
                     return answer, ""
                 reread = self._refused(refusal, code, outputs, fixes) or reread
@@ -357,9 +364,10 @@ class _Run:
             outputs.append((code, output))
             hint = None
             if earlier is None:
-                pattern = hints.sample_pattern(code, output, ex.error_name)
+                pattern = hints.sample_pattern(code, output, ex.error_name, self.question)
                 samples = self._sample_lines(pattern) if pattern is not None else []
-                hint = hints.cell_hint(code, output, ex.error_name, samples, self.question)
+                hint = hints.cell_hint(code, output, ex.error_name, samples, self.question, sampled=pattern,
+                                       preview=self.preview)
             if hint is not None:
                 self._note(f"block {n}: {hint}")
                 fixes.append(hint)
@@ -371,15 +379,19 @@ class _Run:
                             and (final is None or final.kind != "answer") else 0)
         if final is not None and final.kind == "answer":
             answer = self._text_answer(final.value)
-            refusal = self.check.refusal(answer)
+            refusal = self.check.refusal(answer, self.built)
             if refusal is None:
                 return answer, ""
             reread = self._refused(refusal, f"FINAL({final.value})", outputs, fixes) or reread
         elif final is not None:
             value = self._variable(final.value)
-            if value is not None:
+            refusal = None if value is None else self.check.refusal(value, self.built)
+            if value is None:
+                outputs.append((f"FINAL_VAR({final.value!r})", prompts.final_var_missing(final.value)))
+            elif refusal is None:
                 return value, ""
-            outputs.append((f"FINAL_VAR({final.value!r})", prompts.final_var_missing(final.value)))
+            else:
+                reread = self._refused(refusal, f"FINAL_VAR({final.value})", outputs, fixes) or reread
         if not blocks and final is None:
             self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
             return None, prompts.nudge_prompt()

@@ -161,6 +161,19 @@ def find_final(text: str) -> Final | None:
     return found
 
 
+def copies_final(reply: str, final: Final, prompt: str) -> bool:
+    """``final`` (found in ``reply``) is in a line the reply copied from ``prompt``, the message it
+    answers (a small model echoes the turn's instructions, ``... when the answer is a list ...,
+    FINAL_VAR(answer). If it does not, ...``): that is no answer.  A line that is only the FINAL
+    the prompt suggests is one."""
+    call = f"FINAL_VAR({final.value})" if final.kind == "var" else f"FINAL({final.value})"
+    for line in reply.splitlines():
+        text = line.strip()
+        if call in text and len(text) > len(call) + 10 and text in prompt:
+            return True
+    return False
+
+
 def _prose_segments(text: str) -> list[str]:
     """The parts of ``text`` between executable code blocks."""
     segments, pos = [], 0
@@ -426,6 +439,16 @@ def repeats_question_name(answer: str, question: str) -> bool:
     if not any(c.isdigit() or c in "_./" for c in bare) and not re.search(r"[a-z][A-Z]", bare):
         return False   # a plain word (a label, "yes") may well be the answer the question names
     return re.search(rf"(?<![\w./]){re.escape(bare)}(?![\w/]|\.\w)", question) is not None
+
+
+_LIST_ASKED = re.compile(r"(?<!\w)(?:list (?:every|all|each)|one \w+ per line)(?!\w)", flags=re.IGNORECASE)
+_COUNT = re.compile(r"\d{1,3}(?:,\d{3})*|\d+")
+
+
+def count_for_list(answer: str, question: str) -> bool:
+    """``answer`` is only a number where ``question`` asks for a list (``List every pair ...``, ``one
+    id per line``): a small model answers how many items it found instead of the items."""
+    return _COUNT.fullmatch(answer.strip(" \t\n`'\".")) is not None and _LIST_ASKED.search(question) is not None
 
 
 def clean_answer(text: str) -> str:

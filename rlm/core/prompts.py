@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlm.core.hints import number_regex
+from rlm.core.hints import constant_name, csv_field, number_regex
 from rlm.core.parsing import fenced
 from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
@@ -216,8 +216,8 @@ def _finishing_section() -> str:
 
 
 def _example_section(budgets: Budgets) -> str:
-    """Short worked examples (a lookup, the section a line is in, the function that calls another, a
-    filtered count, a comparison, distinct ids, pairs), for questions unlike the real one."""
+    """Short worked examples (a lookup, the section a line is in, the function that calls another, the
+    value of a constant defined from others, a filtered count, a comparison, distinct ids, pairs), for questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
@@ -233,6 +233,16 @@ def _example_section(budgets: Budgets) -> str:
     caller = "\n".join([
         "for h in grep(r\"parse_date\\(\"):   # \\( : a call, not an import",
         "    print(repr(h), \"is in\", h.before(r\"def \"))",
+    ])
+    constant = "\n".join([
+        "values = {}   # every constant assignment of the code, run in the REPL: imports are followed",
+        "for _ in range(3):   # again: a definition may use a name assigned further down",
+        "    for line in grep(r\"^[A-Z][A-Z0-9_]* *= \"):",
+        "        try:",
+        "            exec(line, values)",
+        "        except Exception:",
+        "            pass",
+        "print(values.get(\"RETRY_LIMIT\"), grep(r\"^RETRY_LIMIT *= \"))",
     ])
     pairs = "\n".join([
         "# the preview's lines read: 2024-03-02 | client 1021 | refund | ...",
@@ -281,6 +291,9 @@ def _example_section(budgets: Budgets) -> str:
         + fenced(caller, "repl")
         + "\nThe output shows `'def parse_date(text):' is in def parse_date(text):` (its own definition) and "
         "`'    day = parse_date(row[0])' is in def load_rows(path):`, so: `FINAL(load_rows)`\n"
+        "Question: \"What is the value of the constant RETRY_LIMIT defined in net/config.py?\"\n"
+        + fenced(constant, "repl")
+        + "\nThe output shows `40 ['RETRY_LIMIT = BASE_RETRIES * 4']`, so: `FINAL(40)`\n"
         "Question: \"How many orders were refunded in March?\"\n"
         + fenced(count, "repl")
         + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
@@ -313,18 +326,29 @@ def _rules_section(budgets: Budgets) -> str:
 
 def first_user_prompt(question: str, *, sub_calls: bool = True, preview: str = "") -> str:
     """The first user message: the question, and how to begin (with, when the preview writes a
-    word of the question before a number, the regular expression that takes it)."""
-    found = number_regex(question, preview.splitlines())
+    word of the question before a number, the regular expression that takes it, or, when its
+    lines are comma-separated fields that a header names, which field is the question's)."""
+    lines = preview.splitlines()
+    found = number_regex(question, lines)
+    field = csv_field(question, lines) if found is None else None
     spelled = (f" The preview writes `{found[0]}`: `re.search(r\"{found[1]}\", line)` takes that number "
-               "from a line." if found else "")
+               "from a line." if found else
+               f" The preview's lines are comma-separated fields, `{field[0]}`: `line.split(\",\")[{field[1]}]` "
+               f"is the {field[2]} of a line." if field else "")
     fact = ("`grep` for a distinctive word of the question and pass the text around the lines to "
             "`llm_query` with the question, as in the first example" if sub_calls else
             "`grep` for a distinctive word of the question and print the lines")
+    constant = constant_name(question, lines)
+    if constant is not None:   # a value the code computes: the lookup example's sub-model would guess it
+        return (f"Question: {question}\n\nReply with a single ```repl block. `{constant}` is a constant of the "
+                "code: run the code's assignments as in the fourth example, and print "
+                f"`values.get(\"{constant}\")`.")
     return (
         f"Question: {question}\n\n"
         f"Reply with a single ```repl block. For a fact: {fact}. For the file, function or section "
-        "a line is in: print `h.before(pattern)` next to each line, as in the second and third examples. To "
-        "count, compute or list: code over all the matching lines, as in the examples after it."
+        "a line is in: print `h.before(pattern)` next to each line, as in the second and third examples. For "
+        "the value of a constant in code: run the code's assignments, as in the fourth. To count, compute or "
+        "list: code over all the matching lines, as in the examples after it."
         + spelled
     )
 
@@ -434,6 +458,22 @@ def question_name_answer(text: str) -> str:
     name = text.strip()
     return (f"FINAL({name}) was not taken. The answer is not `{name}`: that is the name the question asks "
             "about. Which other name or value in this output answers the question?")
+
+
+def count_for_list_answer(text: str, variable: str | None) -> str:
+    """FINAL held a number where the question asks for a list (``FINAL(91)`` for "List every
+    pair ..."): the items are the answer, not how many there are."""
+    where = (f"If `{variable}` holds the list, write FINAL_VAR({variable}); else build the list in a "
+             "variable and answer with FINAL_VAR and its name." if variable else
+             "Build the list in a variable, one item per line, and answer with FINAL_VAR and its name.")
+    return (f"FINAL({text.strip()}) was not taken: the question asks for the list itself, every item, "
+            f"not how many there are. {where}")
+
+
+def empty_answer() -> str:
+    """The answer was empty (``FINAL_VAR(answer)`` of a variable that holds nothing)."""
+    return ("The answer was empty, so it was not taken. If your code found nothing, its pattern does not match "
+            "how the text is written: print a few lines of `context`, fix the code and run it again.")
 
 
 def final_var_missing(name: str) -> str:

@@ -6,6 +6,7 @@ import pytest
 
 from rlm.core.hints import (
     cell_hint,
+    csv_field,
     number_regex,
     repeat_instruction,
     repeat_notice,
@@ -94,6 +95,28 @@ def test_number_regex_takes_the_number_a_word_of_the_question_names(line, expect
     assert number_regex("List every pair of user ids such that both users have a record.", [line]) == expected
 
 
+@pytest.mark.parametrize("lines, expected", [
+    (["CSV: date,user_id,topic,text", "2023/01/07,51781,sports,a", "2023/01/08,51782,travel,b"],
+     ("date,user_id,topic,text", 1, "user_id")),
+    (["Each line is one record (date, user, topic, text).", "Date: Mar 24 || User: 93519", "x"], None),  # prose
+    (["date,user,topic,text", "one line with, a comma"], None),         # the other lines are not such rows
+    (["date,time,topic,text", "2023/01/07,10:00,sports,a", "2023/01/08,11:00,travel,b"], None),  # no user field
+])
+def test_csv_field_finds_the_column_a_word_of_the_question_names(lines, expected) -> None:
+    assert csv_field("List every pair of user ids such that both users have a record labelled 'sports'.",
+                     lines) == expected
+
+
+def test_int_of_a_whole_line_is_told_to_take_the_number_out_of_it() -> None:
+    output = ("Traceback ...\nValueError: invalid literal for int() with base 10: 'Date: Sep 06, 2023 || "
+              "User: 90835 || Sentiment: neutral || Instance: Umber river.'")
+    question = "List every pair of user ids such that both users have a record labelled 'positive'."
+    hint = cell_hint("users.add(int(line))", output, "ValueError", question=question)
+    assert hint is not None and 'int(re.search(r"User\\D*(\\d+)", line).group(1))' in hint
+    assert "int() was given a whole line" in repeat_instruction(error_name="ValueError", output=output)
+    assert cell_hint("int(x)", "ValueError: invalid literal for int() with base 10: 'abc'", "ValueError") is None
+
+
 def test_number_regex_skips_a_quoted_term_of_the_question() -> None:
 
     csv = '2023/01/07,51781,question,"86760 juniper granite"'
@@ -109,6 +132,22 @@ def test_number_regex_skips_a_quoted_term_of_the_question() -> None:
 ])
 def test_a_cell_that_found_nothing_is_shown_its_first_greps_lines(code, output, error, pattern) -> None:
     assert sample_pattern(code, output, error) == pattern
+
+
+def test_a_grep_that_matched_no_line_is_shown_the_lines_of_the_questions_term() -> None:
+    code = "ids = set()\nfor line in grep(r\"topic=sports\"):\n    ids.add(line.split(',')[1])\nprint(len(ids), 'ids')"
+    output = ("grep('topic=sports') matched no line; each word alone: grep('topic') 1 lines, grep('sports') 124 "
+              "lines\n0 ids")
+    question = "List every pair of user ids such that both users have a record labelled 'sports'."
+    assert sample_pattern(code, output, None, question) == "sports"    # after grep's own line: still nothing
+    samples = ['2023/01/07,51781,sports,"a b"', '2023/01/08,40896,sports,"c"']
+    hint = cell_hint(code, output, None, samples, question, sampled="sports",
+                     preview=["Records. CSV without a header: date,user,topic,text", *samples])
+    assert hint is not None and 'grep(r"topic=sports") matched no line; These are lines `grep(r"sports")`' in hint
+    assert 'fields, `date,user,topic,text`: `line.split(",")[1]` is the user of a line.' not in hint  # split used
+    regex = cell_hint("for l in grep('sports'):\n    m = re.search(r'user (\\d+)', l)\nprint(len(ids))", "0", None,
+                      samples, question, preview=["CSV without a header: date,user,topic,text"])
+    assert regex is not None and '`line.split(",")[1]` is the user of a line.' in regex
 
 
 @pytest.mark.parametrize("error, output", [

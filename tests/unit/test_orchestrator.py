@@ -764,6 +764,59 @@ def test_an_answer_that_only_repeats_a_name_of_the_question_is_asked_about_once(
     assert any(e["kind"] == "note" and "only a name the question gives" in e["text"] for e in events)
 
 
+def test_a_count_where_the_question_asks_for_a_list_is_asked_about_once(tmp_path):
+    question = "List every pair of user ids such that both users have a record labelled 'low'. One pair per line."
+    code = "pairs = ['(1, 2)', '(1, 3)']\nanswer = '\\n'.join(pairs)\nprint(len(pairs), 'pairs, all in answer')"
+    session = FakeSession(rules={"pairs =": Execution(stdout="2 pairs, all in answer\n"),
+                                 "FINAL_VAR('answer')": Execution(final="(1, 2)\n(1, 3)")})
+    result, client, _, events = run(tmp_path, [repl(code), "FINAL(2)", "FINAL_VAR(answer)"],
+                                    question=question, session=session)
+    assert (result.answer, result.iterations) == ("(1, 2)\n(1, 3)", 3)
+    told = last_user(root_calls(client)[2])
+    assert "the question asks for the list itself" in told and "FINAL_VAR(answer)" in told
+    assert any(e["kind"] == "note" and "a number where the question asks for a list" in e["text"] for e in events)
+
+
+def test_a_final_in_a_copy_of_rlms_message_is_no_answer(tmp_path):
+    # the 1.5B echoed the whole turn, the instructions' "... FINAL_VAR(answer). If it does not, ..." with it
+    session = FakeSession(rules={"find()": Execution(stdout="0 pairs, all in the variable answer\n")})
+    _, client, _, _ = run(tmp_path, [repl("answer = find()"), "FINAL(x)"], session=session)
+    told = last_user(root_calls(client)[1])
+    copied = next(line for line in told.splitlines() if "FINAL_VAR(answer)" in line)
+    result, _, session, events = run(tmp_path, [repl("answer = find()"), repl("0 pairs") + "\n" + copied,
+                                                "FINAL(none)"], session=session)
+    assert (result.answer, result.iterations) == ("none", 3)
+    assert not any("FINAL_VAR" in code for code in session.executed)
+    assert any(e["kind"] == "note" and "copied from rlm's message" in e["text"] for e in events)
+
+
+def test_the_final_var_the_message_suggests_is_an_answer_on_its_own_line(tmp_path):
+    session = FakeSession(rules={"find()": Execution(stdout="2 pairs, all in the variable answer\n"),
+                                 "FINAL_VAR('answer')": Execution(final="(1, 2)\n(1, 3)")})
+    result, _, _, _ = run(tmp_path, [repl("find()"), "FINAL_VAR(answer)"], session=session)
+    assert (result.answer, result.iterations) == ("(1, 2)\n(1, 3)", 2)
+
+
+def test_an_empty_answer_is_asked_about_once(tmp_path):
+    session = FakeSession(rules={"FINAL_VAR('answer')": Execution(final="")})
+    result, client, _, events = run(tmp_path, [repl("answer = ''"), "FINAL_VAR(answer)", "FINAL_VAR(answer)"],
+                                    session=session)
+    assert (result.answer, result.iterations) == ("", 3)
+    assert "The answer was empty, so it was not taken" in last_user(root_calls(client)[2])
+    assert any(e["kind"] == "note" and "the answer is empty" in e["text"] for e in events)
+
+
+def test_a_count_sent_again_for_a_list_is_the_answer(tmp_path):
+    question = "List every pair of user ids such that both users have a record labelled 'low'."
+    result, _, _, _ = run(tmp_path, ["FINAL(91)", "FINAL(91)"], question=question)
+    assert (result.answer, result.iterations) == ("91", 2)
+
+
+def test_a_count_is_taken_where_the_question_asks_how_many(tmp_path):
+    result, _, _, _ = run(tmp_path, ["FINAL(91)"], question="How many pairs of users have a record labelled 'low'?")
+    assert (result.answer, result.iterations) == ("91", 1)
+
+
 def test_a_name_of_the_question_sent_again_is_the_answer(tmp_path):
     question = "Which function calls rotate_token()?"
     result, _, _, _ = run(tmp_path, ["FINAL(rotate_token)", "FINAL(rotate_token)"], question=question)

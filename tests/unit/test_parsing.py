@@ -311,6 +311,18 @@ def test_an_answer_that_only_repeats_a_code_name_of_the_question_is_recognised(a
     assert parsing.repeats_question_name(answer, question) is repeats
 
 
+@pytest.mark.parametrize("answer, question, counted", [
+    ("91", "List every pair of user ids such that both have a record labelled 'low'.", True),
+    ("`1,204`.", "List all customers who asked for a refund.", True),
+    ("12", "Which ids match? Give one id per line.", True),
+    ("(1, 2)\n(1, 3)", "List every pair of user ids ...", False),      # the list itself
+    ("91", "How many pairs of user ids are there?", False),             # a count is asked
+    ("4821", "List the vault code.", False),                              # not a list of items
+])
+def test_a_number_where_the_question_asks_for_a_list_is_recognised(answer, question, counted):
+    assert parsing.count_for_list(answer, question) is counted
+
+
 @pytest.mark.parametrize("text, placeholder", [
     ("your answer", True), ("Your answer.", True), ("`the answer`", True), ("...", True), ("variable_name", True),
     ("42", False), ("answer", False), ("", False), ("the answer is 42", False),

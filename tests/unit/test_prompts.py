@@ -60,7 +60,7 @@ def test_first_reply_must_be_a_code_block() -> None:
 @pytest.mark.parametrize("b", [budgets(), budgets(enable_sub_calls=False), budgets(depth=1)])
 def test_stays_under_size_bound(b: Budgets) -> None:
     prompt = system_prompt(INFO, b)
-    assert len(prompt.split()) < 1_250   # about 2.3k tokens, read once per run (a cached prefix after that)
+    assert len(prompt.split()) < 1_350   # about 2.5k tokens, read once per run (a cached prefix after that)
     assert len(prompt) < 9_000
 
 
@@ -94,7 +94,7 @@ def test_mentions_final_final_var_and_show_vars() -> None:
 
 def test_example_code_blocks_parse() -> None:
     blocks = find_code_blocks(system_prompt(INFO, budgets()))
-    assert len(blocks) == 7   # lookup, enclosing section, caller, filtered count, comparison, distinct ids, pairs
+    assert len(blocks) == 8   # lookup, enclosing section, caller, constant, filtered count, comparison, distinct ids, pairs
     assert all("grep(" in b for b in blocks)
     for block in blocks:
         compile(block, "<example>", "exec")
@@ -126,6 +126,17 @@ def test_first_user_prompt_has_question() -> None:
     text = first_user_prompt("Who wrote it?")
     assert "Who wrote it?" in text and "```repl" in text and "llm_query" in text
     assert "llm_query" not in first_user_prompt("Who wrote it?", sub_calls=False)
+
+
+def test_first_user_prompt_names_the_field_of_comma_separated_lines_that_the_question_asks_about() -> None:
+    preview = ("Records (intent labels: question, complaint). CSV without a header: date,user,intent,text\n"
+               '2023/01/07,51781,question,"juniper granite"\n2023/02/11,40896,complaint,"a b"\n')
+    question = "List every pair of user ids such that both users have a record labelled 'question'."
+    text = first_user_prompt(question, preview=preview)
+    assert 'fields, `date,user,intent,text`: `line.split(",")[1]` is the user of a line.' in text
+    labels = first_user_prompt("Which intent label is the most common?", preview=preview)
+    assert 'line.split(",")[2]` is the intent' in labels
+    assert "split" not in first_user_prompt(question, preview=preview.split("\n")[0])  # no lines with those fields
 
 
 def test_iteration_prompt_shows_outputs_and_the_question() -> None:
