@@ -9,6 +9,7 @@ empty: the model is told why, and the turn goes on.  At the iteration limit only
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -76,11 +77,11 @@ class AnswerCheck:
             self.emptied = True
             self.note("the answer is empty: asked once more")
             return Refusal(prompts.empty_answer())
-        if not self.counted and parsing.count_for_list(answer, self.question):
+        if not self.counted and count_for_list(answer, self.question):
             self.counted = True
             self.note(f"the answer {bare[:20]!r} is a number where the question asks for a list: asked once more")
             return Refusal(prompts.count_for_list_answer(answer, variable))
-        if bare not in self.refused and parsing.repeats_question_name(answer, self.question):
+        if bare not in self.refused and repeats_question_name(answer, self.question):
             self.refused.add(bare)
             self.note(f"the answer {bare[:60]!r} is only a name the question gives: asked once more")
             return Refusal(prompts.question_name_answer(answer), reread=True)
@@ -88,7 +89,78 @@ class AnswerCheck:
 
     def placeholder(self, answer: str) -> bool:
         """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
-        if not parsing.is_placeholder(answer):
+        if not is_placeholder(answer):
             return False
         self.note(f"the answer {answer.strip()[:40]!r} copies the instructions' stand-in for an answer: not taken")
         return True
+
+
+# the stand-ins the prompts write for an answer; a small model sometimes copies one as its answer
+_PLACEHOLDERS = frozenset({"your answer", "the answer", "your final answer", "final answer", "answer here",
+                           "your answer here", "the answer itself", "variable_name", "...", "<answer>"})
+
+
+def is_placeholder(text: str) -> bool:
+    """``text`` is a stand-in the instructions use for an answer (``FINAL(your answer)``), not an answer."""
+    bare = text.strip().strip("`'\"").strip().lower()
+    return bare in _PLACEHOLDERS or bare.rstrip(".") in _PLACEHOLDERS
+
+
+# a code name: a dotted path, snake_case, camelCase, or a word with digits (``rotate_token``,
+# ``computeCache``, ``LEDGER_RATE_1``, ``render/batch_9.py``), not a plain word such as a label
+_CODE_NAME = re.compile(r"[A-Za-z_][\w./-]*")
+_CHOICE = re.compile(r"(?<!\w)(?:or|one of|either)(?!\w)", flags=re.IGNORECASE)
+
+
+def repeats_question_name(answer: str, question: str) -> bool:
+    """``answer`` is only a code name the question itself gives (asked which function calls
+    ``rotate_token()``, a small model answers ``rotate_token``), for a question that offers no
+    choice (``... one of: a, b``, ``a or b``): it does not answer what the question asks."""
+    bare = answer.strip(" \t\n`'\".")
+    bare = bare[:-2] if bare.endswith("()") else bare
+    if _CHOICE.search(question) or not _CODE_NAME.fullmatch(bare):
+        return False
+    if not any(c.isdigit() or c in "_./" for c in bare) and not re.search(r"[a-z][A-Z]", bare):
+        return False   # a plain word (a label, "yes") may well be the answer the question names
+    return re.search(rf"(?<![\w./]){re.escape(bare)}(?![\w/]|\.\w)", question) is not None
+
+
+_LIST_ASKED = re.compile(r"(?<!\w)(?:list (?:every|all|each)|one \w+ per line)(?!\w)", flags=re.IGNORECASE)
+_COUNT = re.compile(r"\d{1,3}(?:,\d{3})*|\d+")
+
+
+def count_for_list(answer: str, question: str) -> bool:
+    """``answer`` is only a number where ``question`` asks for a list (``List every pair ...``, ``one
+    id per line``): a small model answers how many items it found instead of the items."""
+    return _COUNT.fullmatch(answer.strip(" \t\n`'\".")) is not None and _LIST_ASKED.search(question) is not None
+
+
+def copies_final(reply: str, final: parsing.Final, prompt: str) -> bool:
+    """``final`` (found in ``reply``) is in a line the reply copied from ``prompt``, the message it
+    answers (a small model echoes the turn's instructions, ``... when the answer is a list ...,
+    FINAL_VAR(answer). If it does not, ...``): that is no answer.  A line that is only the FINAL
+    the prompt suggests is one."""
+    call = f"FINAL_VAR({final.value})" if final.kind == "var" else f"FINAL({final.value})"
+    for line in reply.splitlines():
+        text = line.strip()
+        if call in text and len(text) > len(call) + 10 and text in prompt:
+            return True
+    return False
+
+ECHO_MIN_CHARS = 12  # a shorter first line ("0", "[]") is no sign that a block copies an output
+
+
+def echoes_output(code: str, cells: Iterable[KnownCell]) -> bool:
+    """``code`` is a copy of an output of ``cells`` (small models echo the last user turn in a code
+    block, and, once they have, keep doing it): it is not Python, and its first line is in an
+    output, a whole line or the part of one the model copied (``grep('a') 1 lines`` from a line
+    that begins ``grep('a b') matched no line; ...``)."""
+    first = _first_line(code)
+    if len(first) < ECHO_MIN_CHARS or parsing.is_python(code):
+        return False
+    return any(first in cell.output for cell in cells)
+
+
+def _first_line(text: str) -> str:
+    """The first line of ``text`` that is not blank, stripped ("" when there is none)."""
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")

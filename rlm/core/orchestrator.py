@@ -47,7 +47,7 @@ from typing import Any
 
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
-from rlm.core.answers import AnswerCheck, KnownCell, Refusal, last_outputs, seen_outputs
+from rlm.core.answers import AnswerCheck, KnownCell, Refusal, copies_final, echoes_output, last_outputs, seen_outputs
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
@@ -65,7 +65,6 @@ def _describe_cell(ex: Execution) -> str:
 
 _WAIT_KINDS = ("model_wait", "model_retry")
 REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown again (errors, counts)
-ECHO_MIN_CHARS = 12  # a shorter first line ("0", "[]") is no sign that a block copies an output
 SAMPLE_LINES = 3  # lines of grep shown to a cell that found nothing
 SAMPLE_LINE_CHARS = 200
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
@@ -308,7 +307,7 @@ class _Run:
         ``prompt``: the message the reply answers (a FINAL in a copy of its text is no answer)."""
         blocks = parsing.find_code_blocks(reply)
         final = parsing.find_final(reply)
-        if final is not None and parsing.copies_final(reply, final, prompt):
+        if final is not None and copies_final(reply, final, prompt):
             self._note(f"the reply's {final.kind} FINAL is in text copied from rlm's message: not an answer")
             final = None
         outputs: list[tuple[str, str]] = []
@@ -319,7 +318,7 @@ class _Run:
         reread = False   # the last output is shown again, with why the answer read from it was not taken
         self.echoed = False
         for n, code in enumerate(blocks, start=1):
-            if self._is_echo(code):
+            if echoes_output(code, self.sent_cells.values()):
                 self._note(f"block {n} copies an output of the run, it is not code: not run")
                 repeats.append(hints.echo_notice(n, len(blocks)))
                 self.echoed = True
@@ -424,16 +423,6 @@ class _Run:
         self._note(f"FINAL({name}) names a variable the code built: its value is the answer")
         return value
 
-    def _is_echo(self, code: str) -> bool:
-        """``code`` is a copy of an output the run showed (small models echo the last user turn in a
-        code block, and, once they have, keep doing it): it is not Python, and its first line is in an
-        output, a whole line or the part of one the model copied (``grep('a') 1 lines`` from a line
-        that begins ``grep('a b') matched no line; ...``)."""
-        first = _first_line(code)
-        if len(first) < ECHO_MIN_CHARS or parsing.is_python(code):
-            return False
-        return any(first in cell.output for cell in self.sent_cells.values())
-
     def _sample_lines(self, pattern: str) -> list[str]:
         """The first lines ``grep(pattern)`` returns in the kernel (cut to ``SAMPLE_LINE_CHARS``), to show
         a cell that found nothing how the lines are written; empty when the pattern fails there."""
@@ -508,8 +497,3 @@ class _Run:
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
         return text or None
-
-
-def _first_line(text: str) -> str:
-    """The first line of ``text`` that is not blank, stripped ("" when there is none)."""
-    return next((line.strip() for line in text.splitlines() if line.strip()), "")

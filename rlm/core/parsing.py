@@ -161,19 +161,6 @@ def find_final(text: str) -> Final | None:
     return found
 
 
-def copies_final(reply: str, final: Final, prompt: str) -> bool:
-    """``final`` (found in ``reply``) is in a line the reply copied from ``prompt``, the message it
-    answers (a small model echoes the turn's instructions, ``... when the answer is a list ...,
-    FINAL_VAR(answer). If it does not, ...``): that is no answer.  A line that is only the FINAL
-    the prompt suggests is one."""
-    call = f"FINAL_VAR({final.value})" if final.kind == "var" else f"FINAL({final.value})"
-    for line in reply.splitlines():
-        text = line.strip()
-        if call in text and len(text) > len(call) + 10 and text in prompt:
-            return True
-    return False
-
-
 def _prose_segments(text: str) -> list[str]:
     """The parts of ``text`` between executable code blocks."""
     segments, pos = [], 0
@@ -409,46 +396,6 @@ def names_a_variable(text: str, assigned: set[str], question: str) -> str | None
 def _is_number(node: ast.AST) -> bool:
     return isinstance(node, ast.Constant) and isinstance(node.value, (int, float, complex)) \
         and not isinstance(node.value, bool)
-
-
-# the stand-ins the prompts write for an answer; a small model sometimes copies one as its answer
-_PLACEHOLDERS = frozenset({"your answer", "the answer", "your final answer", "final answer", "answer here",
-                           "your answer here", "the answer itself", "variable_name", "...", "<answer>"})
-
-
-def is_placeholder(text: str) -> bool:
-    """``text`` is a stand-in the instructions use for an answer (``FINAL(your answer)``), not an answer."""
-    bare = text.strip().strip("`'\"").strip().lower()
-    return bare in _PLACEHOLDERS or bare.rstrip(".") in _PLACEHOLDERS
-
-
-# a code name: a dotted path, snake_case, camelCase, or a word with digits (``rotate_token``,
-# ``computeCache``, ``LEDGER_RATE_1``, ``render/batch_9.py``), not a plain word such as a label
-_CODE_NAME = re.compile(r"[A-Za-z_][\w./-]*")
-_CHOICE = re.compile(r"(?<!\w)(?:or|one of|either)(?!\w)", flags=re.IGNORECASE)
-
-
-def repeats_question_name(answer: str, question: str) -> bool:
-    """``answer`` is only a code name the question itself gives (asked which function calls
-    ``rotate_token()``, a small model answers ``rotate_token``), for a question that offers no
-    choice (``... one of: a, b``, ``a or b``): it does not answer what the question asks."""
-    bare = answer.strip(" \t\n`'\".")
-    bare = bare[:-2] if bare.endswith("()") else bare
-    if _CHOICE.search(question) or not _CODE_NAME.fullmatch(bare):
-        return False
-    if not any(c.isdigit() or c in "_./" for c in bare) and not re.search(r"[a-z][A-Z]", bare):
-        return False   # a plain word (a label, "yes") may well be the answer the question names
-    return re.search(rf"(?<![\w./]){re.escape(bare)}(?![\w/]|\.\w)", question) is not None
-
-
-_LIST_ASKED = re.compile(r"(?<!\w)(?:list (?:every|all|each)|one \w+ per line)(?!\w)", flags=re.IGNORECASE)
-_COUNT = re.compile(r"\d{1,3}(?:,\d{3})*|\d+")
-
-
-def count_for_list(answer: str, question: str) -> bool:
-    """``answer`` is only a number where ``question`` asks for a list (``List every pair ...``, ``one
-    id per line``): a small model answers how many items it found instead of the items."""
-    return _COUNT.fullmatch(answer.strip(" \t\n`'\".")) is not None and _LIST_ASKED.search(question) is not None
 
 
 def clean_answer(text: str) -> str:
