@@ -187,9 +187,11 @@ class Repl:
             FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,
             _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context)
 
-    def llm_query(self, prompt, model=None) -> str:
-        """Ask a sub-model one question; returns its answer as text."""
-        return self.bridge.call({"op": Op.LLM_QUERY, "prompt": str(prompt), "model": model})["text"]
+    def llm_query(self, prompt, model=None, *, text=None) -> str:
+        """Ask a sub-model one question; returns its answer as text.  ``text``, as grep and map_chunks
+        take it (small models pass it so): the text the question is about, put after the prompt."""
+        prompt = str(prompt) if text is None else f"{prompt}\n\nText:\n{text}"
+        return self.bridge.call({"op": Op.LLM_QUERY, "prompt": prompt, "model": model})["text"]
 
     def llm_query_batched(self, prompts, model=None) -> list:
         """Ask many questions concurrently; answers come back in order.

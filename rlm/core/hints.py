@@ -22,6 +22,7 @@ _BAD_KEYWORD = re.compile(r"(?P<func>\w+)\(\) got an unexpected keyword argument
 
 
 _GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
+_TERMS = re.compile(r"[^\W\d_]{3,}")   # the words of a pattern (``intent: request`` -> intent, request)
 _QUOTED = re.compile(r"'([^'\n]{2,40})'|\"([^\"\n]{2,40})\"")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
 _COMMON = frozenset("""about after also answer any are been before being both but can could does each every
@@ -149,7 +150,24 @@ def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[
                     f"is the {field[2]} of a line.")
     else:
         fix = fix[0].upper() + fix[1:]
+    written = _written(grepped[0], samples) if question_word else None
+    if written is not None:
+        fix += f" These lines write `{written[0]}`: `grep(r\"{written[1]}\")` finds them."
     return f"Your code found nothing. {question_word}These are lines `{call}` returns:\n{shown}\n{fix}"
+
+
+def _written(pattern: str, samples: Sequence[str]) -> tuple[str, str] | None:
+    """How ``samples`` write the words of a grep ``pattern`` that matched no line (``intent: request``
+    where the lines write ``intent": "request``): that text, and a regex of the words with any
+    punctuation between; None when no line has them in that order."""
+    words = _TERMS.findall(pattern)
+    if len(words) < 2:
+        return None
+    for line in samples:
+        m = re.search(r"\W{1,8}".join(re.escape(w) for w in words), line, flags=re.IGNORECASE)
+        if m is not None:
+            return m.group(0), r"\W+".join(re.escape(w) for w in words)
+    return None
 
 
 def _grep_call(pattern: str) -> str:

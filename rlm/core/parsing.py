@@ -400,14 +400,15 @@ def _is_number(node: ast.AST) -> bool:
 
 def clean_answer(text: str) -> str:
     """A reply used as the answer without a FINAL: fence lines removed (their text kept) and a
-    ``FINAL(...)`` / ``FINAL_VAR(...)`` wrapper unwrapped; a stray unclosed ``FINAL(`` is dropped."""
+    ``FINAL(...)`` / ``FINAL_VAR(...)`` wrapper (in any case: ``Final(...)``) unwrapped; a stray
+    unclosed ``FINAL(`` is dropped."""
     lines = [line for line in text.split("\n")
              if _open_fence(line) is None and _FENCE_CLOSE.fullmatch(line.rstrip("\r")) is None]
     body = "\n".join(lines).strip()
     final = find_final(body)
     if final is not None and final.kind == "answer":
         return final.value
-    body = re.sub(r"(?<!\w)FINAL(?:_VAR)?[ \t]*\(", "", body).strip()
+    body = re.sub(r"(?<!\w)FINAL(?:_VAR)?[ \t]*\(", "", body, flags=re.IGNORECASE).strip()   # also Final(...)
     if body.endswith(")") and body.count(")") > body.count("("):
         body = body[:-1].rstrip()
     return body

@@ -63,6 +63,12 @@ def test_llm_query_round_trip(bridged, handler):
     assert request["op"] == "llm_query" and request["prompt"] == "héllo ✓" and request["model"] == "small"
 
 
+def test_llm_query_text_goes_after_the_prompt(bridged, handler):
+    # small models call it as they call grep(pattern, text=...) and map_chunks(instruction, text=...)
+    got = _json(bridged, "answer = llm_query('Which port?', text='port 8443')", "answer")
+    assert got == "echo:Which port?\n\nText:\nport 8443" and handler.requests[-1]["prompt"].endswith("port 8443")
+
+
 def test_llm_query_batched_keeps_order_and_a_failed_slot_does_not_fail_the_others(bridged):
     got = _json(bridged, "res = llm_query_batched(['p0', 'p1', 'bad', 'p3', 'p4'])", "res")
     assert got == ["echo:p0:2", "echo:p1:2", "Error: model failed for this prompt", "echo:p3:2", "echo:p4:2"]

@@ -107,6 +107,17 @@ def test_csv_field_finds_the_column_a_word_of_the_question_names(lines, expected
                      lines) == expected
 
 
+def test_a_grep_that_matched_no_line_is_told_how_the_lines_write_its_words() -> None:
+    code = 'hits = grep(r"intent: request")\nprint(len(hits), "records")'
+    output = "grep('intent: request') matched no line; each word alone: grep('intent') 439 lines\n0 records"
+    samples = ['{"date": "2023-06-11", "user_id": 23736, "intent": "request", "text": "Pylon signal."}']
+    hint = cell_hint(code, output, None, samples, "How many records have the intent label 'request'?",
+                     sampled="request")
+    assert hint is not None and 'These lines write `intent": "request`: `grep(r"intent\\W+request")` finds them.' in hint
+    other = cell_hint(code, output, None, ["2023/01/07,51781,request,a"], "How many ... 'request'?", sampled="request")
+    assert other is not None and "These lines write" not in other     # the words are not in those lines
+
+
 def test_int_of_a_whole_line_is_told_to_take_the_number_out_of_it() -> None:
     output = ("Traceback ...\nValueError: invalid literal for int() with base 10: 'Date: Sep 06, 2023 || "
               "User: 90835 || Sentiment: neutral || Instance: Umber river.'")

@@ -279,6 +279,7 @@ def test_normalize_code_ignores_whitespace_only_differences():
     ("~~~\n42\n~~~", "42"),
     ("FINAL(unclosed 12", "unclosed 12"),
     ("The answer is FINAL_VAR(total)", "The answer is total"),
+    ("Final(urgent)", "urgent"),
     ("  plain words  ", "plain words"),
 ])
 def test_clean_answer_drops_fences_and_final_wrappers(text, expected):
