@@ -147,6 +147,7 @@ def copies_final(reply: str, final: parsing.Final, prompt: str) -> bool:
             return True
     return False
 
+
 ECHO_MIN_CHARS = 12  # a shorter first line ("0", "[]") is no sign that a block copies an output
 
 

@@ -217,7 +217,8 @@ def _finishing_section() -> str:
 
 def _example_section(budgets: Budgets) -> str:
     """Short worked examples (a lookup, the section a line is in, the function that calls another, the
-    value of a constant defined from others, a filtered count, a comparison, distinct ids, pairs), for questions unlike the real one."""
+    value of a constant defined from others, a filtered count, a comparison, distinct ids, pairs), for
+    questions unlike the real one."""
     lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
