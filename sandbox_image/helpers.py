@@ -1,4 +1,4 @@
-"""Helpers offered to the model's code next to ``llm_query``: ``grep`` and ``map_chunks``.
+"""Helpers offered to the model's code next to ``llm_query``: ``grep``, ``search`` and ``map_chunks``.
 
 Small models write short calls well and long loops badly, so the two steps every long-context
 answer needs are one call each:
@@ -9,6 +9,10 @@ answer needs are one call each:
   document's index), and ``.around(before, after)``: the text around the line.  Plain strings,
   because small models call ``split``, ``re.search`` and ``"\n".join`` on what grep returns.
   ``len(grep(...))`` counts matching lines.
+- ``search(query, k)`` ranks the passages of ``context`` (paragraphs, or lines when the text has no
+  blank lines) by BM25 against the words of ``query`` (``rank_bm25``) and returns the best ``k`` as
+  strings (:class:`Passage`) with ``.offset`` (where the passage starts in its document),
+  ``.index`` (the document's index for a list of documents, else None), ``.score`` and ``.around()``.
 - ``map_chunks(instruction)`` cuts the text into pieces at line ends and asks the sub-model the
   instruction about every piece at once (``llm_query_batched``); answers come back in order.
 
@@ -19,6 +23,7 @@ and the query function.
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Callable, Iterator
 
@@ -165,6 +170,139 @@ def no_match_hint(text, pattern, *, flags: int = re.IGNORECASE, limit: int = 4) 
         return None
     shown = ", ".join(f"grep({w!r}) {n} lines" for w, n in counts)
     return f"grep({source!r}) {NO_MATCH_NOTE} {shown}"
+
+
+PASSAGE_CHARS = 1_500   # a longer paragraph (or line) is cut into pieces of about this size
+_WORDS = re.compile(r"[^\W_]+")
+_PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
+
+
+class Passage(str):
+    """A passage ``search`` found: a str (printed like one) that also knows where it starts in its
+    document, ``.offset``, which document that is, ``.index`` (None for one text), its BM25
+    ``.score``, and can give the text around it, ``.around()``."""
+
+    __slots__ = ("offset", "index", "score", "_doc", "_end")
+    offset: int
+    index: int | None
+    score: float
+
+    def __new__(cls, text: str, offset: int, index: int | None = None, score: float = 0.0,
+                doc: str | None = None) -> Passage:
+        passage = super().__new__(cls, text)
+        passage.offset, passage.index, passage.score = offset, index, score
+        passage._doc, passage._end = doc, offset + len(text)
+        return passage
+
+    def around(self, before: int = 1000, after: int = 1000) -> str:
+        """The text from ``before`` characters before this passage to ``after`` characters after it."""
+        if self._doc is None:
+            return str(self)
+        return self._doc[max(0, self.offset - max(0, int(before))):self._end + max(0, int(after))]
+
+    def __repr__(self) -> str:
+        where = f"doc {self.index}, " if self.index is not None else ""
+        return f"Passage({str.__repr__(self)}, {where}offset {self.offset}, score {self.score:.2f})"
+
+    def __reduce__(self):  # copies keep the position, not the whole document
+        return (Passage, (str(self), self.offset, self.index, self.score))
+
+
+def tokens(text: str) -> list[str]:
+    """The words of ``text``, lower case (letters and digits; any script)."""
+    return _WORDS.findall(text.lower())
+
+
+def _pieces(doc: str, start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
+    """[start, end) cut into pieces of at most about ``size`` characters, at line ends or spaces."""
+    while end - start > size:
+        cut = max(doc.rfind("\n", start, start + size), doc.rfind(" ", start, start + size))
+        cut = cut + 1 if cut > start else start + size
+        yield start, cut
+        start = cut
+    if end > start:
+        yield start, end
+
+
+def passages(doc: str, size: int = PASSAGE_CHARS) -> list[tuple[int, int]]:
+    """The [start, end) spans of ``doc``'s passages: its paragraphs (text between blank lines), or its
+    lines when it has no blank line; each cut to about ``size`` characters; blank ones left out."""
+    spans: list[tuple[int, int]] = []
+    breaks = [(m.start(), m.end()) for m in _PARAGRAPH_BREAK.finditer(doc)]
+    if breaks:
+        bounds, pos = [], 0
+        for lo, hi in breaks:
+            bounds.append((pos, lo))
+            pos = hi
+        bounds.append((pos, len(doc)))
+    else:
+        bounds, pos = [], 0
+        while pos <= len(doc):
+            nl = doc.find("\n", pos)
+            nl = len(doc) if nl < 0 else nl
+            bounds.append((pos, nl))
+            pos = nl + 1
+    for lo, hi in bounds:
+        while lo < hi and doc[lo].isspace():
+            lo += 1
+        while hi > lo and doc[hi - 1].isspace():
+            hi -= 1
+        spans.extend(_pieces(doc, lo, hi, size))
+    return spans
+
+
+class PassageIndex:
+    """A BM25 index over the passages of a text or a list of documents."""
+
+    def __init__(self, text, size: int = PASSAGE_CHARS) -> None:
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # numpy's BLAS: one thread, small buffers
+        from rank_bm25 import BM25Okapi
+
+        self.docs: list[tuple[int | None, str]] = list(_documents(text))
+        self.spans: list[tuple[int, int, int]] = []   # (position in self.docs, start, end)
+        corpus: list[list[str]] = []
+        for position, (_index, doc) in enumerate(self.docs):
+            for start, end in passages(doc, size):
+                self.spans.append((position, start, end))
+                corpus.append(tokens(doc[start:end]))
+        self.bm25 = BM25Okapi(corpus) if corpus and any(corpus) else None
+
+    def search(self, query, k: int = 5) -> list[Passage]:
+        """The ``k`` passages that rank best for the words of ``query``, best first; a passage that
+        shares no word with the query is never returned."""
+        words = tokens(str(query))
+        if self.bm25 is None or not words or k <= 0:
+            return []
+        scores = self.bm25.get_scores(words)
+        wanted = set(words)
+        order = sorted(range(len(scores)), key=lambda i: -float(scores[i]))
+        hits: list[Passage] = []
+        for i in order:
+            if len(hits) >= k:
+                break
+            position, start, end = self.spans[i]
+            index, doc = self.docs[position]
+            text = doc[start:end]
+            if not wanted.intersection(tokens(text)):
+                continue
+            hits.append(Passage(text, start, index, round(float(scores[i]), 4), doc))
+        return hits
+
+
+_INDEXES: dict[int, tuple[object, PassageIndex]] = {}   # id(text) -> (text, its index): the context's is kept
+
+
+def search(text, query, k: int = 5) -> list[Passage]:
+    """The ``k`` passages of ``text`` (a str, a list of documents or a dict) that rank best by BM25 for
+    the words of ``query``, best first, each with ``.offset``, ``.index``, ``.score`` and ``.around()``.
+    The index of a text is built once and kept while the same object is searched again."""
+    key = id(text)
+    cached = _INDEXES.get(key)
+    if cached is None or cached[0] is not text:
+        _INDEXES.clear()   # only the last text's index is kept (the context's, usually)
+        cached = (text, PassageIndex(text))
+        _INDEXES[key] = cached
+    return cached[1].search(query, int(k))
 
 
 def chunks(text, chunk_chars: int = MAP_CHUNK_CHARS) -> list[str]:

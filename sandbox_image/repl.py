@@ -2,7 +2,7 @@
 
 Runs inside the sandbox only (stdlib + IPython/ipykernel).  Defines in the user
 namespace: ``context`` (loaded lazily from the read-only mount on the first cell),
-``llm_query``, ``llm_query_batched``, ``rlm_query``, ``grep``, ``map_chunks``, ``FINAL``,
+``llm_query``, ``llm_query_batched``, ``rlm_query``, ``grep``, ``search``, ``map_chunks``, ``FINAL``,
 ``FINAL_VAR`` and ``SHOW_VARS``.  Per-cell state (a FINAL answer, a restored ``context``, output dropped
 by the in-kernel cap) is published after each cell as one display message with the
 mimetype ``STATE_MIME``, which the host takes out of the output.
@@ -183,7 +183,7 @@ class Repl:
         return dict(  # noqa: C408
             re=re, json=json, math=math, itertools=itertools, collections=collections,
             llm_query=self.llm_query, llm_query_batched=self.llm_query_batched, rlm_query=self.rlm_query,
-            grep=self.grep, map_chunks=self.map_chunks,
+            grep=self.grep, search=self.search, map_chunks=self.map_chunks,
             FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,
             _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context)
 
@@ -220,6 +220,10 @@ class Repl:
             if hint:
                 print(hint)
         return hits
+
+    def search(self, query, k=5, text=None) -> list:
+        """The ``k`` passages of ``text`` (default: ``context``) that rank best by BM25 for ``query``."""
+        return helpers.search(self._text(text), query, k)
 
     def map_chunks(self, instruction, text=None, chunk_chars=protocol.MAP_CHUNK_CHARS) -> list:
         """Ask the sub-model ``instruction`` about every piece of ``text`` (default: ``context``),

@@ -173,10 +173,17 @@ def _prose_segments(text: str) -> list[str]:
 
 
 def _last_final(segment: str) -> Final | None:
+    """The last well-formed FINAL of ``segment``, in time linear in its length: the quote-aware scans
+    of all its FINAL( share one budget of characters, and past it the plain parenthesis count (known
+    for every ``(`` from one pass) decides (a reply of many unclosed ``FINAL(`` is not rescanned to
+    its end for each)."""
     found: Final | None = None
+    plain = _plain_closes(segment)
+    budget = [SCAN_BUDGET_FACTOR * len(segment) + SCAN_BUDGET_MIN]
     pos = 0
     while (m := _FINAL.search(segment, pos)) is not None:
-        close = _matching_paren(segment, m.end())
+        close = _scan_parens(segment, m.end(), quote_aware=True, budget=budget) if budget[0] > 0 else None
+        close = close if close is not None else plain.get(m.end() - 1)
         if close is None:
             pos = m.end()
             continue
@@ -186,6 +193,25 @@ def _last_final(segment: str) -> Final | None:
             continue
         found, pos = final, close + 1
     return found
+
+
+SCAN_BUDGET_FACTOR = 4      # the quote-aware scans of one text step at most this many times its length,
+SCAN_BUDGET_MIN = 10_000    # plus this many characters
+
+
+def _plain_closes(text: str) -> dict[int, int]:
+    """For every ``(`` of ``text`` that closes, the index of its ``)`` by plain counting (one pass)."""
+    closes: dict[int, int] = {}
+    stack: list[int] = []
+    for m in _PARENS.finditer(text):
+        if m.group() == "(":
+            stack.append(m.start())
+        elif stack:
+            closes[stack.pop()] = m.start()
+    return closes
+
+
+_PARENS = re.compile(r"[()]")
 
 
 def _make_final(inside: str, *, is_var: bool) -> Final | None:
@@ -201,52 +227,72 @@ def _matching_paren(text: str, start: int) -> int | None:
     """Index of the ``)`` closing the ``(`` just before ``start``, or None.
 
     Quoted strings are skipped first; if that finds no close (an apostrophe in prose
-    can look like an opening quote), plain parenthesis counting is tried.
+    can look like an opening quote), or the scan steps past its budget (linear in the
+    text's length), plain parenthesis counting is tried.
     """
-    close = _scan_parens(text, start, quote_aware=True)
+    budget = [SCAN_BUDGET_FACTOR * (len(text) - start) + SCAN_BUDGET_MIN]
+    close = _scan_parens(text, start, quote_aware=True, budget=budget)
     return close if close is not None else _scan_parens(text, start, quote_aware=False)
 
 
-def _scan_parens(text: str, start: int, *, quote_aware: bool) -> int | None:
+def _scan_parens(text: str, start: int, *, quote_aware: bool, budget: list[int] | None = None) -> int | None:
+    """The ``)`` closing the ``(`` before ``start``; None when none does, or when the characters
+    stepped over (strings' too) exhaust ``budget[0]`` (decremented in place)."""
+    special = _PAREN_OR_QUOTE if quote_aware else _PARENS
     depth, i = 1, start
-    while i < len(text):
+    while (m := special.search(text, i)) is not None:
+        if budget is not None:
+            budget[0] -= m.start() - i + 1
+            if budget[0] <= 0:
+                return None
+        i = m.start()
         ch = text[i]
-        if quote_aware and ch in "\"'" and _opens_string(text, start, i):
-            end = _string_end(text, i)
-            if end is not None:
-                i = end
-                continue
-        if ch == "(":
-            depth += 1
-        elif ch == ")":
-            depth -= 1
-            if depth == 0:
-                return i
+        if ch in "\"'":
+            end = _string_end(text, i, budget) if _opens_string(text, start, i) else None
+            i = end if end is not None else i + 1
+            continue
+        depth += 1 if ch == "(" else -1
+        if depth == 0:
+            return i
         i += 1
     return None
+
+
+_PAREN_OR_QUOTE = re.compile(r"[()\"']")
+_STRING_STOPS = {'"': re.compile(r'[\\\n"]'), "'": re.compile(r"[\\\n']"),
+                 '"""': re.compile(r'[\\"]'), "'''": re.compile(r"[\\']")}
 
 
 def _opens_string(text: str, start: int, i: int) -> bool:
     """A quote opens a string unless it follows a word (``it's``), string prefixes aside."""
     j = i
-    while j > start and (text[j - 1].isalnum() or text[j - 1] == "_"):
-        j -= 1
+    while j > start and i - j < 3 and (text[j - 1].isalnum() or text[j - 1] == "_"):
+        j -= 1   # a prefix is at most two letters: a longer word is looked at no further
+    if j > start and (text[j - 1].isalnum() or text[j - 1] == "_"):
+        return False
     return text[j:i].lower() in _STRING_PREFIXES
 
 
-def _string_end(text: str, i: int) -> int | None:
-    """Index just after the string literal opening at ``i``; None if it never closes."""
+def _string_end(text: str, i: int, budget: list[int] | None = None) -> int | None:
+    """Index just after the string literal opening at ``i``; None if it never closes (or the
+    characters stepped over exhaust ``budget[0]``)."""
     quote = text[i] * 3 if text.startswith(text[i] * 3, i) else text[i]
+    stops = _STRING_STOPS[quote]
     j = i + len(quote)
-    while j < len(text):
+    while (m := stops.search(text, j)) is not None:
+        if budget is not None:
+            budget[0] -= m.start() - j + 1
+            if budget[0] <= 0:
+                return None
+        j = m.start()
         if text[j] == "\\":
             j += 2
-            continue
-        if text.startswith(quote, j):
+        elif text.startswith(quote, j):
             return j + len(quote)
-        if len(quote) == 1 and text[j] == "\n":
+        elif text[j] == "\n":   # only a one-quote string stops at a line end
             return None
-        j += 1
+        else:
+            j += 1
     return None
 
 

@@ -306,3 +306,31 @@ def test_an_identical_failing_cell_is_not_run_twice(run_loop):
     assert [c["code"] for c in out.cells()] == [cell, "import statistics\n" + cell]
     assert "add `import statistics` as the first line" in out.feedback(2)   # re is there already, statistics is not
     assert "7421" in out.feedback(3)
+
+
+LOGBOOK = ("Day 1. Wind from the north-west; the barque Meridian left Valdane harbour.\n\n"
+           + "Day {n}. Calm sea; the bosun mended the foresail.\n\n" * 40
+           + "Day 90. The Meridian sighted the lighthouse of Korsund at dawn and took a pilot aboard.\n\n"
+           + "Day 91. At Korsund the pilot was Edda Strand, who had sailed with the Meridian's captain before.\n")
+
+
+def test_search_in_the_repl_ranks_passages_with_their_offsets(run_loop, tmp_path):
+    path = tmp_path / "logbook.txt"
+    path.write_text(LOGBOOK)
+    code = ("hits = search('who was the pilot at Korsund', k=2)\n"
+            "print([(h.offset, context[h.offset:h.offset + 7]) for h in hits])\n"
+            "FINAL(hits[0].split('pilot was ')[1].split(',')[0])")
+    out = run_loop([repl(code)], context=path, question="Who piloted the ship into Korsund?")
+    assert out.result.status == "ok" and out.result.answer == "Edda Strand"
+    shown = out.cells()[-1]["output"]
+    assert f"({LOGBOOK.index('Day 91')}, 'Day 91.')" in shown and f"({LOGBOOK.index('Day 90')}, 'Day 90.')" in shown
+
+
+def test_search_over_a_list_of_documents_names_each_hit_s_document(run_loop, tmp_path):
+    path = tmp_path / "recipes.jsonl"
+    docs = ["Barley soup: simmer the leeks for ten minutes.", "Plum cake: bake for forty minutes at 180 degrees.",
+            "Leek pie: bake for an hour."]
+    path.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    code = "hit = search('how long to bake the plum cake', k=1)[0]\nFINAL(f'{hit.index} {hit.offset}')"
+    out = run_loop([repl(code)], context=path, question="How long does the plum cake bake?")
+    assert out.result.status == "ok" and out.result.answer == "1 0"

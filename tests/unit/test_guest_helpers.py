@@ -146,3 +146,45 @@ def test_a_pattern_of_several_words_that_matches_nothing_gets_a_hint_per_word(he
                     "grep('request') 1 lines")
     assert helpers.no_match_hint(text, "request") is None          # one word: nothing to suggest
     assert helpers.no_match_hint(text, "alpha beta") is None       # no word matches either
+
+
+# -- search: BM25 over passages ------------------------------------------------------------------------------
+
+LOGBOOK = ("Day 1. Wind from the north-west, the barque Meridian sailed from Valdane harbour.\n"
+           "The cook reported the salted pork spoiled.\n\n"
+           "Day 2. Calm sea. The bosun mended the foresail.\n\n"
+           "Day 3. The Meridian sighted the lighthouse of Korsund at dawn; the pilot came aboard.\n\n"
+           "Day 4. Korsund: the pilot was named Edda Strand, and she took us past the reef.")
+
+
+def test_search_ranks_paragraphs_and_keeps_their_offsets(helpers):
+    hits = helpers.search(LOGBOOK, "who was the pilot at Korsund", k=2)
+    assert {h.offset for h in hits} == {LOGBOOK.index("Day 3"), LOGBOOK.index("Day 4")}
+    assert all(LOGBOOK[h.offset:h.offset + len(h)] == h for h in hits)   # each hit is the text at its offset
+    assert hits[0].score >= hits[1].score > 0 and hits[0].index is None
+    assert "Edda Strand" in " ".join(hits)
+
+
+def test_search_returns_nothing_for_words_no_passage_has(helpers):
+    assert helpers.search(LOGBOOK, "telescope nebula", k=5) == []
+    assert helpers.search(LOGBOOK, "", k=5) == [] and helpers.search("", "pilot") == []
+
+
+def test_search_uses_lines_when_the_text_has_no_blank_line(helpers):
+    text = "comet seen low in the east\nclouds all night\nthe comet's tail pointed west"
+    hits = helpers.search(text, "comet tail", k=5)
+    assert hits[0] == "the comet's tail pointed west" and hits[0].offset == text.index("the comet's")
+    assert "clouds all night" not in hits
+
+
+def test_search_over_a_list_of_documents_gives_each_hit_its_document_index(helpers):
+    docs = ["Recipe: barley soup with leeks.", "Recipe: plum cake. Bake for forty minutes.", "Recipe: leek pie."]
+    hits = helpers.search(docs, "how long to bake the plum cake", k=1)
+    assert hits == ["Recipe: plum cake. Bake for forty minutes."] and hits[0].index == 1 and hits[0].offset == 0
+    assert "Bake" in hits[0].around()
+
+
+def test_search_cuts_a_long_paragraph_into_passages_that_each_keep_their_offset(helpers):
+    text = " ".join(f"word{i}" for i in range(2_000)) + " quasar"
+    hits = helpers.search(text, "quasar", k=3)
+    assert len(hits) == 1 and len(hits[0]) <= helpers.PASSAGE_CHARS and text[hits[0].offset:].startswith(hits[0])

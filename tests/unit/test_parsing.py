@@ -295,3 +295,18 @@ def test_clean_answer_drops_fences_and_final_wrappers(text, expected):
 ])
 def test_result_name_is_a_variable_the_output_names(code, output, expected):
     assert parsing.result_name(code, output) == expected
+
+
+# -- linear time on hostile replies (the figures: benchmarks/parse_speed.py) ---------------------------------
+
+
+def test_a_megabyte_of_unclosed_final_is_no_answer():
+    assert parsing.find_final("FINAL(" * 170_000) is None
+    assert parsing.find_final("FINAL('''" * 110_000) is None
+
+
+def test_a_well_formed_final_after_many_unclosed_ones_is_still_found():
+    reply = "FINAL(\"x' " * 100_000 + "\n\nThe answer: FINAL(Edda Strand)"
+    final = parsing.find_final(reply)
+    assert final == parsing.Final("answer", "Edda Strand")
+    assert parsing.find_final("FINAL(" * 100_000 + ")") == parsing.Final("answer", "")
