@@ -9,6 +9,14 @@ keyring, ``bpf``, ``perf_event_open``, ``userfaultfd``, mounts, module loading, 
 setting and the other privileged calls (which ``cap_drop=ALL`` already denies; refusing
 them here too is defence in depth).  ``clone3`` answers ENOSYS so libc falls back to
 ``clone``, whose flags can be checked.
+
+``socket`` and ``socketpair`` are allowed only for the families in ``SOCKET_FAMILIES``
+(AF_UNIX, AF_INET, AF_INET6, AF_NETLINK), compared on the whole 64-bit argument (a domain with
+high bits set matches none); any other family gets the profile's refusal (runc's libseccomp
+cannot give one syscall rules of two actions, so no EAFNOSUPPORT: EPERM, as Docker's own
+profile answers AF_VSOCK).  Docker's default profile filters families too; without this,
+AF_VSOCK sockets under runc bind in the host's vsock port space (a host ``bind`` of the
+same port then fails with EADDRINUSE) and a connect to CID 1 leaves the container.
 """
 
 from __future__ import annotations
@@ -18,6 +26,11 @@ import platform
 
 EPERM = 1
 ENOSYS = 38
+
+# socket(2) domains a cell may use: Unix sockets (the kernel's and the bridge's), IPv4/IPv6 (there is
+# no network: only the container's own loopback), netlink (if_nameindex, getaddrinfo's interface scan).
+AF_UNIX, AF_INET, AF_INET6, AF_NETLINK = 1, 2, 10, 16
+SOCKET_FAMILIES = (AF_UNIX, AF_INET, AF_INET6, AF_NETLINK)
 
 DENIED = (
     # debugging other processes and reading their memory
@@ -40,9 +53,20 @@ DENIED = (
     "clock_adjtime", "clock_settime", "settimeofday", "stime", "adjtimex", "ioperm", "iopl", "syslog",
     "lookup_dcookie", "nfsservctl", "sysfs", "_sysctl", "uselib", "ustat", "vm86", "vm86old", "modify_ldt",
     "process_madvise",
+    # sync(2) and syncfs(2) write back every dirty page of a whole filesystem: the host's own disk for
+    # the bind-mounted run folder (sync: every filesystem of the host).  A loop of them costs the host I/O
+    # outside the container's quotas; a cell only ever needs fsync/fdatasync of its own files (allowed).
+    "sync", "syncfs",
 )
 
-# Linux 6.1 x86_64 syscalls, minus DENIED and minus clone/clone3/personality (conditional rules below).
+# Not in the allowlist and not in DENIED, so they answer ENOSYS as if this kernel lacked them:
+# memfd_secret(2) makes memory that the kernel itself cannot map (taken out of the direct map, never
+# swapped): hidden from every host-side inspection and an unaccounted way to pin host memory.  Libraries
+# that probe for it fall back when it is "not implemented".
+NOT_PROVIDED = ("memfd_secret",)
+
+# Linux 6.1 x86_64 syscalls, minus DENIED, NOT_PROVIDED and clone/clone3/personality/socket/socketpair
+# (conditional rules below).
 ALLOWED = tuple("""
     accept accept4 access alarm arch_prctl bind brk capget capset chdir chmod chown clock_getres
     clock_gettime clock_nanosleep close close_range connect copy_file_range creat dup dup2 dup3
@@ -56,7 +80,7 @@ ALLOWED = tuple("""
     inotify_init inotify_init1 inotify_rm_watch io_cancel io_destroy io_getevents io_pgetevents
     io_setup io_submit ioctl ioprio_get ioprio_set kill landlock_add_rule landlock_create_ruleset
     landlock_restrict_self lchown lgetxattr link linkat listen listxattr llistxattr lremovexattr
-    lseek lsetxattr lstat madvise mbind membarrier memfd_create memfd_secret migrate_pages mincore
+    lseek lsetxattr lstat madvise mbind membarrier memfd_create migrate_pages mincore
     mkdir mkdirat mknod mknodat mlock mlock2 mlockall mmap move_pages mprotect mq_getsetattr
     mq_notify mq_open mq_timedreceive mq_timedsend mq_unlink mremap msgctl msgget msgrcv msgsnd
     msync munlock munlockall munmap nanosleep newfstatat open openat openat2 pause pidfd_open
@@ -71,8 +95,8 @@ ALLOWED = tuple("""
     set_mempolicy set_mempolicy_home_node set_robust_list set_thread_area set_tid_address
     setdomainname setfsgid setfsuid setgid setgroups sethostname setitimer setpgid setpriority
     setregid setresgid setresuid setreuid setrlimit setsid setsockopt setuid setxattr shmat shmctl
-    shmdt shmget shutdown sigaltstack signalfd signalfd4 socket socketpair splice stat statfs statx
-    symlink symlinkat sync sync_file_range syncfs sysinfo tee tgkill time timer_create timer_delete
+    shmdt shmget shutdown sigaltstack signalfd signalfd4 splice stat statfs statx
+    symlink symlinkat sync_file_range sysinfo tee tgkill time timer_create timer_delete
     timer_getoverrun timer_gettime timer_settime timerfd_create timerfd_gettime timerfd_settime
     times tkill truncate umask uname unlink unlinkat utime utimensat utimes vfork vhangup vmsplice
     wait4 waitid write writev
@@ -110,6 +134,9 @@ def profile(machine: str | None = None) -> dict:
         {"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": ENOSYS},
         {"names": list(DENIED), "action": "SCMP_ACT_ERRNO", "errnoRet": EPERM},
     ]
+    for family in SOCKET_FAMILIES:
+        rules.append({"names": ["socket", "socketpair"], "action": "SCMP_ACT_ALLOW",
+                      "args": [{"index": 0, "value": family, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]})
     for value in PERSONALITIES:
         rules.append({"names": ["personality"], "action": "SCMP_ACT_ALLOW",
                       "args": [{"index": 0, "value": value, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]})

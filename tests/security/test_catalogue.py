@@ -14,6 +14,7 @@ COVERAGE = {
     "host loopback": ["net_host_loopback", "net_host_addresses"],
     "DNS": ["net_dns"],
     "raw sockets": ["net_raw_sockets"],
+    "socket families other than Unix, IPv4, IPv6, netlink (AF_VSOCK)": ["net_socket_families"],
     "host paths, /proc/1/root": ["files_host_secret", "files_proc_root", "files_mounts"],
     "symlinks / hard links planted in run/": ["files_run_symlink_kernel_socket", "files_run_symlink_persistent",
                                               "files_run_hardlink_socket", "files_hardlink_escape",

@@ -107,3 +107,43 @@ attack("net_abstract_unix", "network", "the host's abstract Unix sockets are out
            "docker.sock by path": attempt(connect, "/var/run/docker.sock")}
     report(out=out)
 """, refused("out", extra=_no_canary_hit))
+
+attack("net_socket_families", "network",
+       "only AF_UNIX, AF_INET, AF_INET6 and AF_NETLINK sockets: AF_VSOCK and the rest refused", r"""
+    import ctypes, os, socket
+    libc = ctypes.CDLL(None, use_errno=True)
+    AF_VSOCK = 40
+    def vsock(address, listen=False):
+        with socket.socket(AF_VSOCK, socket.SOCK_STREAM) as s:
+            s.settimeout(3)
+            if listen:
+                s.bind(address)
+                s.listen(1)
+            else:
+                s.connect(address)
+    def raw_socket(domain, kind=1):      # socket(2) itself, with the domain as a full 64-bit register
+        libc.syscall.restype = ctypes.c_long
+        fd = libc.syscall(ctypes.c_long(41), ctypes.c_ulong(domain), ctypes.c_long(kind), ctypes.c_long(0))
+        if fd < 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        os.close(fd)
+    def pair(domain):
+        fds = (ctypes.c_int * 2)()
+        if libc.socketpair(domain, 1, 0, fds) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
+        os.close(fds[0]); os.close(fds[1])
+    out = {
+        "AF_VSOCK bind+listen port 5000": attempt(vsock, (0xFFFFFFFF, 5000), True),
+        "AF_VSOCK connect CID 1 (local)": attempt(vsock, (1, 22)),
+        "AF_VSOCK connect CID 2 (host)": attempt(vsock, (2, 22)),
+        "AF_VSOCK via syscall(2)": attempt(raw_socket, AF_VSOCK),
+        "AF_VSOCK with high bits set": attempt(raw_socket, (1 << 32) | AF_VSOCK),
+        "socketpair AF_VSOCK": attempt(pair, AF_VSOCK),
+    }
+    for name, family in (("AF_KEY", 15), ("AF_RDS", 21), ("AF_CAN", 29), ("AF_TIPC", 30), ("AF_BLUETOOTH", 31),
+                         ("AF_ALG", 38), ("AF_XDP", 44), ("AF_APPLETALK", 5), ("AF_X25", 9), ("AF_SMC", 43)):
+        out[name] = attempt(raw_socket, family)
+    report(out=out)
+""", refused("out"))
