@@ -49,6 +49,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from rlm.core.text import strip_escapes, terminal_text
+
 CODE_LANGUAGES = frozenset({"repl", "python", "py", "python3"})
 
 _FENCE_OPEN = re.compile(r"(?P<indent>[ \t]*)(?P<fence>`{3,}|~{3,})[ \t]*(?P<info>.*)")
@@ -486,26 +488,18 @@ def truncate_output(text: str, max_chars: int) -> tuple[str, int]:
 
 # --------------------------------------------------------------------------- terminal safety
 
-_ESCAPE_SEQUENCE = re.compile(
-    r"(?:\x1b\[|\x9b)[0-?]*[\x20-/]*[@-~]"                                  # CSI: colours, cursor moves
-    r"|(?:\x1b[\]PX^_]|[\x90\x98\x9d\x9e\x9f])[^\x07\x1b\x9c]*(?:\x07|\x1b\\|\x9c)"  # OSC/DCS/SOS/PM/APC
-    r"|\x1b[\x20-/]*[0-~]"                                                 # other ESC sequences
-)
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
-
-
 def strip_ansi(text: str) -> str:
     """Remove ANSI/VT escape sequences (CSI, OSC, DCS, ..., two-byte ESC) and stray ESCs."""
-    return _ESCAPE_SEQUENCE.sub("", text).replace("\x1b", "")
+    return strip_escapes(text)
 
 
 def sanitize_for_terminal(text: str) -> str:
-    """Make untrusted text safe to print: no escape sequences, no C0/C1 controls but \\n, \\t.
+    """Make untrusted text safe to print (``rlm.core.text.terminal_text``): no escape sequences,
+    no C0/C1 controls but \\n, \\t, no bidi controls.
 
-    Carriage returns become newlines, so output cannot overwrite what is already shown.
+    Carriage returns (and U+2028, U+2029) become newlines, so output cannot overwrite what is already shown.
     """
-    text = strip_ansi(text).replace("\r\n", "\n").replace("\r", "\n")
-    return _CONTROL.sub("", text)
+    return terminal_text(text)
 
 
 def fenced(body: str, lang: str) -> str:
