@@ -9,25 +9,65 @@ Every model request runs as a task on the handler's one event loop, so that ``ca
 requests still in flight: cancelling a task closes its HTTP request.  A cancelled call is
 not counted (its budget is given back, no usage, no ``on_call`` event), and neither is a
 call that finishes after its cell was abandoned.
+
+Bounds (everything from the sandbox is hostile):
+
+* every model request has a deadline (``deadline_s``: the run's ``sub_call_timeout_s``, by
+  default the cell's timeout): past it the request is cancelled (its connection closed) and
+  the REPL is told the sub-call timed out; ``deadline_for`` tells the bridge the same, so that
+  the bridge answers on time even if this handler cannot;
+* ``model=`` may name only the run's models (root, sub and ``allowed_models``), each at most
+  ``MAX_MODEL_NAME`` characters; a refusal quotes a short, sanitised prefix of the name only;
+* at most ``max_children`` ``rlm_query`` child runs (each with its own container) at once; a
+  further call waits for a free slot up to the deadline, then is refused;
+* errors shown to the model name no host URL, address or model list (``redact``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
+import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any, Callable, TypeVar
 
-from rlm.errors import LLMError, RLMError
+from rlm.errors import LLMError, ModelAuthError, ModelNotFound, ModelUnreachable, RLMError
 from rlm.llm.base import Completion, ModelClient, Usage
-from rlm.sandbox.bridge import BridgeRefusal
+from rlm.sandbox.bridge import BridgeRefusal, redact
 from rlm.sandbox.protocol import Op
 
 _T = TypeVar("_T")
 CLOSE_GRACE_S = 2.0  # at close, how long cancelled requests get to unwind before the loop stops
+MAX_MODEL_NAME = 200  # characters of a model name llm_query(model=...) may send
+NAME_SHOWN = 40       # characters of a refused model name quoted back
+BRIDGE_GRACE_S = 2.0  # the bridge answers a request this long after its deadline if the handler has not
+MAX_CHILDREN = 2      # rlm_query child runs at once per run (each starts a container)
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._:/@+-]")
+
+
+def shown_name(name: str) -> str:
+    """A short, printable prefix of a model name from the sandbox, safe to quote back."""
+    head = _SAFE_NAME.sub("?", name[:NAME_SHOWN])
+    return head + (f"... ({len(name)} characters)" if len(name) > NAME_SHOWN else "")
+
+
+def model_facing(exc: LLMError) -> str:
+    """What the model is told about a failed model request: no host URL, address or model list."""
+    if isinstance(exc, ModelNotFound):
+        return "the model server does not offer that model"
+    if isinstance(exc, ModelAuthError):
+        return "the model server refused the credentials"
+    if isinstance(exc, ModelUnreachable):
+        return "the model server could not be reached"
+    return redact(exc.message)
+
+
+class SubCallTimeout(Exception):
+    """A model request passed its deadline and was cancelled."""
 
 
 class _Abandoned(Exception):
@@ -40,9 +80,15 @@ ChildRunner = Callable[[str, "str | None"], tuple[str, dict[str, Usage]]]
 class SubCallHandler:
     def __init__(self, client: ModelClient, *, sub_model: str, temperature: float, enabled: bool,
                  max_calls: int, max_chars: int, concurrency: int, child: ChildRunner | None = None,
-                 on_call: Callable[[dict], None] | None = None) -> None:
+                 on_call: Callable[[dict], None] | None = None, deadline_s: float | None = None,
+                 root_model: str | None = None, allowed_models: Iterable[str] = (),
+                 max_children: int = MAX_CHILDREN) -> None:
         self.client = client
         self.sub_model = sub_model
+        self.deadline_s = deadline_s if deadline_s and deadline_s > 0 else None
+        self.allowed_models = frozenset(m for m in (sub_model, root_model, *allowed_models) if m)
+        self.max_children = max(1, max_children)
+        self._children = threading.BoundedSemaphore(self.max_children)
         self.temperature = temperature
         self.enabled = enabled
         self.max_calls = max_calls
@@ -155,7 +201,49 @@ class SubCallHandler:
 
     def _model(self, request: dict) -> str:
         model = request.get("model")
-        return model if isinstance(model, str) and model else self.sub_model
+        if model is None or model == "":
+            return self.sub_model
+        if not isinstance(model, str):
+            raise BridgeRefusal(f"model must be a string naming a model, not {type(model).__name__}")
+        if len(model) > MAX_MODEL_NAME:
+            raise BridgeRefusal(f"model name {shown_name(model)!r} is too long (at most {MAX_MODEL_NAME} "
+                                "characters); leave model out to use the sub-model")
+        if model not in self.allowed_models:
+            allowed = ", ".join(repr(m) for m in sorted(self.allowed_models))
+            raise BridgeRefusal(f"model {shown_name(model)!r} is not one this run may use ({allowed}); "
+                                "leave model out to use the sub-model")
+        return model
+
+    def deadline_for(self, request: dict) -> float | None:
+        """Seconds after which the bridge answers ``request`` with a time-out, whatever happens here
+        (a little later than this handler's own deadline, so the handler's answer normally wins)."""
+        if self.deadline_s is None:
+            return None
+        op = request.get("op")
+        if op == Op.LLM_QUERY:
+            rounds = 1
+        elif op == Op.LLM_QUERY_BATCHED:
+            prompts = request.get("prompts")
+            rounds = math.ceil(len(prompts) / self.concurrency) if isinstance(prompts, list) and prompts else 1
+        elif op == Op.RLM_QUERY and self.child is None:
+            rounds = 1
+        else:  # a child run: bounded by its own budgets (iterations, cell and sub-call deadlines)
+            return None
+        return rounds * self.deadline_s + BRIDGE_GRACE_S
+
+    async def _bounded(self, messages: list[dict], model: str) -> Completion:
+        """One model request, cancelled at the deadline (``SubCallTimeout``)."""
+        request = self.client.acomplete(messages, model=model, temperature=self.temperature)
+        if self.deadline_s is None:
+            return await request
+        try:
+            return await asyncio.wait_for(request, self.deadline_s)
+        except asyncio.TimeoutError:
+            raise SubCallTimeout() from None
+
+    def _timed_out(self) -> str:
+        return (f"the sub-call timed out after {self.deadline_s:g} s and was cancelled (the model server did "
+                "not answer in time; sub_call_timeout_s)")
 
     def _record(self, model: str, prompt: str, text: str | None, usage: Usage | None, started: float,
                 error: str | None, epoch: int | None = None) -> bool:
@@ -199,16 +287,20 @@ class SubCallHandler:
         except _Abandoned:
             self._refund(1)
             raise
+        except SubCallTimeout:
+            if not self._record(model, prompt, None, None, started, self._timed_out(), epoch):
+                raise _Abandoned() from None
+            raise BridgeRefusal(self._timed_out()) from None
         except LLMError as exc:
             if not self._record(model, prompt, None, None, started, exc.message, epoch):
                 raise _Abandoned() from None
-            raise BridgeRefusal(f"the sub-model failed: {exc.message}") from exc
+            raise BridgeRefusal(f"the sub-model failed: {model_facing(exc)}") from exc
         if not self._record(model, prompt, completion.text, completion.usage, started, None, epoch):
             raise _Abandoned()
         return completion.text
 
     async def _complete_one(self, prompt: str, model: str) -> Completion:
-        return await self.client.acomplete(self._messages(prompt), model=model, temperature=self.temperature)
+        return await self._bounded(self._messages(prompt), model)
 
     def _batch(self, request: dict) -> list[str]:
         prompts = request.get("prompts")
@@ -233,11 +325,13 @@ class SubCallHandler:
             async with gate:
                 started = time.perf_counter()
                 try:
-                    completion = await self.client.acomplete(self._messages(prompt), model=model,
-                                                             temperature=self.temperature)
+                    completion = await self._bounded(self._messages(prompt), model)
+                except SubCallTimeout:
+                    done[i] = self._record(model, prompt, None, None, started, self._timed_out(), epoch) or True
+                    return f"Error: {self._timed_out()}"
                 except LLMError as exc:
                     done[i] = self._record(model, prompt, None, None, started, exc.message, epoch) or True
-                    return f"Error: {exc.message}"
+                    return f"Error: {model_facing(exc)}"
                 done[i] = self._record(model, prompt, completion.text, completion.usage, started, None, epoch) or True
                 return completion.text
 
@@ -251,13 +345,25 @@ class SubCallHandler:
         if self.child is None:  # at max_depth: a plain sub-call instead
             text = prompt if context is None else f"{prompt}\n\nContext:\n{context}"
             return self._one({"prompt": text})
-        self._reserve(1)
-        started = time.perf_counter()
+        with self._lock:
+            epoch = self._epoch
+        waited = time.monotonic()
+        if not self._children.acquire(timeout=self.deadline_s):
+            raise BridgeRefusal(f"rlm_query: {self.max_children} child runs are already running (at most "
+                                f"{self.max_children} at once); waited {time.monotonic() - waited:.0f} s for one "
+                                "to finish; try again later, or use llm_query")
         try:
-            answer, usage = self.child(prompt, context)
-        except RLMError as exc:
-            self._record(Op.RLM_QUERY, prompt, None, None, started, exc.message)
-            raise BridgeRefusal(f"the child RLM failed: {exc.message}") from exc
+            if not self._current(epoch) or self._closed:  # the cell was abandoned while this call waited
+                raise _Abandoned()
+            self._reserve(1)
+            started = time.perf_counter()
+            try:
+                answer, usage = self.child(prompt, context)
+            except RLMError as exc:
+                self._record(Op.RLM_QUERY, prompt, None, None, started, exc.message)
+                raise BridgeRefusal(f"the child RLM failed: {redact(exc.message)}") from exc
+        finally:
+            self._children.release()
         with self._lock:
             for model, used in usage.items():
                 self.usage[model].add(used)

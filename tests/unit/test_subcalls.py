@@ -67,7 +67,7 @@ def test_llm_query_returns_the_sub_model_text_and_records_usage():
 
 def test_llm_query_model_argument_overrides_the_sub_model():
     client = ScriptedClient(lambda msgs, model: model, models=["sub", "other"])
-    h, _ = handler(client)
+    h, _ = handler(client, allowed_models=["other"])
     assert h({"op": "llm_query", "prompt": "x", "model": "other"}) == {"text": "other"}
     assert h({"op": "llm_query", "prompt": "x", "model": None}) == {"text": "sub"}
     assert set(h.usage) == {"sub", "other"}
@@ -128,9 +128,10 @@ def test_malformed_requests_are_refused(request_):
 def test_model_errors_become_refusals_the_repl_can_show():
     client = ScriptedClient([ModelUnreachable("cannot reach the model server at http://x/v1")])
     h, events = handler(client)
-    with pytest.raises(BridgeRefusal, match="the sub-model failed: cannot reach the model server"):
+    with pytest.raises(BridgeRefusal, match="the sub-model failed: the model server could not be reached") as info:
         h({"op": "llm_query", "prompt": "q"})
-    assert events[-1]["ok"] is False and "cannot reach" in events[-1]["error"]
+    assert "http://x" not in str(info.value)  # the host's URL is not the model's business (A14)
+    assert events[-1]["ok"] is False and "cannot reach" in events[-1]["error"] and "http://x" in events[-1]["error"]
     assert h.calls == 1  # an attempted call counts against the budget
 
 
@@ -152,7 +153,7 @@ def test_a_failed_slot_is_an_error_string_and_the_others_succeed():
     reply = h({"op": "llm_query_batched", "prompts": ["q 0", "FAIL 1", "q 2"]})
     texts = reply["texts"]
     assert texts[0] == "answer 0" and texts[2] == "answer 2"
-    assert texts[1].startswith("Error: ") and "cannot reach the model server" in texts[1]
+    assert texts[1] == "Error: the model server could not be reached"
     assert sorted(e["ok"] for e in events) == [False, True, True]
     assert h.calls == 3
 
@@ -331,3 +332,193 @@ def test_close_cancels_what_is_in_flight_and_refuses_new_calls():
     assert isinstance(out[0], BridgeRefusal) and h.calls == 0 and client.cancelled == 1
     with pytest.raises(BridgeRefusal, match="run is over"):
         h({"op": "llm_query", "prompt": "y"})
+
+
+# ------------------------------------------------------------------------------ model names (A10)
+@pytest.mark.parametrize("model, why", [("x" * 7_000_000, "too long"), ("gpt-4o\x1b]0;pwned\x07", "not one"),
+                                        ("other", "not one"), (["sub"], "must be a string")])
+def test_only_the_runs_models_may_be_named_and_the_refusal_quotes_a_short_clean_prefix(model, why):
+    client = ScriptedClient(lambda msgs, model: "never")
+    h, events = handler(client, root_model="root", allowed_models=["extra"])
+    with pytest.raises(BridgeRefusal, match=why) as info:
+        h({"op": "llm_query", "prompt": "x", "model": model})
+    text = str(info.value)
+    assert len(text) < 300 and "\x1b" not in text and "\x07" not in text
+    with pytest.raises(BridgeRefusal, match=why):
+        h({"op": "llm_query_batched", "prompts": ["a"], "model": model})
+    assert client.calls == [] and events == [] and h.calls == 0  # nothing sent, logged or counted
+
+
+def test_root_sub_and_configured_models_are_allowed():
+    client = ScriptedClient(lambda msgs, model: model)
+    h, _ = handler(client, root_model="root", allowed_models=["extra"])
+    for name in ("root", "sub", "extra"):
+        assert h({"op": "llm_query", "prompt": "x", "model": name}) == {"text": name}
+
+
+def test_a_name_of_exactly_200_characters_is_checked_against_the_list_not_refused_for_length():
+    long_name = "m" * 200
+    h, _ = handler(ScriptedClient(lambda msgs, model: model), allowed_models=[long_name])
+    assert h({"op": "llm_query", "prompt": "x", "model": long_name}) == {"text": long_name}
+    with pytest.raises(BridgeRefusal, match="too long"):
+        h({"op": "llm_query", "prompt": "x", "model": long_name + "m"})
+
+
+# ------------------------------------------------------------------------------ redaction (A14)
+def test_model_errors_shown_to_the_model_carry_no_host_url_or_model_list():
+    from rlm.errors import LLMError, ModelNotFound
+
+    failures = [ModelNotFound("the server at http://10.1.2.3:8000/v1 does not offer model 'sub' (HTTP 404); "
+                              "it offers: secret-model-a, secret-model-b"),
+                LLMError("the model server at http://10.1.2.3:8000/v1 failed on model 'sub' (HTTP 500): "
+                         "upstream 10.9.9.9:5000 is down; available models: a, b")]
+    for exc in failures:
+        h, events = handler(ScriptedClient([exc]))
+        with pytest.raises(BridgeRefusal) as info:
+            h({"op": "llm_query", "prompt": "q"})
+        shown = str(info.value)
+        for leak in ("10.1.2.3", "http://", "secret-model", "10.9.9.9", "a, b"):
+            assert leak not in shown, shown
+        assert "10.1.2.3" in events[-1]["error"]  # the host's own trace keeps the whole message
+        h2, _ = handler(ScriptedClient([exc]))
+        texts = h2({"op": "llm_query_batched", "prompts": ["q"]})["texts"]
+        assert texts[0].startswith("Error: ") and "10.1.2.3" not in texts[0] and "secret-model" not in texts[0]
+
+
+# ------------------------------------------------------------------------------ deadlines (D1)
+class _HangingHTTPServer:
+    """An HTTP server on 127.0.0.1 that reads requests and never answers; records closed connections."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.accepted = 0
+        self.closed = 0
+        self.lock = threading.Lock()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                self.accepted += 1
+            threading.Thread(target=self._hold, args=(conn,), daemon=True).start()
+
+    def _hold(self, conn) -> None:
+        with conn:
+            while True:
+                try:
+                    data = conn.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:  # the client closed the connection: the request was cancelled
+                    with self.lock:
+                        self.closed += 1
+                    return
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _hanging_client(server: _HangingHTTPServer):
+    from rlm.llm.base import ModelSettings
+    from rlm.llm.openai_client import OpenAICompatibleClient
+
+    return OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model="root", timeout_s=120,
+                                                max_wait_s=600))
+
+
+def test_a_hung_sub_call_is_cancelled_at_its_deadline_and_its_connection_closed():
+    server = _HangingHTTPServer()
+    client = _hanging_client(server)
+    h, events = handler(client, deadline_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(BridgeRefusal, match=r"timed out after 0.5 s") as info:
+        h({"op": "llm_query", "prompt": "q"})
+    took = time.monotonic() - started
+    assert took < 5, took  # not the request timeout (120 s), not max_wait_s (600 s)
+    assert "127.0.0.1" not in str(info.value)
+    assert events[-1]["ok"] is False and "timed out" in events[-1]["error"] and h.calls == 1
+    deadline = time.monotonic() + 5
+    while server.closed < server.accepted and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.accepted >= 1 and server.closed == server.accepted  # the HTTP request was cancelled
+    h.close()
+    client.close()
+    server.close()
+
+
+def test_each_slot_of_a_batch_gets_the_deadline_and_the_others_answer():
+    class HalfHanging(SlowAsyncClient):
+        async def acomplete(self, messages, *, model, temperature=None, max_tokens=None):
+            if "HANG" in messages[-1]["content"]:
+                await asyncio.sleep(3600)
+            return await super().acomplete(messages, model=model, temperature=temperature)
+
+    h, events = handler(HalfHanging(), deadline_s=0.3)
+    texts = h({"op": "llm_query_batched", "prompts": ["q 1", "HANG 2", "q 3"]})["texts"]
+    assert texts[0] == "answer 1" and texts[2] == "answer 3"
+    assert texts[1].startswith("Error: the sub-call timed out after 0.3 s")
+    h.close()
+
+
+def test_the_bridge_deadline_of_a_request_follows_the_handlers():
+    h, _ = handler(deadline_s=10, concurrency=4)
+    assert h.deadline_for({"op": "llm_query", "prompt": "x"}) == pytest.approx(12)
+    assert h.deadline_for({"op": "llm_query_batched", "prompts": ["p"] * 9}) == pytest.approx(3 * 10 + 2)
+    assert h.deadline_for({"op": "rlm_query", "prompt": "x"}) == pytest.approx(12)  # no child: a plain call
+    with_child, _ = handler(deadline_s=10, child=lambda p, c: ("a", {}))
+    assert with_child.deadline_for({"op": "rlm_query", "prompt": "x"}) is None  # bounded by its own budgets
+    assert handler()[0].deadline_for({"op": "llm_query", "prompt": "x"}) is None  # no deadline set
+
+
+# ------------------------------------------------------------------------------ children (A6)
+def test_at_most_max_children_child_runs_at_once_the_rest_wait_their_turn():
+    lock = threading.Lock()
+    running, peak, done = [0], [0], []
+
+    def child(prompt, context):
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.1)
+        with lock:
+            running[0] -= 1
+            done.append(prompt)
+        return f"child {prompt}", {}
+
+    h, _ = handler(child=child, deadline_s=30)
+    threads = [_in_thread(h, {"op": "rlm_query", "prompt": f"p{i}"}) for i in range(10)]
+    for thread, _out in threads:
+        thread.join(timeout=10)
+    assert peak[0] == 2 and len(done) == 10
+    assert sorted(out[0]["text"] for _t, out in threads) == sorted(f"child p{i}" for i in range(10))
+    assert h.calls == 10
+
+
+def test_a_child_call_that_waits_past_the_deadline_is_refused_clearly():
+    started, release = threading.Event(), threading.Event()
+
+    def child(prompt, context):
+        started.set()
+        release.wait(10)
+        return "late", {}
+
+    h, _ = handler(child=child, deadline_s=0.3, max_children=1)
+    first, first_out = _in_thread(h, {"op": "rlm_query", "prompt": "a"})
+    assert started.wait(5)
+    with pytest.raises(BridgeRefusal, match=r"1 child runs are already running \(at most 1 at once\)"):
+        h({"op": "rlm_query", "prompt": "b"})
+    release.set()
+    first.join(timeout=5)
+    assert first_out == [{"text": "late"}] and h.calls == 1  # the refused one cost nothing
