@@ -56,6 +56,9 @@ class RunSettings:
     max_sub_call_chars: int = 500000
     max_depth: int = 1
     sub_call_concurrency: int = 8
+    sub_call_timeout_s: float = 0.0     # 0: the cell's timeout (sandbox.cell_timeout_s)
+    max_child_runs: int = 2
+    allowed_models: tuple[str, ...] = ()
     max_context_bytes: int = 2 * 1024 ** 3
     trace_dir: str = "traces"
     debug: bool = False
@@ -153,6 +156,10 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("max_depth", "run", "int", "recursion depth of sub-calls (1: sub-calls are plain model calls)",
        check=_positive),
     _f("sub_call_concurrency", "run", "int", "parallel sub-calls in llm_query_batched", check=_positive),
+    _f("sub_call_timeout_s", "run", "float", "seconds one sub-call may take (0: the cell's timeout)",
+       check=_non_negative),
+    _f("max_child_runs", "run", "int", "rlm_query child runs (containers) at once per run", check=_positive),
+    _f("allowed_models", "run", "str_list", "models llm_query(model=...) may name besides root_model and sub_model"),
     _f("max_context_bytes", "run", "int", "largest context file accepted, in bytes", check=_positive),
     _f("trace_dir", "run", "str", "folder for JSONL traces when no trace path is given", check=_non_empty),
     _f("debug", "run", "bool", "verbose logs and tracebacks", "DEBUG"),

@@ -155,7 +155,10 @@ class _Run:
             ReportingClient(orch.client, self._on_sub_call_wait), sub_model=self.s.model.effective_sub_model, temperature=self.s.model.temperature,
             enabled=self.s.run.enable_sub_calls, max_calls=self.s.run.max_sub_calls,
             max_chars=self.s.run.max_sub_call_chars, concurrency=self.s.run.sub_call_concurrency,
-            child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call)
+            child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call,
+            deadline_s=self.s.run.sub_call_timeout_s or self.s.sandbox.cell_timeout_s,
+            root_model=self.s.model.root_model, allowed_models=self.s.run.allowed_models,
+            max_children=self.s.run.max_child_runs)
 
     def _on_sub_call(self, event: dict[str, Any]) -> None:
         self.trace.event("sub_call", **event)

@@ -18,7 +18,7 @@ import struct
 
 VERSION = 1
 HEADER = struct.Struct(">I")
-DEFAULT_MAX_FRAME = 8 * 1024 * 1024  # 8 MiB: requests from the REPL (RLM_BRIDGE_MAX_FRAME)
+DEFAULT_MAX_FRAME = 1024 * 1024      # 1 MiB: requests from the REPL (RLM_BRIDGE_MAX_FRAME)
 REPLY_MAX_FRAME = 64 * 1024 * 1024   # replies from the host to the REPL
 
 # -- the vocabulary shared by host and guest: every name below is spelled here only --------
@@ -116,8 +116,8 @@ class State:
 # once its size in memory instead of twice); the host's memory check counts on it.
 ASCII_DIRECT_MIN = 64 * 1024 * 1024
 
-# A bridge request made by the cell's own (main) thread carries WAITING: true; while one is
-# in flight the cell is waiting on a model, and that time does not count toward its timeout.
+# A bridge request made by the cell's own (main) thread carries WAITING: true.  The host ignores
+# it (anything in the sandbox can forge it): it decides itself which requests are in flight.
 WAITING = "waiting"
 
 

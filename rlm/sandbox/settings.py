@@ -34,7 +34,7 @@ class SandboxSettings:
     start_timeout_s: float = 30.0       # container + kernel ready
     output_limit_bytes: int = 1024 * 1024   # stdout/stderr kept per cell (head and tail)
     final_limit_chars: int = 1024 * 1024    # largest FINAL answer kept
-    bridge_max_frame: int = 8 * 1024 * 1024
+    bridge_max_frame: int = 1024 * 1024
     run_root: str | None = None         # host folder for run directories; default /tmp/rlm-<uid>
     extra_labels: tuple[tuple[str, str], ...] = field(default=())
 
