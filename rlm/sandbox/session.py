@@ -212,8 +212,10 @@ class SandboxSession:
     def _collect_cell(self, msg_id: str, out: CellOutput, timeout: float) -> Outcome:
         """Collect a cell's output until it completes or has used ``timeout`` seconds of code time.
 
-        Time during which the cell's own thread waits on the bridge (llm_query and the like) is
-        model time: it does not count (a sub-call has its own request timeout)."""
+        Time during which the bridge has a request of this session in flight (llm_query and the
+        like) is model time: it does not count.  The bridge decides that, not the frames (a forged
+        ``"waiting"`` is ignored), and each request ends by its deadline (sub_call_timeout_s, by
+        default the cell's timeout), so waiting cannot extend a cell past its sub-calls' deadlines."""
         started, waited_before = time.monotonic(), self._live_bridge.waited_seconds()
         while True:
             used = (time.monotonic() - started) - (self._live_bridge.waited_seconds() - waited_before)
