@@ -316,6 +316,9 @@ def _read_yaml(path: Path, where: str, problems: _Problems) -> Mapping | None:
         return None
     try:
         data = yaml.safe_load(text)
+    except RecursionError:
+        problems.add(f"config file {where} is nested too deeply to read", "flatten it: settings are 'key: value' lines")
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

@@ -1,4 +1,11 @@
-"""Checking what the user gives as context before any container starts."""
+"""Checking what the user gives as context before any container starts.
+
+A file (``-f``) is mounted into the sandbox read-only, at its resolved path.  A folder
+(``--context-dir``) is mounted as it is, read-only: the sandbox gets no copies, so symbolic links
+inside it must resolve inside it.  Links that are absolute or lead outside the folder are refused by
+name before any container starts (see ``_check_folder``); the host checks exactly the files the
+sandbox will load.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +14,7 @@ import errno
 import json
 import os
 import stat
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -145,29 +153,121 @@ def _check_json(path: Path, size: int) -> None:
             line = exc.lineno if suffix == ".json" else number
             raise ContextError(f"{path} line {line}, column {exc.colno}: invalid JSON ({exc.msg})",
                                hint="fix the JSON, or rename the file to .txt to use it as plain text") from None
+        except RecursionError:
+            where = "" if suffix == ".json" else f" line {number}"
+            raise ContextError(f"{path}{where}: the JSON is nested too deeply to load (arrays or objects more than "
+                               f"about {sys.getrecursionlimit()} levels deep)",
+                               hint="flatten the JSON, or rename the file to .txt to use it as plain text") from None
+
+
+_MAX_LINK_HOPS = 40  # as the Linux kernel (ELOOP)
+
+
+def _link_problem(link: Path, root: Path, why: str) -> ContextError:
+    try:
+        target = os.readlink(link)
+    except OSError:
+        target = "?"
+    shown = f"{link} (a symbolic link to {target!r})"
+    if why == "absolute":
+        return ContextError(f"{shown} is absolute: the sandbox sees the folder {root} at another path, "
+                            "where the link would not resolve",
+                            hint="make the link relative (ln -sr), or put the file itself in the folder")
+    if why == "outside":
+        return ContextError(f"{shown} leads outside the context folder {root}: the sandbox sees only the folder",
+                            hint="copy the file into the folder (cp -L), or give a folder that holds it")
+    if why == "loop":
+        return ContextError(f"{shown} is a symbolic link loop (it resolves to itself)",
+                            hint="fix or remove the link in the context folder")
+    return ContextError(f"{link} is a broken symbolic link: its target {target!r} does not exist",
+                        hint="fix or remove the link in the context folder")
+
+
+def _absolute_why(root: Path, target: str) -> str:
+    """What is wrong with an absolute link target, as the host sees it."""
+    real = Path(os.path.realpath(target))
+    if real != root and root not in real.parents:
+        return "outside"
+    try:
+        os.stat(target)
+    except OSError as exc:
+        return "loop" if exc.errno == errno.ELOOP else "broken"
+    return "absolute"
+
+
+def _resolve_inside(root: Path, parts: list[str], link: Path) -> Path:
+    """Resolve ``root/parts`` the way the sandbox's kernel will, where ``root`` is the mount point
+    and nothing above it exists: every link on the way must be relative and stay inside ``root``.
+    Returns the host path of the final entry (not a link); raises a ``ContextError`` naming ``link``."""
+    todo = list(parts)
+    done: list[str] = []
+    hops = 0
+    while todo:
+        part = todo.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if not done:
+                raise _link_problem(link, root, "outside")
+            done.pop()
+            continue
+        candidate = root.joinpath(*done, part)
+        try:
+            st = os.lstat(candidate)
+        except FileNotFoundError:
+            raise _link_problem(link, root, "broken") from None
+        except NotADirectoryError:
+            raise _link_problem(link, root, "broken") from None
+        except OSError as exc:
+            raise ContextError(f"cannot read {candidate}: {exc.strerror or exc}") from None
+        if stat.S_ISLNK(st.st_mode):
+            hops += 1
+            if hops > _MAX_LINK_HOPS:
+                raise _link_problem(link, root, "loop")
+            target = os.readlink(candidate)
+            if os.path.isabs(target):
+                raise _link_problem(link, root, _absolute_why(root, target))
+            todo = target.split("/") + todo
+            continue
+        if todo and not stat.S_ISDIR(st.st_mode):
+            raise _link_problem(link, root, "broken")
+        done.append(part)
+    return root.joinpath(*done)
 
 
 def _check_folder(folder: Path, max_bytes: int) -> int:
-    """Total bytes of the folder's files, each checked like -f; symlinks are followed (the sandbox
-    gets copies of their targets), and every entry that is not text is refused by name."""
+    """Total bytes of the documents the sandbox will load from the folder, each checked like -f.
+
+    The sandbox mounts the folder itself, read-only, and loads it with ``os.walk`` (links to folders
+    are listed but not entered), so the host checks exactly that: the regular files found by walking
+    the folder without entering linked folders, and each symbolic link resolved as the sandbox will
+    resolve it.  A link that is absolute, or leads outside the folder (even through other links), is
+    refused by name, and so is a broken link or a loop: no link target is ever copied in."""
     total = 0
-    root = _stat(folder)
-    stack: list[tuple[Path, frozenset[tuple[int, int]]]] = [(folder, frozenset({(root.st_dev, root.st_ino)}))]
+    root = Path(os.path.realpath(folder))
+    _stat(root)
+    stack: list[Path] = [root]
     while stack:
-        current, ancestors = stack.pop()
+        current = stack.pop()
         try:
             names = sorted(os.listdir(current))
         except PermissionError:
             raise ContextError(f"the folder {current} is not readable", hint="check its permissions") from None
         for name in names:
             entry = current / name
-            st = _stat(entry, in_folder=True)
+            try:
+                lst = os.lstat(entry)
+            except OSError as exc:
+                raise ContextError(f"cannot read {entry}: {exc.strerror or exc}") from None
+            if stat.S_ISLNK(lst.st_mode):
+                target = _resolve_inside(root, list(entry.relative_to(root).parts), entry)
+                st = _stat(target, in_folder=True)
+                if stat.S_ISDIR(st.st_mode):
+                    continue  # the sandbox lists a linked folder but does not enter it (its files, inside, count once)
+            else:
+                st = lst
             if stat.S_ISDIR(st.st_mode):
-                key = (st.st_dev, st.st_ino)
-                if key in ancestors:
-                    raise ContextError(f"{entry} is a symbolic link loop (it points back to a folder that holds it)",
-                                       hint="fix or remove the link in the context folder")
-                stack.append((entry, ancestors | {key}))
+                stack.append(entry)
                 continue
             if not stat.S_ISREG(st.st_mode):
                 raise _not_regular(entry, st.st_mode, in_folder=True)
@@ -226,6 +326,10 @@ def inline_json(value: object, *, max_bytes: int) -> ContextSource:
     except (TypeError, ValueError) as exc:
         raise ContextError(f"the context is not JSON-able: {exc}",
                            hint="give a str, a list of str, a dict/list of JSON values, or a Path") from exc
+    except RecursionError:
+        raise ContextError("the context is nested too deeply to write as JSON (lists or dicts more than about "
+                           f"{sys.getrecursionlimit()} levels deep)",
+                           hint="flatten it, or give a str or a Path") from None
     if len(data) > max_bytes:
         raise ContextError(f"the context is {len(data)} bytes as JSON, over the maximum of {max_bytes}",
                            hint="raise max_context_bytes or give a smaller context")

@@ -34,6 +34,9 @@ def read_results(path: str | Path) -> dict[str, dict]:
             except json.JSONDecodeError:
                 log.warning("%s line %d is not JSON (a run killed while writing?); skipped", path, n)
                 continue
+            except RecursionError:
+                log.warning("%s line %d is JSON nested too deeply to load; skipped", path, n)
+                continue
             if isinstance(record, dict) and record.get("id") is not None:
                 latest[str(record["id"])] = record
     return latest

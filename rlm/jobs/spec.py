@@ -111,6 +111,9 @@ def _read(path: Path, problems: list[str]) -> Mapping | None:
     except (OSError, UnicodeDecodeError) as exc:
         problems.append(f"cannot read it: {exc}")
         return None
+    except RecursionError:
+        problems.append("it is nested too deeply to read (lists or mappings hundreds of levels deep)")
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -198,6 +201,12 @@ def _context_path(raw: Any, key: str, rule: PathRule, label: str, settings: Sett
         shown = f" (it resolves to {path.resolve()})" if path.resolve() != path else ""
         problems.append(f"{label}: {key} {raw} leaves {rule.what} {rule.root}{shown}; {OUTSIDE_HINT}")
         return None
+    if key == "context_dir" and not rule.allow_all and path.is_dir():
+        links = _escaping_links(path, rule)
+        if links:
+            problems.append(f"{label}: context_dir {raw} holds symlinks that leave {rule.what} {rule.root}: "
+                            f"{'; '.join(links)}; {OUTSIDE_HINT}")
+            return None
     try:
         check_file(path, max_bytes=settings.run.max_context_bytes, allow_dir=(key == "context_dir"))
     except ContextError as exc:
@@ -206,12 +215,6 @@ def _context_path(raw: Any, key: str, rule: PathRule, label: str, settings: Sett
     if key == "context_dir" and not path.is_dir():
         problems.append(f"{label}: context_dir {path} is not a folder (use context_file for a file)")
         return None
-    if key == "context_dir" and not rule.allow_all:
-        links = _escaping_links(path, rule)
-        if links:
-            problems.append(f"{label}: context_dir {raw} holds symlinks that leave {rule.what} {rule.root}: "
-                            f"{'; '.join(links)}; {OUTSIDE_HINT}")
-            return None
     return path.resolve()
 
 

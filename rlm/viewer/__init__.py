@@ -72,8 +72,8 @@ def _parse(line: str) -> Event | None:
         return None
     try:
         value = json.loads(line)
-    except ValueError:
-        return None  # a torn last line of a killed run
+    except (ValueError, RecursionError):
+        return None  # a torn last line of a killed run, or JSON nested too deeply to load
     return value if isinstance(value, dict) else None
 
 

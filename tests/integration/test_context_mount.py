@@ -130,3 +130,43 @@ def test_200_mb_text_file_loads(engine, tmp_path, capsys):
                   f"second cell {again.duration_s * 1000:.1f} ms")
     finally:
         path.unlink(missing_ok=True)
+
+
+# ------------------------------------------------------------------ D8: a context folder's links
+def _linked_folder(tmp_path):
+    docs = tmp_path / "docs"
+    (docs / "real").mkdir(parents=True)
+    (docs / "real" / "a.txt").write_text("alpha ✓", encoding="utf-8")
+    (docs / "b.txt").write_text("beta!", encoding="utf-8")
+    (docs / "link.txt").symlink_to("real/a.txt")          # a relative link to a file inside
+    (docs / "real" / "up.txt").symlink_to("../b.txt")     # .. that stays inside
+    (docs / "more").symlink_to("real")                    # a link to a folder inside: listed, not entered
+    return docs
+
+
+def test_a_folder_with_links_inside_loads_exactly_what_the_host_checked(engine, tmp_path):
+    from rlm.core.context import check_file
+
+    source = check_file(_linked_folder(tmp_path), max_bytes=10**9, allow_dir=True)
+    with _open(engine, source.path) as s:
+        docs = _value(s, "context")
+    # os.walk order: the root's files sorted, then its folders sorted; the linked folder is not entered
+    assert docs == ["beta!", "alpha ✓", "alpha ✓", "beta!"]
+    assert sum(len(d.encode("utf-8")) for d in docs) == source.size_bytes
+
+
+def test_a_link_leaving_the_folder_is_refused_by_name_before_any_container(engine, tmp_path):
+    from rlm._api import context_source
+
+    docs = _linked_folder(tmp_path)
+    (tmp_path / "secret.txt").write_text("outside the folder")
+    (docs / "out.txt").symlink_to(tmp_path / "secret.txt")
+    before = {c.id for c in engine.list_labelled("rlm.session")}
+    with pytest.raises(ContextError) as info:
+        context_source(docs, max_bytes=10**9)
+    assert str(docs / "out.txt") in info.value.message and "leads outside the context folder" in info.value.message
+    assert {c.id for c in engine.list_labelled("rlm.session")} == before
+    # why: mounted as it is, the sandbox cannot follow that link (the failure the check now prevents)
+    with pytest.raises(ContextError, match="out.txt"):
+        with _open(engine, docs) as s:
+            _value(s, "len(context)")

@@ -230,11 +230,13 @@ def test_a_fifo_in_the_context_folder_is_refused_by_name_without_blocking(tmp_pa
 def test_a_symlink_to_a_fifo_is_refused_too(tmp_path):
     os.mkfifo(tmp_path / "pipe")
     (tmp_path / "docs").mkdir()
-    (tmp_path / "docs" / "link.txt").symlink_to(tmp_path / "pipe")
+    os.mkfifo(tmp_path / "docs" / "pipe")
+    (tmp_path / "docs" / "link.txt").symlink_to("pipe")
     with pytest.raises(ContextError, match="link.txt is not a regular file"):
         _check_with_deadline(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+    (tmp_path / "outside.txt").symlink_to(tmp_path / "pipe")
     with pytest.raises(ContextError, match="not a regular file"):
-        _check_with_deadline(tmp_path / "docs" / "link.txt", max_bytes=BIG)
+        _check_with_deadline(tmp_path / "outside.txt", max_bytes=BIG)
 
 
 def test_a_fifo_swapped_in_after_the_check_is_not_blocking(tmp_path, monkeypatch):
@@ -278,22 +280,103 @@ def test_a_symlink_loop_is_named_as_a_loop(tmp_path, allow_dir):
     assert isinstance(info.value, UsageError)
 
 
-def test_a_folder_symlink_back_to_its_parent_is_a_loop(tmp_path):
+def test_a_relative_folder_link_back_to_the_root_is_listed_not_entered(tmp_path):
+    """As the sandbox's os.walk does: a link to a folder is not entered, so nothing counts twice."""
     (tmp_path / "docs").mkdir()
     (tmp_path / "docs" / "a.txt").write_text("alpha")
-    (tmp_path / "docs" / "again").symlink_to(tmp_path / "docs")
+    (tmp_path / "docs" / "again").symlink_to(".")
+    assert check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True).size_bytes == 5
+
+
+# ------------------------------------------------------------------------------ D8: the sandbox sees what was checked
+def test_a_link_that_leaves_the_folder_is_refused_by_name(tmp_path):
+    (tmp_path / "secret.txt").write_text("outside")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.txt").write_text("beta")
+    (tmp_path / "docs" / "out.txt").symlink_to(tmp_path / "secret.txt")
     with pytest.raises(ContextError) as info:
         check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
-    assert str(tmp_path / "docs" / "again") in info.value.message and "loop" in info.value.message
+    assert str(tmp_path / "docs" / "out.txt") in info.value.message
+    assert "leads outside the context folder" in info.value.message and "cp -L" in info.value.hint
+    assert isinstance(info.value, UsageError)
 
 
-def test_symlinks_to_text_inside_a_folder_are_followed_and_counted(tmp_path):
-    (tmp_path / "real").mkdir()
-    (tmp_path / "real" / "a.txt").write_text("alpha")
+@pytest.mark.parametrize("target", ["../secret.txt", "../docs/b.txt", "sub/../../secret.txt"])
+def test_a_relative_link_that_climbs_out_of_the_folder_is_refused(tmp_path, target):
+    """``../docs/b.txt`` lands inside on the host, but in the sandbox ``..`` of the mount is elsewhere."""
+    (tmp_path / "secret.txt").write_text("outside")
+    (tmp_path / "docs" / "sub").mkdir(parents=True)
+    (tmp_path / "docs" / "b.txt").write_text("beta")
+    (tmp_path / "docs" / "link.txt").symlink_to(target)
+    with pytest.raises(ContextError, match=r"link\.txt .*leads outside the context folder"):
+        check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+
+
+def test_a_chain_of_links_that_ends_outside_is_refused(tmp_path):
+    (tmp_path / "secret.txt").write_text("outside")
     (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "a.txt").symlink_to("b.txt")
+    (tmp_path / "docs" / "b.txt").symlink_to(tmp_path / "secret.txt")
+    with pytest.raises(ContextError, match=r"a\.txt .*leads outside"):
+        check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+
+
+def test_an_absolute_link_inside_the_folder_is_refused_as_absolute(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.txt").write_text("beta")
+    (tmp_path / "docs" / "link.txt").symlink_to(tmp_path / "docs" / "b.txt")
+    with pytest.raises(ContextError) as info:
+        check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True)
+    assert "link.txt" in info.value.message and "is absolute" in info.value.message
+    assert "ln -sr" in info.value.hint
+
+
+def test_relative_links_inside_the_folder_are_counted_as_the_sandbox_loads_them(tmp_path):
+    (tmp_path / "docs" / "real").mkdir(parents=True)
+    (tmp_path / "docs" / "real" / "a.txt").write_text("alpha")
     (tmp_path / "docs" / "b.txt").write_text("beta!")
-    (tmp_path / "docs" / "link.txt").symlink_to(tmp_path / "real" / "a.txt")
-    (tmp_path / "docs" / "more").symlink_to(tmp_path / "real")  # a linked folder is read like the sandbox's copy
-    assert check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True).size_bytes == 15
+    (tmp_path / "docs" / "link.txt").symlink_to("real/a.txt")            # a second document with a's text
+    (tmp_path / "docs" / "real" / "up.txt").symlink_to("../b.txt")       # .. inside the folder is fine
+    (tmp_path / "docs" / "more").symlink_to("real")                      # listed, not entered
+    assert check_file(tmp_path / "docs", max_bytes=BIG, allow_dir=True).size_bytes == 20
     with pytest.raises(ContextError, match="more than the maximum"):
-        check_file(tmp_path / "docs", max_bytes=14, allow_dir=True)
+        check_file(tmp_path / "docs", max_bytes=19, allow_dir=True)
+
+
+def test_a_symlinked_context_folder_is_checked_at_its_real_place(tmp_path):
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "b.txt").write_text("beta")
+    (tmp_path / "docs" / "link.txt").symlink_to("b.txt")
+    (tmp_path / "alias").symlink_to(tmp_path / "docs")
+    source = check_file(tmp_path / "alias", max_bytes=BIG, allow_dir=True)
+    assert source.path == (tmp_path / "docs").resolve() and source.size_bytes == 8
+
+
+# ------------------------------------------------------------------------------ D4: deep JSON
+@pytest.mark.parametrize("name,data", [
+    ("deep.json", "[" * 100_000 + "]" * 100_000),
+    ("deep_obj.json", '{"a":' * 100_000 + "1" + "}" * 100_000),
+    ("deep.jsonl", '{"a": 1}\n' + "[" * 100_000 + "]" * 100_000 + "\n"),
+])
+def test_json_nested_100000_levels_deep_is_a_context_error(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_text(data)
+    with pytest.raises(ContextError) as info:
+        check_file(path, max_bytes=BIG)
+    assert "nested too deeply" in info.value.message and name in info.value.message
+    assert ("line 2" in info.value.message) == name.endswith(".jsonl")
+    assert isinstance(info.value, UsageError)
+
+
+def test_json_nested_a_little_is_fine(tmp_path):
+    path = tmp_path / "ok.json"
+    path.write_text("[" * 200 + "]" * 200)
+    assert check_file(path, max_bytes=BIG).size_bytes == 400
+
+
+def test_a_deeply_nested_python_value_is_a_context_error():
+    value: list = []
+    for _ in range(100_000):
+        value = [value]
+    with pytest.raises(ContextError, match="nested too deeply"):
+        context_mod.inline_json(value, max_bytes=BIG)
