@@ -38,10 +38,15 @@ class BenchItem:
     expected: Any              # str, or a list of [a, b] pairs for f1_pairs
     scorer: str                # a name from rlm.bench.scorers.SCORERS
     meta: dict = field(default_factory=dict)
+    split: str = ""            # dev | test (rlm.bench.splits), "" when not asked
+    oracle_context: str | None = field(default=None, repr=False)  # only the passages that hold the answer
 
     def to_dict(self, *, with_context: bool = False) -> dict:
         out = {"id": self.id, "benchmark": self.benchmark, "size": self.size, "context_chars": len(self.context),
-               "question": self.question, "expected": self.expected, "scorer": self.scorer, "meta": self.meta}
+               "question": self.question, "expected": self.expected, "scorer": self.scorer, "meta": self.meta,
+               "split": self.split}
+        if self.oracle_context is not None:
+            out["oracle_context_chars"] = len(self.oracle_context)
         if with_context:
             out["context"] = self.context
         return out
@@ -478,7 +483,23 @@ def parse_sizes(text: str) -> list[int]:
     return list(dict.fromkeys(sizes))
 
 
-def generate(name: str, sizes: list[int], n: int, seed: int) -> list[BenchItem]:
-    """``n`` items per size of benchmark ``name``."""
+def generate(name: str, sizes: list[int], n: int, seed: int, split: str | None = None) -> list[BenchItem]:
+    """``n`` items per size of benchmark ``name``: of ``split`` (dev or test, see
+    :mod:`rlm.bench.splits`) when given, else the first ``n`` items whatever their split.
+    ``hotpotqa`` and ``squad`` read the public data (:mod:`rlm.bench.qa`)."""
+    import dataclasses
+
+    from rlm.bench import splits
+
+    splits.check_split(split)
+    if name in PUBLIC:
+        from rlm.bench.qa import generate_public
+
+        return generate_public(name, sizes, n, seed, split)
     fn = GENERATORS[name]
-    return [fn(size, i, seed) for size in sizes for i in range(n)]
+    chosen = list(splits.indices(name, seed, n, split))
+    return [dataclasses.replace(item, split=splits.split_of(name, splits.generated_key(seed, i)))
+            for size in sizes for i in chosen for item in (fn(size, i, seed),)]
+
+
+PUBLIC = ("hotpotqa", "squad")   # questions written by people (rlm.bench.qa), read from the cached wheel

@@ -1,4 +1,5 @@
-"""A PNG of score against context size (RLM and, when asked, the base model).
+"""A PNG of score against context size (RLM and, when asked, the base model and the oracle), with
+95% intervals as error bars and n per line in the legend.
 
 matplotlib is optional (``pip install matplotlib`` or ``pip install 'rlm[plot]'``).
 """
@@ -40,26 +41,36 @@ def plot_report(report, path: str | Path) -> Path:
             _panel(ax, report, name)
         for ax in list(axes.flat)[len(names):]:
             ax.set_visible(False)
-        handles, labels = axes.flat[0].get_legend_handles_labels()
-        if handles:
-            fig.legend(handles, labels, loc="lower center", ncol=len(handles), frameon=False)
-        fig.suptitle(f"score vs context size (n={report.n} per point, seed={report.seed})")
-        fig.tight_layout(rect=(0, 0.07 if handles else 0, 1, 0.95))
+        split = f", split {report.split}" if report.split else ""
+        fig.suptitle(f"score vs context size (seed {report.seed}{split}; bars: 95% intervals, Wilson for 0/1 "
+                     "scores, bootstrap for F1)", fontsize=9)
+        fig.tight_layout(rect=(0, 0, 1, 0.95))
         fig.savefig(path, format="png")
     finally:
         plt.close(fig)
     return path
 
 
+_STYLE = {"rlm": ("o", "-"), "base": ("s", "--"), "oracle": ("^", ":")}
+
+
 def _panel(ax, report, name: str) -> None:
+    from rlm.jobs.benchmark import SYSTEM_LABELS
+
     rows = report.rows(name)
     sizes = [r["size"] for r in rows]
-    ax.plot(sizes, [r["rlm_score"] for r in rows], marker="o", label=f"RLM ({report.root_model})")
-    base = [(r["size"], r["base_score"]) for r in rows if r["base_score"] is not None]
-    if base:
-        ax.plot([s for s, _ in base], [v for _, v in base], marker="s", linestyle="--",
-                label=f"base model, first {report.base_window:,} chars")
-        ax.axvline(report.base_window, color="grey", linewidth=0.8, linestyle=":")
+    for side, (marker, style) in _STYLE.items():
+        points = [(r["size"], r["systems"][side]) for r in rows if side in r["systems"]]
+        if not points:
+            continue
+        xs = [x for x, _ in points]
+        ys = [s["score"]["mean"] for _, s in points]
+        low = [s["score"]["mean"] - s["score"]["lo"] for _, s in points]
+        high = [s["score"]["hi"] - s["score"]["mean"] for _, s in points]
+        ns = sorted({s["n"] for _, s in points})
+        label = SYSTEM_LABELS[side] + (f" ({report.root_model})" if side == "rlm" else "")
+        ax.errorbar(xs, ys, yerr=[low, high], marker=marker, linestyle=style, capsize=3,
+                    label=f"{label}, n={'/'.join(map(str, ns))}")
     if len(sizes) > 1 and max(sizes) / max(min(sizes), 1) >= 10:
         ax.set_xscale("log")
     if sizes:
@@ -68,9 +79,11 @@ def _panel(ax, report, name: str) -> None:
     ax.minorticks_off()
     ax.set_ylim(-0.03, 1.03)
     ax.set_xlabel("context size (characters)")
-    ax.set_ylabel("mean score")
+    metric = rows[0]["metric"] if rows else "score"
+    ax.set_ylabel(f"mean {metric} (95% interval)")
     ax.set_title(name)
     ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
 
 
 def _size_label(size: int) -> str:

@@ -156,6 +156,18 @@ class PublicData:
         except (zipfile.BadZipFile, KeyError, ValueError) as exc:
             raise PublicDataMissing(f"cannot read {member} from {self.path}: {exc}") from exc
 
+    def check(self) -> None:
+        """Raise PublicDataMissing unless the wheel is in place with the pinned hash."""
+        if not self.path.is_file():
+            raise _missing(self.path, "is not in rlm's cache")
+        with self._lock:
+            if not self._checked:
+                actual = sha256_file(self.path)
+                if actual != self.sha256:
+                    raise _missing(self.path, f"file has sha256 {actual[:16]}..., not the pinned "
+                                              f"{self.sha256[:16]}...")
+                self._checked = True
+
     def hotpotqa(self) -> list[HotpotQuestion]:
         with self._lock:
             if self._hotpot is None:

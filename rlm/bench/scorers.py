@@ -10,6 +10,10 @@ Every scorer returns a float in [0, 1]:
                non-integers that differ; 0 when the answer holds no number.
 * ``f1``       F1 between two sets (OOLONG-Pairs); ``f1_pairs`` first reads the pairs
                out of the answer text with :func:`parse_pairs`.
+* ``qa_f1``    the standard SQuAD / HotpotQA token F1 (:func:`qa_f1`), the best over the gold
+               answers; its exact match (:func:`qa_em`) is reported beside it.  Both use the
+               SQuAD normalisation (:func:`squad_normalize`), not the one below.  A yes/no
+               answer scores F1 0 unless it equals the gold one (HotpotQA's official rule).
 
 Normalisation: lower case, ``FINAL(...)`` wrapper and surrounding quotes removed,
 punctuation other than ``. - _ / :`` inside words turned into spaces, whitespace collapsed.
@@ -19,11 +23,13 @@ from __future__ import annotations
 
 import math
 import re
+import string
 import unicodedata
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
-SCORERS = ("exact", "contains", "numeric", "f1_pairs")
+SCORERS = ("exact", "contains", "numeric", "f1_pairs", "qa_f1")
 
 _FINAL_WRAP = re.compile(r"^\s*FINAL(?:_VAR)?\s*\((.*)\)\s*$", re.DOTALL)
 _NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?![\d])")
@@ -122,7 +128,53 @@ def f1_pairs(answer: Any, expected: Any) -> float:
     return f1(parse_pairs(answer), parse_pairs(expected))
 
 
-_BY_NAME = {"exact": exact, "contains": contains, "numeric": numeric, "f1_pairs": f1_pairs}
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = frozenset(string.punctuation)
+
+
+def squad_normalize(text: Any) -> str:
+    """SQuAD's answer normalisation: lower case, punctuation removed, the articles a/an/the
+    removed, whitespace collapsed (the official evaluation script's ``normalize_answer``)."""
+    s = "" if text is None else str(text)
+    m = _FINAL_WRAP.match(s.strip())
+    if m:
+        s = m.group(1)
+    s = s.lower()
+    s = "".join(ch for ch in s if ch not in _PUNCT)
+    s = _ARTICLES.sub(" ", s)
+    return " ".join(s.split())
+
+
+def _golds(expected: Any) -> list[str]:
+    return [str(e) for e in expected] if isinstance(expected, (list, tuple)) else [str(expected)]
+
+
+def _token_f1(prediction: str, gold: str) -> float:
+    pred, want = squad_normalize(prediction), squad_normalize(gold)
+    if (pred in ("yes", "no", "noanswer") or want in ("yes", "no", "noanswer")) and pred != want:
+        return 0.0
+    p, g = pred.split(), want.split()
+    if not p or not g:
+        return float(p == g)
+    common = sum((Counter(p) & Counter(g)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(g)
+    return 2 * precision * recall / (precision + recall)
+
+
+def qa_em(answer: Any, expected: Any) -> float:
+    """1 when the normalised answer equals any normalised gold answer."""
+    got = squad_normalize(answer)
+    return 1.0 if any(got == squad_normalize(g) for g in _golds(expected)) else 0.0
+
+
+def qa_f1(answer: Any, expected: Any) -> float:
+    """Token F1 between the normalised answer and the best gold answer."""
+    return max(_token_f1("" if answer is None else str(answer), g) for g in _golds(expected))
+
+
+_BY_NAME = {"exact": exact, "contains": contains, "numeric": numeric, "f1_pairs": f1_pairs, "qa_f1": qa_f1}
 
 
 def score(kind: str, answer: Any, expected: Any) -> float:
@@ -134,3 +186,14 @@ def score(kind: str, answer: Any, expected: Any) -> float:
     except KeyError:
         raise ValueError(f"unknown scorer {kind!r}; known: {', '.join(SCORERS)}") from None
     return float(fn(answer, expected))
+
+
+def metrics(kind: str, answer: Any, expected: Any) -> dict[str, float]:
+    """``{"score": primary, "exact": 0 or 1}``: the primary score of ``kind`` and whether the
+    answer is exactly right (SQuAD exact match for ``qa_f1``; full marks for the others)."""
+    primary = score(kind, answer, expected)
+    if kind == "qa_f1":
+        exact_match = qa_em(answer, expected) if answer is not None else 0.0
+    else:
+        exact_match = 1.0 if primary >= 1.0 else 0.0
+    return {"score": round(primary, 4), "exact": exact_match}

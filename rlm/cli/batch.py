@@ -27,12 +27,13 @@ from rlm.cli.options import (
     ModelOpt,
     QuietOpt,
     SubModelOpt,
+    UnsafeSandboxOpt,
     load_cli_settings,
 )
 from rlm.config import LoadedSettings
 from rlm.errors import RLMError, UsageError
 
-BENCHMARKS = ("s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
+BENCHMARKS = ("hotpotqa", "squad", "s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
 ALL = tuple(name for name in BENCHMARKS if name != "demo")   # what --name all runs
 
 batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
@@ -209,7 +210,7 @@ def batch_run(
     context_root: Annotated[Path | None, typer.Option("--context-root", help="The folder context paths may point into (instead of the spec's folder).")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
-    config: ConfigOpt = None, debug: DebugOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Run every question of SPEC, each in its own sandbox; append one JSON line per finished query.
 
@@ -246,29 +247,33 @@ def batch_run(
 
 
 # ---------------------------------------------------------------------------- benchmark
+def _ci(summary: dict) -> str:
+    return f"{summary['mean']:.2f} [{summary['lo']:.2f}, {summary['hi']:.2f}]"
+
+
 def bench_table(report) -> Table:
-    table = Table(title=f"{report.title} (sizes in characters, n={report.n}, seed={report.seed})",
+    from rlm.jobs.benchmark import SYSTEM_LABELS
+
+    split = f", split={report.split}" if report.split else ""
+    table = Table(title=f"{report.title} (sizes in characters, seed={report.seed}{split}; 95% intervals: "
+                        "Wilson for exact match, bootstrap for mean F1/score)",
                   show_header=True, header_style="bold")
     several = len(report.benchmarks) > 1
     for column in (("benchmark",) if several else ()) + (
-            "size", "n", "RLM score", "base score", "RLM s/query", "base s/query", "RLM tokens/query",
-            "base tokens/query", "RLM tokens/s", "base tokens/s"):
-        table.add_column(column, justify="left" if column == "benchmark" else "right")
-
-    def cell(value, fmt: str) -> str:
-        return "-" if value is None else format(value, fmt)
-
+            "size", "system", "n", "score [95% CI]", "exact [95% Wilson]", "s/query", "tokens/query", "tokens/s"):
+        table.add_column(column, justify="left" if column in ("benchmark", "system") else "right")
     for r in report.rows():
-        table.add_row(*([r["benchmark"]] if several else []), f"{r['size']:,}", str(r["n"]),
-                      f"{r['rlm_score']:.2f}", cell(r["base_score"], ".2f"),
-                      f"{r['rlm_time_s']:.1f}", cell(r["base_time_s"], ".1f"), f"{r['rlm_tokens']:,}",
-                      cell(r["base_tokens"], ","), cell(r["rlm_tokens_per_s"], ".0f"),
-                      cell(r["base_tokens_per_s"], ".0f"))
+        for side, s in r["systems"].items():
+            errors = f" ({s['errors']} errors)" if s["errors"] else ""
+            table.add_row(*([r["benchmark"]] if several else []), f"{r['size']:,}", SYSTEM_LABELS[side],
+                          f"{s['n']}{errors}", f"{r['metric']} {_ci(s['score'])}", _ci(s["exact"]),
+                          f"{s['time_s']:.1f}", f"{s['tokens']:,}",
+                          "-" if s["tokens_per_s"] is None else f"{s['tokens_per_s']:.0f}")
     return table
 
 
 def parse_names(text: str) -> list[str]:
-    """'all' -> the four benchmarks; 'oolong,code_qa' -> both (in that order, once each)."""
+    """'all' -> every benchmark but the demo; 'oolong,code_qa' -> both (in that order, once each)."""
     names: list[str] = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
@@ -281,7 +286,7 @@ def parse_names(text: str) -> list[str]:
 
             close = difflib.get_close_matches(part, (*BENCHMARKS, "all"), n=1)
             raise UsageError(f"unknown benchmark '{part}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
-                             hint="choose from: " + ", ".join(BENCHMARKS) + ", or all (the first four)")
+                             hint="choose from: " + ", ".join(BENCHMARKS) + ", or all (all but demo)")
         if part not in names:
             names.append(part)
     if not names:
@@ -291,55 +296,87 @@ def parse_names(text: str) -> list[str]:
 
 def benchmark_command(
     ctx: typer.Context,
-    name: Annotated[str, typer.Option("--name", help="Benchmark: s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle); several separated by commas, or all (the first four).")],
+    name: Annotated[str, typer.Option("--name", help="Benchmark: hotpotqa, squad (questions written by people; data: rlm bench data), s_niah, oolong, oolong_pairs, code_qa or demo (the demo needle); several separated by commas, or all (all but demo).")],
     sizes: Annotated[str, typer.Option("--sizes", help="Context sizes in CHARACTERS, comma-separated; k = 1,000 and m = 1,000,000 (8k = 8000 characters).")] = "8k,32k",
     n: Annotated[int, typer.Option("--n", min=1, help="Items per size.")] = 3,
-    seed: Annotated[int, typer.Option("--seed", help="Generator seed (same seed, same items).")] = 0,
-    compare_base: Annotated[bool, typer.Option("--compare-base", help="Also ask the root model directly, context cut to --base-window.")] = False,
-    base_window: Annotated[int, typer.Option("--base-window", min=100, help="Characters of context the base model sees with --compare-base.")] = 32000,
+    split: Annotated[str, typer.Option("--split", help="dev (for tuning) or test (held out: run once, report whatever it gives). Fixed by item id.")] = "dev",
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed: picks the questions and builds the contexts (same seed, same items). Default 0 with --split dev, 100 with --split test (generated benchmarks' seeds below 100 were read while tuning).")] = None,
+    compare_base: Annotated[bool, typer.Option("--compare-base", help="Also ask the root model directly, shown as much of the context as its window takes, and (hotpotqa, squad) an oracle: only the passages that hold the answer.")] = False,
+    base_window_tokens: Annotated[int | None, typer.Option("--base-window-tokens", min=256, help="The base model's window in tokens (default: the server's, from llama.cpp's /props; else 32768).")] = None,
+    chars_per_token: Annotated[float, typer.Option("--chars-per-token", min=0.5, help="Characters per token assumed where the server cannot count tokens (no /tokenize).")] = 3.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
-    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size, one panel per benchmark (needs matplotlib).")] = None,
-    results: Annotated[Path | None, typer.Option("--results", help="Results file (JSONL): each finished item is appended; items already in it are not run again (after a change to rlm's loop, prompts or REPL helpers, only their RLM side runs again; base answers are kept). Default: results.jsonl in the run's trace folder.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size with 95% intervals, one panel per benchmark (needs matplotlib).")] = None,
+    results: Annotated[Path | None, typer.Option("--results", help="A NEW results file (JSONL), one line per finished item (refused if it exists). Default: results.jsonl in the run's trace folder.")] = None,
+    resume: Annotated[Path | None, typer.Option("--resume", help="Continue this results file: only when its records carry this run's fingerprint (git commit, clean tree, model sha256, server flags, code and settings).")] = None,
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
-    config: ConfigOpt = None, debug: DebugOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
-    """Seeded benchmarks with known answers, scored; RLM vs the base model with --compare-base."""
-    from rlm.bench.generators import parse_sizes
+    """Benchmarks with known answers, scored with 95% intervals; RLM vs the base model with --compare-base."""
+    from rlm.bench import splits
+    from rlm.bench.generators import PUBLIC, parse_sizes
     from rlm.cli.run import notice
-    from rlm.jobs.benchmark import new_trace_dir, run_benchmark
+    from rlm.jobs.benchmark import check_seed, new_trace_dir, run_benchmark
     from rlm.llm.resolve import open_models
 
     names = parse_names(name)
     size_list = parse_sizes(sizes)
-    if results is not None and results.is_dir():
-        raise UsageError(f"--results names a folder ({results}); give a file, e.g. {results / 'results.jsonl'}")
+    splits.check_split(split)
+    if seed is None:
+        seed = splits.DEFAULT_TEST_SEED if split == "test" else 0
+    check_seed(names, seed, split)
+    if results is not None and resume is not None and results != resume:
+        raise UsageError("--results and --resume name different files", hint="give one of them")
+    chosen = resume if resume is not None else results
+    if chosen is not None and chosen.is_dir():
+        raise UsageError(f"--results names a folder ({chosen}); give a file, e.g. {chosen / 'results.jsonl'}")
+    if results is not None and resume is None and results.exists() and results.stat().st_size:
+        raise UsageError(f"the results file {results} already exists",
+                         hint=f"give a new --results file, or continue that run with --resume {results}")
+    if resume is not None and not (resume.exists() and resume.stat().st_size):
+        raise UsageError(f"--resume {resume}: no such results file (or it is empty)",
+                         hint="leave out --resume to start a new results file")
     if plot is not None:
         from rlm.bench.plot import require_matplotlib
 
         require_matplotlib()
         if plot.suffix.lower() != ".png":
             raise UsageError(f"--plot writes a PNG; give a file name ending in .png, not {plot.name}")
+    if any(n in PUBLIC for n in names):
+        from rlm.bench.public import public_data
+
+        public_data().check()   # before any model starts: the command that fills the cache
     loaded = _load(ctx, config, debug, _model_values(base_url, model, sub_model, max_iterations))
     # the embedded model when no server is configured or answering, guarded and proved as for `rlm query`
     settings, client = open_models(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice)
     trace_dir = new_trace_dir(settings)
-    results_path = results if results is not None else trace_dir / "results.jsonl"
+    results_path = chosen if chosen is not None else trace_dir / "results.jsonl"
     say = Console(stderr=True)
-    if not quiet:
-        say.print(f"results: {results_path} (one line per finished item; run again with --results "
-                  f"{results_path} to continue a stopped run)", highlight=False, markup=False, soft_wrap=True)
     with client:
+        window = None
+        if compare_base:
+            from rlm.bench.window import detect
+
+            window = detect(settings.model.base_url, settings.model.api_key, tokens=base_window_tokens,
+                            chars_per_token=chars_per_token)
+            if not quiet:
+                d = window.describe()
+                say.print(f"base model: window {d['window_tokens']:,} tokens ({d['window_source']}), tokens counted "
+                          f"by {d['token_count']}, {d['answer_tokens']} kept for the answer",
+                          highlight=False, markup=False, soft_wrap=True)
+        if not quiet:
+            say.print(f"results: {results_path} (one line per finished item; add --resume {results_path} "
+                      "to continue a stopped run)", highlight=False, markup=False, soft_wrap=True)
         try:
-            report = run_benchmark(names, size_list, n=n, seed=seed, settings=settings, client=client,
-                                   compare_base=compare_base, base_window=base_window, concurrency=concurrency,
+            report = run_benchmark(names, size_list, n=n, seed=seed, split=split, settings=settings, client=client,
+                                   compare_base=compare_base, window=window, concurrency=concurrency,
                                    reporter=make_reporter(quiet, label="item"), trace_dir=trace_dir,
-                                   results_path=results_path)
+                                   results_path=results_path, resume=resume is not None)
         except (KeyboardInterrupt, RLMError) as exc:
-            if results_path.exists() and results_path.stat().st_size:
+            if results_path.exists() and results_path.stat().st_size and not isinstance(exc, UsageError):
                 what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"
-                say.print(f"{what}: finished items are kept in {results_path}; add --results {results_path} "
+                say.print(f"{what}: finished items are kept in {results_path}; add --resume {results_path} "
                           "to the same command to continue", highlight=False, markup=False, soft_wrap=True)
             raise
     if report.resumed:

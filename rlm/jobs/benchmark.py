@@ -1,31 +1,35 @@
-"""Running benchmarks: each item through the RLM loop and, with ``compare_base``, through
-the same root model asked directly with the context cut to a window (one prompt).
+"""Running benchmarks: each item through the RLM loop and, with ``compare_base``, through the same
+root model asked directly (one prompt), shown as much of the context as its window takes
+(:mod:`rlm.bench.window`), and, where the data has one, an oracle: the base model shown only the
+passages that hold the answer (HotpotQA: the question's own 10 paragraphs; SQuAD: its paragraph).
 
-One run may cover several benchmarks (``names``).  Items run on an executor (``concurrency``
-at a time; 1 keeps model calls in a fixed order).  An item's infrastructure error is recorded
-(score 0) unless it would fail every item the same way (see ``rlm.jobs.batch.FATAL_ERRORS``),
-which stops the run.
+Items come from one split (``dev`` for tuning, ``test`` held out; :mod:`rlm.bench.splits`).  Items
+run on an executor (``concurrency`` at a time; 1 keeps model calls in a fixed order).  An item's
+infrastructure error is recorded (score 0) unless it would fail every item the same way (see
+``rlm.jobs.batch.FATAL_ERRORS``), which stops the run.
 
-Each finished item is appended to a results file (JSONL, see :mod:`rlm.jobs.results`) as it
-ends, so a run that is stopped loses nothing: the same command with the same results file
-runs only what is not yet done: an item whose RLM run ended in an error, or was made by
-another revision of the loop (its code, prompts or REPL helpers: ``rlm_revision``), runs its
-RLM side again and keeps its base answer, the expensive half at large sizes.  A results file
-holds one seed and root model; another run's file is refused rather than mixed in.
+Each finished item is appended to a results file (JSONL, :mod:`rlm.jobs.results`) as it ends,
+with its split, the git commit and the run's fingerprint (:mod:`rlm.bench.fingerprint`).  A
+results file is new by default: an existing one is refused unless ``resume`` is set, and then
+only when its records carry this run's fingerprint; a stopped run so continues with what is not
+yet done (an item side that ended in an error runs again).
 """
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from statistics import mean
+from typing import Any
 
-from rlm.bench.generators import BenchItem, generate
-from rlm.bench.scorers import score
+from rlm.bench import splits
+from rlm.bench.fingerprint import differences
+from rlm.bench.generators import PUBLIC, BenchItem, generate
+from rlm.bench.scorers import metrics
+from rlm.bench.stats import interval
+from rlm.bench.window import Window, fit
 from rlm.config import Settings
 from rlm.core import parsing
 from rlm.core.context import inline_text
@@ -37,10 +41,11 @@ from rlm.jobs.loop import Outcome, Reporter, run_jobs
 from rlm.jobs.results import ResultWriter, read_results
 from rlm.llm.base import ModelClient
 
-DEFAULT_BASE_WINDOW = 32_000
 BASE_SYSTEM = ("You answer questions about a document. Reply with the answer only: no explanation, "
                "no restating the question.")
 BASE_PROMPT = "Document:\n<<<\n{document}\n>>>\n{note}\nQuestion: {question}\nAnswer:"
+SIDES = ("rlm", "base", "oracle")
+SYSTEM_LABELS = {"rlm": "RLM", "base": "base (full window)", "oracle": "oracle (gold passages)"}
 
 
 def _tokens(usage: dict) -> int:
@@ -51,13 +56,15 @@ def _message(exc: BaseException) -> str:
     return getattr(exc, "message", None) or f"{exc.__class__.__name__}: {exc}"
 
 
-def base_prompt(item: BenchItem, window: int) -> str:
-    """The direct prompt: the first ``window`` characters of the context, and the question."""
-    shown = item.context[:window]
-    cut = len(item.context) - len(shown)
+def base_prompt(question: str, shown: str, cut: int) -> str:
+    """The direct prompt: ``shown`` (a prefix of the context; ``cut`` characters were left out), then the question."""
     note = (f"(The document was cut to its first {len(shown):,} characters; {cut:,} more were not shown.)\n"
             if cut else "")
-    return BASE_PROMPT.format(document=shown, note=note, question=item.question)
+    return BASE_PROMPT.format(document=shown, note=note, question=question)
+
+
+def primary_metric(benchmark: str) -> str:
+    return "F1" if benchmark in PUBLIC else "score"
 
 
 @dataclass
@@ -65,9 +72,13 @@ class ItemResult:
     item: BenchItem
     rlm: dict
     base: dict | None = None
+    oracle: dict | None = None
+
+    def side(self, name: str) -> dict | None:
+        return {"rlm": self.rlm, "base": self.base, "oracle": self.oracle}[name]
 
     def to_dict(self) -> dict:
-        return {**self.item.to_dict(), "rlm": self.rlm, "base": self.base}
+        return {**self.item.to_dict(), "rlm": self.rlm, "base": self.base, "oracle": self.oracle}
 
 
 def _rate(runs: list[dict]) -> float | None:
@@ -76,16 +87,26 @@ def _rate(runs: list[dict]) -> float | None:
     return round(sum(r["tokens"] for r in runs) / seconds, 1) if seconds > 0 else None
 
 
+def side_summary(runs: list[dict]) -> dict:
+    """n, the primary score's mean with its 95% interval, exact match with its Wilson interval, cost."""
+    return {"n": len(runs), "score": interval([r["score"] for r in runs]),
+            "exact": interval([float(r.get("exact", 1.0 if r["score"] >= 1.0 else 0.0)) for r in runs]),
+            "time_s": round(mean(r["duration_s"] for r in runs), 3), "tokens": round(mean(r["tokens"] for r in runs)),
+            "tokens_per_s": _rate(runs), "errors": sum(1 for r in runs if r.get("status") == "error")}
+
+
 @dataclass
 class BenchReport:
     benchmarks: list[str]
     sizes: list[int]
     n: int
     seed: int
+    split: str | None
     root_model: str
     sub_model: str
     compare_base: bool
-    base_window: int
+    window: dict | None = None          # the base model's window (Window.describe())
+    fingerprint: dict | None = None
     results: list[ItemResult] = field(default_factory=list)
     wall_s: float = 0.0
     resumed: int = 0            # items taken from the results file instead of run
@@ -96,8 +117,8 @@ class BenchReport:
         return ", ".join(self.benchmarks)
 
     def rows(self, benchmark: str | None = None) -> list[dict]:
-        """One summary row per benchmark and size (only ``benchmark``'s when given): mean scores,
-        seconds and tokens per query."""
+        """One summary row per benchmark and size (only ``benchmark``'s when given), each system's
+        figures under ``systems`` (``rlm``, ``base``, ``oracle``, those that ran)."""
         out = []
         for name in self.benchmarks if benchmark is None else [benchmark]:
             for size in self.sizes:
@@ -108,112 +129,83 @@ class BenchReport:
 
     def to_dict(self) -> dict:
         return {"benchmarks": self.benchmarks, "size_unit": "characters", "sizes": self.sizes, "n": self.n,
-                "seed": self.seed, "root_model": self.root_model, "sub_model": self.sub_model,
-                "compare_base": self.compare_base, "base_window": self.base_window if self.compare_base else None,
+                "seed": self.seed, "split": self.split, "root_model": self.root_model, "sub_model": self.sub_model,
+                "compare_base": self.compare_base, "window": self.window, "fingerprint": self.fingerprint,
+                "intervals": "95%: Wilson for exact match and 0/1 scores; percentile bootstrap (2,000 resamples, "
+                             "seed 0) for mean F1 and partial scores",
                 "wall_s": round(self.wall_s, 3), "resumed": self.resumed, "results_path": self.results_path,
                 "summary": self.rows(), "items": [r.to_dict() for r in self.results]}
 
 
 def _row(name: str, size: int, rs: list[ItemResult]) -> dict:
-    row = {"benchmark": name, "size": size, "n": len(rs),
-           "rlm_score": round(mean(r.rlm["score"] for r in rs), 4),
-           "rlm_time_s": round(mean(r.rlm["duration_s"] for r in rs), 3),
-           "rlm_tokens": round(mean(r.rlm["tokens"] for r in rs)),
-           "rlm_tokens_per_s": _rate([r.rlm for r in rs]),
-           "rlm_errors": sum(1 for r in rs if r.rlm["status"] == "error"),
-           "base_score": None, "base_time_s": None, "base_tokens": None, "base_tokens_per_s": None}
-    bs = [r.base for r in rs if r.base is not None]
-    if bs:
-        row.update(base_score=round(mean(b["score"] for b in bs), 4),
-                   base_time_s=round(mean(b["duration_s"] for b in bs), 3),
-                   base_tokens=round(mean(b["tokens"] for b in bs)), base_tokens_per_s=_rate(bs))
+    systems: dict[str, Any] = {}
+    for side in SIDES:
+        runs = [s for s in (r.side(side) for r in rs) if s is not None]
+        if runs:
+            systems[side] = side_summary(runs)
+    row = {"benchmark": name, "size": size, "n": len(rs), "metric": primary_metric(name), "systems": systems}
+    for side in SIDES:
+        row[f"{side}_score"] = systems[side]["score"]["mean"] if side in systems else None
     return row
 
 
 # ---------------------------------------------------------------------------- results file
-_SAME_ITEMS = ("seed", "root_model")                        # else: another run's items, refused
-_SAME_RLM = ("sub_model", "max_iterations", "rlm_revision")  # else: the RLM side runs again
-
-
-def rlm_revision() -> str:
-    """12 hex digits that change whenever an RLM answer could: the loop's code and prompts
-    (``rlm.core``) and the REPL's files (the sandbox image's sources).  The loop's modules are
-    read as syntax trees without docstrings, so a comment, a docstring or a line break changes
-    nothing; every string the model can be shown is in the tree.  The base model's answers do
-    not depend on it, so a results file keeps them across revisions."""
-    from rlm.core import orchestrator
-    from rlm.sandbox.image import image_hash, repo_root_default
-
-    digest = hashlib.sha256(image_hash(repo_root_default(), "").encode())
-    for path in sorted(Path(orchestrator.__file__).parent.glob("*.py")):
-        digest.update(path.name.encode() + b"\0" + code_fingerprint(path.read_text()).encode() + b"\0")
-    return digest.hexdigest()[:12]
-
-
-def code_fingerprint(source: str) -> str:
-    """The syntax tree of a module's source, docstrings left out, as text: equal for two sources
-    that differ only in comments, docstrings and layout."""
-    tree = ast.parse(source)
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
-                    and isinstance(body[0].value.value, str):
-                node.body = body[1:] or [ast.Pass()]
-    return ast.dump(tree, annotate_fields=False, include_attributes=False)
-
-
-def run_key(settings: Settings, *, seed: int, compare_base: bool, base_window: int,
-            revision: str | None = None) -> dict:
-    """What a results file's record must match to count in this run."""
-    return {"seed": seed, "root_model": settings.model.root_model, "sub_model": settings.model.effective_sub_model,
-            "max_iterations": settings.run.max_iterations,
-            "rlm_revision": revision if revision is not None else rlm_revision(),
-            "base_window": base_window if compare_base else None}
-
-
 @dataclass
 class Resumed:
-    """What a results file already holds for one item: its RLM result and its base result,
-    each None when it must run (again)."""
+    """What a results file already holds for one item: each side's result, None when it must run (again)."""
 
     rlm: dict | None
-    base: dict | None
+    base: dict | None = None
+    oracle: dict | None = None
 
-    def complete(self, compare_base: bool) -> bool:
-        return self.rlm is not None and (self.base is not None or not compare_base)
+    def complete(self, need_base: bool, need_oracle: bool) -> bool:
+        return self.rlm is not None and (self.base is not None or not need_base) \
+            and (self.oracle is not None or not need_oracle)
 
 
-def resume_results(path: Path, items: list[BenchItem], key: dict) -> dict[str, Resumed]:
-    """What the results file at ``path`` holds for the items of ``items`` under ``key``.
+def check_results_file(path: Path, fingerprint: dict, *, resume: bool) -> dict[str, dict]:
+    """The records of ``path`` this run may continue from (empty for a new file).
 
-    An RLM result counts when it did not end in an error and was made with the same sub-model,
-    iteration limit and RLM revision; a base result when it was made with the same window.  A
-    file with records of another seed or root model raises a UsageError.
+    Refused with a UsageError: an existing file without ``resume``; ``resume`` of a missing file;
+    a fingerprint that differs from the records' (every difference is named); a dirty tree.
     """
+    exists = path.exists() and path.stat().st_size > 0
+    if not resume:
+        if exists:
+            raise UsageError(f"the results file {path} already exists",
+                             hint=f"give a new --results file, or continue that run with --resume {path}")
+        return {}
+    if not exists:
+        raise UsageError(f"--resume {path}: no such results file (or it is empty)",
+                         hint="leave out --resume to start a new results file")
+    if fingerprint.get("dirty"):
+        raise UsageError("--resume needs a clean tree: rlm's code differs from the commit "
+                         f"({', '.join(fingerprint['dirty'][:5])}{'...' if len(fingerprint['dirty']) > 5 else ''})",
+                         hint="commit (or undo) the changes, then start a new results file")
     records = read_results(path)
-    other = next((r for r in records.values()
-                  if any((r.get("run") or {}).get(k) != key[k] for k in _SAME_ITEMS)), None)
-    if other is not None:
-        theirs = other.get("run") or {}
-        differs = ", ".join(f"{k} {theirs.get(k)!r} there, {key[k]!r} now" for k in _SAME_ITEMS
-                            if theirs.get(k) != key[k])
-        raise UsageError(f"the results file {path} holds another run's items ({differs})",
-                         hint="give this run its own --results file, or delete that one")
-    found: dict[str, Resumed] = {}
+    for record in records.values():
+        theirs = record.get("run")
+        if not isinstance(theirs, dict):
+            raise UsageError(f"the results file {path} holds records without a run fingerprint",
+                             hint="start a new results file")
+        if theirs != fingerprint:
+            diff = differences(theirs, fingerprint)
+            raise UsageError(f"the results file {path} was made by another run: " + "; ".join(diff[:6])
+                             + (f" (and {len(diff) - 6} more)" if len(diff) > 6 else ""),
+                             hint="start a new results file (leave out --resume)")
+    return records
+
+
+def kept_sides(records: dict[str, dict], items: list[BenchItem]) -> dict[str, Resumed]:
+    """Each item's sides found in ``records`` that ended without an error."""
+    def ok(value: Any) -> dict | None:
+        return value if isinstance(value, dict) and value.get("status") != "error" else None
+
+    found = {}
     for item in items:
         record = records.get(item.id)
-        if record is None:
-            continue
-        run = record["run"]
-        rlm = record.get("rlm")
-        if not isinstance(rlm, dict) or rlm.get("status") == "error" or any(run.get(k) != key[k] for k in _SAME_RLM):
-            rlm = None
-        base = record.get("base")
-        if not isinstance(base, dict) or key["base_window"] is None or run.get("base_window") != key["base_window"]:
-            base = None
-        if rlm is not None or base is not None:
-            found[item.id] = Resumed(rlm, base)
+        if record is not None:
+            found[item.id] = Resumed(ok(record.get("rlm")), ok(record.get("base")), ok(record.get("oracle")))
     return found
 
 
@@ -224,12 +216,14 @@ def new_trace_dir(settings: Settings) -> Path:
 
 class BenchRunner:
     def __init__(self, settings: Settings, client: ModelClient, *, compare_base: bool = False,
-                 base_window: int = DEFAULT_BASE_WINDOW, trace_dir: Path | None = None,
+                 window: Window | None = None, trace_dir: Path | None = None,
                  reporter: Reporter | None = None) -> None:
+        if compare_base and window is None:
+            raise ValueError("compare_base needs the base model's window")
         self.settings = settings
         self.client = client
         self.compare_base = compare_base
-        self.base_window = base_window
+        self.window = window
         self.trace_dir = Path(trace_dir) if trace_dir else new_trace_dir(settings)
         self.reporter = reporter
         self.token = CancelToken()
@@ -245,102 +239,162 @@ class BenchRunner:
         except (Cancelled, *FATAL_ERRORS):
             raise
         except Exception as exc:  # noqa: BLE001 - this item's failure is data
-            return {"answer": None, "score": 0.0, "status": "error",
+            return {"answer": None, "score": 0.0, "exact": 0.0, "status": "error",
                     "duration_s": round(time.perf_counter() - started, 3), "tokens": 0, "iterations": 0,
                     "sub_calls": 0, "error": _message(exc), "trace": str(trace)}
         d = result.to_dict()
-        return {"answer": result.answer, "score": round(score(item.scorer, result.answer, item.expected), 4),
+        return {"answer": result.answer, **metrics(item.scorer, result.answer, item.expected),
                 "status": result.status, "duration_s": d["duration_s"], "tokens": _tokens(d["usage"]),
                 "iterations": result.iterations, "sub_calls": result.sub_calls, "error": result.error,
                 "trace": result.trace}
 
-    def run_base(self, item: BenchItem) -> dict:
+    def run_base(self, item: BenchItem, context: str | None = None) -> dict:
+        """The root model asked directly, shown as much of ``context`` (default: the item's) as fits its window."""
         self.token.check()
-        messages = [{"role": "system", "content": BASE_SYSTEM},
-                    {"role": "user", "content": base_prompt(item, self.base_window)}]
+        assert self.window is not None
+        context = item.context if context is None else context
         started = time.perf_counter()
+        shown: dict[str, Any] = {"context_chars": len(context)}
         try:
+            fitted = fit(context, lambda prefix, cut: base_prompt(item.question, prefix, cut), BASE_SYSTEM,
+                         self.window)
+            shown.update(context_chars_shown=len(fitted.shown), prompt_tokens_counted=fitted.prompt_tokens,
+                         full_prompt_tokens_counted=fitted.full_prompt_tokens)
+            messages = [{"role": "system", "content": BASE_SYSTEM}, {"role": "user", "content": fitted.prompt}]
             completion = self.client.complete(messages, model=self.settings.model.root_model,
-                                              temperature=self.settings.model.temperature)
+                                              temperature=self.settings.model.temperature,
+                                              max_tokens=self.window.answer_tokens)
         except FATAL_ERRORS:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. the prompt is over the model's window
-            return {"answer": None, "score": 0.0, "status": "error",
+            return {"answer": None, "score": 0.0, "exact": 0.0, "status": "error",
                     "duration_s": round(time.perf_counter() - started, 3), "tokens": 0, "error": _message(exc),
-                    "context_chars_shown": min(len(item.context), self.base_window)}
+                    **shown}
         answer = completion.text.strip()
         final = parsing.find_final(answer)
         if final is not None and final.kind == "answer":
             answer = final.value
-        return {"answer": answer, "score": round(score(item.scorer, answer, item.expected), 4), "status": "ok",
+        return {"answer": answer, **metrics(item.scorer, answer, item.expected), "status": "ok",
                 "duration_s": round(time.perf_counter() - started, 3),
                 "tokens": completion.usage.prompt_tokens + completion.usage.completion_tokens, "error": None,
-                "context_chars_shown": min(len(item.context), self.base_window)}
+                **shown}
 
     def run_item(self, item: BenchItem, kept: Resumed | None = None) -> ItemResult | None:
-        """Run ``item`` (the parts ``kept`` from a results file are not run again)."""
+        """Run ``item`` (the sides ``kept`` from a results file are not run again)."""
+        kept = kept or Resumed(None)
         try:
-            rlm = kept.rlm if kept is not None and kept.rlm is not None else self.run_rlm(item)
-            base = None
+            rlm = kept.rlm if kept.rlm is not None else self.run_rlm(item)
+            base = oracle = None
             if self.compare_base:
-                base = kept.base if kept is not None and kept.base is not None else self.run_base(item)
+                base = kept.base if kept.base is not None else self.run_base(item)
+                if item.oracle_context is not None:
+                    oracle = kept.oracle if kept.oracle is not None else self.run_base(item, item.oracle_context)
         except Cancelled:
             return None
-        return ItemResult(item, rlm, base)
+        return ItemResult(item, rlm, base, oracle)
 
     def run(self, items: list[BenchItem], *, concurrency: int = 1, writer: ResultWriter | None = None,
             run: dict | None = None, total: int | None = None, skipped: int = 0,
             kept: dict[str, Resumed] | None = None) -> list[ItemResult]:
-        """Run ``items``; each result is appended to ``writer`` (with ``run``, the run's key) as it
-        ends.  ``kept``: parts of items already in the results file (a base answer kept while
-        the RLM side runs again)."""
+        """Run ``items``; each result is appended to ``writer`` (with ``run``, the fingerprint) as it ends."""
         executor = LocalExecutor(max(1, min(concurrency, len(items) or 1)))
         done_results: dict[str, ItemResult] = {}
         kept = kept or {}
+        commit = (run or {}).get("git_commit")
 
         def accept(item: BenchItem, res: ItemResult) -> dict:
             done_results[res.item.id] = res
             if writer is not None:
-                writer.write({**res.to_dict(), "run": run})
+                writer.write({**res.to_dict(), "git_commit": commit, "run": run})
             return {"id": res.item.id, "status": res.rlm["status"], "score": res.rlm["score"],
                     "duration_s": res.rlm["duration_s"], "base_score": (res.base or {}).get("score")}
 
         run_jobs(executor, lambda item: self.run_item(item, kept.get(item.id)), items, Outcome(accept),
-                 token=self.token, reporter=self.reporter,
-                 total=total, skipped=skipped)
+                 token=self.token, reporter=self.reporter, total=total, skipped=skipped)
         return [done_results[it.id] for it in items if it.id in done_results]
 
 
-def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int, settings: Settings,
-                  client: ModelClient, compare_base: bool = False, base_window: int = DEFAULT_BASE_WINDOW,
-                  concurrency: int = 1, reporter: Reporter | None = None, trace_dir: Path | None = None,
-                  results_path: Path | None = None) -> BenchReport:
-    """Generate ``n`` items per size of each benchmark in ``names``, run those not already
-    done in the results file, and return the report of all of them.
+def check_seed(names: list[str], seed: int, split: str | None) -> None:
+    """Test-split runs of generated benchmarks use fresh seeds (seeds below 100 were read while tuning)."""
+    generated = [n for n in names if n not in PUBLIC]
+    if split == "test" and generated and seed < splits.FRESH_SEEDS_FROM:
+        raise UsageError(f"--split test with --seed {seed}: seeds below {splits.FRESH_SEEDS_FROM} of the generated "
+                         f"benchmarks ({', '.join(generated)}) were read while tuning the loop",
+                         hint=f"use a fresh seed (>= {splits.FRESH_SEEDS_FROM}; the default for --split test is "
+                              f"{splits.DEFAULT_TEST_SEED})")
 
-    The results file defaults to ``results.jsonl`` in the run's trace folder.
+
+def run_fingerprint(settings: Settings, *, seed: int, split: str | None, window: Window | None,
+                    props: dict | None = None, git: dict | None = None) -> dict:
+    """This run's fingerprint (see :mod:`rlm.bench.fingerprint`)."""
+    from rlm.bench.fingerprint import code_hash, git_state, reply_settings, server_identity
+    from rlm.bench.public import WHEEL_SHA256
+
+    state = git if git is not None else git_state()
+    return {"git_commit": state["commit"], "dirty": state["dirty"], "code": code_hash(),
+            **server_identity(settings.model.base_url, props),
+            "settings": reply_settings(settings), "seed": seed, "split": split,
+            "base_window": window.describe() if window is not None else None, "data_sha256": WHEEL_SHA256}
+
+
+def check_test_split(split: str | None, fingerprint: dict) -> None:
+    """A test-split run needs a git checkout with rlm's code as committed."""
+    if split != "test":
+        return
+    if not fingerprint.get("git_commit"):
+        raise UsageError("--split test needs a git checkout: every record names the commit it was made with")
+    if fingerprint.get("dirty"):
+        raise UsageError("--split test needs rlm's code as committed; these differ: "
+                         + ", ".join(fingerprint["dirty"][:8]) + ("..." if len(fingerprint["dirty"]) > 8 else ""),
+                         hint="commit (or undo) the changes first: a test figure names the commit it measured")
+
+
+def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int, settings: Settings,
+                  client: ModelClient, split: str | None = "dev", compare_base: bool = False,
+                  window: Window | None = None, concurrency: int = 1, reporter: Reporter | None = None,
+                  trace_dir: Path | None = None, results_path: Path | None = None, resume: bool = False,
+                  fingerprint: dict | None = None) -> BenchReport:
+    """Generate ``n`` items per size of each benchmark in ``names`` from ``split``, run those not
+    already done in the results file (``resume``), and return the report of all of them.
+
+    The results file defaults to ``results.jsonl`` in the run's trace folder.  ``window`` (needed
+    with ``compare_base``): the base model's window, e.g. :func:`rlm.bench.window.detect`.
+    ``fingerprint``: computed from the checkout, the server and ``settings`` when None.
     """
     from rlm.llm.resolve import check_models
 
     started = time.perf_counter()
     names = [names] if isinstance(names, str) else list(names)
-    items = [item for name in names for item in generate(name, sizes, n, seed)]
-    runner = BenchRunner(settings, client, compare_base=compare_base, base_window=base_window,
-                         trace_dir=trace_dir, reporter=reporter)
+    splits.check_split(split)
+    check_seed(names, seed, split)
+    if compare_base and window is None:
+        raise UsageError("compare_base needs the base model's window (rlm.bench.window.detect)")
+    runner = BenchRunner(settings, client, compare_base=compare_base, window=window, trace_dir=trace_dir,
+                         reporter=reporter)
     path = Path(results_path) if results_path is not None else runner.trace_dir / "results.jsonl"
-    key = run_key(settings, seed=seed, compare_base=compare_base, base_window=base_window)
-    found = resume_results(path, items, key)
+    if fingerprint is None:
+        from rlm.bench.window import server_props
+
+        fingerprint = run_fingerprint(settings, seed=seed, split=split, window=window,
+                                      props=server_props(settings.model.base_url, settings.model.api_key))
+    check_test_split(split, fingerprint)
+    records = check_results_file(path, fingerprint, resume=resume)
+    items = [item for name in names for item in generate(name, sizes, n, seed, split)]
+    found = kept_sides(records, items)
     by_id = {item.id: item for item in items}
-    done = {i: ItemResult(by_id[i], r.rlm, r.base if compare_base else None)
-            for i, r in found.items() if r.rlm is not None and r.complete(compare_base)}
+    done = {i: ItemResult(by_id[i], r.rlm, r.base if compare_base else None,  # type: ignore[arg-type]
+                          r.oracle if compare_base else None)
+            for i, r in found.items()
+            if r.complete(compare_base, compare_base and by_id[i].oracle_context is not None)}
     to_run = [item for item in items if item.id not in done]
     if to_run:
         check_models(client, settings)
     with ResultWriter(path) as writer:
-        fresh = runner.run(to_run, concurrency=concurrency, writer=writer, run=key, total=len(items),
+        fresh = runner.run(to_run, concurrency=concurrency, writer=writer, run=fingerprint, total=len(items),
                            skipped=len(done), kept=found)
     results = {**done, **{r.item.id: r for r in fresh}}
-    return BenchReport(benchmarks=names, sizes=sizes, n=n, seed=seed, root_model=settings.model.root_model,
-                       sub_model=settings.model.effective_sub_model, compare_base=compare_base,
-                       base_window=base_window, results=[results[it.id] for it in items if it.id in results],
+    return BenchReport(benchmarks=names, sizes=sizes, n=n, seed=seed, split=split,
+                       root_model=settings.model.root_model, sub_model=settings.model.effective_sub_model,
+                       compare_base=compare_base, window=window.describe() if window is not None else None,
+                       fingerprint=fingerprint, results=[results[it.id] for it in items if it.id in results],
                        wall_s=time.perf_counter() - started, resumed=len(done), results_path=str(path))
