@@ -81,6 +81,10 @@ class EmptyReply(LLMError):
     """The model returned no content, even after a retry."""
 
 
+class TruncatedReply(LLMError):
+    """The model server answered, but its reply body was cut off before its end."""
+
+
 class Interrupted(RLMError):
     """The user interrupted the run (Ctrl-C, SIGTERM)."""
 

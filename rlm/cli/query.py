@@ -15,6 +15,7 @@ from rlm.cli.options import (
     ModelOpt,
     NoSubOpt,
     SubModelOpt,
+    UnsafeSandboxOpt,
 )
 from rlm.cli.options import load_cli_settings as _settings
 from rlm.cli.options import model_flags as _model_flags
@@ -39,11 +40,13 @@ def query(
     trace: Annotated[Optional[Path], typer.Option("--trace", help="Where to write the JSONL trace.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
     view: Annotated[bool, typer.Option("--view", help="Also write the trace as an HTML page next to it.")] = False,
-    config: ConfigOpt = None, debug: DebugOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Answer QUESTION over a context with the RLM loop."""
     from rlm.cli.options import read_question
     from rlm.cli.run import answer_question, view_page
+    from rlm.core.text import one_line
+    from rlm.core.trace import trace_failure
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
     given = [x for x in (file, text, context_dir) if x is not None]
@@ -53,7 +56,12 @@ def query(
     result = answer_question(ctx, loaded, read_question(question, question_file), file=file, text=text,
                              context_dir=context_dir, stats=stats, json_out=json_out, trace=trace, quiet=quiet)
     if view:
-        typer.echo(view_page(result.trace), err=True)
+        try:
+            typer.echo(view_page(result.trace), err=True)
+        except UsageError as exc:  # the page of an incomplete trace (a full disk) is not worth an error
+            if trace_failure(result.trace) is None:
+                raise
+            typer.echo(f"no trace page: {one_line(exc.message)}", err=True)
 
 
 
@@ -64,7 +72,7 @@ def interactive(
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, no_subcalls: NoSubOpt = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
-    config: ConfigOpt = None, debug: DebugOpt = False,
+    config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
 ) -> None:
     """Ask many questions over one context; the sandbox (and its variables) stays between them.
 
@@ -83,7 +91,7 @@ def interactive(
 def demo_simple(ctx: typer.Context, base_url: BaseUrlOpt = None, model: ModelOpt = None,
                 sub_model: SubModelOpt = None, max_iterations: MaxIterOpt = None,
                 quiet: Annotated[bool, typer.Option("--quiet")] = False,
-                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+                config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False) -> None:
     """A short report and a question about it."""
     from rlm.bench.demo import simple_case
     from rlm.cli.run import run_demo
@@ -98,7 +106,7 @@ def demo_needle(ctx: typer.Context,
                 seed: Annotated[int, typer.Option("--seed")] = 0,
                 base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
                 max_iterations: MaxIterOpt = None, quiet: Annotated[bool, typer.Option("--quiet")] = False,
-                config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+                config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False) -> None:
     """A generated document of SIZE characters with one hidden number to find."""
     from rlm.bench.demo import needle_case
     from rlm.cli.run import run_demo

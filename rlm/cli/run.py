@@ -12,16 +12,17 @@ from rich.console import Console
 
 from rlm._api import RLM, ContextLike
 from rlm.bench.demo import DemoCase
-from rlm.cli.views import StepView, stats_table
+from rlm.cli.views import StepView, print_warning, safe, safe_line, stats_table
 from rlm.config import LoadedSettings
-from rlm.core.parsing import sanitize_for_terminal
 from rlm.core.result import RunResult
+from rlm.core.text import json_line, terminal_text
+from rlm.core.trace import trace_failure
 from rlm.errors import UsageError
 
 
 def notice(text: str) -> None:
     """A notice from the library (the embedded model starting, a restart) on stderr."""
-    Console(stderr=True).print(text, style="yellow", highlight=False, markup=False, soft_wrap=True)
+    Console(stderr=True).print(safe(text, style="yellow"), highlight=False, soft_wrap=True)
 
 
 def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool, header: str | None = None) -> RLM:
@@ -34,7 +35,7 @@ def make_rlm(ctx: typer.Context, loaded: LoadedSettings, *, quiet: bool, header:
         if kind == "trace":
             ctx.meta["rlm_trace"] = data["path"]
             if header and not quiet:
-                Console(stderr=True).print(header, highlight=False, markup=False)
+                Console(stderr=True).print(safe(header), highlight=False, soft_wrap=True)
             header = None
             return
         view(kind, data)
@@ -65,14 +66,24 @@ def answer_question(ctx: typer.Context, loaded: LoadedSettings, question: str, *
     result = rlm.run(question, context_of(loaded, file=file, text=text, context_dir=context_dir),
                      trace_path=trace)
     if json_out:
-        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False))
+        typer.echo(json_line(result.to_dict()))  # exact JSON on one line: U+2028 and controls escaped
     else:
-        typer.echo(sanitize_for_terminal(result.answer or "(no answer)"))
+        typer.echo(terminal_text(result.answer or "(no answer)"))
         if result.status != "ok" and not quiet:
-            Console(stderr=True).print(f"status: {result.status}", style="yellow")
+            Console(stderr=True).print(safe_line(f"status: {result.status}", style="yellow"), highlight=False)
+    say_if_trace_incomplete(result)
     if stats:
         Console(stderr=True).print(stats_table(result))
     return result
+
+
+def say_if_trace_incomplete(result: RunResult) -> bool:
+    """One line on stderr when the run's trace could not be written whole (a full disk); True then."""
+    why = trace_failure(result.trace)
+    if why is None:
+        return False
+    print_warning(Console(stderr=True), f"the trace {result.trace} is incomplete: {why} (the run itself went on)")
+    return True
 
 
 def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quiet: bool = False) -> int:
@@ -82,7 +93,7 @@ def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quie
     header = f"demo {case.meta.get('case', case.id)}: {len(case.context):,} characters; question: {case.question}"
     result = make_rlm(ctx, loaded, quiet=quiet, header=header).run(case.question, case.context)
     matched = matches(case, result.answer)
-    typer.echo(f"answer:   {sanitize_for_terminal(result.answer or '(no answer)')}")
+    typer.echo(f"answer:   {terminal_text(result.answer or '(no answer)')}")
     typer.echo(f"expected: {case.expected}")
     typer.echo(f"matched:  {'yes' if matched else 'no'}  ({result.iterations} iterations, "
                f"{result.sub_calls} sub-calls, {result.duration_s:.1f} s, status {result.status})")
@@ -134,7 +145,8 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                 typer.echo(view_page(rlm.last_trace))
                 continue
             result = rlm.run(question, context)
-            typer.echo(sanitize_for_terminal(result.answer or "(no answer)"))
+            typer.echo(terminal_text(result.answer or "(no answer)"))
+            say_if_trace_incomplete(result)
             totals["questions"] += 1
             totals["iterations"] += result.iterations
             totals["sub_calls"] += result.sub_calls

@@ -8,7 +8,8 @@ from rich.console import Console
 from rich.syntax import Syntax
 from rich.text import Text
 
-from rlm.core.parsing import sanitize_for_terminal, truncate_output
+from rlm.core.parsing import truncate_output
+from rlm.core.text import terminal_text
 
 REPLY_SHOWN_CHARS = 1_200
 OUTPUT_SHOWN_CHARS = 1_500
@@ -64,8 +65,7 @@ def _render_run(events: list[dict], console: Console) -> None:
             _flush_sub_calls(sub_calls, console)
             end = event
         elif kind != "run_start":
-            console.print(Text(f"{_clean(kind)} event", style="dim")
-                          + Text(f" (t={event.get('t', '?')})", style="dim"))
+            console.print(_text(f"{kind} event (t={event.get('t', '?')})", style="dim"))
     _flush_sub_calls(sub_calls, console)
     _render_end(end, iteration, console)
 
@@ -155,10 +155,8 @@ def _render_end(end: dict | None, iteration: Any, console: Console) -> None:
 
 
 def _clean(value: Any) -> str:
-    """Any trace value as sanitized text."""
-    if value is None:
-        return ""
-    return sanitize_for_terminal(value if isinstance(value, str) else str(value))
+    """Any trace value as sanitized text (``rlm.core.text.terminal_text``)."""
+    return terminal_text(value)
 
 
 def _text(value: Any, style: str = "") -> Text:

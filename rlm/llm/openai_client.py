@@ -1,33 +1,42 @@
 """The OpenAI-compatible model client (Ollama, vLLM, llama.cpp's server, OpenAI).
 
 This is the only module in rlm that imports ``openai``.  It adds what the plain SDK
-does not: its own bounded retries (also of malformed replies), a total wait per call
-(``max_wait_s``), reports while the server is silent, ``<think>`` stripping, an
-empty-reply retry, usage and latency, and translation of every SDK error into an
-``LLMError`` with a hint.
+does not: its own bounded retries (also of malformed and truncated replies), a total wait
+per call (``max_wait_s``), a server's ``Retry-After`` honoured up to what is left of it,
+reports while the server is silent or asks to wait, ``<think>`` stripping, an empty-reply
+retry, usage and latency, and translation of every SDK error into an ``LLMError`` with a hint.
+
+The retry loop exists once, as a plan (``_retry_plan``, a generator that says what to do
+next: call, sleep, or read the model list); the sync and async clients only drive it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import logging
 import random
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
 import openai
 
-from rlm.errors import EmptyReply, LLMError, ModelAuthError, ModelNotFound, ModelUnreachable
+from rlm.errors import EmptyReply, LLMError, ModelAuthError, ModelNotFound, ModelUnreachable, TruncatedReply
 from rlm.llm.base import Completion, Message, ModelClient, ModelSettings, Usage, WaitListener, current_wait_listener
 
+log = logging.getLogger(__name__)
+
 PLACEHOLDER_API_KEY = "not-needed"
-BACKOFF_CAP_S = 8.0
+BACKOFF_CAP_S = 8.0       # our own exponential backoff; a server's Retry-After is not capped by it
 EMPTY_REPLY_ATTEMPTS = 2  # the first call plus one retry
 SILENCE_REPORT_S = 30.0   # say so after this long without an answer, then again every as long
 
 _T = TypeVar("_T")
+_CALL, _SLEEP, _MODELS = "call", "sleep", "models"  # what the retry plan asks its driver to do
+_Step = tuple[str, float]
 _THINK_BLOCK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _THINK_CLOSE = re.compile(r"</think>", re.IGNORECASE)
 _THINK_OPEN = re.compile(r"\s*<think>", re.IGNORECASE)
@@ -52,6 +61,47 @@ def _server_message(exc: openai.APIStatusError) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:500]
     return exc.message
+
+
+def _is_truncated(exc: BaseException) -> bool:
+    """The server answered, and its body was cut off before its end (not a network failure to reach it)."""
+    seen: BaseException | None = exc
+    for _ in range(8):
+        if seen is None:
+            return False
+        if type(seen).__name__ == "RemoteProtocolError" and (
+                "complete message body" in str(seen) or "incomplete chunked read" in str(seen)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the server asked to wait (``Retry-After``: seconds or an HTTP date, or ``retry-after-ms``)."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    try:
+        ms = headers.get("retry-after-ms")
+        if ms:
+            return max(0.0, float(ms) / 1000)
+    except (TypeError, ValueError):
+        pass
+    value = str(headers.get("retry-after") or "").strip()
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when is None:
+        return None
+    return max(0.0, when.timestamp() - time.time())
 
 
 def _is_retryable(exc: Exception) -> bool:
@@ -96,6 +146,7 @@ class _Clock:
         self.attempt = 0  # 0-based number of the attempt in flight
         self.out_of_time = False  # a retry was due, but max_wait_s was used up
         self.cut = False          # the attempt in flight has less than timeout_s, because of max_wait_s
+        self.asked_s: float | None = None  # the last Retry-After the server sent
 
     @property
     def max_attempts(self) -> int:
@@ -135,12 +186,17 @@ class _Clock:
             "message": (f"the model server at {self.url} has been silent for {silent_s} s ({self.what}, "
                         f"attempt {self.attempt + 1} of {self.max_attempts}{retry}; rlm {self._limit()})")})
 
-    def retrying(self, reason: str, delay_s: float) -> None:
+    def retrying(self, reason: str, delay_s: float, asked_s: float | None = None) -> None:
+        if asked_s is not None:
+            message = (f"model server asked to retry after {asked_s:g} s; waiting ({reason} at {self.url}; "
+                       f"{self.what}, attempt {self.attempt + 2} of {self.max_attempts} in {delay_s:.1f} s)")
+        else:
+            message = (f"the model server at {self.url} failed ({reason}); retrying {self.what} in "
+                       f"{delay_s:.1f} s (attempt {self.attempt + 2} of {self.max_attempts})")
+        log.info("%s", message)
         self._tell("model_retry", {
             "model": self.what, "attempt": self.attempt + 2, "max_attempts": self.max_attempts,
-            "delay_s": round(delay_s, 3), "reason": reason,
-            "message": (f"the model server at {self.url} failed ({reason}); retrying {self.what} in "
-                        f"{delay_s:.1f} s (attempt {self.attempt + 2} of {self.max_attempts})")})
+            "delay_s": round(delay_s, 3), "reason": reason, "retry_after_s": asked_s, "message": message})
 
     def watch_sync(self) -> _SyncWatch:
         return _SyncWatch(self)
@@ -182,6 +238,8 @@ class _SyncWatch:
 
 
 def _reason(exc: BaseException) -> str:
+    if _is_truncated(exc):
+        return "reply cut off before its end"
     if isinstance(exc, openai.APITimeoutError):
         return "no answer within the request timeout"
     if isinstance(exc, openai.APIConnectionError):
@@ -367,62 +425,94 @@ class OpenAICompatibleClient(ModelClient):
         return EmptyReply(f"model {model!r} at {self.base_url} returned {what} twice "
                           f"(finish_reason={finish!r})", hint=hint)
 
-    def _backoff(self, attempt: int, exc: Exception) -> float:
+    def _backoff(self, attempt: int, exc: Exception) -> tuple[float, float | None]:
+        """Seconds to wait before the next attempt, and the Retry-After the server sent (if any)."""
         delay = min(BACKOFF_CAP_S, self.backoff_base_s * 2.0 ** attempt)
-        if isinstance(exc, openai.APIStatusError):
-            try:
-                retry_after = float(str(exc.response.headers.get("retry-after", "")))
-                delay = max(delay, min(retry_after, BACKOFF_CAP_S))
-            except ValueError:
-                pass
-        return delay + random.uniform(0, 0.1 * delay)
+        asked = _retry_after(exc) if isinstance(exc, openai.APIStatusError) else None
+        if asked is not None:
+            delay = max(delay, asked)
+        return delay + random.uniform(0, 0.1 * min(delay, BACKOFF_CAP_S)), asked
+
+    def _retry_plan(self, model: str | None, clock: _Clock) -> Generator[_Step, Any, Any]:
+        """The one retry loop of both clients, as a plan their drivers follow.
+
+        Yields what to do next: ``(CALL, timeout)`` (is sent ``(True, value)`` or ``(False, exc)``),
+        ``(SLEEP, seconds)`` (is sent None) or ``(MODELS, 0)`` (is sent the server's model list or
+        None).  Returns the call's value, or raises the failure translated into an ``LLMError``."""
+        while True:
+            ok, value = yield (_CALL, clock.attempt_timeout())
+            if ok:
+                return value
+            exc = value
+            delay = self._retry_delay(exc, clock)
+            if delay is not None:
+                clock.retrying(_reason(exc), delay, clock.asked_s)
+                yield (_SLEEP, delay)
+                clock.attempt += 1
+                continue
+            models = (yield (_MODELS, 0.0)) if model and _is_model_not_found(exc) else None
+            raise self._translate(exc, model, clock, models) from exc
 
     def _retry_sync(self, call: Callable[[float], _T], model: str | None, clock: _Clock) -> _T:
+        plan = self._retry_plan(model, clock)
+        step = next(plan)
         while True:
+            kind, arg = step
+            outcome: Any = None
+            if kind == _CALL:
+                try:
+                    with clock.watch_sync():
+                        outcome = (True, call(arg))
+                except _FAILURES as exc:
+                    outcome = (False, exc)
+            elif kind == _SLEEP:
+                time.sleep(arg)
+            else:
+                outcome = self._models_or_none()
             try:
-                with clock.watch_sync():
-                    return call(clock.attempt_timeout())
-            except _FAILURES as exc:
-                delay = self._retry_delay(exc, clock)
-                if delay is not None:
-                    clock.retrying(_reason(exc), delay)
-                    time.sleep(delay)
-                    clock.attempt += 1
-                    continue
-                models = self._models_or_none() if model and _is_model_not_found(exc) else None
-                raise self._translate(exc, model, clock, models) from exc
+                step = plan.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     async def _retry_async(self, call: Callable[[float], Awaitable[_T]], model: str | None, clock: _Clock) -> _T:
+        plan = self._retry_plan(model, clock)
+        step = next(plan)
         while True:
-            watch = asyncio.ensure_future(clock.watch_async()) if clock.listener is not None else None
+            kind, arg = step
+            outcome: Any = None
+            if kind == _CALL:
+                watch = asyncio.ensure_future(clock.watch_async()) if clock.listener is not None else None
+                try:
+                    outcome = (True, await call(arg))
+                except _FAILURES as exc:
+                    outcome = (False, exc)
+                finally:
+                    if watch is not None:
+                        watch.cancel()
+            elif kind == _SLEEP:
+                await asyncio.sleep(arg)
+            else:
+                try:
+                    outcome = await self.alist_models()
+                except LLMError:
+                    outcome = None
             try:
-                return await call(clock.attempt_timeout())
-            except _FAILURES as exc:
-                delay = self._retry_delay(exc, clock)
-                if delay is not None:
-                    clock.retrying(_reason(exc), delay)
-                    await asyncio.sleep(delay)
-                    clock.attempt += 1
-                    continue
-                models = None
-                if model and _is_model_not_found(exc):
-                    try:
-                        models = await self.alist_models()
-                    except LLMError:
-                        models = None
-                raise self._translate(exc, model, clock, models) from exc
-            finally:
-                if watch is not None:
-                    watch.cancel()
+                step = plan.send(outcome)
+            except StopIteration as done:
+                return done.value
 
     def _retry_delay(self, exc: Exception, clock: _Clock) -> float | None:
-        """Seconds to wait before the next attempt, or None when the failure is final."""
+        """Seconds to wait before the next attempt, or None when the failure is final.
+
+        A server's Retry-After is honoured up to what is left of max_wait_s: past it, the call
+        gives up at once (and says so) instead of retrying too late."""
+        clock.asked_s = None
         if clock.cut and isinstance(exc, openai.APITimeoutError):
             clock.out_of_time = True
             return None
         if clock.attempt >= self.settings.max_retries or not _is_retryable(exc):
             return None
-        delay = self._backoff(clock.attempt, exc)
+        delay, clock.asked_s = self._backoff(clock.attempt, exc)
         if delay >= clock.remaining():
             clock.out_of_time = True
             return None
@@ -440,10 +530,21 @@ class OpenAICompatibleClient(ModelClient):
         attempts = clock.attempt + 1
         tries = f"after {attempts} attempt{'s' if attempts != 1 else ''}"
         what = f"model {model!r}" if model else "the model list"
+        if clock.out_of_time and clock.asked_s is not None:
+            left = max(0.0, clock.remaining())
+            return LLMError(f"the model server at {url} asked to retry {what} after {clock.asked_s:g} s, more than "
+                            f"the {left:.0f} s left of max_wait_s={clock.max_wait_s:g} s ({tries}; the last one: "
+                            f"{_reason(exc)})",
+                            hint="raise max_wait_s (RLM_MAX_WAIT), or try again later")
         if clock.out_of_time:
             return LLMError(f"{what} at {url} did not answer within max_wait_s={clock.max_wait_s:g} s "
                             f"in total ({tries}; the last one: {_reason(exc)})",
                             hint="raise max_wait_s (RLM_MAX_WAIT) or timeout_s, or use a faster model")
+        if _is_truncated(exc):
+            return TruncatedReply(f"the model server at {url} answered {what}, but its reply was cut off before "
+                                  f"its end ({tries}): {str(exc.__cause__ or exc)[:300]}",
+                                  hint="the server (or a proxy in between) closed the connection mid-reply: "
+                                       "check its log; it may have crashed or hit a limit")
         if isinstance(exc, _MALFORMED):
             return LLMError(f"the model server at {url} sent a malformed reply for {what} ({tries}): "
                             f"{type(exc).__name__}: {str(exc)[:300]}",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rlm.core.text import jsonl_lines
 from rlm.errors import UsageError
 from rlm.viewer.model import Event
 from rlm.viewer.results_page import render_results_page
@@ -53,7 +54,7 @@ def load(path: Path) -> tuple[str, list[Event]]:
         text = path.read_text(encoding="utf-8", errors="replace")
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}", hint=_HINT) from exc
-    objects = [o for o in map(_parse, text.splitlines()) if o is not None]
+    objects = [o for o in map(_parse, jsonl_lines(text)) if o is not None]  # split on "\n" only (A9)
     events = [o for o in objects if isinstance(o.get("kind"), str)]
     if events:
         return "trace", events

@@ -14,7 +14,7 @@ import re
 import secrets
 from typing import Any
 
-from rlm.core.parsing import sanitize_for_terminal
+from rlm.core.text import terminal_text
 from rlm.viewer import assets
 from rlm.viewer.model import text
 
@@ -29,8 +29,9 @@ _CODE_LANGS = frozenset({"repl", "python", "py", "python3", ""})
 
 
 def clean(value: Any) -> str:
-    """A trace value as text with terminal escapes and control characters removed."""
-    return sanitize_for_terminal(text(value))
+    """A trace value as text with terminal escapes, control and bidi characters removed
+    (U+2028 and U+2029 become line breaks)."""
+    return terminal_text(text(value))
 
 
 def esc(value: Any) -> str:

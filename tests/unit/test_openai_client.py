@@ -304,3 +304,172 @@ def test_max_wait_s_zero_means_no_total_limit():
     with FakeModelServer(root=steps) as server, \
             make_client(server.url, timeout_s=0.2, max_retries=1, max_wait_s=0) as client:
         assert client.complete(MSGS, model=ROOT).text == "ok"
+
+
+# ------------------------------------------------------------------------------ raw scripted HTTP
+class RawHTTP:
+    """An HTTP server on 127.0.0.1 that answers each request with the next raw response (bytes, sent
+    as they are, then the connection is closed): for replies the fake server cannot make."""
+
+    def __init__(self, responses: list[bytes]) -> None:
+        import threading
+
+        self.responses = list(responses)
+        self.requests = 0
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536)
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length")), 0)
+                while len(body) < length:
+                    body += conn.recv(65536)
+                self.requests += 1
+                conn.sendall(self.responses.pop(0) if self.responses else _json(200, _completion("spare")))
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _completion(text: str) -> bytes:
+    import json
+
+    return json.dumps({"id": "c", "object": "chat.completion", "created": 0, "model": ROOT,
+                       "choices": [{"index": 0, "finish_reason": "stop",
+                                    "message": {"role": "assistant", "content": text}}],
+                       "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}}).encode()
+
+
+def _json(status: int, body: bytes, *, headers: str = "", length: int | None = None) -> bytes:
+    return (f"HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nConnection: close\r\n{headers}"
+            f"Content-Length: {len(body) if length is None else length}\r\n\r\n").encode() + body
+
+
+RATE_LIMITED = b'{"error": {"message": "slow down", "type": "rate_limit_error", "code": null}}'
+
+
+# ------------------------------------------------------------------------------ Retry-After (D6)
+def test_retry_after_is_honoured_beyond_the_backoff_cap_and_the_wait_is_shown():
+    """The plan that both clients follow waits what the server asks (30 s here, above the 8 s
+    backoff cap), without sleeping in the test: the plan is driven by hand."""
+    from rlm.llm.openai_client import _CALL, _SLEEP
+
+    server = RawHTTP([_json(429, RATE_LIMITED, headers="Retry-After: 30\r\n")])
+    told: list[tuple[str, dict]] = []
+    client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model=ROOT, max_retries=3,
+                                                  max_wait_s=600), on_wait=lambda k, d: told.append((k, d)))
+    try:
+        clock = client._clock(ROOT)
+        plan = client._retry_plan(ROOT, clock)
+        kind, timeout = next(plan)
+        assert kind == _CALL
+        try:
+            client._client.chat.completions.create(model=ROOT, messages=MSGS, timeout=timeout)
+        except openai.RateLimitError as exc:
+            kind, delay = plan.send((False, exc))
+        assert kind == _SLEEP and 30 <= delay <= 31
+        assert told[-1][0] == "model_retry" and told[-1][1]["retry_after_s"] == 30
+        assert told[-1][1]["message"].startswith("model server asked to retry after 30 s; waiting")
+        assert plan.send(None) == (_CALL, pytest.approx(timeout, abs=1))  # then it tries again
+        with pytest.raises(StopIteration) as done:
+            plan.send((True, "ok"))
+        assert done.value.value == "ok"
+    finally:
+        client.close()
+        server.close()
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_retry_after_is_waited_then_the_call_succeeds(use_async):
+    server = RawHTTP([_json(429, RATE_LIMITED, headers="Retry-After: 1.5\r\n"), _json(200, _completion("done"))])
+    told: list[tuple[str, dict]] = []
+    client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model=ROOT, max_retries=2,
+                                                  max_wait_s=60), backoff_base_s=0.001,
+                                    on_wait=lambda k, d: told.append((k, d)))
+    try:
+        started = time.monotonic()
+        if use_async:
+            text = asyncio.run(client.acomplete(MSGS, model=ROOT)).text
+        else:
+            text = client.complete(MSGS, model=ROOT).text
+        assert text == "done" and time.monotonic() - started >= 1.5  # it waited what the server asked
+        assert [k for k, _ in told] == ["model_retry"] and "asked to retry after 1.5 s" in told[0][1]["message"]
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_retry_after_past_what_is_left_of_max_wait_gives_up_at_once_and_says_why():
+    server = RawHTTP([_json(429, RATE_LIMITED, headers="Retry-After: 30\r\n")])
+    client = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model=ROOT, max_retries=3,
+                                                  max_wait_s=5))
+    try:
+        started = time.monotonic()
+        with pytest.raises(LLMError, match=r"asked to retry .* after 30 s, more than the \d+ s left of max_wait_s=5"):
+            client.complete(MSGS, model=ROOT)
+        assert time.monotonic() - started < 4 and server.requests == 1
+    finally:
+        client.close()
+        server.close()
+
+
+def test_retry_after_as_an_http_date_is_understood():
+    from email.utils import formatdate
+
+    from rlm.llm.openai_client import _retry_after
+
+    class Exc:
+        class response:  # noqa: N801 - shaped like the SDK's exception
+            headers = {"retry-after": formatdate(time.time() + 20, usegmt=True)}
+
+    assert 17 <= (_retry_after(Exc()) or 0) <= 21  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------------------ truncated bodies (D13)
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_body_cut_mid_way_is_a_truncated_reply_not_an_unreachable_server(use_async):
+    from rlm.errors import TruncatedReply
+
+    cut = _json(200, _completion("half of it")[:40], length=500)  # says 500 bytes, sends 40, closes
+    chunked = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+               b"28\r\n" + _completion("x")[:40] + b"\r\n")  # one chunk, then the connection closes
+    server = RawHTTP([cut, chunked, cut])
+    client = make_client(server.url, max_retries=2)
+    try:
+        with pytest.raises(TruncatedReply) as err:
+            asyncio.run(client.acomplete(MSGS, model=ROOT)) if use_async else client.complete(MSGS, model=ROOT)
+        message = str(err.value)
+        assert "cut off before its end" in message and "after 3 attempts" in message
+        assert not isinstance(err.value, ModelUnreachable) and "cannot reach" not in message
+        assert "ollama" not in (err.value.hint or "").lower()
+        assert server.requests == 3  # a cut reply is retried like other transient failures
+    finally:
+        client.close()
+        server.close()
+
+
+def test_a_cut_reply_then_a_whole_one_succeeds():
+    server = RawHTTP([_json(200, _completion("half")[:30], length=400), _json(200, _completion("whole"))])
+    client = make_client(server.url)
+    try:
+        assert client.complete(MSGS, model=ROOT).text == "whole"
+    finally:
+        client.close()
+        server.close()

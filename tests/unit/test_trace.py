@@ -153,3 +153,116 @@ def test_render_flags_timeouts_and_errors() -> None:
                   {"kind": "something_new", "t": 1.0}])
     assert "TIMED OUT" in out and "kernel restarted" in out and "KeyboardInterrupt" in out
     assert "something_new" in out
+
+
+# --------------------------------------------------------------------------- A9: no character splits or hides an event
+
+SPLITTERS = "\u2028\u2029\x85\x0b\x0c\x1c\x1d\x1e\r"
+
+
+def write_hostile_run(path: Path) -> None:
+    with TraceWriter(path) as trace:
+        trace.event("run_start", question="q", context={"kind": "str"}, root_model="m", sub_model=None)
+        trace.event("model_reply", iteration=1, text=f"```repl\nx = '{SPLITTERS}'\n```", model="m")
+        trace.event("cell", iteration=1, code=f"print('a{SPLITTERS}b')", output=f"a{SPLITTERS}b\ud800\u202e",
+                    error=None, timed_out=False, duration_s=0.01)
+        trace.event("model_reply", iteration=2, text="FINAL(done)", model="m")
+        trace.event("run_end", answer=f"done{SPLITTERS}", status="ok", iterations=2, sub_calls=0)
+
+
+def test_a9_line_separators_in_code_and_output_keep_every_event(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    write_hostile_run(path)
+    raw = path.read_bytes()
+    assert raw.count(b"\n") == 5
+    # even a reader that splits on every Unicode line boundary sees five whole lines
+    assert len(raw.decode("utf-8").splitlines()) == 5
+    events = read_trace(path)
+    assert [e["kind"] for e in events] == ["run_start", "model_reply", "cell", "model_reply", "run_end"]
+    assert events[2]["output"] == f"a{SPLITTERS}b\ud800\u202e" and events[4]["answer"] == f"done{SPLITTERS}"
+    out = render(events)
+    assert "answer: done" in out and "status: ok" in out and "incomplete" not in out
+    assert "iteration 2" in out and "FINAL(done)" in out
+
+
+def test_a9_reader_keeps_events_of_a_file_with_raw_separators(tmp_path: Path) -> None:
+    """A trace written by another tool (raw U+2028 inside strings, CRLF line ends) reads whole."""
+    path = tmp_path / "raw.jsonl"
+    events = [{"kind": "run_start", "question": "q"},
+              {"kind": "cell", "iteration": 1, "code": "x\u2028y", "output": "a\u2029b\x85c"},
+              {"kind": "run_end", "answer": "ok\u2028", "status": "ok"}]
+    path.write_bytes("\r\n".join(json.dumps(e, ensure_ascii=False) for e in events).encode())
+    assert [e["kind"] for e in read_trace(path)] == ["run_start", "cell", "run_end"]
+
+
+def test_a_torn_last_line_does_not_swallow_the_next_run(tmp_path: Path) -> None:
+    path = tmp_path / "run.jsonl"
+    path.write_text('{"kind": "note", "text": "whole"}\n{"kind": "model_reply", "text": "cut mid')
+    with TraceWriter(path) as trace:
+        trace.event("run_start", question="next run")
+    assert [e["kind"] for e in read_trace(path)] == ["note", "run_start"]
+
+
+# --------------------------------------------------------------------------- D3: a full disk
+
+def test_a_full_device_leaves_the_run_going_and_names_the_failure(tmp_path: Path) -> None:
+    from rlm.core.trace import trace_failure
+
+    full = Path("/dev/full")
+    if not full.exists():
+        pytest.skip("no /dev/full")
+    trace = TraceWriter(full)
+    trace.event("run_start", question="q")  # no exception
+    trace.event("run_end", answer="42", status="ok")
+    trace.close()
+    assert trace.failure == "no space left on device"
+    assert trace_failure(full) == "no space left on device"
+    assert trace_failure(tmp_path / "other.jsonl") is None
+    with pytest.raises(ValueError):
+        trace.event("note", text="after close")
+
+
+def test_a_path_that_cannot_be_a_file_is_still_a_usage_error(tmp_path: Path) -> None:
+    (tmp_path / "plain").write_text("x")
+    with pytest.raises(UsageError, match="cannot write the trace"):
+        TraceWriter(tmp_path / "plain" / "t.jsonl")
+    with pytest.raises(UsageError, match="cannot write the trace"):
+        TraceWriter(tmp_path)
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):
+    """A 64 KiB tmpfs (needs root; skipped where mount is refused)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], capture_output=True)
+
+
+def test_a_disk_that_fills_mid_run_keeps_the_whole_lines_before(small_tmpfs: Path) -> None:
+    from rlm.core.trace import trace_failure
+
+    path = small_tmpfs / "traces" / "run.jsonl"
+    trace = TraceWriter(path)
+    trace.event("run_start", question="q")
+    for n in range(40):  # 40 x 4 KB: the 64 KiB disk fills on the way
+        trace.event("cell", iteration=n, code="x", output="o" * 4000)
+    trace.event("run_end", answer="42", status="ok")
+    trace.close()
+    assert trace.failure == "no space left on device" == trace_failure(path)
+    events = read_trace(path)
+    assert events[0]["kind"] == "run_start" and 5 < len(events) < 40
+    assert all(e["kind"] == "cell" and len(e["output"]) == 4000 for e in events[1:])
+    # a new writer on the same path starts clean: its own failure, if any, counts
+    (small_tmpfs / "traces" / "run.jsonl").unlink()
+    with TraceWriter(path) as again:
+        again.event("note", text="room again")
+    assert trace_failure(path) is None
