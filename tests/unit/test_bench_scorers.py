@@ -100,3 +100,43 @@ def test_normalize() -> None:
     assert normalize('FINAL("Hello,   World!")') == "hello world"
     assert normalize(None) == ""
     assert normalize("3.14 and -x- end.") == "3.14 and x end"
+
+
+# ---- SQuAD / HotpotQA scoring (hand-written strings)
+@pytest.mark.parametrize("text, normal", [
+    ("The Blue Whale!", "blue whale"),
+    ("  an   apple, a pear; the plum. ", "apple pear plum"),
+    ("FINAL(Theodore  Roosevelt)", "theodore roosevelt"),
+    ("Anthem", "anthem"),                      # an article only as a whole word
+    ("U.S.A.", "usa"),
+])
+def test_squad_normalisation(text, normal) -> None:
+    from rlm.bench.scorers import squad_normalize
+
+    assert squad_normalize(text) == normal
+
+
+@pytest.mark.parametrize("answer, gold, f1_value, em_value", [
+    ("the blue whale", "Blue whale", 1.0, 1.0),
+    ("blue whale shark", "blue whale", 0.8, 0.0),          # p 2/3, r 1 -> 0.8
+    ("a whale", ["the blue whale", "whale"], 1.0, 1.0),    # the best gold answer counts
+    ("green turtle", "blue whale", 0.0, 0.0),
+    ("yes", "no", 0.0, 0.0),
+    ("yes, it is", "yes", 0.0, 0.0),                        # HotpotQA: yes/no must match exactly
+    ("No.", "no", 1.0, 1.0),
+    ("", "blue whale", 0.0, 0.0),
+])
+def test_qa_f1_and_exact_match(answer, gold, f1_value, em_value) -> None:
+    from rlm.bench.scorers import metrics, qa_em, qa_f1
+
+    assert qa_f1(answer, gold) == pytest.approx(f1_value)
+    assert qa_em(answer, gold) == em_value
+    assert metrics("qa_f1", answer, gold) == {"score": round(f1_value, 4), "exact": em_value}
+
+
+def test_no_answer_scores_zero_on_both() -> None:
+    from rlm.bench.scorers import metrics
+
+    assert metrics("qa_f1", None, "whale") == {"score": 0.0, "exact": 0.0}
+    assert metrics("numeric", "7", "8") == {"score": 0.75, "exact": 0.0}
+    assert metrics("exact", "teal", "Teal") == {"score": 1.0, "exact": 1.0}
