@@ -38,7 +38,7 @@ def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs
     """
     uid = int(s.user.split(":")[0])
     runtime = runtimes.resolve(s.runtime)
-    limits = runtimes.limits(runtime, s.pids_limit)
+    limits = runtimes.limits(runtime, s.pids_limit, s.memory_mb)
     ulimits = [("nofile", s.nofile, s.nofile), ("fsize", s.fsize_mb * 1024 * 1024, s.fsize_mb * 1024 * 1024)]
     if limits.nproc is not None:   # gVisor: its kernel counts processes and threads per uid (see runtime.py)
         ulimits.append(("nproc", limits.nproc, limits.nproc))

@@ -13,7 +13,12 @@ What each runtime needs (``limits``):
 - gVisor: the guest's processes are not host processes, so the pids cgroup does not bound them (and the
   sentry's own host threads count against it: a small limit kills the whole sandbox).  gVisor's kernel
   enforces ``RLIMIT_NPROC`` per uid inside the sandbox, so processes and threads are bounded by an nproc
-  rlimit equal to ``pids_limit``; the host pids cgroup becomes a looser backstop on the sentry's threads.
+  rlimit; the host pids cgroup becomes a looser backstop on the sentry's threads.  That rlimit is also kept
+  under what the memory limit can hold: under gVisor (ptrace platform, 20221219) each forked copy of the
+  kernel costs about 26 MB of the container's memory (measured: 20 sleeping children, +530 MB), so with
+  ``nproc = pids_limit = 128`` a fork bomb filled the 2 GB memory limit at ~75 processes and the host cgroup
+  ended the whole sandbox: no error in the cell, only a dead container.  With ``memory_mb //
+  GVISOR_MB_PER_TASK`` the bomb meets EAGAIN from ``fork`` first, the same named error as under runc.
 """
 
 from __future__ import annotations
@@ -30,6 +35,10 @@ RUNSC = "runsc"
 # spinning processes (500 host threads after 30 s, still growing slowly).  The backstop must stay above that.
 GVISOR_HOST_PIDS_PER_TASK = 16
 GVISOR_HOST_PIDS_MIN = 1024
+# Container memory per guest task under gVisor, with a margin over the ~26 MB measured per forked kernel copy;
+# the nproc rlimit is kept at or below memory_mb / this (and never below GVISOR_NPROC_MIN).
+GVISOR_MB_PER_TASK = 40
+GVISOR_NPROC_MIN = 24
 
 _lock = threading.Lock()
 _registered: dict[str, frozenset[str]] = {}
@@ -106,9 +115,13 @@ class Limits:
     nproc: int | None
 
 
-def limits(runtime: str | None, pids_limit: int) -> Limits:
+def limits(runtime: str | None, pids_limit: int, memory_mb: int | None = None) -> Limits:
+    """The pids cgroup limit and (gVisor) the nproc rlimit for ``pids_limit`` and the memory limit."""
     if is_gvisor(runtime):
-        return Limits(max(GVISOR_HOST_PIDS_MIN, pids_limit * GVISOR_HOST_PIDS_PER_TASK), pids_limit)
+        nproc = pids_limit
+        if memory_mb is not None:
+            nproc = min(pids_limit, max(GVISOR_NPROC_MIN, memory_mb // GVISOR_MB_PER_TASK))
+        return Limits(max(GVISOR_HOST_PIDS_MIN, pids_limit * GVISOR_HOST_PIDS_PER_TASK), nproc)
     return Limits(pids_limit, None)
 
 

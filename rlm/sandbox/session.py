@@ -99,6 +99,7 @@ class SandboxSession:
         self._wake_r, self._wake_w = socket.socketpair()
         self._wake_r.setblocking(False)
         self._pending_notice: str | None = None
+        self._cell_waited_before = 0.0
         self.opened = False
         self.closed = False
         self.open_seconds: float | None = None
@@ -187,10 +188,19 @@ class SandboxSession:
             event = self._take_death()
             if event is not None:
                 self._live_bridge.cancel_in_flight()
+                late = self._past_timeout(started, timeout)
+                result.timed_out = late
                 result.restarted = self._restart(reason=event)
                 result.state_lost = True
-                result.notice = (f"The kernel died while running this cell ({event}); "
-                                 f"the {result.restarted} was restarted and all variables were lost.")
+                result.notice = ((f"The cell ran past its timeout of {timeout:g} s and the kernel died ({event}); "
+                                  if late else f"The kernel died while running this cell ({event}); ")
+                                 + f"the {result.restarted} was restarted and all variables were lost.")
+        elif self._past_timeout(started, timeout):
+            # It finished, but later than its timeout (a host too busy to stop it in time: a fork bomb
+            # under gVisor's ptrace platform starves it).  Still a timeout: said so, never silently.
+            result.timed_out = True
+            result.notice = (f"The cell ran past its timeout of {timeout:g} s "
+                             f"({time.perf_counter() - started:.0f} s) before the sandbox could stop it.")
         if out.lost_output and result.restarted is None:
             self._reconnect()  # ZeroMQ dropped the iopub connection over the oversized message
         if notice:
@@ -203,6 +213,12 @@ class SandboxSession:
         if failure:
             raise ContextError(f"the sandbox could not load the context: {failure}", hint=self._load_hint(failure))
         return result
+
+    def _past_timeout(self, started: float, timeout: float) -> bool:
+        """Whether a cell started at ``started`` (perf_counter) has used more than its timeout plus the
+        interrupt grace, not counting the time it waited on the bridge (model time)."""
+        waited = self._live_bridge.waited_seconds() - self._cell_waited_before
+        return time.perf_counter() - started - waited > timeout + self.settings.interrupt_grace_s
 
     def _load_hint(self, failure: str) -> str:
         if "does not fit" not in failure:
@@ -217,6 +233,7 @@ class SandboxSession:
         ``"waiting"`` is ignored), and each request ends by its deadline (sub_call_timeout_s, by
         default the cell's timeout), so waiting cannot extend a cell past its sub-calls' deadlines."""
         started, waited_before = time.monotonic(), self._live_bridge.waited_seconds()
+        self._cell_waited_before = waited_before
         while True:
             used = (time.monotonic() - started) - (self._live_bridge.waited_seconds() - waited_before)
             left = timeout - used
@@ -491,7 +508,7 @@ class SandboxSession:
         result.display = [display.rstrip("\n")] if display else []
         result.truncated = bool(out.stdout.dropped or out.stderr.dropped or out.display.dropped
                                 or out.state.get(State.OUTPUT_DROPPED) or out.lost_output)
-        if out.lost_output:
+        if out.lost_output and not result.restarted:   # (a dead container also drops the connection)
             lost = "Some output was too large to transfer and was dropped."
             result.notice = f"{result.notice}\n{lost}" if result.notice else lost
         result.error = out.error

@@ -222,6 +222,7 @@ class Canaries:
             "pids_limit": s.pids_limit, "nofile": s.nofile, "fsize_mb": s.fsize_mb, "tmpfs_mb": s.tmpfs_mb,
             "home_tmpfs_mb": s.home_tmpfs_mb, "memory_mb": s.memory_mb, "cpus": s.cpus,
             "bridge_max_frame": s.bridge_max_frame,
+            "nproc": runtimes.limits(runtimes.resolve(s.runtime), s.pids_limit, s.memory_mb).nproc,
             "runtime": runtimes.display_name(runtimes.resolve(s.runtime)),
             "gvisor": runtimes.is_gvisor(runtimes.resolve(s.runtime)),
         }

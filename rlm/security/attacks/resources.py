@@ -11,25 +11,24 @@ from rlm.security.verify import _missing, report_of
 
 # --------------------------------------------------------------------------- resources
 def _verify_fork_bomb(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    # The same named refusal under both runtimes: fork fails with EAGAIN (runc: the pids cgroup; gVisor:
+    # RLIMIT_NPROC in its kernel, kept under what the memory limit holds, see rlm/sandbox/runtime.py).  Under
+    # gVisor with nproc = pids_limit the bomb filled the memory limit first and the whole sandbox died.
     data = report_of(execution)
-    if data is None and ctx.probe.get("gvisor") and execution.restarted == "container":
-        # Under gVisor's ptrace platform every guest process has a host stub process and its own copied
-        # pages: before RLIMIT_NPROC is reached the bomb can fill the container's memory limit, and the host
-        # cgroup then ends the whole sandbox (not one process, as under runc).  Bounded, at the session.
-        return True, (f"processes bounded by RLIMIT_NPROC {ctx.probe['pids_limit']} in gVisor's kernel; the bomb "
-                      f"reached the {ctx.probe['memory_mb']} MB memory limit of the sandbox, which the host cgroup "
-                      "ended; the host recreated the container")
     if data is None:
         return _missing(execution)
-    limit = ctx.probe["pids_limit"]
-    ok = data["peak"] <= limit and data["spawn"] != "ok" and data["left"] <= 4
-    return ok, (f"peak {data['peak']} processes (pids limit {limit}); new process refused ({data['spawn']}); "
-                f"bomb killed" if ok else f"peak {data['peak']} (limit {limit}), spawn {data['spawn']}, "
-                f"left {data['left']}")
+    gvisor = ctx.probe.get("gvisor")
+    limit = ctx.probe["nproc"] if gvisor else ctx.probe["pids_limit"]
+    what = f"RLIMIT_NPROC {limit} in gVisor's kernel" if gvisor else f"pids limit {limit}"
+    ok = (data["peak"] <= limit and data["spawn"] != "ok" and data["left"] <= 4 and not execution.restarted
+          and not execution.timed_out)
+    return ok, (f"peak {data['peak']} processes ({what}); new process refused ({data['spawn']}); "
+                f"bomb killed" if ok else f"peak {data['peak']} ({what}), spawn {data['spawn']}, "
+                f"left {data['left']}, restarted {execution.restarted}, timed out {execution.timed_out}")
 
 
 attack("res_fork_bomb", "resources",
-       "the pids limit (gVisor: RLIMIT_NPROC in its kernel) stops a fork bomb; kernel keeps answering", r"""
+       "fork fails with EAGAIN (runc: pids limit; gVisor: RLIMIT_NPROC in its kernel); kernel keeps answering", r"""
     import os, signal, subprocess, time
     bomb = os.fork()
     if bomb == 0:
@@ -63,6 +62,53 @@ attack("res_fork_bomb", "resources",
     time.sleep(0.3)
     report(peak=peak, spawn=spawn, left=count())
 """, _verify_fork_bomb, timeout=30, fresh=True)
+
+
+def _verify_plain_fork_bomb(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return False, (f"no report: timed_out {execution.timed_out}, restarted {execution.restarted}, "
+                       f"notice {_short(execution.notice or '', 100)}")
+    ok = data["error"] == "BlockingIOError:EAGAIN" and not execution.restarted and not execution.timed_out
+    return ok, (f"os.fork() refused after {data['forks']} forks ({data['error']}) in {execution.duration_s:.1f} s; "
+                f"{data['left']} processes of the bomb killed by the clean-up" if ok else f"error {data['error']}, left {data['left']}, "
+                f"restarted {execution.restarted}, timed_out {execution.timed_out}")
+
+
+attack("res_fork_bomb_plain", "resources",
+       "the plain os.fork() loop (every child forks too) ends with a named error (EAGAIN) under both runtimes",
+       r"""
+    import errno, os, time
+    me, forks, error = os.getpid(), 0, None
+    try:
+        while True:
+            os.fork()
+            if os.getpid() == me:
+                forks += 1
+    except OSError as exc:
+        if os.getpid() != me:
+            os._exit(0)                  # a child at the limit leaves
+        error = type(exc).__name__ + ":" + errno.errorcode.get(exc.errno, "")
+    count = lambda: len([p for p in os.listdir("/proc") if p.isdigit()])
+    report(forks=forks, error=error, left=count())
+""", _verify_plain_fork_bomb, timeout=40, fresh=True, fast=False, cleanup=r"""
+    import os, signal, time
+    for _ in range(200):                 # the bomb's processes share the kernel's group: kill them one by one
+        others = [int(p) for p in os.listdir("/proc") if p.isdigit() and int(p) not in (1, os.getpid())]
+        if not others:
+            break
+        for pid in others:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        try:
+            while os.waitpid(-1, os.WNOHANG)[0]:
+                pass
+        except ChildProcessError:
+            pass
+        time.sleep(0.01)
+""")
 
 
 def _verify_leftovers(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
