@@ -16,6 +16,7 @@ import docker.errors
 import requests.exceptions
 
 from rlm.errors import EngineUnavailable, ImageMissing, SandboxError
+from rlm.sandbox.settings import DEFAULT_USER
 
 ENGINE_HINT = "start Docker (dockerd) or run the set-up command: ./scripts/rlm setup"
 BUILD_HINT = "run `rlm sandbox build` (or ./scripts/rlm setup)"
@@ -33,7 +34,7 @@ class ContainerSpec:
     image: str
     command: list[str]
     name: str | None = None
-    user: str = "1000:1000"
+    user: str = DEFAULT_USER
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
     mounts: list[Mount] = field(default_factory=list)
@@ -51,7 +52,10 @@ class ContainerSpec:
     runtime: str | None = None
     working_dir: str | None = None
     auto_remove: bool = True            # the engine removes the container once it stops
-    log_max_bytes: int = 1024 * 1024    # container logs are capped (json-file, one file)
+    # No container logs: whatever reaches the container's stdout would cost dockerd and containerd CPU
+    # outside the container's quota (an os.write(1, ...) loop: 8-9 CPU-seconds per 10 s with json-file).
+    # The supervisor also sends the kernel's stdout/stderr to /dev/null; cell output travels over iopub.
+    log_driver: str = "none"
 
 
 @dataclass(frozen=True)
@@ -192,8 +196,7 @@ class Engine:
             volumes={m.source: {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts},
             ulimits=[docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in spec.ulimits],
             auto_remove=spec.auto_remove,
-            log_config=docker.types.LogConfig(type="json-file",
-                                              config={"max-size": str(spec.log_max_bytes), "max-file": "1"}),
+            log_config=docker.types.LogConfig(type=spec.log_driver),
         )
         if spec.pids_limit:
             kwargs["pids_limit"] = spec.pids_limit
@@ -265,10 +268,10 @@ class Engine:
                                      labels=dict(c.get("Labels") or {})))
         return out
 
-    def exec_run(self, container_id: str, cmd: list[str]) -> tuple[int, bytes]:
+    def exec_run(self, container_id: str, cmd: list[str], user: str = DEFAULT_USER) -> tuple[int, bytes]:
         """``docker exec`` (used only as a speed baseline by the benchmark)."""
         try:
-            result = self._client.containers.get(container_id).exec_run(cmd, user="1000:1000")
+            result = self._client.containers.get(container_id).exec_run(cmd, user=user)
         except _DOCKER_ERRORS as exc:
             raise _translate(exc, "docker exec") from exc
         return result.exit_code, result.output

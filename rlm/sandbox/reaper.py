@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rlm.sandbox.engine import Engine
-from rlm.sandbox.rundir import owner_alive
+from rlm.sandbox.rundir import NEW_PREFIX, OWNER_FILE, owner_alive
 
 
 @dataclass
@@ -19,7 +19,10 @@ class PruneReport:
     run_dirs: list[str] = field(default_factory=list)
 
 
-STALE_AFTER_S = 300.0
+# A folder with no owner record: one being built by a process that has not renamed it yet (under
+# ".new-<pid>-..."), or left by an older rlm that wrote owner.json after mkdir.  Building takes
+# milliseconds: past this grace it is an orphan.
+STALE_AFTER_S = 10.0
 
 
 def _age_s(path: Path) -> float:
@@ -49,14 +52,27 @@ def reap_orphans(engine: Engine, run_root: str) -> PruneReport:
     root = Path(run_root)
     if root.is_dir() and not root.is_symlink():
         for entry in root.iterdir():
-            owner_file = entry / "owner.json"
-            try:
-                owner = json.loads(owner_file.read_text())
-                gone = not owner_alive(int(owner["pid"]), owner.get("start"))
-            except (OSError, ValueError, KeyError, TypeError):
-                # no readable owner: another process may be creating it right now; only stale ones go
-                gone = entry.is_dir() and not owner_file.exists() and _age_s(entry) > STALE_AFTER_S
-            if gone and entry.is_dir() and not entry.is_symlink():
+            if entry.is_symlink() or not entry.is_dir():
+                continue
+            if _orphaned(entry):
                 shutil.rmtree(entry, ignore_errors=True)
                 report.run_dirs.append(str(entry))
     return report
+
+
+def _orphaned(entry: Path) -> bool:
+    """A run folder whose owner is gone: by its owner record, by the pid in its temporary name, or
+    (no record at all) past a short grace."""
+    owner_file = entry / OWNER_FILE
+    try:
+        owner = json.loads(owner_file.read_text())
+        return not owner_alive(int(owner["pid"]), owner.get("start"))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError):
+        return _age_s(owner_file) > STALE_AFTER_S   # unreadable or half-written record
+    if entry.name.startswith(NEW_PREFIX):
+        pid = entry.name[len(NEW_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not owner_alive(int(pid), None):
+            return True
+    return _age_s(entry) > STALE_AFTER_S

@@ -27,6 +27,8 @@ from rlm.sandbox.protocol import CONNECTION_FILE_NAME, CONTAINER_BRIDGE, CONTAIN
 __all__ = ["CONTAINER_BRIDGE", "CONTAINER_CONTEXT", "CONTAINER_RUN", "RunDirs", "SocketPath",
            "write_connection_file"]
 
+OWNER_FILE = "owner.json"
+NEW_PREFIX = ".new-"     # a run folder being built: ".new-<owner pid>-<session id>"
 KERNEL_FILES = frozenset({CONNECTION_FILE_NAME, "k-1", "k-2", "k-3", "k-4", "k-5"})
 
 
@@ -49,6 +51,39 @@ def owner_alive(pid: int, start: str | None) -> bool:
     return start is None or process_start_time(pid) == start
 
 
+def _account(uid: int, passwd: str = "/etc/passwd") -> str | None:
+    """The host account name of ``uid`` in ``passwd``, or None."""
+    try:
+        with open(passwd, encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                fields = line.split(":")
+                if len(fields) > 2 and fields[2] == str(uid):
+                    return fields[0]
+    except OSError:
+        pass
+    return None
+
+
+def check_sandbox_uid(sandbox_uid: int, run_root: Path, passwd: str = "/etc/passwd") -> None:
+    """Refuse a sandbox uid that would own the run folder on the host: the uid rlm runs as, or the owner
+    of the run root.  The container's processes run with that uid on the host kernel (runc; gVisor's gofer
+    too), so such a sandbox could chmod the run folder, fill the disk through it, plant links and FIFOs."""
+    owners = {os.getuid(), os.geteuid()}
+    try:
+        if run_root.exists():
+            owners.add(run_root.stat().st_uid)
+    except OSError:
+        pass
+    if sandbox_uid in owners:
+        name = _account(sandbox_uid, passwd)
+        who = f"uid {sandbox_uid}" + (f" ({name} on this host)" if name else "")
+        raise SandboxError(
+            f"the sandbox user {who} is the user rlm runs as or owns the run folder {run_root}: model code "
+            f"would own its run folder on the host",
+            hint="set the sandbox user (RLM_USER, sandbox.user in YAML, SandboxSettings.user) to a uid no host "
+                 "account has; the default is 61000:61000")
+
+
 @dataclass(frozen=True)
 class RunDirs:
     root: Path
@@ -59,6 +94,7 @@ class RunDirs:
     @classmethod
     def create(cls, run_root: str, session_id: str, sandbox_uid: int) -> "RunDirs":
         base = Path(run_root)
+        check_sandbox_uid(sandbox_uid, base)
         if len(str(base / session_id / "run")) + 12 > 100:
             raise SandboxError(f"run folder {base / session_id / 'run'} is too long for Unix sockets; "
                                "set a shorter run_root")
@@ -67,17 +103,25 @@ class RunDirs:
             if base.is_symlink() or base.stat().st_uid != os.getuid():
                 raise SandboxError(f"run folder {base} is not owned by this user; choose another run_root")
             root = base / session_id
-            root.mkdir(mode=0o700)
-            (root / "owner.json").write_text(json.dumps(  # first, so the reaper knows whose it is
-                {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
-            run, bridge, context = root / "run", root / "bridge", root / "context"
-            run.mkdir(mode=0o711)
-            bridge.mkdir(mode=0o755)
-            context.mkdir(mode=0o755)
-            os.chmod(root, 0o711)
+            # Built complete under a temporary name that carries the owner's pid, then renamed: no
+            # folder under its final name ever lacks owner.json (an interrupt between the two steps
+            # leaves a ".new-<pid>-..." folder, which the reaper removes once that pid is gone).
+            building = base / f"{NEW_PREFIX}{os.getpid()}-{session_id}"
+            building.mkdir(mode=0o700)
+            try:
+                (building / OWNER_FILE).write_text(json.dumps(
+                    {"pid": os.getpid(), "start": process_start_time(os.getpid())}))
+                for name, mode in (("run", 0o711), ("bridge", 0o755), ("context", 0o755)):
+                    (building / name).mkdir(mode=mode)
+                    os.chmod(building / name, mode)   # whatever the umask
+                os.chmod(building, 0o711)
+                os.rename(building, root)
+            except BaseException:
+                shutil.rmtree(building, ignore_errors=True)
+                raise
         except OSError as exc:
             raise SandboxError(f"cannot create the session's run folder under {base}: {exc}") from exc
-        return cls(root=root, run=run, bridge=bridge, context=context)
+        return cls(root=root, run=root / "run", bridge=root / "bridge", context=root / "context")
 
     def unlock_run(self, sandbox_uid: int) -> None:
         """Let the kernel (re)create its sockets in run/ (only while it starts)."""

@@ -6,6 +6,11 @@ import os
 from dataclasses import dataclass, field, fields, replace
 
 DEFAULT_IMAGE = "rlm-sandbox:latest"
+# The uid:gid model code runs as.  A high uid that no host user is likely to have (regular accounts
+# start at 1000, systemd's dynamic users at 61184): the sandbox must never be the owner of the run
+# folder on the host (it could chmod it, fill it, plant links).  Dockerfile.sandbox makes this user.
+SANDBOX_UID = 61000
+DEFAULT_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
 
 
 @dataclass(frozen=True)
@@ -17,7 +22,7 @@ class SandboxSettings:
     read_only_rootfs: bool = True
     tmpfs_mb: int = 64                  # /tmp inside the container
     home_tmpfs_mb: int = 16             # $HOME inside the container
-    user: str = "1000:1000"
+    user: str = DEFAULT_USER            # uid:gid; never the uid rlm runs as (refused at start, see rundir.py)
     cap_drop: tuple[str, ...] = ("ALL",)
     no_new_privileges: bool = True
     seccomp: str = "rlm"                # "rlm" (rlm's profile), "docker-default", or a profile JSON file
@@ -47,6 +52,8 @@ class SandboxSettings:
         for name in ("cpus", "cell_timeout_s", "interrupt_grace_s", "start_timeout_s"):
             if getattr(self, name) <= 0:
                 problems.append(f"{name} must be positive (got {getattr(self, name)})")
+        if not _valid_user(self.user):
+            problems.append(f"user must be uid:gid in numbers (got {self.user!r})")
         if self.address_space_limit_bytes <= 64 * 1024 * 1024:
             problems.append("memory_mb is too small for the tmpfs sizes and margin")
         if problems:
@@ -60,6 +67,10 @@ class SandboxSettings:
         return mb * 1024 * 1024
 
     @property
+    def uid(self) -> int:
+        return int(self.user.split(":")[0])
+
+    @property
     def resolved_run_root(self) -> str:
         return self.run_root or f"/tmp/rlm-{os.getuid()}"
 
@@ -69,3 +80,8 @@ class SandboxSettings:
     @classmethod
     def field_names(cls) -> list[str]:
         return [f.name for f in fields(cls)]
+
+
+def _valid_user(user: str) -> bool:
+    parts = str(user).split(":")
+    return 1 <= len(parts) <= 2 and all(p.isdigit() for p in parts)
