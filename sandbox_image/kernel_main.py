@@ -39,6 +39,58 @@ def _tune(kernel) -> None:
     OutStream.flush = flush
 
 
+def _cap_text(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    keep = limit // 2
+    return text[:keep] + f"\n[... {len(text) - 2 * keep} characters not shown ...]\n" + text[-keep:]
+
+
+def _cap_errors(kernel, limit: int) -> None:
+    """An exception's name, message and traceback reach the host capped (a cell may raise one of any
+    size, and the host drops a ZeroMQ frame over its size limit: the cell's reply would be lost)."""
+    import inspect
+
+    shell = kernel.shell
+    show = shell._showtraceback
+
+    class _Capped:
+        def __init__(self, value) -> None:
+            self.text = _cap_text(str(value), limit)
+
+        def __str__(self) -> str:
+            return self.text
+
+    def capped_show(etype, evalue, stb):
+        lines = [str(line) for line in (stb or [])]
+        if sum(len(line) for line in lines) > limit:
+            lines = [_cap_text("\n".join(lines), limit)]
+        name = type("_", (), {})
+        name.__name__ = _cap_text(str(getattr(etype, "__name__", "Error")), 200)
+        return show(name, _Capped(evalue), lines)
+
+    shell._showtraceback = capped_show
+    execute = kernel.do_execute
+
+    def cap_reply(reply):
+        if isinstance(reply, dict) and reply.get("status") == "error":
+            reply["ename"] = _cap_text(str(reply.get("ename", "")), 200)
+            reply["evalue"] = _cap_text(str(reply.get("evalue", "")), limit)
+            lines = [str(line) for line in (reply.get("traceback") or [])]
+            if sum(len(line) for line in lines) > limit:
+                reply["traceback"] = [_cap_text("\n".join(lines), limit)]
+        return reply
+
+    if inspect.iscoroutinefunction(execute):
+        async def capped_execute(*args, **kwargs):
+            return cap_reply(await execute(*args, **kwargs))
+    else:
+        def capped_execute(*args, **kwargs):
+            return cap_reply(execute(*args, **kwargs))
+
+    kernel.do_execute = capped_execute
+
+
 def main(argv: list[str]) -> None:
     conn_file = argv[argv.index("-f") + 1]
     ready_fd = int(argv[argv.index("--ready-fd") + 1])
@@ -62,6 +114,7 @@ def main(argv: list[str]) -> None:
     output_limit = int(os.environ.get(Env.OUTPUT_LIMIT, str(1 << 20)))
     final_limit = int(os.environ.get(Env.FINAL_LIMIT, str(1 << 20)))
     repl.install(app.shell, output_limit=output_limit, final_limit=final_limit)
+    _cap_errors(app.kernel, output_limit // 2)
     os.write(ready_fd, b"ready\n")
     os.close(ready_fd)
     app.start()

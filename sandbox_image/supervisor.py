@@ -75,7 +75,8 @@ class Supervisor:
             try:
                 self.kernel = subprocess.Popen(
                     [sys.executable, KERNEL_MAIN, "-f", CONNECTION_FILE, "--ready-fd", str(ready_w)],
-                    pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL, close_fds=True)
+                    pass_fds=(ready_w,), env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL, close_fds=True)
                 break
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.ENOMEM) or attempt == 49:
@@ -231,8 +232,19 @@ def _not_dumpable() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
+def _quiet() -> None:
+    """Nothing in the container keeps the container's stdout/stderr open: a cell writing to fd 1 or 2
+    (even through /proc/1/fd) reaches /dev/null, never the engine (its logs cost dockerd CPU outside the
+    container's quota).  Cell output reaches the host over the kernel's iopub socket."""
+    null = os.open(os.devnull, os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+
+
 def main() -> None:
     _not_dumpable()
+    _quiet()
     os.umask(0)
     ctl = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     ctl.connect(CONTROL_SOCKET)

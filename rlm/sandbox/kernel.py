@@ -4,6 +4,15 @@ It speaks the Jupyter wire protocol over ZeroMQ ``ipc`` sockets with jupyter_cli
 ``Session`` for signing and building requests, but reads replies with a lean path of its
 own (signature check + ``json.loads``, no date parsing on every message), and it caps
 output while it streams.  It never unpickles anything.
+
+What a kernel can make the host hold is bounded per socket: the host connects only to the
+kernel's shell and iopub sockets (never control, stdin or heartbeat: interrupts and restarts
+go through the supervisor), and each gets ZMQ_MAXMSGSIZE (a bigger frame makes ZeroMQ drop
+the connection, which reconnects) and a small ZMQ_RCVHWM (a full queue drops the kernel's
+newer iopub messages).  Queued messages a cell left behind (a thread that keeps publishing
+after its cell returned) are dropped before the next cell, unparsed.  Not bounded: a single
+message of many frames (libzmq assembles a multipart message whole before the reader sees
+it, and MAXMSGSIZE applies per frame); see docs/security.md.
 """
 
 from __future__ import annotations
@@ -26,6 +35,11 @@ from rlm.sandbox.protocol import STATE_MIME
 from rlm.sandbox.rundir import SocketPath
 
 DELIM = b"<IDS|MSG>"
+
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024   # per frame, on shell and iopub (outputs are capped at 1 MiB by default)
+IOPUB_RCVHWM = 8                        # messages queued on the host: 8 x 16 MiB at most
+SHELL_RCVHWM = 4                        # the shell carries one reply per request
+MAX_HEADER_BYTES = 64 * 1024            # a parent header larger than this is not the kernel's own
 
 
 class Outcome(enum.Enum):
@@ -65,29 +79,31 @@ class KernelClient:
     """Connection to one kernel generation (a restarted kernel gets a new client)."""
 
     def __init__(self, connection: dict, host_run_dir: Path, allowed_uids: set[int],
-                 max_message_bytes: int = 64 * 1024 * 1024) -> None:
+                 max_message_bytes: int = MAX_MESSAGE_BYTES) -> None:
         self.session = Session(key=connection["key"].encode(), signature_scheme=connection["signature_scheme"],
                                username="rlm")
         self._key = connection["key"].encode()
         self._paths: list[SocketPath] = []
         self.context = zmq.Context()
         try:
-            self.shell = self._connect(zmq.DEALER, host_run_dir, connection["shell_port"], allowed_uids)
+            self.shell = self._connect(zmq.DEALER, host_run_dir, connection["shell_port"], allowed_uids,
+                                       max_message_bytes, SHELL_RCVHWM)
             self.iopub = self._connect(zmq.SUB, host_run_dir, connection["iopub_port"], allowed_uids,
-                                       max_message_bytes)
+                                       max_message_bytes, IOPUB_RCVHWM)
             self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
             self.iopub_monitor = self.iopub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
         except Exception:
             self.close()
             raise
 
-    def _connect(self, kind: int, run_dir: Path, port: int, allowed: set[int], max_bytes: int = -1) -> zmq.Socket:
+    def _connect(self, kind: int, run_dir: Path, port: int, allowed: set[int], max_bytes: int,
+                 rcvhwm: int) -> zmq.Socket:
         path = SocketPath(run_dir / f"k-{port}", allowed)
         self._paths.append(path)
         sock = self.context.socket(kind)
         sock.setsockopt(zmq.LINGER, 0)
-        if max_bytes > 0:
-            sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm)
         sock.connect(f"ipc://{path.path}")
         return sock
 
@@ -109,17 +125,21 @@ class KernelClient:
         self.session.send(sock, msg)
         return msg["header"]["msg_id"]
 
-    def _recv(self, sock: zmq.Socket) -> dict | None:
-        """Read one message; None when it is unsigned, badly signed or malformed."""
+    def _recv(self, sock: zmq.Socket, msg_id: str | None = None) -> dict | None:
+        """Read one message; None when it is unsigned, badly signed or malformed, or (with ``msg_id``)
+        answers another request: those are dropped before their signature or content is looked at."""
         parts = sock.recv_multipart(copy=True)
         try:
             at = parts.index(DELIM)
         except ValueError:
             return None
         body = parts[at + 1: at + 6]
+        del parts
         if len(body) < 5:
             return None
         signature, header, parent, _metadata, content = body
+        if msg_id is not None and not _answers(parent, msg_id):
+            return None
         mac = hmac.new(self._key, digestmod="sha256")
         for part in (header, parent, _metadata, content):
             mac.update(part)
@@ -130,6 +150,23 @@ class KernelClient:
                     "content": json.loads(content)}
         except ValueError:
             return None
+
+    def drain(self) -> int:
+        """Drop the messages queued on iopub and shell (left by an earlier cell); how many.  Bounded (a
+        thread may keep publishing): what comes later is dropped unparsed by ``collect``."""
+        dropped = 0
+        for sock in (self.iopub, self.shell):
+            for _ in range(4 * IOPUB_RCVHWM):
+                if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                    break
+                sock.recv_multipart(copy=False)
+                dropped += 1
+        try:
+            while True:
+                self.iopub_monitor.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            pass
+        return dropped
 
     # -- readiness -----------------------------------------------------------------------
     def wait_ready(self, timeout: float) -> None:
@@ -151,18 +188,17 @@ class KernelClient:
                 wait_until = min(deadline, resend_at) if got_reply else deadline
                 events = dict(poller.poll(max(1, int((wait_until - now) * 1000))))
                 if self.shell in events:
-                    msg = self._recv(self.shell)
-                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                    if self._recv(self.shell, msg_id):
                         got_reply = True
                 if self.iopub in events:
-                    msg = self._recv(self.iopub)
-                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                    if self._recv(self.iopub, msg_id):
                         got_iopub = True
             if got_reply and got_iopub:
                 return
 
     # -- execution -----------------------------------------------------------------------
     def start_execute(self, code: str) -> str:
+        self.drain()
         return self._send(self.shell, "execute_request", {
             "code": code, "silent": False, "store_history": False, "user_expressions": {},
             "allow_stdin": False, "stop_on_error": False})
@@ -181,13 +217,12 @@ class KernelClient:
             events = dict(poller.poll(max(1, int(remaining * 1000))))
             if self.iopub in events:
                 while cast(int, self.iopub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    msg = self._recv(self.iopub)
-                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                    msg = self._recv(self.iopub, msg_id)
+                    if msg:
                         self._on_iopub(msg, out)
             if self.shell in events:
                 while cast(int, self.shell.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    msg = self._recv(self.shell)
-                    if msg and msg["parent_header"].get("msg_id") == msg_id:
+                    if self._recv(self.shell, msg_id):
                         out.got_reply = True
             if self.iopub_monitor in events:
                 self.iopub_monitor.recv_multipart()
@@ -220,6 +255,17 @@ class KernelClient:
             out.error_name = out.error_name[:200]
         elif kind == "status" and content.get("execution_state") == "idle":
             out.got_idle = True
+
+
+def _answers(parent: bytes, msg_id: str) -> bool:
+    """Whether a (not yet verified) parent header names ``msg_id``: a cheap filter, the HMAC still decides."""
+    if len(parent) > MAX_HEADER_BYTES or msg_id.encode() not in parent:
+        return False
+    try:
+        header = json.loads(parent)
+    except ValueError:
+        return False
+    return isinstance(header, dict) and header.get("msg_id") == msg_id
 
 
 def new_key() -> str:
