@@ -26,7 +26,37 @@ class UsageError(RLMError):
 
 
 class ConfigError(UsageError):
-    """Settings could not be read or are invalid."""
+    """Settings (or a spec) could not be read or are invalid; ``problems`` lists each problem.
+
+    ``ConfigError(problems=[...], one="invalid configuration", many="{n} configuration problems")``
+    builds the message from the list: the first ``MAX_LISTED`` problems, each cut to ``MAX_PROBLEM_CHARS``,
+    then "... and N more problems".  Code reads ``problems``, never the message text.
+    """
+
+    MAX_LISTED = 20
+    MAX_PROBLEM_CHARS = 500
+
+    def __init__(self, message: str | None = None, *, hint: str | None = None, problems: list[str] | None = None,
+                 one: str = "invalid configuration", many: str = "{n} configuration problems") -> None:
+        self.problems = [str(p) for p in problems] if problems else ([message] if message else [])
+        if message is None:
+            message = self.listing(self.problems, one=one, many=many)
+        super().__init__(message, hint=hint)
+
+    @classmethod
+    def listing(cls, problems: list[str], *, one: str, many: str) -> str:
+        """``one: problem`` or ``many:`` and a capped list, one problem a line."""
+        def cut(text: str) -> str:
+            text = " ".join(text.split("\n"))
+            return text if len(text) <= cls.MAX_PROBLEM_CHARS else text[:cls.MAX_PROBLEM_CHARS] + " ..."
+
+        if len(problems) == 1:
+            return f"{one}: {cut(problems[0])}"
+        shown = [f"  - {cut(p)}" for p in problems[:cls.MAX_LISTED]]
+        rest = len(problems) - len(shown)
+        if rest:
+            shown.append(f"  ... and {rest} more problem{'s' if rest != 1 else ''}")
+        return f"{many.format(n=len(problems))}:\n" + "\n".join(shown)
 
 
 class ContextError(UsageError):

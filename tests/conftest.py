@@ -20,6 +20,12 @@ def pytest_configure(config):
     runtime.pin_auto(os.environ.get(TEST_RUNTIME_ENV) or "runc")
 
 
+@pytest.fixture(autouse=True)
+def _own_trust_list(tmp_path_factory, monkeypatch):
+    """Every test has an empty list of trusted settings files (`rlm config trust`), never the developer's."""
+    monkeypatch.setenv("RLM_CONFIG_HOME", str(tmp_path_factory.mktemp("rlm-config-home")))
+
+
 def _engine_or_skip():
     from rlm.sandbox.engine import Engine
 

@@ -11,6 +11,7 @@ from rich.console import Console
 from rlm.cli.options import (
     ConfigOpt,
     DebugOpt,
+    UnsafeSandboxOpt,
 )
 from rlm.cli.options import load_cli_settings as _settings
 
@@ -22,7 +23,7 @@ bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's, the e
 def bench_sandbox_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
                       context_mb: Annotated[int, typer.Option("--context-mb", min=1, help="Context size to load (MB).")] = 100,
                       sessions: Annotated[int, typer.Option("--sessions", min=1, help="Concurrent sessions.")] = 16,
-                      config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+                      config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False) -> None:
     """Cold/warm open, cell latency vs docker exec, context load, bridge, batching, memory, concurrency."""
     from rlm.bench.sandbox_speed import bench_sandbox
 
@@ -53,7 +54,7 @@ def bench_viewer_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option(
 def bench_model_cmd(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
                     runs: Annotated[int, typer.Option("--runs", min=1, help="Needle queries per setup.")] = 3,
                     prompts: Annotated[int, typer.Option("--prompts", min=1, help="Sub-calls sent at once.")] = 8,
-                    config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+                    config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False) -> None:
     """The embedded server with one slot (as before) and with two (now), side by side: needle query
     time, time for batched ~1k-token sub-calls, resident memory.  Stops a running embedded server."""
     from rlm.bench.model_speed import bench_model

@@ -15,6 +15,9 @@ SubModelOpt = Annotated[Optional[str], typer.Option("--sub-model", help="Model f
 MaxIterOpt = Annotated[Optional[int], typer.Option("--max-iterations", help="Iteration limit (default 20).")]
 NoSubOpt = Annotated[bool, typer.Option("--no-subcalls", help="Disable llm_query and friends.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Show no progress.")]
+UnsafeSandboxOpt = Annotated[bool, typer.Option(
+    "--unsafe-sandbox", help="Allow settings that weaken the sandbox (network_mode, user, cap_drop, seccomp, "
+    "no_new_privileges, read_only_rootfs, a runtime chosen by a file); every run lists them.")]
 
 
 FLAG_NAMES = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
@@ -28,21 +31,67 @@ def model_flags(base_url, model, sub_model, max_iterations, no_subcalls) -> dict
 
 
 def load_cli_settings(ctx: typer.Context, config: Path | None, debug: bool, **cli):
-    """The one place the CLI loads settings: YAML, .env, environment, then the flags given."""
+    """The one place the CLI loads settings: YAML, .env, environment, then the flags given.
+
+    ``--unsafe-sandbox`` is read from the command's own parameters: a command that has the option
+    refuses weakening settings without it; a command without it runs no sandbox, and such values are
+    dropped with a notice.  Notices (untrusted files ignored, aliases read, the sandbox weakened) are
+    printed here, one line each, on stderr.
+    """
     from rlm.config import load_settings
 
     values = {k: v for k, v in cli.items() if v is not None}
     if debug:
         values["debug"] = True
     ctx.meta["rlm_debug"] = debug
-    loaded = load_settings(config_file=config, cli=values, cli_flags={k: FLAG_NAMES.get(k, "--" + k) for k in values})
+    unsafe = bool(ctx.params["unsafe_sandbox"]) if "unsafe_sandbox" in ctx.params else None
+    show_library_warnings()
+    loaded = load_settings(config_file=config, cli=values, cli_flags={k: FLAG_NAMES.get(k, "--" + k) for k in values},
+                           unsafe_sandbox=unsafe, warn=False)
     ctx.meta["rlm_debug"] = loaded.settings.run.debug
     ctx.obj = loaded
+    for line in loaded.notices:
+        print_notice(line)
+    if loaded.weakened_notice:
+        print_notice(loaded.weakened_notice, warning=True)
     if loaded.settings.run.debug:
         import logging
 
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
     return loaded
+
+
+def print_notice(text: str, *, warning: bool = False) -> None:
+    """One line on stderr, control characters stripped (paths and values may come from files)."""
+    from rich.console import Console
+    from rich.text import Text
+
+    from rlm.cli.views import safe_line
+
+    label = Text("warning: ", style="bold yellow") if warning else Text("note: ", style="yellow")
+    Console(stderr=True).print(label + safe_line(text), highlight=False, soft_wrap=True)
+
+
+def show_library_warnings() -> None:
+    """Settings warnings the library issues later (e.g. a batch spec that weakens the sandbox under
+    --unsafe-sandbox) print as one ``warning:`` line, not Python's file:line format."""
+    import warnings
+
+    from rlm.config import RLMConfigWarning
+
+    if getattr(warnings.showwarning, "_rlm", False):
+        return
+    original = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if isinstance(category, type) and issubclass(category, RLMConfigWarning):
+            print_notice(str(message), warning=True)
+        else:
+            original(message, category, filename, lineno, file, line)
+
+    show._rlm = True  # type: ignore[attr-defined]
+    warnings.showwarning = show
+    warnings.simplefilter("always", RLMConfigWarning)
 
 
 MAX_QUESTION_BYTES = 16 * 1024 * 1024

@@ -10,6 +10,7 @@ from rich.console import Console
 from rlm.cli.options import (
     ConfigOpt,
     DebugOpt,
+    UnsafeSandboxOpt,
 )
 from rlm.cli.options import load_cli_settings as _settings
 
@@ -36,7 +37,7 @@ def sandbox_build(ctx: typer.Context, base_image: Annotated[Optional[str], typer
 
 @sandbox_app.command("check")
 def sandbox_check(ctx: typer.Context, security: Annotated[bool, typer.Option("--security", help="Also run the fast attack subset.")] = False,
-                  config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+                  config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False) -> None:
     """Engine, image, runtime, a smoke session and its speed; --security adds attacks."""
     from rlm.cli.sandbox_check import run_check
 

@@ -30,7 +30,6 @@ server.  ``allow_outside_paths=True`` (``--allow-outside-paths``) lifts the rule
 
 from __future__ import annotations
 
-import difflib
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -38,6 +37,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from rlm.config import Settings, settings_from_mapping
+from rlm.config.loader import load_yaml, suggest
 from rlm.core.context import check_file
 from rlm.errors import ConfigError, ContextError
 
@@ -79,17 +79,7 @@ class BatchSpec:
 
 
 def _suggest(key: str, candidates: tuple[str, ...]) -> str:
-    match = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
-    return f" (did you mean '{match[0]}'?)" if match else ""
-
-
-def _config_messages(exc: ConfigError) -> list[str]:
-    """The individual problems inside a ConfigError from rlm.config."""
-    msg = exc.message
-    if msg.startswith("invalid configuration: "):
-        return [msg[len("invalid configuration: "):]]
-    lines = [line[4:] for line in msg.splitlines() if line.startswith("  - ")]
-    return lines or [msg]
+    return suggest(key, candidates)
 
 
 def _type_name(value: Any) -> str:
@@ -98,8 +88,6 @@ def _type_name(value: Any) -> str:
 
 
 def _read(path: Path, problems: list[str]) -> Mapping | None:
-    import yaml
-
     if not path.exists():
         problems.append("the file does not exist")
         return None
@@ -107,17 +95,9 @@ def _read(path: Path, problems: list[str]) -> Mapping | None:
         problems.append("it is a folder; give a YAML file")
         return None
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        problems.append(f"cannot read it: {exc}")
-        return None
-    except RecursionError:
-        problems.append("it is nested too deeply to read (lists or mappings hundreds of levels deep)")
-        return None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problems.append(f"malformed YAML{at}: {getattr(exc, 'problem', None) or exc}")
+        data = load_yaml(path, path.name, what="spec")
+    except ConfigError as exc:  # unreadable, not UTF-8, malformed, nested too deeply
+        problems.extend(exc.problems)
         return None
     if not isinstance(data, Mapping):
         problems.append(f"the top level must be a mapping with 'queries:', got {_type_name(data)}")
@@ -147,16 +127,16 @@ def _settings(data: Mapping, base: Settings | None, cli: Mapping[str, Any] | Non
         inner: Mapping = raw_inner if isinstance(raw_inner, Mapping) else {}
         layer["model"] = {**inner, **{str(k): v for k, v in model.items()}}
     settings = base or Settings()
-    try:
+    try:  # a spec may not weaken the sandbox unless the command line said --unsafe-sandbox
         settings = settings_from_mapping(layer, base=settings, source=where)
     except ConfigError as exc:
-        problems.extend(_config_messages(exc))
+        problems.extend(exc.problems)
     values = {k: v for k, v in (cli or {}).items() if v is not None}
     if values:
         try:
-            settings = settings_from_mapping(values, base=settings, source="the command line")
+            settings = settings_from_mapping(values, base=settings, source="the command line", from_file=False)
         except ConfigError as exc:
-            problems.extend(_config_messages(exc))
+            problems.extend(exc.problems)
     return settings
 
 
@@ -416,8 +396,6 @@ def load_spec(path: str | Path, *, base: Settings | None = None, cli: Mapping[st
 
 
 def _raise(path: Path, problems: list[str]) -> NoReturn:
-    if len(problems) == 1:
-        message = f"invalid batch spec {path}: {problems[0]}"
-    else:
-        message = f"{len(problems)} problems in batch spec {path}:\n" + "\n".join(f"  - {p}" for p in problems)
-    raise ConfigError(message, hint="fix them and run again; nothing was run")
+    shown = str(path).replace("{", "{{").replace("}", "}}")
+    raise ConfigError(problems=problems, one=f"invalid batch spec {path}", many="{n} problems in batch spec " + shown,
+                      hint="fix them and run again; nothing was run")

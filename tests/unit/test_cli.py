@@ -201,6 +201,7 @@ def test_config_show_json_has_snake_case_keys_and_env_overrides(cli):
 def test_config_show_table_lists_values_and_sources(cli, tmp_path):
     (tmp_path / "mine.yaml").write_text("run:\n  max_output_chars: 4321\n  max_sub_calls: 9\n")
     (tmp_path / ".env").write_text("ROOT_MODEL=from-dotenv\nMAX_SUB_CALLS=11\n")
+    assert cli("config", "trust").exit_code == 0  # a .env found in the working folder is read once trusted
     result = cli("config", "show", "--config", "mine.yaml", env={"MAX_SUB_CALLS": "12"})
     assert result.exit_code == 0, result.stderr
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:4]]
@@ -358,7 +359,7 @@ DEBUG_BUG = ("BUG: rlm/cli.py:47 decides on tracebacks from sys.argv or ctx.meta
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback(cli, how):
     args = ("query", "-q", "x", "-f", "nope.txt")  # fails after the settings are loaded
-    result = cli(*args, "--debug") if how == "flag" else cli(*args, env={"DEBUG": "true"})
+    result = cli(*args, "--debug") if how == "flag" else cli(*args, env={"RLM_DEBUG": "true"})
     assert result.exit_code == EXIT_USAGE
     assert "Traceback" in result.stderr and "ContextError" in result.stderr
 

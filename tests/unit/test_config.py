@@ -18,6 +18,7 @@ from rlm.config import (
     load_settings,
     settings_from_mapping,
 )
+from rlm.config.trust import CONFIG_HOME_VAR, TrustStore
 from rlm.errors import ConfigError
 from rlm.llm.base import ModelSettings
 from rlm.sandbox.settings import SandboxSettings
@@ -25,8 +26,24 @@ from rlm.sandbox.settings import SandboxSettings
 REPO = Path(__file__).resolve().parents[2]
 
 
-def load(tmp_path: Path, environ: dict[str, str] | None = None, **kwargs):
-    return load_settings(environ=environ or {}, cwd=tmp_path, **kwargs)
+def home(tmp_path: Path) -> Path:
+    return tmp_path / ".rlm-config-home"
+
+
+def trust_found(tmp_path: Path) -> None:
+    """Trust the .env and configs/default.yaml in tmp_path as `rlm config trust` does."""
+    store = TrustStore(home(tmp_path))
+    for path in (tmp_path / ".env", tmp_path / "configs" / "default.yaml"):
+        if path.is_file():
+            store.trust(path, path.read_bytes())
+
+
+def load(tmp_path: Path, environ: dict[str, str] | None = None, *, trust: bool = True, **kwargs):
+    """Settings loaded in tmp_path with its own trust list; the files found there trusted unless trust=False."""
+    if trust:
+        trust_found(tmp_path)
+    kwargs.setdefault("warn", False)
+    return load_settings(environ={CONFIG_HOME_VAR: str(home(tmp_path)), **(environ or {})}, cwd=tmp_path, **kwargs)
 
 
 def write(path: Path, text: str) -> Path:
@@ -168,7 +185,7 @@ def test_rlm_config_env_var_selects_the_file(tmp_path: Path) -> None:
 
 def test_env_names_of_the_seed_and_rlm_prefix(tmp_path: Path) -> None:
     environ = {
-        "OLLAMA_BASE_URL": "http://gpu:8000/v1", "SUB_MODEL": "tiny", "TEMPERATURE": "0.7",
+        "OLLAMA_BASE_URL": "http://gpu:8000/v1", "SUB_MODEL": "tiny", "RLM_TEMPERATURE": "0.7",
         "EXECUTION_TIMEOUT": "12.5", "MAX_OUTPUT_CHARS": "500", "MAX_SUB_CALL_CHARS": "1000",
         "RLM_REQUEST_TIMEOUT": "60", "RLM_RUNTIME": "runsc", "RLM_MAX_DEPTH": "2",
         "RLM_POOL_SIZE": "3", "RLM_BATCH_CONCURRENCY": "5", "RLM_MAX_CONTEXT_BYTES": "1000000",
@@ -245,9 +262,9 @@ def test_wrong_type_names_value_and_source(tmp_path: Path) -> None:
 
 
 def test_bad_bool_and_bad_float(tmp_path: Path) -> None:
-    message = error_of(tmp_path, {"ENABLE_SUB_CALLS": "maybe", "TEMPERATURE": "warm"})
+    message = error_of(tmp_path, {"ENABLE_SUB_CALLS": "maybe", "RLM_TEMPERATURE": "warm"})
     assert "enable_sub_calls must be a boolean" in message and "'maybe'" in message
-    assert "temperature must be a number, got 'warm' (from env:TEMPERATURE)" in message
+    assert "temperature must be a number, got 'warm' (from env:RLM_TEMPERATURE)" in message
 
 
 def test_all_problems_are_listed_at_once(tmp_path: Path) -> None:
@@ -269,8 +286,8 @@ def test_zero_count_rejected_but_zero_pool_allowed(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("value", ["-0.1", "2.5"])
 def test_temperature_out_of_range(tmp_path: Path, value: str) -> None:
-    message = error_of(tmp_path, {"TEMPERATURE": value})
-    assert "temperature must be between 0 and 2" in message and "env:TEMPERATURE" in message
+    message = error_of(tmp_path, {"RLM_TEMPERATURE": value})
+    assert "temperature must be between 0 and 2" in message and "env:RLM_TEMPERATURE" in message
 
 
 def test_bad_url_scheme(tmp_path: Path) -> None:
