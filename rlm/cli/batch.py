@@ -302,6 +302,7 @@ def benchmark_command(
     split: Annotated[str, typer.Option("--split", help="dev (for tuning) or test (held out: run once, report whatever it gives). Fixed by item id.")] = "dev",
     seed: Annotated[int | None, typer.Option("--seed", help="Seed: picks the questions and builds the contexts (same seed, same items). Default 0 with --split dev, 100 with --split test (generated benchmarks' seeds below 100 were read while tuning).")] = None,
     compare_base: Annotated[bool, typer.Option("--compare-base", help="Also ask the root model directly, shown as much of the context as its window takes, and (hotpotqa, squad) an oracle: only the passages that hold the answer.")] = False,
+    base_n: Annotated[int | None, typer.Option("--base-n", min=1, help="With --compare-base: run the full-window base on only the first N items of each benchmark and size (a full window takes minutes per item on a small CPU); RLM and the oracle run on all --n.")] = None,
     base_window_tokens: Annotated[int | None, typer.Option("--base-window-tokens", min=256, help="The base model's window in tokens (default: the server's, from llama.cpp's /props; else 32768).")] = None,
     chars_per_token: Annotated[float, typer.Option("--chars-per-token", min=0.5, help="Characters per token assumed where the server cannot count tokens (no /tokenize).")] = 3.0,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
@@ -372,7 +373,7 @@ def benchmark_command(
             report = run_benchmark(names, size_list, n=n, seed=seed, split=split, settings=settings, client=client,
                                    compare_base=compare_base, window=window, concurrency=concurrency,
                                    reporter=make_reporter(quiet, label="item"), trace_dir=trace_dir,
-                                   results_path=results_path, resume=resume is not None)
+                                   results_path=results_path, resume=resume is not None, base_n=base_n)
         except (KeyboardInterrupt, RLMError) as exc:
             if results_path.exists() and results_path.stat().st_size and not isinstance(exc, UsageError):
                 what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"

@@ -217,9 +217,10 @@ def new_trace_dir(settings: Settings) -> Path:
 class BenchRunner:
     def __init__(self, settings: Settings, client: ModelClient, *, compare_base: bool = False,
                  window: Window | None = None, trace_dir: Path | None = None,
-                 reporter: Reporter | None = None) -> None:
+                 reporter: Reporter | None = None, base_ids: set[str] | None = None) -> None:
         if compare_base and window is None:
             raise ValueError("compare_base needs the base model's window")
+        self.base_ids = base_ids      # items the full-window base runs on (None: all)
         self.settings = settings
         self.client = client
         self.compare_base = compare_base
@@ -286,7 +287,8 @@ class BenchRunner:
             rlm = kept.rlm if kept.rlm is not None else self.run_rlm(item)
             base = oracle = None
             if self.compare_base:
-                base = kept.base if kept.base is not None else self.run_base(item)
+                if self.base_ids is None or item.id in self.base_ids:
+                    base = kept.base if kept.base is not None else self.run_base(item)
                 if item.oracle_context is not None:
                     oracle = kept.oracle if kept.oracle is not None else self.run_base(item, item.oracle_context)
         except Cancelled:
@@ -353,13 +355,15 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
                   client: ModelClient, split: str | None = "dev", compare_base: bool = False,
                   window: Window | None = None, concurrency: int = 1, reporter: Reporter | None = None,
                   trace_dir: Path | None = None, results_path: Path | None = None, resume: bool = False,
-                  fingerprint: dict | None = None) -> BenchReport:
+                  fingerprint: dict | None = None, base_n: int | None = None) -> BenchReport:
     """Generate ``n`` items per size of each benchmark in ``names`` from ``split``, run those not
     already done in the results file (``resume``), and return the report of all of them.
 
     The results file defaults to ``results.jsonl`` in the run's trace folder.  ``window`` (needed
     with ``compare_base``): the base model's window, e.g. :func:`rlm.bench.window.detect`.
     ``fingerprint``: computed from the checkout, the server and ``settings`` when None.
+    ``base_n``: the full-window base runs on the first ``base_n`` items of each benchmark and size
+    only (it reads a whole window per item: minutes on a small CPU); RLM and the oracle on all.
     """
     from rlm.llm.resolve import check_models
 
@@ -380,12 +384,16 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
     check_test_split(split, fingerprint)
     records = check_results_file(path, fingerprint, resume=resume)
     items = [item for name in names for item in generate(name, sizes, n, seed, split)]
+    if base_n is not None:
+        runner.base_ids = {item.id for name in names for size in sizes
+                           for item in [i for i in items if i.benchmark == name and i.size == size][:base_n]}
+    wants_base = {item.id for item in items if compare_base and (runner.base_ids is None or item.id in runner.base_ids)}
     found = kept_sides(records, items)
     by_id = {item.id: item for item in items}
-    done = {i: ItemResult(by_id[i], r.rlm, r.base if compare_base else None,  # type: ignore[arg-type]
+    done = {i: ItemResult(by_id[i], r.rlm, r.base if i in wants_base else None,  # type: ignore[arg-type]
                           r.oracle if compare_base else None)
             for i, r in found.items()
-            if r.complete(compare_base, compare_base and by_id[i].oracle_context is not None)}
+            if r.complete(i in wants_base, compare_base and by_id[i].oracle_context is not None)}
     to_run = [item for item in items if item.id not in done]
     if to_run:
         check_models(client, settings)

@@ -282,3 +282,33 @@ def test_benchmark_help_says_characters() -> None:
     result = CliRunner().invoke(standalone_app(), ["benchmark", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "CHARACTERS" in result.output and "8k = 8000" in result.output and "--split" in result.output
+
+
+def test_base_n_runs_the_full_window_base_on_the_first_items_only(tmp_path, monkeypatch) -> None:
+    import rlm.jobs.benchmark as bench
+    from rlm.bench.window import TokenCounter, Window
+
+    report = _report(oracle=True)
+    for r in report.results:
+        if not r.item.id.endswith("-0"):
+            r.base = None                                   # the base ran on item 0 of each size only
+    items = [r.item for r in report.results]
+    monkeypatch.setattr(bench, "generate", lambda name, sizes, n, seed, split: list(items))
+    path = tmp_path / "results.jsonl"
+    _write(path, report, FP)
+
+    class NoModel:
+        def __getattr__(self, name):
+            raise AssertionError(f"the model was used ({name})")
+
+    window = Window(1000, "default", TokenCounter())
+    again = run_benchmark(["s_niah"], [2000, 20000], n=2, seed=0, settings=Settings(), client=NoModel(),  # type: ignore[arg-type]
+                          compare_base=True, window=window, base_n=1, results_path=path,
+                          trace_dir=tmp_path / "t", resume=True, fingerprint=FP)
+    assert again.resumed == 4
+    systems = again.rows()[0]["systems"]
+    assert systems["base"]["n"] == 1 and systems["rlm"]["n"] == 2 and systems["oracle"]["n"] == 2
+    with pytest.raises(AssertionError, match="the model was used"):   # without --base-n every item needs its base
+        run_benchmark(["s_niah"], [2000, 20000], n=2, seed=0, settings=Settings(), client=NoModel(),  # type: ignore[arg-type]
+                      compare_base=True, window=window, results_path=path, trace_dir=tmp_path / "t2",
+                      resume=True, fingerprint=FP)
