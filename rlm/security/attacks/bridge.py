@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 from rlm.core.parsing import sanitize_for_terminal
@@ -360,3 +361,311 @@ attack("bridge_escape_prompt", "bridge", "escape sequences reach the handler as 
     llm_query(prompt)
     report(prompt=prompt)
 """, _verify_escape_prompt)
+
+
+# --------------------------------------------------------------------------- round 2: cost, names, children, waiting
+def _host_cpu_s() -> float:
+    """CPU seconds this (host) process has used so far, all threads."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+BIG_FRAME_CPU_BUDGET_S = 1.5  # host CPU-seconds the 10 s of big frames may cost (8 before the frame cap)
+
+
+def _verify_big_frames(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    spent = _host_cpu_s() - ctx.notes["cpu_before"]
+    ok = (spent < BIG_FRAME_CPU_BUDGET_S and data["llm_query"].startswith("echo")
+          and set(data["over"]) <= {"error:protocol", "closed", "ConnectionResetError", "BrokenPipeError"}
+          and ctx.handler.largest_prompt < 16)
+    return ok, (f"{data['sent_mb']} MB in {data['over_n']} frames of 8 MiB and {data['under_n']} of just under "
+                f"the cap over {data['seconds']:.0f} s cost the host {spent:.2f} CPU-s (budget "
+                f"{BIG_FRAME_CPU_BUDGET_S} s); over the cap: {sorted(set(data['over']))}")
+
+
+def _cpu_before(ctx: CheckContext) -> None:
+    ctx.notes["cpu_before"] = _host_cpu_s()
+
+
+attack("bridge_big_frames_cpu", "bridge",
+       f"10 s of 8 MiB frames cost the host < {BIG_FRAME_CPU_BUDGET_S} CPU-s (cap from the length, rate limit)",
+       _FRAMES + r"""
+    import threading, time
+    cap = PROBE["bridge_max_frame"]
+    big = json.dumps({"v": 1, "id": 1, "op": "llm_query", "prompt": "x", "pad": "p" * (8 << 20)}).encode()
+    near = json.dumps({"v": 1, "id": 2, "op": "llm_query", "prompt": "x", "pad": "q" * (cap - 200)}).encode()
+    over, counts, sent = [], {"over": 0, "under": 0}, [0]
+    stop = time.monotonic() + 10
+    def flood(kind, body):
+        while time.monotonic() < stop:
+            try:
+                s = bridge()
+                s.sendall(struct.pack(">I", len(body)) + body)
+                reply = outcome(read_reply(s))
+                s.close()
+            except OSError as exc:
+                reply = type(exc).__name__
+            counts[kind] += 1
+            sent[0] += len(body)
+            if kind == "over" and len(over) < 50:
+                over.append(reply)
+    pool = [threading.Thread(target=flood, args=("over", big)) for _ in range(3)]
+    pool += [threading.Thread(target=flood, args=("under", near)) for _ in range(3)]
+    t0 = time.monotonic()
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    report(over=over, over_n=counts["over"], under_n=counts["under"], sent_mb=sent[0] >> 20,
+           seconds=time.monotonic() - t0, llm_query=llm_query("hello"))
+""", _verify_big_frames, prepare=_cpu_before, timeout=60, fast=False)
+
+
+FORGED_CELL_S = 5.0
+
+
+def _verify_forged_waiting(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    grace = ctx.session.settings.interrupt_grace_s
+    limit = FORGED_CELL_S + grace + 1.5
+    ok = execution.timed_out and execution.duration_s <= limit
+    return ok, (f"a {FORGED_CELL_S:g} s cell with a thread sending forged waiting frames timed out after "
+                f"{execution.duration_s:.1f} s (limit {limit:.1f} s; 37 s before the host decided waiting)"
+                if execution.timed_out else f"the cell did not time out: {execution.output[:200]!r}")
+
+
+attack("bridge_forged_waiting", "bridge", "forged \"waiting\": true frames do not extend a cell's timeout",
+       _FRAMES + r"""
+    import threading
+    _rlm_forge_stop = threading.Event()
+    def forge():
+        n = 0
+        while not _rlm_forge_stop.is_set():
+            try:
+                s = bridge()
+                for _ in range(20):
+                    n += 1
+                    s.sendall(frame({"v": 1, "id": n, "op": "llm_query", "prompt": "w", "waiting": True}))
+                    s.sendall(frame({"v": 1, "id": -n, "op": "no_such_op", "waiting": True}))
+                for _ in range(40):
+                    read_reply(s)
+                s.close()
+            except OSError:
+                pass
+    for _ in range(4):
+        threading.Thread(target=forge, daemon=True).start()
+    while True:
+        pass
+""", _verify_forged_waiting, timeout=FORGED_CELL_S, cleanup="_rlm_forge_stop.set()\n", fresh=True)
+
+
+# The checks below serve the cell with rlm's own sub-call handler (not the check handler), so that
+# what is checked is what a run does; ``_own_handler`` puts it in place and the verify puts the
+# check handler back.
+def _own_handler(make: Callable[[CheckContext], object]) -> Callable[[CheckContext], None]:
+    def prepare(ctx: CheckContext) -> None:
+        handler = make(ctx)
+        ctx.notes["handler"] = handler
+        ctx.session.set_handler(handler)  # type: ignore[arg-type]
+    return prepare
+
+
+def _restoring(verify: Callable[[Execution, CheckContext], tuple[bool, str]]):
+    def wrapped(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+        try:
+            return verify(execution, ctx)
+        finally:
+            ctx.session.set_handler(ctx.handler)
+            for thing in (ctx.notes.get("handler"), ctx.notes.get("client"), ctx.notes.get("server")):
+                close = getattr(thing, "close", None)
+                if callable(close):
+                    close()
+    return wrapped
+
+
+class _LogBytes:
+    """Counts the bytes the host's loggers and the run's sub-call events (trace, progress) received."""
+
+    def __init__(self) -> None:
+        import logging
+
+        self.bytes = 0
+        self.events: list[dict] = []
+        self.handler = logging.Handler()
+        self.handler.emit = self._emit  # type: ignore[method-assign]
+        logging.getLogger("rlm").addHandler(self.handler)
+
+    def _emit(self, record) -> None:
+        self.bytes += len(str(record.getMessage()))
+
+    def on_call(self, event: dict) -> None:
+        self.events.append(event)
+        self.bytes += len(json.dumps(event))
+
+    def close(self) -> None:
+        import logging
+
+        logging.getLogger("rlm").removeHandler(self.handler)
+
+
+def _names_handler(ctx: CheckContext) -> object:
+    from rlm.core.subcalls import SubCallHandler
+    from rlm.llm.scripted import ScriptedClient
+
+    seen = ctx.notes["seen"] = _LogBytes()
+    client = ScriptedClient(lambda messages, model: f"echo:{model}")
+    ctx.notes["client"] = client
+    return SubCallHandler(client, sub_model="sub", root_model="root", temperature=0.0, enabled=True, max_calls=100,
+                          max_chars=500_000, concurrency=4, on_call=seen.on_call, deadline_s=30)
+
+
+def _verify_names(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    seen: _LogBytes = ctx.notes["seen"]
+    seen.close()
+    if data is None:
+        return _missing(execution)
+    sent_models = {call[0] for call in ctx.notes["client"].calls}
+    longest = max(len(m) for m in data["messages"])
+    ok = (data["errors"] == data["tries"] and sent_models <= {"sub"} and seen.bytes < 64 * 1024
+          and longest < 400 and not _CONTROL_CHARS.search("".join(data["messages"])) and data["plain"] == "echo:sub")
+    return ok, (f"{data['tries']} calls with model names of 7 MB, 100 kB and escapes: {data['errors']} refused "
+                f"(longest message {longest} chars), models sent {sorted(sent_models)}, host logs and sub-call "
+                f"events {seen.bytes} bytes")
+
+
+attack("bridge_model_names", "bridge", "llm_query(model=...) takes only the run's models; long names cost nothing",
+       _FRAMES + r"""
+    names = ["m" * 7_000_000] * 10 + ["n" * 100_000] * 5 + ["gpt-4o\x1b]52;c;cHduZWQ=\x07\x1b[2J", "other-model"]
+    errors, messages = 0, []
+    for name in names:
+        try:
+            llm_query("hi", model=name)
+        except SubCallError as exc:
+            errors += 1
+            messages.append(str(exc))
+        try:
+            llm_query_batched(["a"], model=name)
+        except SubCallError as exc:
+            errors += 1
+            messages.append(str(exc))
+    s = bridge()
+    body = json.dumps({"v": 1, "id": 1, "op": "llm_query", "prompt": "x", "model": "z" * 7_000_000}).encode()
+    try:
+        s.sendall(struct.pack(">I", len(body)) + body)
+        raw = outcome(read_reply(s))
+    except OSError as exc:
+        raw = type(exc).__name__
+    s.close()
+    report(tries=2 * len(names), errors=errors, messages=messages, raw=raw, plain=llm_query("hi"))
+""", _restoring(_verify_names), prepare=_own_handler(_names_handler), timeout=60)
+
+
+def _redaction_handler(ctx: CheckContext) -> object:
+    from rlm.core.subcalls import SubCallHandler
+    from rlm.llm.base import ModelSettings
+    from rlm.llm.fake_server import FakeModelServer
+    from rlm.llm.openai_client import OpenAICompatibleClient
+
+    server = ctx.notes["server"] = FakeModelServer(root_model="host-secret-root", models=["host-secret-sub"])
+    client = ctx.notes["client"] = OpenAICompatibleClient(ModelSettings(base_url=server.url, root_model="root",
+                                                                        max_retries=0, timeout_s=10))
+    ctx.notes["port"] = str(server.port)
+    return SubCallHandler(client, sub_model="not-offered", root_model="root", temperature=0.0, enabled=True,
+                          max_calls=100, max_chars=500_000, concurrency=4, deadline_s=30)
+
+
+def _verify_redaction(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    shown = " ".join(data["messages"])
+    leaks = [w for w in ("127.0.0.1", ctx.notes["port"], "http://", "host-secret") if w in shown]
+    ok = not leaks and len(data["messages"]) == 2 and all(m for m in data["messages"])
+    return ok, (f"sub-model errors shown to the model: {_short(shown)}" if ok else f"LEAKED {leaks}: {shown[:300]}")
+
+
+def _short(text: str) -> str:
+    text = sanitize_for_terminal(text)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+attack("bridge_error_redaction", "bridge", "sub-model errors name no host URL, port or model list",
+       r"""
+    messages = []
+    try:
+        llm_query("hi")
+    except SubCallError as exc:
+        messages.append(str(exc))
+    messages.append(llm_query_batched(["a"])[0])
+    report(messages=messages)
+""", _restoring(_verify_redaction), prepare=_own_handler(_redaction_handler), timeout=60)
+
+
+def _fanout_handler(ctx: CheckContext) -> object:
+    import threading
+    import uuid
+
+    from rlm.core.subcalls import SubCallHandler
+    from rlm.llm.scripted import ScriptedClient
+    from rlm.sandbox.engine import Engine
+    from rlm.sandbox.session import SandboxSession
+
+    tag = uuid.uuid4().hex[:8]
+    settings = ctx.session.settings.with_(extra_labels=(("rlm.check-fanout", tag),))
+    engine = ctx.notes["engine"] = Engine()
+    lock = threading.Lock()
+    state = ctx.notes["fanout"] = {"open": 0, "peak": 0, "docker_peak": 0, "ran": 0}
+
+    def child(prompt: str, context: str | None) -> tuple[str, dict]:
+        with lock:  # from before its container starts until after it is removed
+            state["open"] += 1
+            state["peak"] = max(state["peak"], state["open"])
+        try:
+            with SandboxSession(settings=settings, engine=engine) as session:
+                running = len(engine.list_labelled(f"rlm.check-fanout={tag}"))
+                with lock:
+                    state["docker_peak"] = max(state["docker_peak"], running)
+                out = session.execute("print(6 * 7)", timeout=30).stdout.strip()
+        finally:
+            with lock:
+                state["open"] -= 1
+                state["ran"] += 1
+        return out, {}
+
+    client = ctx.notes["client"] = ScriptedClient(lambda messages, model: "unused")
+    return SubCallHandler(client, sub_model="sub", temperature=0.0, enabled=True, max_calls=100, max_chars=10_000,
+                          concurrency=4, child=child, deadline_s=300)
+
+
+def _verify_fanout(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    state = ctx.notes["fanout"]
+    ctx.notes["engine"].close()
+    if data is None:
+        return _missing(execution)
+    ok = state["peak"] <= 2 and state["docker_peak"] <= 2 and data["answers"] == ["42"] * 10
+    return ok, (f"ten threads calling rlm_query: {state['ran']} children, at most {state['peak']} at once "
+                f"({state['docker_peak']} containers seen by Docker at once; 11 before the limit), "
+                f"in {data['seconds']:.1f} s")
+
+
+attack("bridge_rlm_query_fanout", "bridge", "rlm_query children: at most 2 containers at once per run", r"""
+    import threading, time
+    answers, t0 = [], time.monotonic()
+    def call():
+        try:
+            answers.append(rlm_query("q"))
+        except SubCallError as exc:
+            answers.append("refused: " + str(exc))
+    pool = [threading.Thread(target=call) for _ in range(10)]
+    for t in pool:
+        t.start()
+    for t in pool:
+        t.join()
+    report(answers=sorted(answers), seconds=time.monotonic() - t0)
+""", _restoring(_verify_fanout), prepare=_own_handler(_fanout_handler), timeout=240, fast=False)
