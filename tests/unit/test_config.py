@@ -391,3 +391,56 @@ def test_a_given_base_url_counts_even_when_it_is_the_default(tmp_path: Path) -> 
 def test_null_is_still_refused_for_other_required_settings(tmp_path: Path) -> None:
     write(tmp_path / "configs" / "default.yaml", "root_model: null\n")
     assert "root_model" in error_of(tmp_path)
+
+
+# ------------------------------------------------------------ environment names (issue 35.4)
+
+def test_every_setting_has_an_rlm_prefixed_name(tmp_path: Path) -> None:
+    for spec in FIELDS:
+        assert spec.rlm_names[0] == f"RLM_{spec.key.upper()}"
+        assert all(name.startswith("RLM_") for name in spec.rlm_names)
+    s = load(tmp_path, {"RLM_BASE_URL": "http://h:1/v1", "RLM_ROOT_MODEL": "r", "RLM_MAX_ITERATIONS": "4",
+                        "RLM_CELL_TIMEOUT_S": "9", "RLM_DEBUG": "1", "RLM_TEMPERATURE": "0.5"}).settings
+    assert (s.model.base_url, s.model.root_model, s.run.max_iterations, s.sandbox.cell_timeout_s) == \
+        ("http://h:1/v1", "r", 4, 9.0)
+    assert s.run.debug is True and s.model.temperature == 0.5
+
+
+def test_generic_names_are_never_read_from_the_environment(tmp_path: Path) -> None:
+    loaded = load(tmp_path, {"DEBUG": "true", "TEMPERATURE": "1.5"})
+    assert loaded.settings.run.debug is False and loaded.settings.model.temperature == 0.0
+    assert loaded.notices == ()
+    write(tmp_path / ".env", "DEBUG=true\nTEMPERATURE=1.5\n")  # rlm's own (trusted) .env may use them
+    loaded = load(tmp_path)
+    assert loaded.settings.run.debug is True and loaded.settings.model.temperature == 1.5
+
+
+def test_seed_aliases_from_the_environment_come_with_one_notice(tmp_path: Path) -> None:
+    loaded = load(tmp_path, {"ROOT_MODEL": "a", "MAX_ITERATIONS": "3", "RLM_SUB_MODEL": "b"})
+    assert loaded.settings.model.root_model == "a" and loaded.sources["root_model"] == "env:ROOT_MODEL"
+    assert loaded.notices == ("reading ROOT_MODEL, MAX_ITERATIONS from the environment (the seed's names); "
+                              "rlm's own are RLM_ROOT_MODEL, RLM_MAX_ITERATIONS",)
+    # the prefixed name wins, and then the alias is not read at all
+    loaded = load(tmp_path, {"ROOT_MODEL": "a", "RLM_ROOT_MODEL": "c"})
+    assert loaded.settings.model.root_model == "c" and loaded.notices == ()
+    # from .env the seed's names are read without a notice
+    write(tmp_path / ".env", "ROOT_MODEL=d\nOLLAMA_BASE_URL=http://e:1/v1\n")
+    loaded = load(tmp_path)
+    assert loaded.settings.model.root_model == "d" and loaded.notices == ()
+
+
+def test_config_error_carries_its_problems(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, {"MAX_ITERATIONS": "x", "RLM_MAX_SUB_CALLS": "0"})
+    assert info.value.problems == ["max_iterations must be an integer, got 'x' (from env:MAX_ITERATIONS)",
+                                   "max_sub_calls must be greater than 0, got 0 (from env:RLM_MAX_SUB_CALLS)"]
+
+
+def test_one_yaml_loader_and_one_suggestion_helper_for_config_and_specs() -> None:
+    import rlm.jobs.spec as spec_module
+    from rlm.config import loader
+
+    source = Path(spec_module.__file__).read_text()
+    assert "difflib" not in source and "yaml.safe_load" not in source
+    assert "exc.problems" in source and "msg.startswith" not in source  # problems are read, not parsed from text
+    assert spec_module.load_yaml is loader.load_yaml and spec_module.suggest is loader.suggest
