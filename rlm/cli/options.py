@@ -56,8 +56,13 @@ def load_cli_settings(ctx: typer.Context, config: Path | None, debug: bool, **cl
         print_notice(loaded.weakened_notice, warning=True)
     if loaded.settings.run.debug:
         import logging
+        import signal
 
         logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        logging.getLogger("rlm.cli").debug(
+            "Ctrl-C cannot reach rlm: SIGINT is ignored (started as a background job?); SIGTERM stops it cleanly"
+            if signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+            else "Ctrl-C reaches rlm: SIGINT stops the run cleanly (exit 130)")
     return loaded
 
 

@@ -32,10 +32,17 @@ def run_root():
     shutil.rmtree(root, ignore_errors=True)
 
 
+def _sigint_default() -> None:
+    """In the child, before exec: a background job ignores SIGINT and children inherit that, so the
+    test's Ctrl-C would never reach the child; with the default restored, Python turns it into
+    KeyboardInterrupt as in a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _run_child(engine, run_root: str, how: str) -> tuple[str, Path, int]:
     err = tempfile.TemporaryFile(mode="w+")
     proc = subprocess.Popen([sys.executable, "-c", CHILD, run_root], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, stderr=err, text=True)
+                            stdout=subprocess.PIPE, stderr=err, text=True, preexec_fn=_sigint_default)
     try:
         line = proc.stdout.readline()  # the session is open once this line arrives
         assert line, "the child did not open a session"

@@ -40,7 +40,14 @@ def rlm(*args: str, env: dict, cwd: Path, input: str | None = None, script: bool
         timeout: float = 120) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "cli.py"] if script else [sys.executable, "-m", "rlm"]
     return subprocess.run(cmd + list(args), env=env, cwd=cwd, input=input, capture_output=True, text=True,
-                          timeout=timeout)
+                          timeout=timeout, preexec_fn=sigint_default)
+
+
+def sigint_default() -> None:
+    """In the child, before exec: a background job ignores SIGINT and children inherit that, so a
+    test's Ctrl-C would never reach rlm; with the default restored, rlm gets KeyboardInterrupt as in
+    a terminal."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 @pytest.fixture
@@ -179,7 +186,7 @@ def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, 
     env = env_for(server, EXECUTION_TIMEOUT="300")
     proc = subprocess.Popen([sys.executable, "-m", "rlm", "query", "-q", "Wait", "-c", "some text",
                              "--trace", str(trace)], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=sigint_default)
     try:
         deadline = time.monotonic() + 60
         # the cell is running once its llm_query reached the model server
