@@ -419,6 +419,8 @@ def _untrusted_notice(path: Path, state: str) -> str:
 
 def _trust_state(path: Path, store: TrustStore, found: _Found) -> tuple[str, bytes | None]:
     """``trusted`` / ``changed`` / ``untrusted`` / ``unreadable`` and the file's bytes."""
+    if not path.is_file():  # a link to a folder, a FIFO (reading it would block) or nothing
+        return "unreadable", None
     try:
         data = read_bytes(path, str(path), limit=max(MAX_DOTENV_BYTES, 16 * 1024 * 1024))
     except ConfigError:

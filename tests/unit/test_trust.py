@@ -281,3 +281,15 @@ def test_cli_refuses_weakening_and_unsafe_sandbox_lists_it(cli, cwd: Path) -> No
     # a command that runs no sandbox drops the value with a note instead of failing
     result = cli("trace", "show", "missing.jsonl")
     assert "ignoring network_mode=host" in result.stderr and "does not exist" in result.stderr
+
+
+def test_a_dotenv_link_to_a_fifo_or_folder_is_ignored_without_blocking(cwd: Path, home: Path, tmp_path: Path) -> None:
+    import os
+
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    (cwd / ".env").symlink_to(fifo)
+    assert load(cwd, home).notices == (f"ignoring {cwd / '.env'} (cannot read it)",)
+    (cwd / ".env").unlink()
+    (cwd / ".env").symlink_to(tmp_path)
+    assert load(cwd, home).notices == (f"ignoring {cwd / '.env'} (cannot read it)",)
