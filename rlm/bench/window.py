@@ -26,6 +26,7 @@ DEFAULT_WINDOW_TOKENS = 32_768
 CHARS_PER_TOKEN = 3.0
 ANSWER_TOKENS = 256
 TEMPLATE_MARGIN = 64
+MAX_CHARS_PER_TOKEN = 12   # no tokenizer packs more characters per token: a longer context is over the window
 PROPS_TIMEOUT_S = 5.0
 TOKENIZE_TIMEOUT_S = 120.0
 
@@ -128,7 +129,7 @@ class Fitted:
     shown: str               # the prefix of the context shown
     prompt: str              # the user message
     prompt_tokens: int       # tokens of system + user message, as counted
-    full_prompt_tokens: int  # tokens of the prompt with the whole context
+    full_prompt_tokens: int | None  # tokens of the prompt with the whole context (None: not counted, far over)
 
 
 def fit(context: str, render: Callable[[str, int], str], system: str, window: Window) -> Fitted:
@@ -140,17 +141,39 @@ def fit(context: str, render: Callable[[str, int], str], system: str, window: Wi
     def size(prefix: str) -> int:
         return fixed + counter.count(render(prefix, len(context) - len(prefix)))
 
-    total = size(context)
-    if total <= budget:
-        return Fitted(context, render(context, 0), total, total)
-    chars = len(context)
-    tokens = total
+    if len(context) > MAX_CHARS_PER_TOKEN * budget:
+        # certainly over the window: count from a prefix, not the whole (a 10M-character context)
+        total = None
+        chars = MAX_CHARS_PER_TOKEN * budget
+        tokens = size(context[:chars])
+    else:
+        total = size(context)
+        if total <= budget:
+            return Fitted(context, render(context, 0), total, total)
+        chars = len(context)
+        tokens = total
     for _ in range(12):
         chars = max(0, min(chars - 1, int(chars * budget / max(tokens, 1) * 0.98)))
         cut = context.rfind("\n", 0, chars)
         prefix = context[: cut] if cut > 0.95 * chars else context[:chars]
         tokens = size(prefix)
         if tokens <= budget:
-            return Fitted(prefix, render(prefix, len(context) - len(prefix)), tokens, total)
+            return _grow(context, prefix, tokens, budget, size, render, total)
         chars = len(prefix)
     return Fitted("", render("", len(context)), size(""), total)
+
+
+def _grow(context: str, prefix: str, tokens: int, budget: int, size: Callable[[str], int],
+          render: Callable[[str, int], str], total: int | None) -> Fitted:
+    """Try twice to take more of the context (the first cut aims 2% low), keeping what fits."""
+    for _ in range(2):
+        more = min(len(context) - 1, int(len(prefix) * budget / max(tokens, 1)))
+        cut = context.rfind("\n", 0, more)
+        bigger = context[:cut] if cut > 0.98 * more else context[:more]
+        if len(bigger) <= len(prefix):
+            break
+        count = size(bigger)
+        if count > budget:
+            break
+        prefix, tokens = bigger, count
+    return Fitted(prefix, render(prefix, len(context) - len(prefix)), tokens, total)
