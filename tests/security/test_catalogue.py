@@ -33,6 +33,8 @@ COVERAGE = {
     "bridge flood, budget, second client, escapes": ["bridge_flood", "bridge_past_budget", "bridge_ctl_second_client",
                                                      "bridge_escape_prompt"],
     "the answer": ["answer_huge_final", "answer_ansi_output", "answer_ansi_final", "answer_final_var_missing"],
+    "what the host prints and traces (A8, A9, A12)": ["answer_escape_names", "answer_line_separators",
+                                                      "answer_bidi_final"],
 }
 
 
