@@ -75,11 +75,11 @@ def test_llm_query_batched_keeps_order_and_a_failed_slot_does_not_fail_the_other
 
 
 def test_llm_query_batched_split_over_many_frames_keeps_order(bridged, handler):
-    # 5 prompts of 1.5 MB cannot share one 8 MiB frame: the REPL splits them, answers stay in order
+    # 5 prompts of 300 kB cannot share one 1 MiB frame: the REPL splits them, answers stay in order
     before = len(handler.requests)
-    code = "big = [str(i) * 1_500_000 for i in range(5)]\nres = llm_query_batched(big)"
+    code = "big = [str(i) * 300_000 for i in range(5)]\nres = llm_query_batched(big)"
     got = _json(bridged, code, "res")
-    assert got == [f"echo:{str(i) * 20}:1500000" for i in range(5)]
+    assert got == [f"echo:{str(i) * 20}:300000" for i in range(5)]
     assert len(handler.requests) - before > 1
 
 
@@ -156,7 +156,7 @@ def test_wrong_version_and_non_object_frames_get_error_replies(bridged):
 
 def test_oversized_header_gets_an_error_reply(bridged):
     code = RAW + (
-        "cap = 8 * 1024 * 1024\n"
+        "cap = 1024 * 1024\n"
         "replies = raw([struct.pack('>I', cap + 1) + b'x' * 1024])\n"
     )
     (reply,) = _json(bridged, code, "replies")
@@ -167,7 +167,7 @@ def test_oversized_header_gets_an_error_reply(bridged):
 
 def test_oversized_request_from_llm_query_is_refused_in_the_sandbox(bridged, handler):
     before = len(handler.requests)
-    ex = bridged.execute("llm_query('x' * (9 * 1024 * 1024))")
+    ex = bridged.execute("llm_query('x' * (2 * 1024 * 1024))")
     assert ex.error_name == "SubCallError" and "exceeds" in ex.error
     assert len(handler.requests) == before
 
