@@ -1,18 +1,16 @@
-"""What a run knows of the cells that ran, and whether a reply's answer is taken.
+"""What a run knows of the cells that ran, and what an answer is.
 
-An answer is not taken when it copies the instructions' stand-in for one (``FINAL(your
-answer)``), and, the first time, when it only repeats a code name the question gives (asked
-which function calls ``rotate_token()``, a small model answers ``rotate_token``), is only a
-number where the question asks for a list (``FINAL(91)`` for "List every pair ...") or is
-empty: the model is told why, and the turn goes on.  At the iteration limit only the first rule holds.
+A stand-in (``your answer``, ``answer``, ``None``) is never an answer (``is_placeholder``).  The
+opt-in ``legacy`` policy also refuses, once, an answer that only repeats a code name the question
+gives (``repeats_question_name``) or is only a number where the question asks for a list
+(``count_for_list``): both read the question's words, so they are not in the ``general`` policy.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
 
 from rlm.core import parsing, prompts
 
@@ -49,59 +47,14 @@ def seen_outputs(cells: Iterable[KnownCell]) -> str:
     return "\n".join(cell.output for cell in cells)
 
 
-class Refusal(NamedTuple):
-    """An answer not taken: what the model is told, and whether to show it the last output again
-    (the evidence it misread) with that."""
-
-    text: str
-    reread: bool = False
-
-
-class AnswerCheck:
-    """Judges the answers of one run's replies; each refusal is told to ``note`` (the trace)."""
-
-    def __init__(self, question: str, note: Callable[[str], None]) -> None:
-        self.question = question
-        self.note = note
-        self.refused: set[str] = set()  # answers that only repeated a name of the question (asked once)
-        self.counted = False  # a count was refused where the question asks for a list (once a run)
-        self.emptied = False  # an empty answer was refused (once a run)
-
-    def refusal(self, answer: str, variable: str | None = None) -> Refusal | None:
-        """Why a turn's ``answer`` is not taken, for the model; None: it is taken.  ``variable``:
-        the variable the run's code last built its result in."""
-        if self.placeholder(answer):
-            return Refusal(prompts.placeholder_answer(answer))
-        bare = answer.strip()
-        if not bare and not self.emptied:
-            self.emptied = True
-            self.note("the answer is empty: asked once more")
-            return Refusal(prompts.empty_answer())
-        if not self.counted and count_for_list(answer, self.question):
-            self.counted = True
-            self.note(f"the answer {bare[:20]!r} is a number where the question asks for a list: asked once more")
-            return Refusal(prompts.count_for_list_answer(answer, variable))
-        if bare not in self.refused and repeats_question_name(answer, self.question):
-            self.refused.add(bare)
-            self.note(f"the answer {bare[:60]!r} is only a name the question gives: asked once more")
-            return Refusal(prompts.question_name_answer(answer), reread=True)
-        return None
-
-    def placeholder(self, answer: str) -> bool:
-        """``answer`` is a stand-in the instructions use (``your answer``): noted, and not taken."""
-        if not is_placeholder(answer):
-            return False
-        self.note(f"the answer {answer.strip()[:40]!r} copies the instructions' stand-in for an answer: not taken")
-        return True
-
-
-# the stand-ins the prompts write for an answer; a small model sometimes copies one as its answer
+# stand-ins for an answer (a small model copies one from instructions, or prints an unset value)
 _PLACEHOLDERS = frozenset({"your answer", "the answer", "your final answer", "final answer", "answer here",
-                           "your answer here", "the answer itself", "variable_name", "...", "<answer>"})
+                           "your answer here", "the answer itself", "variable_name", "...", "<answer>",
+                           "answer", "none", "null", "undefined", "the answer here"})
 
 
 def is_placeholder(text: str) -> bool:
-    """``text`` is a stand-in the instructions use for an answer (``FINAL(your answer)``), not an answer."""
+    """``text`` is a stand-in for an answer (``your answer``, ``answer``, ``None``, ``...``), not an answer."""
     bare = text.strip().strip("`'\"").strip().lower()
     return bare in _PLACEHOLDERS or bare.rstrip(".") in _PLACEHOLDERS
 

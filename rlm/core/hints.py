@@ -1,8 +1,13 @@
-"""Advice on a cell: what to change in one that failed, found nothing, repeats earlier code or
-copies an output, in words a small model acts on.
+"""Advice on a cell for the opt-in ``legacy`` policy (rlm/core/policy/legacy.py): what to change in
+one that failed, found nothing, repeats earlier code or copies an output, in words a small model
+acts on.  Some of it reads the question's words and guesses the context's format (the number after
+a word, comma-separated fields, a constant's value): that is why none of it is in the ``general``
+policy.
 
 Each function reads what the host knows of a cell (its code, its truncated output, the name of
-the error it raised) and returns the sentence to add to the next user turn, or None.
+the error it raised) and returns the sentence to add to the next user turn, or None.  No pattern
+from the model's code runs here: which of a cell's regular expressions match the sampled lines is
+computed in the sandbox (``unmatched``); the host's own patterns are linear.
 """
 
 from __future__ import annotations
@@ -72,7 +77,7 @@ def _undefined(output: str) -> str | None:
 _INT_OF_LINE = re.compile(r"invalid literal for int\(\) with base 10: '(?P<line>[^'\n]{16,})'")
 
 
-def _known_fix(error_name: str, output: str, question: str = "") -> str | None:
+def known_fix(error_name: str, output: str, question: str = "") -> str | None:
     """The fix for an error small models do not mend alone, told at its first occurrence: re.search
     without a match, a str indexed like a dict, a module used without its import, an import of a
     module the REPL does not have (a file of the context), a keyword argument a function does not
@@ -106,7 +111,8 @@ def _known_fix(error_name: str, output: str, question: str = "") -> str | None:
 
 
 def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[str] = (),
-              question: str = "", *, sampled: str | None = None, preview: Sequence[str] = ()) -> str | None:
+              question: str = "", *, sampled: str | None = None, preview: Sequence[str] = (),
+              unmatched: Sequence[str] = ()) -> str | None:
     """What to change in a cell that just ran for the first time and failed in a way small models
     do not fix alone (re.search without a match, a str indexed like a dict, a missing import), or
     whose result is empty (``0``, ``[]``, ``0 pairs``: its pattern does not match how the lines
@@ -114,9 +120,10 @@ def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[
     code that match none of them, and, where a word of ``question`` is written before a number in
     them, the regular expression that takes that number, or, where they are comma-separated fields
     that a line of ``preview`` names, the field; ``sampled``: the pattern ``samples`` came from,
-    when not the code's first); None when its output speaks for itself."""
+    when not the code's first; ``unmatched``: the code's regular expressions that match none of
+    ``samples``, as the sandbox found); None when its output speaks for itself."""
     if error_name is not None:
-        return _known_fix(error_name, output, question)
+        return known_fix(error_name, output, question)
     if not found_nothing(output):
         return None
     grepped = grep_patterns(code)
@@ -131,8 +138,7 @@ def cell_hint(code: str, output: str, error_name: str | None, samples: Sequence[
         return ("Your code found nothing. Unless nothing is the answer, its pattern does not match how the text "
                 f"is written: look at a few lines first, {look}, then write the regular expression from what "
                 "they show (the words and punctuation around the value, exactly as printed).")
-    flags = re.IGNORECASE if re.search(r"IGNORECASE|re\.I\b", code) else 0
-    missing = [p for p in _regex_literals(code) if not any(_matches(p, line, flags) for line in samples)]
+    missing = list(unmatched)
     shown = fenced("\n".join(samples), "text")
     fix = ("write the regular expression from the words and punctuation around the value exactly as these "
            "lines show them, then run the computation again.")
@@ -239,15 +245,38 @@ def constant_name(question: str, lines: Sequence[str]) -> str | None:
 _RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*r?(['\"])(?P<pattern>.*?)\1")
 
 
-def _regex_literals(code: str) -> list[str]:
+def regex_literals(code: str) -> list[str]:
+    """The patterns ``code`` passes to ``re.search`` and its kin as string literals, in order, once each."""
     return list(dict.fromkeys(m.group("pattern") for m in _RE_CALL.finditer(code)))
 
 
-def _matches(pattern: str, line: str, flags: int) -> bool:
-    try:
-        return re.search(pattern, line, flags) is not None
-    except re.error:
-        return True   # a pattern that does not compile here is not called wrong
+def probe_code(pattern: str, code: str, *, lines: int = 3, line_chars: int = 200) -> str:
+    """The cell the host runs in the kernel for a cell that found nothing: it prints, as one JSON
+    line, the first ``lines`` lines ``grep(pattern)`` returns (each cut to ``line_chars``) and which of
+    ``code``'s regular expressions match none of them.  The model's patterns run there, in the
+    sandbox, under the cell's timeout: never on the host."""
+    flags = "re.IGNORECASE" if ignores_case(code) else "0"
+    return "\n".join([
+        "def _rlm_probe():",
+        "    import json, re",
+        f"    lines = [str(x)[:{int(line_chars)}].replace('\\n', ' ') for x in grep({pattern!r})[:{int(lines)}]]",
+        "    def matches(p, t):",
+        "        try:",
+        f"            return re.search(p, t, {flags}) is not None",
+        "        except re.error:",
+        "            return True",
+        f"    unmatched = [p for p in {regex_literals(code)!r} if lines and not any(matches(p, t) for t in lines)]",
+        "    return json.dumps({'lines': lines, 'unmatched': unmatched})",
+        "try:",
+        "    print(_rlm_probe())",
+        "finally:",
+        "    del _rlm_probe",
+    ])
+
+
+def ignores_case(code: str) -> bool:
+    """``code`` asks its regular expressions to ignore case."""
+    return re.search(r"IGNORECASE|re\.I\b", code) is not None
 
 
 def search_word(question: str, code: str = "") -> str | None:
@@ -269,7 +298,7 @@ def repeat_instruction(*, error_name: str | None, output: str, timed_out: bool =
     if timed_out:
         return ("It timed out: it does too much for one block. Work on a slice of `context` (for example "
                 "the first 100,000 characters) or use re.finditer instead of Python loops over characters.")
-    fix = _known_fix(error_name, output, question) if error_name else None
+    fix = known_fix(error_name, output, question) if error_name else None
     if fix is not None:
         return fix
     name = _undefined(output) if error_name == "NameError" else None

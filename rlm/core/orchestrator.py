@@ -8,47 +8,44 @@ limit, where the model is asked once for its best answer.
 
 Rules for a reply (see README "How replies are read"):
 * code blocks (```repl / ```python) run first, in order; if a cell calls FINAL(...), the
-  run ends after that cell and later blocks are not run;
-* then a FINAL(...) / FINAL_VAR(name) in the text (outside code) ends the run;
-* a reply with neither gets a nudge.
+  turn ends after that cell and later blocks are not run;
+* then a FINAL(...) / FINAL_VAR(name) in the text (outside code) gives the answer;
+* an answer is taken only when it is one: a stand-in (``your answer``, ``answer``, ``None``),
+  an empty text or a name the run never bound is never taken, and a run that ends with no
+  other answer has status ``no_answer``.
 
-Recovery from small models' mistakes (each recorded in the trace as a ``note``):
-* a cell that is only ``FINAL(...)`` and fails because its argument is not Python (or is a
-  formula over undefined names, ``FINAL(0 <= x < 256)``) answers with the literal text;
+Each reply goes through five short steps: parse (code blocks, FINAL), run (the blocks, in the
+kernel), observe (a typed :class:`~rlm.core.policy.Observation` of the turn), decide (the run's
+:class:`~rlm.core.policy.Policy`: which rules fire, each firing traced with its id) and render
+(the answer, or the next user message).  What the loop says to the model is the policy's; the
+mechanics below hold for every policy:
+
 * a block whose code (whitespace normalised) is the cell that ran last is not run again: its
-  known output is reused, and the model is told what to change; a block that repeats older
-  code runs, and if it prints the same output again the model is told the same way;
-* ``FINAL(name)`` in text, where ``name`` is a variable the run's code assigned and not a word
-  of the question, answers with that variable's value (``FINAL(answer)`` after
-  ``answer = "\n".join(pairs)``);
-* a block that copies an output of the run (its first line is an output's first line, and it is not
-  Python) is not run, and the conversation keeps a short stand-in instead of the copy;
-* a new cell that fails in a way small models do not fix alone (``re.search(...).group`` without a
-  match, a missing import) or finds nothing (``0 pairs``) is told what to change; one that found
-  nothing is shown the first lines its ``grep`` returns and which of its regular expressions match
-  none of them;
-* the turn after a cell, and the notice for a repeated one, name the variable it built
-  (``FINAL_VAR(answer)``), and the first turn names the regular expression that takes the number
-  after a word of the question where the preview writes one (``User: 56678``);
-* an answer that copies the instructions' stand-in (``your answer``), or, the first time, only
-  repeats a code name the question gives, is not taken (rlm/core/answers.py);
+  known output is reused; after ``STUCK_TURNS`` such replies in a row the model is asked for its answer;
+* a cell that is only ``FINAL(...)`` and fails because its argument is not Python answers with
+  the literal text; ``FINAL(name)`` in text, for a variable the run's code assigned and not a word
+  of the question, answers with that variable's value;
+* a FINAL in a line copied from rlm's own message is no answer;
 * at the iteration limit the answer never keeps code fences or a ``FINAL(`` wrapper.
 """
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
-from rlm.core.answers import AnswerCheck, KnownCell, Refusal, copies_final, echoes_output, last_outputs, seen_outputs
+from rlm.core.answers import KnownCell, copies_final, echoes_output, is_placeholder, last_outputs, seen_outputs
 from rlm.core.context import ContextSource, inline_text
+from rlm.core.policy import AnswerForm, CellObservation, Decision, Firing, Observation, make_policy
 from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
@@ -68,6 +65,19 @@ REUSED_SHOWN_CHARS = 500  # a reused cell's output up to this length is shown ag
 SAMPLE_LINES = 3  # lines of grep shown to a cell that found nothing
 SAMPLE_LINE_CHARS = 200
 STUCK_TURNS = 2  # repeats of a cell whose output is known before the model is asked for its answer
+NO_ANSWER = "no_answer"  # the status of a run that ended without an answer
+
+
+@dataclass
+class _Turn:
+    """What running one reply's blocks gave."""
+
+    cells: list[CellObservation] = field(default_factory=list)
+    outputs: list[tuple[str, str]] = field(default_factory=list)   # (code, output as shown)
+    answer: str | None = None
+    source: str = ""          # how the answer was written (the cell, FINAL(x), FINAL_VAR(x))
+    cell_final: bool = False  # a cell called FINAL
+    unbound: bool = False     # FINAL_VAR of a name the REPL does not have
 
 
 class Orchestrator:
@@ -144,10 +154,11 @@ class _Run:
         self.stuck_turns = 0  # replies in a row whose every block repeated the last cell (not run again)
         self.sent_cells: dict[str, KnownCell] = {}  # every cell that ran, by normalised code (last run)
         self.assigned: dict[str, None] = {}           # the names the model's cells assigned, latest last
+        self.used: set[str] = set()  # the names the model's cells read
         self.echoed = False  # the last reply copied an output into a code block
         self.preview: list[str] = []  # the lines of the context's preview
         self.built: str | None = None  # the variable a cell that ran without error built its result in
-        self.check = AnswerCheck(question, self._note)
+        self.policy = make_policy(self.s.run.policy, self.s.run.ablate, on_fire=self._on_fire)
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
@@ -282,10 +293,12 @@ class _Run:
                          settings={"max_iterations": self.s.run.max_iterations,
                                    "max_output_chars": self.s.run.max_output_chars,
                                    "enable_sub_calls": self.s.run.enable_sub_calls,
-                                   "max_sub_calls": self.s.run.max_sub_calls})
+                                   "max_sub_calls": self.s.run.max_sub_calls,
+                                   "policy": self.policy.profile.name, "ablate": sorted(self.policy.ablated)})
+        first = self.policy.decide(self._observation(), stage="first")
         messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
                     {"role": "user", "content": prompts.first_user_prompt(
-                        self.question, sub_calls=self.s.run.enable_sub_calls, preview=info.preview)}]
+                        self.question, ending=first.ending, advice=first.advice)}]
         for iteration in range(1, self.s.run.max_iterations + 1):
             self.iterations = iteration
             self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})
@@ -302,28 +315,40 @@ class _Run:
                 self._note(f"the same code came {self.stuck_turns + 1} times in a row although its output was "
                            "known: asked for the final answer")
                 answer = self._last_chance()
-                return answer, "ok" if answer is not None else "stuck"
-        return self._last_chance(), "max_iterations"
+                return answer, "ok" if answer is not None else NO_ANSWER
+        answer = self._last_chance()
+        return answer, "max_iterations" if answer is not None else NO_ANSWER
 
+    # -- one reply: parse -> run -> observe -> decide -> render ----------------------------
     def _handle_reply(self, reply: str, prompt: str = "") -> tuple[str | None, str]:
         """Run the reply's code, then look for its answer; return (answer, feedback for the model).
         ``prompt``: the message the reply answers (a FINAL in a copy of its text is no answer)."""
+        blocks, final = self._parse(reply, prompt)
+        turn = self._run_blocks(blocks)
+        if turn.answer is None and final is not None:
+            turn.answer, turn.source, turn.unbound = self._final_answer(final)
+        obs = self._observation(turn, has_code=bool(blocks), has_final=final is not None or turn.cell_final)
+        decision = self.policy.decide(obs)
+        return self._render(obs, turn, decision)
+
+    def _parse(self, reply: str, prompt: str) -> tuple[list[str], parsing.Final | None]:
         blocks = parsing.find_code_blocks(reply)
         final = parsing.find_final(reply)
         if final is not None and copies_final(reply, final, prompt):
             self._note(f"the reply's {final.kind} FINAL is in text copied from rlm's message: not an answer")
             final = None
-        outputs: list[tuple[str, str]] = []
-        repeats: list[str] = []
-        fixes: list[str] = []
-        reused = 0
-        failed = False   # a block of this reply raised an error
-        reread = False   # the last output is shown again, with why the answer read from it was not taken
+        return blocks, final
+
+    def _run_blocks(self, blocks: list[str]) -> _Turn:
+        """Run the blocks in order (a repeat of the last cell is not run again; with the legacy rule,
+        neither is a copy of an output); stop after a cell that gives an answer."""
+        turn = _Turn()
         self.echoed = False
+        reused = 0
         for n, code in enumerate(blocks, start=1):
-            if echoes_output(code, self.sent_cells.values()):
+            if self.policy.enabled("echoed-output") and echoes_output(code, self.sent_cells.values()):
                 self._note(f"block {n} copies an output of the run, it is not code: not run")
-                repeats.append(hints.echo_notice(n, len(blocks)))
+                turn.cells.append(CellObservation(n, code, "", echoed=True))
                 self.echoed = True
                 reused += 1
                 continue
@@ -332,87 +357,134 @@ class _Run:
             if known is not None:  # the kernel is in the state this cell left: its output is known
                 self._note(f"block {n} is the same as the cell of turn {known.iteration}: not run again, "
                            "its output reused")
-                # a long output is not shown again: it is in the conversation already (on a CPU
-                # model, re-reading 2,500 characters costs about 30 s per turn)
-                outputs.append((code, known.output if len(known.output) <= REUSED_SHOWN_CHARS
-                                else hints.reused_output(known.iteration)))
-                repeats.append(self._repeat_notice(n, len(blocks), known, reused=True))
+                # a long output is not shown again: it is in the conversation already
+                turn.outputs.append((code, known.output if len(known.output) <= REUSED_SHOWN_CHARS
+                                     else hints.reused_output(known.iteration)))
+                turn.cells.append(CellObservation(n, known.code, known.output, known.error_name, known.timed_out,
+                                                  repeat_of=known.iteration, reused=True, built=known.built))
                 reused += 1
                 continue
-            ex = self._cell(code)
-            names = parsing.assigned_names(code)
-            for name in names:
-                self.assigned.pop(name, None)
-                self.assigned[name] = None
-            built = parsing.result_name(code, _describe_cell(ex)) if ex.error_name is None else None
-            if built is not None:
-                self.built = built
-            answer = self._cell_answer(code, ex)
+            cell, answer = self._run_cell(n, code, normalized)
             if answer is not None:
-                refusal = self.check.refusal(answer, self.built)
-                if refusal is None:
-                    return answer, ""
-                reread = self._refused(refusal, code, outputs, fixes) or reread
-                continue
-            failed = failed or ex.error_name is not None
-            output, _ = self._shown(ex)
-            if ex.context_restored:
-                note = prompts.context_restored_note()
-                output = f"{output}\n{note}"
-                self.trace.event("note", iteration=self.iterations, text=note)
-            earlier = self.sent_cells.get(normalized)
-            cell = KnownCell(normalized, self.iterations, output, ex.error_name, ex.timed_out, built)
-            self.last_cell = self.sent_cells[normalized] = cell
-            outputs.append((code, output))
-            hint = None
-            if earlier is None:
-                pattern = hints.sample_pattern(code, output, ex.error_name, self.question)
-                samples = self._sample_lines(pattern) if pattern is not None else []
-                hint = hints.cell_hint(code, output, ex.error_name, samples, self.question, sampled=pattern,
-                                       preview=self.preview)
-            if hint is not None:
-                self._note(f"block {n}: {hint}")
-                fixes.append(hint)
-            if earlier is not None and earlier.output.strip() == output.strip():
-                self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
-                repeats.append(self._repeat_notice(n, len(blocks), earlier, reused=False))
-        # stuck: only code whose output is known, and no FINAL or a FINAL_VAR (which ends the run if it resolves)
-        self.stuck_turns = (self.stuck_turns + 1 if blocks and reused == len(blocks)
-                            and (final is None or final.kind != "answer") else 0)
-        if final is not None and final.kind == "answer":
-            answer = self._text_answer(final.value)
-            refusal = self.check.refusal(answer, self.built)
-            if refusal is None:
-                return answer, ""
-            reread = self._refused(refusal, f"FINAL({final.value})", outputs, fixes) or reread
-        elif final is not None:
-            value = self._variable(final.value)
-            refusal = None if value is None else self.check.refusal(value, self.built)
-            if value is None:
-                outputs.append((f"FINAL_VAR({final.value!r})", prompts.final_var_missing(final.value)))
-            elif refusal is None:
-                return value, ""
-            else:
-                reread = self._refused(refusal, f"FINAL_VAR({final.value})", outputs, fixes) or reread
-        if not blocks and final is None:
-            self.trace.event("note", iteration=self.iterations, text="reply had neither code nor FINAL: nudged")
-            return None, prompts.nudge_prompt()
-        repeated = not reread and bool(outputs) and all(out.strip() in self.seen_outputs for _, out in outputs)
-        self.seen_outputs.update(out.strip() for _, out in outputs)
-        return None, prompts.iteration_prompt(outputs, self.iterations, self.s.run.max_iterations,
-                                              question=self.question, repeated=repeated, repeats=repeats,
-                                              hints=fixes, variable=self.built, failed=failed)
+                turn.answer, turn.source, turn.cell_final = answer, code, True
+                break
+            if cell is not None:
+                turn.cells.append(cell)
+                turn.outputs.append((code, cell.output))
+        answered = turn.answer is not None
+        self.stuck_turns = self.stuck_turns + 1 if blocks and reused == len(blocks) and not answered else 0
+        return turn
 
-    def _refused(self, refusal: Refusal, code: str, outputs: list[tuple[str, str]], fixes: list[str]) -> bool:
-        """Tell the model why the answer of ``code`` was not taken: as that block's output, or, for
-        an answer that misread the last output, after that output shown again (then True)."""
-        last = self.last_cell
-        if refusal.reread and last is not None and last.error_name is None:
-            outputs.append((last.code, last.output))
-            fixes.append(refusal.text)
-            return True
-        outputs.append((code, refusal.text))
-        return False
+    def _run_cell(self, n: int, code: str, normalized: str) -> tuple[CellObservation | None, str | None]:
+        """Run one block: what the turn observes of it, or the answer its FINAL gave."""
+        ex = self._cell(code)
+        for name in parsing.assigned_names(code):
+            self.assigned.pop(name, None)
+            self.assigned[name] = None
+        self.used.update(parsing.used_names(code))
+        built = parsing.result_name(code, _describe_cell(ex)) if ex.error_name is None else None
+        if built is not None:
+            self.built = built
+        answer = self._cell_answer(code, ex)
+        if answer is not None:
+            return None, answer
+        output, _ = self._shown(ex)
+        if ex.context_restored:
+            note = prompts.context_restored_note()
+            output = f"{output}\n{note}"
+            self.trace.event("note", iteration=self.iterations, text=note)
+        earlier = self.sent_cells.get(normalized)
+        self.last_cell = self.sent_cells[normalized] = KnownCell(normalized, self.iterations, output, ex.error_name,
+                                                                 ex.timed_out, built)
+        same = earlier is not None and earlier.output.strip() == output.strip()
+        if same and earlier is not None:
+            self._note(f"block {n} is the same as the cell of turn {earlier.iteration} and printed the same")
+        empty = ex.error_name is None and hints.found_nothing(output)
+        samples, sampled, unmatched = self._probe(code, output) if empty and earlier is None else ((), None, ())
+        return CellObservation(n, code, output, ex.error_name, ex.timed_out, empty=empty,
+                               repeat_of=earlier.iteration if earlier is not None else None, same_output=same,
+                               built=built, samples=samples, sampled=sampled, unmatched=unmatched), None
+
+    def _final_answer(self, final: parsing.Final) -> tuple[str, str, bool]:
+        """The answer of the reply's text FINAL: (answer, how it was written, it names no value)."""
+        if final.kind == "answer":
+            return self._text_answer(final.value), f"FINAL({final.value})", False
+        value = self._variable(final.value)
+        if value is None:
+            return final.value, f"FINAL_VAR({final.value})", True
+        return value, f"FINAL_VAR({final.value})", False
+
+    def _observation(self, turn: _Turn | None = None, *, has_code: bool = False,
+                     has_final: bool = False) -> Observation:
+        turn = turn or _Turn()
+        form = self._answer_form(turn.answer, unbound=turn.unbound)
+        outputs = [out.strip() for _, out in turn.outputs]
+        seen_before = bool(outputs) and all(out in self.seen_outputs for out in outputs)
+        self.seen_outputs.update(outputs)
+        return Observation(question=self.question, iteration=self.iterations,
+                           max_iterations=self.s.run.max_iterations, cells=tuple(turn.cells), has_code=has_code,
+                           has_final=has_final, answer=turn.answer, answer_form=form, answer_source=turn.source,
+                           built=self.built, preview=tuple(self.preview), extra={"seen_before": seen_before})
+
+    def _answer_form(self, answer: str | None, *, unbound: bool = False) -> AnswerForm:
+        """What ``answer`` is: none, a stand-in, empty, a name the run never bound, or an answer."""
+        if answer is None:
+            return AnswerForm.NONE
+        if unbound or parsing.unbound_name(answer, set(self.assigned), self.used,
+                                           seen_outputs(self.sent_cells.values()) + "\n" + self.question):
+            return AnswerForm.UNBOUND
+        if is_placeholder(answer):
+            return AnswerForm.PLACEHOLDER
+        if not answer.strip():
+            return AnswerForm.EMPTY
+        return AnswerForm.VALUE
+
+    def _render(self, obs: Observation, turn: _Turn, decision: Decision) -> tuple[str | None, str]:
+        """The answer, when it is one and no rule refused it; else the next user message."""
+        if obs.answer_form.is_answer and decision.refusal is None:
+            return obs.answer, ""
+        if obs.answer is not None:
+            self._note(f"the answer {obs.answer.strip()[:60]!r} ({obs.answer_form.value}) was not taken")
+        if not obs.has_code and not obs.has_final:
+            return None, decision.ending or prompts.nudge_prompt()
+        outputs, advice = list(turn.outputs), decision.advice
+        refusal = decision.refusal
+        if refusal is not None:
+            last = self.last_cell
+            if self.policy.rereads(refusal) and last is not None and last.error_name is None:
+                outputs.append((last.code, last.output))
+                advice.append(refusal.message)
+            else:
+                outputs.append((obs.answer_source, refusal.message))
+        elif obs.answer is not None:   # refused, its rule ablated: the model still learns it was not taken
+            outputs.append((obs.answer_source, prompts.not_taken(obs.answer_source)))
+        return None, prompts.turn_prompt(outputs, advice, question=self.question, ending=decision.ending,
+                                         turns_left=obs.turns_left)
+
+    def _probe(self, code: str, output: str) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
+        """For a cell that found nothing, when the policy has a rule that shows why: the first lines
+        ``grep`` returns for its pattern, that pattern, and the code's regular expressions that match
+        none of those lines, all computed in the kernel (no pattern of the model runs on the host)."""
+        if not self.policy.enabled("empty-result"):
+            return (), None, ()
+        pattern = hints.sample_pattern(code, output, None, self.question)
+        if pattern is None:
+            return (), None, ()
+        probe = hints.probe_code(pattern, code, lines=SAMPLE_LINES, line_chars=SAMPLE_LINE_CHARS)
+        ex = self._cell(probe, record=False)
+        if ex.error_name is not None:
+            return (), None, ()
+        try:
+            data = json.loads(ex.output.strip().splitlines()[-1])
+            lines = [parsing.sanitize_for_terminal(str(x)) for x in data["lines"]][:SAMPLE_LINES]
+            unmatched = [str(x) for x in data["unmatched"]]
+        except (ValueError, KeyError, IndexError, TypeError):
+            return (), None, ()
+        lines = [line for line in lines if line.strip()]
+        return tuple(lines), pattern, tuple(p for p in unmatched if p in hints.regex_literals(code))
+
+    def _on_fire(self, firing: Firing, obs: Observation) -> None:
+        self.trace.event("rule", iteration=obs.iteration, id=firing.rule, slot=firing.slot, message=firing.message)
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a
@@ -425,16 +497,6 @@ class _Run:
             return text
         self._note(f"FINAL({name}) names a variable the code built: its value is the answer")
         return value
-
-    def _sample_lines(self, pattern: str) -> list[str]:
-        """The first lines ``grep(pattern)`` returns in the kernel (cut to ``SAMPLE_LINE_CHARS``), to show
-        a cell that found nothing how the lines are written; empty when the pattern fails there."""
-        code = (f"print('\\n'.join(str(line)[:{SAMPLE_LINE_CHARS}].replace('\\n', ' ') "
-                f"for line in grep({pattern!r})[:{SAMPLE_LINES}]))")
-        ex = self._cell(code, record=False)
-        if ex.error_name is not None:
-            return []
-        return [line for line in parsing.sanitize_for_terminal(ex.output).splitlines() if line.strip()]
 
     def _cell_answer(self, code: str, ex: Execution) -> str | None:
         """The answer a cell gave: its FINAL call's value, or, for a cell that is only ``FINAL(...)`` and
@@ -451,17 +513,14 @@ class _Run:
         """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
-    def _repeat_notice(self, block: int, n_blocks: int, known: KnownCell, *, reused: bool) -> str:
-        instruction = hints.repeat_instruction(error_name=known.error_name, output=known.output,
-                                               timed_out=known.timed_out, code=known.code,
-                                               question=self.question, built=known.built)
-        return hints.repeat_notice(block, n_blocks, known.iteration, reused=reused, instruction=instruction)
-
     def _last_chance(self) -> str | None:
-        """One more request at the iteration limit (or when the same code keeps coming); the answer
-        never keeps fences or a FINAL( wrapper.  The request is a new, short conversation: the
-        question and the run's last short outputs (a small model stuck in a long conversation
-        keeps resending its code, or answers from its own guesses, even with the answer shown)."""
+        """One more request at the iteration limit (or when the same code keeps coming), when the
+        policy's ``iteration-limit`` rule holds; the answer never keeps fences or a FINAL( wrapper, and
+        is None when it is no answer (a stand-in, empty, a name never bound).  The request is a new,
+        short conversation: the question and the run's last short outputs (a small model stuck in a
+        long conversation keeps resending its code, or answers from its own guesses)."""
+        if not self.policy.decide(self._observation(), stage="limit").firings:
+            return None
         messages: list[Message] = [
             {"role": "system", "content": prompts.final_request_system()},
             {"role": "user", "content": prompts.final_request_prompt(self.question,
@@ -469,34 +528,38 @@ class _Run:
                                                                      list(reversed(self.assigned)))},
         ]
         reply = self._ask(messages)
+        return self._taken(*self._last_reply_answer(reply))
+
+    def _taken(self, answer: str | None, unbound: bool = False) -> str | None:
+        """``answer`` when it is one; None (noted) when it is a stand-in, empty or a name never bound."""
+        form = self._answer_form(answer, unbound=unbound)
+        if answer is not None and not form.is_answer:
+            self._note(f"the last answer {answer.strip()[:60]!r} is no answer ({form.value}): the run ends without one")
+            return None
+        return answer
+
+    def _last_reply_answer(self, reply: str) -> tuple[str | None, bool]:
+        """The answer of the last-chance reply, and whether it names a value the REPL does not have."""
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
-            answer = self._text_answer(parsing.clean_answer(final.value))
-            return None if self.check.placeholder(answer) else answer or None
+            return self._text_answer(parsing.clean_answer(final.value)), False
         if final is not None:
             value = self._variable(final.value)
-            if value is not None:
-                return value
-            if final.value in self.assigned:   # a name of the run's code that holds nothing, not an answer
-                self._note(f"FINAL_VAR({final.value}) names a variable the code never set: the run ends without "
-                           "an answer")
-                return None
+            return (value, False) if value is not None else (final.value, True)
         finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
         if finishing:  # the model answered with a FINAL call in code: run that one cell
             code = finishing[-1]
             given = self._cell_answer(code, self._cell(code))
             if given is not None:
-                return None if self.check.placeholder(given) else given
+                return given, False
         blocks = parsing.find_code_blocks(reply)
         prose = reply
         for code in blocks:
             prose = prose.replace(code, "")
         if blocks and not parsing.clean_answer(prose):
             self._note("the last reply was code, not an answer: the run ends without one")
-            return None
+            return None, False
         text = parsing.clean_answer(reply)
-        if self.check.placeholder(text):
-            return None
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
-        return text or None
+        return text, False

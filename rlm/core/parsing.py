@@ -399,6 +399,29 @@ def assigned_names(code: str) -> list[str]:
     return sorted(last, key=lambda name: last[name])
 
 
+def used_names(code: str) -> set[str]:
+    """The names ``code`` reads (``print(x)``, ``f(x)``, ``x.y``); empty when it is not Python."""
+    try:
+        tree = ast.parse(code)
+    except (SyntaxError, ValueError):
+        return set()
+    return {node.id for node in ast.walk(tree) if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+def unbound_name(text: str, assigned: set[str], used: set[str], seen: str) -> bool:
+    """``text`` is only the name of a variable the run never bound: an identifier the run's code
+    read (``used``) or a snake_case name, that no cell assigned (``assigned``) and that ``seen``
+    (what the model was shown: outputs, the question) never holds as a word.  Such an answer
+    names a value that does not exist (``FINAL(result)`` after a cell that failed before
+    ``result = ...``)."""
+    name = text.strip().strip("`'\"")
+    if not name.isidentifier() or keyword.iskeyword(name) or name in assigned:
+        return False
+    if name not in used and "_" not in name.strip("_"):
+        return False
+    return re.search(rf"(?<![\w.]){re.escape(name)}(?!\w)", seen) is None
+
+
 def binds_names(code: str) -> bool:
     """``code`` assigns anything anywhere (``x = ...``, ``x[0] = ...``, ``x += ...``, ``x: int = ...``,
     ``(x := ...)``), so it computes rather than only prints; False when it is not Python."""

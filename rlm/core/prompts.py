@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from rlm.core.hints import constant_name, csv_field, number_regex
 from rlm.core.parsing import fenced
 from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
@@ -60,6 +59,7 @@ def system_prompt(info: ContextInfo, budgets: Budgets) -> str:
         _strategy_section(budgets),
         _finishing_section(),
         _example_section(budgets),
+        _decomposition_section(),
         _rules_section(budgets),
         _context_section(info, budgets),
     ]
@@ -138,8 +138,13 @@ def _functions_section(budgets: Budgets) -> str:
         "match. Each line is a str, and `line.offset` is where it starts (for a list of "
         "documents, the document's index); `line.around()` is the text around it (1,000 characters "
         "before, 300 after); `line.before(pattern)` is the nearest line at or above it that matches "
-        "`pattern`: the function (`line.before(r\"def \")`), file or section it is in. "
+        "`pattern`: the heading, entry or part it is under (`line.before(r\"^Chapter\")`). "
         "`len(grep(p))` counts matching lines.",
+        "- `search(query, k=5) -> list[str]`: the `k` passages of `context` (paragraphs, or lines when "
+        "it has no blank lines) that best match the words of `query`, best first (BM25 ranking, not "
+        "exact matching). Each is a str with `.offset` (where it starts in its document), `.index` (the "
+        "document's number when `context` is a list, else None), `.score` and `.around(before, after)`. "
+        "Use it when you do not know how the text words what you need.",
     ]
     if budgets.enable_sub_calls:
         lines += [
@@ -180,23 +185,21 @@ def _functions_section(budgets: Budgets) -> str:
 
 def _strategy_section(budgets: Budgets) -> str:
     steps = [
-        "1. The preview at the end of this message shows how the context begins: start at once "
-        "with `grep` for a distinctive word of the question (a name, an id, a label) and print "
-        "how many lines match and the first few.",
-        "2. A question about one fact: the matching lines usually hold it. Read them and answer. "
-        "When the answer is what a line is in (its file, function or section), print "
-        "`h.before(pattern)` next to each line, with a pattern for the lines that start one (a "
-        "file header as the preview shows it, `def `, a heading), as in the second and third examples.",
-        "3. A question that counts, sums, compares or lists over many records: compute it with "
-        "code over ALL matching lines (`len`, `collections.Counter`, `re.search` on each line, "
-        "a `set` of ids), print the result and a few of the lines it used, check them, then "
-        "answer with the computed value. Never count by reading printed samples.",
+        "1. The preview at the end of this message shows how the context begins. Start at once: "
+        "`search` with the key words of the question, or `grep` for a name or number it gives, and "
+        "print what comes back (a few hits, short).",
+        "2. Read the passages that came back. When they hold the answer, answer. When they hold only "
+        "part of it, search again with what you learned (see \"Questions in several steps\").",
+        "3. To count, add up, compare or collect over many places: write code over ALL the matching "
+        "lines (`len`, `collections.Counter`, `re.search` on each line, a `set`), print the result and "
+        "a few of the lines it used, check them, then answer with the computed value. Never count by "
+        "reading printed samples.",
     ]
     if budgets.enable_sub_calls:
         steps.append(
-            "4. Only when no pattern can find the answer (it depends on what the text means): "
-            "`map_chunks`, or `llm_query_batched` on the lines you found, then combine the "
-            "answers with code."
+            "4. When no pattern can find the answer (it depends on what the text means): pass the "
+            "passages you found to `llm_query` with the question, or use `map_chunks`, then combine "
+            "the answers with code."
         )
     return "## How to work\n" + "\n".join(steps) + (
         "\nUse code for exact work (counting, matching, arithmetic). Do not guess: if you "
@@ -207,108 +210,78 @@ def _strategy_section(budgets: Budgets) -> str:
 def _finishing_section() -> str:
     return (
         "## Finishing\n"
-        "When you are sure, write `FINAL(your answer)` in your reply, outside any code "
-        "block; the text inside the parentheses is the answer, exactly as written. To answer "
-        "with a value you built in the REPL, write `FINAL_VAR(variable_name)`. Both also work "
-        "as function calls inside a code block, e.g. `FINAL_VAR(\"result\")`. The first "
-        "FINAL ends the run, so do not write it before you have checked the answer."
+        "When you are sure, write FINAL(...) in your reply, outside any code block, with the answer "
+        "itself inside the parentheses, exactly as it should be returned: `FINAL(14 June)`. To answer "
+        "with a value you built in the REPL, write FINAL_VAR and the variable's name: `FINAL_VAR(names)`. "
+        "Both also work as calls inside a code block, `FINAL_VAR(\"names\")`. The first FINAL ends the "
+        "run, so do not write it before you have checked the answer; a name you never assigned, or "
+        "`None`, is not an answer."
     )
 
 
 def _example_section(budgets: Budgets) -> str:
-    """Short worked examples (a lookup, the section a line is in, the function that calls another, the
-    value of a constant defined from others, a filtered count, a comparison, distinct ids, pairs), for
-    questions unlike the real one."""
-    lookup = "hits = grep(r\"billing.*port\")\nprint(len(hits), \"lines\")\n"
+    """Short worked examples on material no benchmark uses (a ship's logbook, a collection of recipes,
+    a notebook of sky observations): a lookup, the part of the text a line is in, a count, a list."""
+    lookup = "hits = search(\"lookout sighted Flores\", k=3)\nfor h in hits:\n    print(h.offset, h[:200])\n"
     if budgets.enable_sub_calls:
-        lookup += ("print(llm_query(\"Which port does the billing service listen on? Text:\\n\" + "
-                   "\"\\n---\\n\".join(h.around(500, 100) for h in hits[:3])))")
-        seen = "`1 lines` and `8443`"
+        lookup += ("print(llm_query(\"On which day of the voyage was Flores first sighted? Passages:\\n\" + "
+                   "\"\\n---\\n\".join(hits)))")
+        seen = ("`48211 Day 14. At first light the lookout sighted Flores off the starboard bow ...` and "
+                "`Day 14`")
     else:
-        lookup += "print(hits[:10])"
-        seen = "`['billing service listens on port 8443']`"
+        seen = "`48211 Day 14. At first light the lookout sighted Flores off the starboard bow ...`"
     enclosing = "\n".join([
-        "for h in grep(r\"backup\")[:10]:",
-        "    print(repr(h), \"is in\", h.before(r\"^## \"))",
-    ])
-    caller = "\n".join([
-        "for h in grep(r\"parse_date\\(\"):   # \\( : a call, not an import",
-        "    print(repr(h), \"is in\", h.before(r\"def \"))",
-    ])
-    constant = "\n".join([
-        "values = {}   # every constant assignment of the code, run in the REPL: imports are followed",
-        "for _ in range(3):   # again: a definition may use a name assigned further down",
-        "    for line in grep(r\"^[A-Z][A-Z0-9_]* *= \"):",
-        "        try:",
-        "            exec(line, values)",
-        "        except Exception:",
-        "            pass",
-        "print(values.get(\"RETRY_LIMIT\"), grep(r\"^RETRY_LIMIT *= \"))",
-    ])
-    pairs = "\n".join([
-        "# the preview's lines read: 2024-03-02 | client 1021 | refund | ...",
-        "# so the customer id is the number after \"client \"",
-        "def ids(pattern):",
-        "    found = set()",
-        "    for line in grep(pattern):",
-        "        m = re.search(r\"client (\\d+)\", line)",
-        "        if m:",
-        "            found.add(int(m.group(1)))",
-        "    return found",
-        "both = sorted(ids(r\"refund\") & ids(r\"discount\"))   # a - b: in a but not in b",
-        "pairs = [f\"({a}, {b})\" for a, b in itertools.combinations(both, 2)]",
-        "answer = \"\\n\".join(pairs)",
-        "print(len(both), \"customers,\", len(pairs), \"pairs, all in the variable answer\")",
+        "for h in grep(r\"storm sail\")[:10]:",
+        "    print(repr(h), \"| under:\", h.before(r\"^Watch\"))",
     ])
     count = "\n".join([
         "import re",
-        "lines = grep(r\"refund\")",
-        "march = [line for line in lines if re.search(r\"march|-03-\", line, flags=re.IGNORECASE)]",
-        "print(len(lines), \"refund lines,\", len(march), \"in March\")",
-        "print(march[:5])",
-    ])
-    compare = "\n".join([
-        "counts = {name: len(grep(name)) for name in [\"north\", \"south\", \"east\"]}",
-        "print(counts, \"least often:\", min(counts, key=counts.get))",
-    ])
-    distinct = "\n".join([
-        "import re",
-        "ids = set()",
-        "for line in grep(r\"refund\"):",
-        "    m = re.search(r\"client (\\d+)\", line)  # the preview's lines read: 2024-03-02 | client 1021 | refund",
+        "nights = set()",
+        "for line in grep(r\"seeing[: ]+poor\"):",
+        "    m = re.search(r\"\\d{4}-\\d\\d-\\d\\d\", line)   # the preview's entries start with a date",
         "    if m:",
-        "        ids.add(m.group(1))",
-        "print(len(ids), \"customers:\", sorted(ids)[:5])",
+        "        nights.add(m.group(0))",
+        "print(len(nights), \"nights, e.g.\", sorted(nights)[:3])",
+    ])
+    both = "\n".join([
+        "def dishes(word):",
+        "    return {h.before(r\"^Recipe:\").strip() for h in grep(word)}",
+        "names = sorted(dishes(\"cardamom\") & dishes(\"rose water\"))   # a - b: in a but not in b",
+        "print(len(names), \"dishes, all in the variable names:\", names[:3])",
     ])
     return (
-        "## Examples (for other questions: adapt the idea, do not copy the words)\n"
-        "Question: \"Which port does the billing service listen on?\"\n"
+        "## Examples (on other material: adapt the idea, never the words)\n"
+        "Question: \"On which day of the voyage was Flores first sighted?\"\n"
         + fenced(lookup, "repl")
-        + f"\nThe output shows {seen}, so: `FINAL(8443)`\n"
-        "Question: \"In which section is the backup schedule described?\"\n"
+        + f"\nThe output shows {seen}, so: `FINAL(Day 14)`\n"
+        "Question: \"During which watch was the storm sail set?\"\n"
         + fenced(enclosing, "repl")
-        + "\nThe output shows `'Backups run nightly at 02:00.' is in ## Operations`, so: `FINAL(Operations)`\n"
-        "Question: \"Which function calls parse_date()?\"\n"
-        + fenced(caller, "repl")
-        + "\nThe output shows `'def parse_date(text):' is in def parse_date(text):` (its own definition) and "
-        "`'    day = parse_date(row[0])' is in def load_rows(path):`, so: `FINAL(load_rows)`\n"
-        "Question: \"What is the value of the constant RETRY_LIMIT defined in net/config.py?\"\n"
-        + fenced(constant, "repl")
-        + "\nThe output shows `40 ['RETRY_LIMIT = BASE_RETRIES * 4']`, so: `FINAL(40)`\n"
-        "Question: \"How many orders were refunded in March?\"\n"
+        + "\nThe output shows `'02:40 storm sail set, wind rising' | under: Watch: middle`, so: `FINAL(middle)`\n"
+        "Question: \"On how many nights was the seeing poor?\"\n"
         + fenced(count, "repl")
-        + "\nThe output shows `212 refund lines, 17 in March` and five March lines that are refunds, "
-        "so: `FINAL(17)`\n"
-        "Question: \"Which region is named least often: north, south or east?\"\n"
-        + fenced(compare, "repl")
-        + "\nThe output shows `{'north': 41, 'south': 12, 'east': 30} least often: south`, so: `FINAL(south)`\n"
-        "Question: \"How many different customers asked for a refund?\"\n"
-        + fenced(distinct, "repl")
-        + "\nThe output shows `38 customers: ['1021', '1187', '1230', '1302', '1456']`, so: `FINAL(38)`\n"
-        "Question: \"List every pair of customers who asked for both a refund and a discount.\"\n"
-        + fenced(pairs, "repl")
-        + "\nThe output shows `4 customers, 6 pairs, all in the variable answer`. The question asks for "
-        "the list, and `answer` holds all of it, so: `FINAL_VAR(answer)`"
+        + "\nThe output shows `23 nights, e.g. ['1998-01-04', '1998-01-19', '1998-02-02']`, so: `FINAL(23)`\n"
+        "Question: \"Which dishes use both cardamom and rose water?\"\n"
+        + fenced(both, "repl")
+        + "\nThe output shows `4 dishes, all in the variable names: ['Recipe: Kheer', ...]`. All four are the "
+        "answer, and `names` holds them, so: `FINAL_VAR(names)`"
+    )
+
+
+def _decomposition_section() -> str:
+    """The general pattern of a question that needs several lookups: find A, then A's property."""
+    first = "for h in search(\"comet brightest January\", k=3):\n    print(h.offset, h[:160])"
+    second = "for h in search(\"Arend tail length\", k=3):\n    print(h.offset, h[:160])"
+    return (
+        "## Questions in several steps\n"
+        "Some questions name a thing only through another fact (\"the tail length of the comet that was "
+        "brightest in January\"). Split them: first find the thing, then look up its property with a new "
+        "search that names it. Never answer the second step from the first step's passages alone.\n"
+        "Question: \"How long was the tail of the comet that was brightest in January?\"\n"
+        + fenced(first, "repl")
+        + "\nThe output shows `9310 Jan 12: comet Arend now the brightest object in the east ...`: the comet is "
+        "Arend. Next turn:\n"
+        + fenced(second, "repl")
+        + "\nThe output shows `15202 Arend's tail stretched some 12 degrees ...`, so: `FINAL(12 degrees)`"
     )
 
 
@@ -325,48 +298,22 @@ def _rules_section(budgets: Budgets) -> str:
 # --------------------------------------------------------------------------- user messages
 
 
-def first_user_prompt(question: str, *, sub_calls: bool = True, preview: str = "") -> str:
-    """The first user message: the question, and how to begin (with, when the preview writes a
-    word of the question before a number, the regular expression that takes it, or, when its
-    lines are comma-separated fields that a header names, which field is the question's)."""
-    lines = preview.splitlines()
-    found = number_regex(question, lines)
-    field = csv_field(question, lines) if found is None else None
-    spelled = (f" The preview writes `{found[0]}`: `re.search(r\"{found[1]}\", line)` takes that number "
-               "from a line." if found else
-               f" The preview's lines are comma-separated fields, `{field[0]}`: `line.split(\",\")[{field[1]}]` "
-               f"is the {field[2]} of a line." if field else "")
-    fact = ("`grep` for a distinctive word of the question and pass the text around the lines to "
-            "`llm_query` with the question, as in the first example" if sub_calls else
-            "`grep` for a distinctive word of the question and print the lines")
-    constant = constant_name(question, lines)
-    if constant is not None:   # a value the code computes: the lookup example's sub-model would guess it
-        return (f"Question: {question}\n\nReply with a single ```repl block. `{constant}` is a constant of the "
-                "code: run the code's assignments as in the fourth example, and print "
-                f"`values.get(\"{constant}\")`.")
-    return (
-        f"Question: {question}\n\n"
-        f"Reply with a single ```repl block. For a fact: {fact}. For the file, function or section "
-        "a line is in: print `h.before(pattern)` next to each line, as in the second and third examples. For "
-        "the value of a constant in code: run the code's assignments, as in the fourth. To count, compute or "
-        "list: code over all the matching lines, as in the examples after it."
-        + spelled
-    )
+def first_user_prompt(question: str, *, ending: str | None = None, advice: Sequence[str] = ()) -> str:
+    """The first user message: the question, how to begin (``ending``, when the run's policy has a
+    rule for the first turn), and any advice its rules give."""
+    start = ending or ("Reply with a single ```repl block that looks into `context` for what the question "
+                       "needs: `search` for passages about it, `grep` for an exact name, and print what you find.")
+    return "\n\n".join([f"Question: {question}", start, *advice])
 
 
-def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterations: int, *,
-                     question: str = "", repeated: bool = False, repeats: list[str] | None = None,
-                     hints: list[str] | None = None, variable: str | None = None, failed: bool = False) -> str:
-    """What the code of turn ``iteration`` (1-based) printed, and what to do next.
+def turn_prompt(outputs: list[tuple[str, str]], advice: Sequence[str] = (), *, question: str = "",
+                ending: str | None = None, turns_left: int = 1) -> str:
+    """What the code of a turn printed, what the policy's rules say about it, and what to do next.
 
     ``outputs`` holds (code, output) pairs; the output is already truncated.  The code is not
     echoed (it is in the model's own reply; small models copy what they are shown).  The
-    question is repeated every turn; ``repeated``: every output was seen before in this run;
-    ``repeats``: what to change in blocks that repeat earlier code (from ``repeat_notice``);
-    ``hints``: what to change in blocks that failed or found nothing (from ``cell_hint``);
-    ``variable``: the variable the last cell built, named where the model is told how to
-    answer with one (small models copy a placeholder such as ``variable_name`` literally);
-    ``failed``: a block of this turn raised an error.
+    question is repeated every turn.  ``ending``: the closing instruction a rule gave, else the
+    neutral one.
     """
     parts = []
     if not outputs:
@@ -374,42 +321,22 @@ def iteration_prompt(outputs: list[tuple[str, str]], iteration: int, max_iterati
     for n, (_code, output) in enumerate(outputs, start=1):
         label = f"Output of block {n}" if len(outputs) > 1 else "Output"
         parts.append(f"{label}:\n{fenced(output if output.strip() else NO_OUTPUT, 'text')}")
-    parts.extend(hints or [])
-    parts.extend(repeats or [])
-    ask = f"Question: {question}\n" if question else ""
-    remaining = max_iterations - iteration
-    if remaining <= 1:
-        parts.append(f"{ask}This is your last turn: reply with FINAL(...) holding your answer.")
-    elif repeats:
-        parts.append(f"{ask}Do what is said above: change the code, or answer with FINAL(...) if the output "
-                     f"already shows the answer. Never send the same code again. {remaining} turns left.")
-    elif repeated:
-        parts.append(f"{ask}This output is the same as before: running that code again will not help. "
-                     "Answer now with FINAL(...) holding the answer the output shows, or, if it does not "
-                     f"show it, write different code. {remaining} turns left.")
-    else:
-        search = ("`grep` for another word of the question, or compute the answer with code over all the matching "
-                  f"lines. {remaining} turns left.")
-        if variable:   # a result the code built: answering with the variable is the likely next step
-            parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
-                         "FINAL(the answer) and no code; when the answer is a list or long text your code built "
-                         f"in a variable, FINAL_VAR({variable}). If it does not, write a new ```repl block: {search}")
-        elif failed:   # a traceback holds no answer to read off
-            parts.append(f"{ask}Read the output above. If it states the answer to the question, reply with only "
-                         f"FINAL(the answer) and no code. If it does not, write a new ```repl block: {search}")
-        else:          # asked outright, small models read the answer off the output instead of searching again
-            parts.append(f"{ask}What is the answer, according to this output? Reply with only FINAL(the answer). "
-                         f"If the output does not hold it, write a new ```repl block instead: {search}")
+    parts.extend(a for a in advice if a)
+    close = ending or ("If the outputs hold the answer, reply with only FINAL(...) holding it, and no code. "
+                       f"If they do not, write a new ```repl block. {turns_left} turns left.")
+    parts.append(f"Question: {question}\n{close}" if question else close)
     return "\n\n".join(parts)
 
 
 def nudge_prompt() -> str:
-    """The reply had neither a code block nor a FINAL."""
-    return (
-        "Your reply had no ```repl code block and no FINAL(...). The context is only "
-        "reachable through code: write a ```repl block to keep working, or give your answer "
-        "as FINAL(your answer)."
-    )
+    """The reply had neither a code block nor a FINAL (and no rule of the policy said more)."""
+    return ("Your reply had no ```repl block and no FINAL(...): write a ```repl block, or give the answer as "
+            "FINAL(...).")
+
+
+def not_taken(source: str) -> str:
+    """An answer the loop did not take, when no rule of the policy said why."""
+    return f"{source} was not taken: it is not an answer."
 
 
 def context_restored_note() -> str:
@@ -440,47 +367,6 @@ def final_request_prompt(question: str = "", last_outputs: Sequence[str] = (), v
         parts.append("Variables your code built, latest first: " + ", ".join(f"`{n}`" for n in names) + ".")
     if question:
         parts.append(f"Question: {question}")
-    parts.append("Reply with only FINAL(your answer), the answer taken from what the code found, "
-                 "or FINAL_VAR(variable_name) when one of your variables holds the answer (a list, a long "
-                 "text). No code block.")
+    parts.append("Reply with only FINAL(...) holding the answer taken from what the code found, or FINAL_VAR "
+                 "and a variable's name when one of your variables holds it (a list, a long text). No code block.")
     return "\n\n".join(parts)
-
-
-def placeholder_answer(text: str) -> str:
-    """FINAL held the instructions' stand-in for an answer (``your answer``), not an answer."""
-    return (f"FINAL({text.strip()}) was not taken: `{text.strip()}` is the stand-in the instructions use. "
-            "Write the answer itself inside the parentheses, as the output shows it, for example FINAL(42).")
-
-
-def question_name_answer(text: str) -> str:
-    """FINAL held only a name the question itself gives (asked which function calls ``f()``, the
-    answer ``f``); said after the output the model read, shown again.  (An invitation to send the
-    name again if it is the answer made the 1.5B model search again instead.)"""
-    name = text.strip()
-    return (f"FINAL({name}) was not taken. The answer is not `{name}`: that is the name the question asks "
-            "about. Which other name or value in this output answers the question?")
-
-
-def count_for_list_answer(text: str, variable: str | None) -> str:
-    """FINAL held a number where the question asks for a list (``FINAL(91)`` for "List every
-    pair ..."): the items are the answer, not how many there are."""
-    where = (f"If `{variable}` holds the list, write FINAL_VAR({variable}); else build the list in a "
-             "variable and answer with FINAL_VAR and its name." if variable else
-             "Build the list in a variable, one item per line, and answer with FINAL_VAR and its name.")
-    return (f"FINAL({text.strip()}) was not taken: the question asks for the list itself, every item, "
-            f"not how many there are. {where}")
-
-
-def empty_answer() -> str:
-    """The answer was empty (``FINAL_VAR(answer)`` of a variable that holds nothing)."""
-    return ("The answer was empty, so it was not taken. If your code found nothing, its pattern does not match "
-            "how the text is written: print a few lines of `context`, fix the code and run it again.")
-
-
-def final_var_missing(name: str) -> str:
-    """FINAL_VAR named a variable the REPL does not have."""
-    return (
-        f"FINAL_VAR({name}) failed: there is no variable named `{name}` in the REPL. Call "
-        "SHOW_VARS() to see your variables, assign the answer to one, or answer with "
-        "FINAL(your answer)."
-    )

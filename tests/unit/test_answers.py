@@ -36,7 +36,7 @@ def test_a_number_where_the_question_asks_for_a_list_is_recognised(answer, quest
 
 @pytest.mark.parametrize("text, placeholder", [
     ("your answer", True), ("Your answer.", True), ("`the answer`", True), ("...", True), ("variable_name", True),
-    ("42", False), ("answer", False), ("", False), ("the answer is 42", False),
+    ("42", False), ("answer", True), ("None", True), ("", False), ("the answer is 42", False), ("Nonesuch", False),
 ])
 def test_a_stand_in_for_an_answer_is_told_from_an_answer(text, placeholder):
     assert is_placeholder(text) is placeholder

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+
 import pytest
 
 from rlm.core.hints import (
     cell_hint,
     csv_field,
     number_regex,
+    probe_code,
     repeat_instruction,
     repeat_notice,
     sample_pattern,
     search_word,
 )
 from rlm.core.parsing import binds_names
-from rlm.core.prompts import iteration_prompt
 
 
 def test_repeat_instruction_is_concrete_for_each_kind_of_failure() -> None:
@@ -46,13 +50,10 @@ def test_search_word_is_a_word_of_the_question_not_yet_searched(question, code, 
     assert search_word(question, code) == word
 
 
-def test_iteration_prompt_puts_repeat_notices_before_a_firm_ending() -> None:
+def test_repeat_notice_names_the_turn_and_the_block() -> None:
 
     notice = repeat_notice(1, 1, 2, reused=True, instruction="Add `import re` as the first line.")
     assert "turn 2" in notice and "not run again" in notice and "import re" in notice
-    text = iteration_prompt([("x", "NameError")], 3, 20, question="Q?", repeats=[notice])
-    assert text.index(notice) > text.index("NameError")
-    assert "Never send the same code again" in text and "17 turns left" in text
     assert "Block 2 is the same" in repeat_notice(2, 3, 1, reused=False, instruction="x")
 
 
@@ -77,10 +78,16 @@ def test_cell_hint_only_for_failures_small_models_do_not_fix_alone(code, output,
 def test_cell_hint_shows_the_lines_and_names_the_regex_that_misses_them() -> None:
 
     code = 'for line in grep(r"low"):\n    m = re.search(r"customer\\D*(\\d+)", line, re.IGNORECASE)\n    n = re.search(r"user", line)'
-    hint = cell_hint(code, "0 pairs", None, ["Date: Mar 24 || User: 93519 || Priority: low"])
+    lines = ["Date: Mar 24 || User: 93519 || Priority: low"]
+    hint = cell_hint(code, "0 pairs", None, lines, unmatched=["customer\\D*(\\d+)"])
     assert hint is not None and "User: 93519" in hint
-    assert "`customer\\D*(\\d+)` matches none of them" in hint and "`user`" not in hint   # IGNORECASE: user fits
+    assert "`customer\\D*(\\d+)` matches none of them" in hint and "`user`" not in hint
     assert "none of them" not in (cell_hint('grep(r"low")', "[]", None, ["low one"]) or "")
+    # which regular expressions miss the lines is computed by the probe, in the kernel (here: a stand-in grep)
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(probe_code("low", code), {"grep": lambda pattern: [line for line in lines if pattern in line]})  # noqa: S102
+    assert json.loads(out.getvalue()) == {"lines": lines, "unmatched": ["customer\\D*(\\d+)"]}   # IGNORECASE: user fits
 
 
 @pytest.mark.parametrize("line, expected", [
@@ -157,7 +164,8 @@ def test_a_grep_that_matched_no_line_is_shown_the_lines_of_the_questions_term() 
     assert hint is not None and 'grep(r"topic=sports") matched no line; These are lines `grep(r"sports")`' in hint
     assert 'fields, `date,user,topic,text`: `line.split(",")[1]` is the user of a line.' not in hint  # split used
     regex = cell_hint("for l in grep('sports'):\n    m = re.search(r'user (\\d+)', l)\nprint(len(ids))", "0", None,
-                      samples, question, preview=["CSV without a header: date,user,topic,text"])
+                      samples, question, preview=["CSV without a header: date,user,topic,text"],
+                      unmatched=["user (\\d+)"])
     assert regex is not None and '`line.split(",")[1]` is the user of a line.' in regex
 
 

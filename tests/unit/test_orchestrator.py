@@ -107,7 +107,7 @@ class FakeSession:
 
 def make_settings(tmp_path: Path, **overrides) -> object:
     return settings_from_mapping({"root_model": ROOT, "sub_model": SUB, "trace_dir": str(tmp_path / "traces"),
-                                  **overrides})
+                                  "policy": "legacy", **overrides})
 
 
 def scripted(root_replies: list, sub_reply: str | Callable[[str], str] = "sub says hi") -> ScriptedClient:
@@ -155,6 +155,11 @@ def repl(code: str) -> str:
     return f"```repl\n{code}\n```"
 
 
+def fired(events: list[dict], rule: str) -> list[dict]:
+    """The trace's firings of the policy rule ``rule``."""
+    return [e for e in events if e["kind"] == "rule" and e["id"] == rule]
+
+
 # ------------------------------------------------------------------------------ answers
 def test_final_in_text_ends_the_run(tmp_path):
     result, client, session, _ = run(tmp_path, ["The answer is FINAL(42)"])
@@ -197,19 +202,18 @@ def test_final_naming_a_variable_the_code_built_answers_with_its_value(tmp_path)
     result, _, session, events = run(tmp_path, [repl("answer = '\\n'.join(pairs)"), "FINAL(answer)"], session=session)
     assert result.answer == "(1, 2)\n(1, 3)" and session.executed[-1] == "FINAL_VAR('answer')"
     assert any("FINAL(answer) names a variable the code built" in e.get("text", "") for e in events)
-    never_assigned, _, _, _ = run(tmp_path, ["FINAL(answer)"], session=FakeSession(variables={"answer": "x"}))
-    assert never_assigned.answer == "answer"              # no cell of this run assigned it: the text
+    never_assigned, _, _, _ = run(tmp_path, ["FINAL(answer)", "FINAL(7)"], session=FakeSession(variables={"answer": "x"}))
+    assert (never_assigned.answer, never_assigned.iterations) == ("7", 2)   # a stand-in, never the answer
     asked, _, _, _ = run(tmp_path, [repl("code = 5"), "FINAL(code)"], session=FakeSession(variables={"code": "5"}))
     assert asked.answer == "code"                         # a word of the question ("What is the code?") is an answer
 
 
 def test_missing_final_var_is_explained_and_the_loop_continues(tmp_path):
     session = FakeSession(variables={"real": "7"})
-    result, client, _, _ = run(tmp_path, ["FINAL_VAR(missing)", "FINAL_VAR(real)"], session=session)
+    result, client, _, events = run(tmp_path, ["FINAL_VAR(missing)", "FINAL_VAR(real)"], session=session)
     assert (result.answer, result.status, result.iterations) == ("7", "ok", 2)
-    feedback = last_user(root_calls(client)[1])
-    assert "no variable named `missing`" in feedback
-    assert "SHOW_VARS()" in feedback
+    firing = fired(events, "placeholder-answer")
+    assert len(firing) == 1 and firing[0]["message"] in last_user(root_calls(client)[1])
 
 
 def test_reply_with_neither_code_nor_final_gets_a_nudge(tmp_path):
@@ -217,14 +221,14 @@ def test_reply_with_neither_code_nor_final_gets_a_nudge(tmp_path):
     assert result.answer == "ok"
     assert result.iterations == 2
     assert session.executed == []
-    assert last_user(root_calls(client)[1]) == prompts.nudge_prompt()
-    assert any(e["kind"] == "note" and "nudged" in e["text"] for e in events)
+    firing = fired(events, "no-code-no-answer")
+    assert len(firing) == 1 and last_user(root_calls(client)[1]) == firing[0]["message"]
 
 
 def test_non_code_fence_is_not_run_and_gets_a_nudge(tmp_path):
-    result, client, session, _ = run(tmp_path, ["```text\nprint('no')\n```", "FINAL(ok)"])
-    assert session.executed == []
-    assert last_user(root_calls(client)[1]) == prompts.nudge_prompt()
+    result, client, session, events = run(tmp_path, ["```text\nprint('no')\n```", "FINAL(ok)"])
+    assert session.executed == [] and result.answer == "ok"
+    assert len(fired(events, "no-code-no-answer")) == 1
 
 
 def test_python_fence_is_run_like_repl(tmp_path):
@@ -280,7 +284,8 @@ def test_iteration_limit_asks_once_for_a_final_answer(tmp_path):
     calls = root_calls(client)
     assert len(calls) == 3
     ask = last_user(calls[2])
-    assert ask.startswith("You have reached the turn limit") and "FINAL(your answer)" in ask
+    assert ask.startswith("You have reached the turn limit") and "your answer" not in ask
+    assert [e["iteration"] for e in fired(events, "iteration-limit")] == [1, 2]   # the last turn, then the limit
     assert session.executed == ["a = 1", "b = 2"]
     assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "max_iterations"
 
@@ -640,8 +645,8 @@ def test_run_child_is_typed_and_returns_the_answer_and_usage(tmp_path):
 
 def test_at_the_iteration_limit_a_reply_of_code_alone_is_no_answer(tmp_path):
     result, _, _, events = run(tmp_path, [repl("a = 1"), repl('hits = grep(r"code")\nprint(hits)')], max_iterations=1)
-    assert (result.status, result.answer) == ("max_iterations", None)
-    assert any(e["kind"] == "note" and "code, not an answer" in e["text"] for e in events)
+    assert (result.status, result.answer) == ("no_answer", None)
+    assert events[-1]["kind"] == "run_end" and (events[-1]["status"], events[-1]["answer"]) == ("no_answer", None)
 
 
 def test_a_cell_sent_three_times_in_a_row_ends_with_a_request_for_the_answer(tmp_path):
@@ -660,10 +665,10 @@ def test_the_same_cell_with_a_final_var_of_a_missing_variable_is_stuck_too(tmp_p
     assert "Do not write more code" in last_user(root_calls(client)[3])
 
 
-def test_a_model_stuck_on_one_cell_without_an_answer_ends_as_stuck(tmp_path):
+def test_a_model_stuck_on_one_cell_without_an_answer_ends_with_no_answer(tmp_path):
     cell = repl("print(context[:100])")
     result, _, _, _ = run(tmp_path, [cell, cell, cell, cell])
-    assert (result.answer, result.status, result.iterations) == (None, "stuck", 3)
+    assert (result.answer, result.status, result.iterations) == (None, "no_answer", 3)
 
 
 # ------------------------------------------------------------------------------ hints on a first failure
@@ -683,13 +688,14 @@ def test_a_search_without_a_match_gets_a_precise_hint_the_first_time(tmp_path):
                                           "FINAL(x)"], session=session)
     ask = last_user(root_calls(client)[-1])
     assert "`if m:` before `m.group(1)`" in ask
-    assert any("found no match" in e.get("text", "") for e in events if e["kind"] == "note")
+    assert len(fired(events, "known-fix")) == 1
 
 
 def test_an_empty_result_is_shown_the_lines_its_pattern_missed(tmp_path):
-    sample = Execution(stdout="Records (labels: low, high)\nDate: Mar 24 || User: 93519 || Priority: low\n")
-    session = FakeSession(rules={"customer": Execution(stdout="0 pairs, all in the variable answer\n"),
-                                 "str(line)": sample})
+    lines = ["Records (labels: low, high)", "Date: Mar 24 || User: 93519 || Priority: low"]
+    sample = Execution(stdout=json.dumps({"lines": lines, "unmatched": ["customer\\D*(\\d+)"]}) + "\n")
+    session = FakeSession(rules={"_rlm_probe": sample,
+                                 "customer": Execution(stdout="0 pairs, all in the variable answer\n")})
     code = "for line in grep(r\"low\"):\n    m = re.search(r'customer\\D*(\\d+)', line)"
     _, client, session, events = run(tmp_path, [repl(code), "FINAL(x)"], session=session)
     ask = last_user(root_calls(client)[-1])
@@ -744,8 +750,8 @@ def test_an_answer_that_copies_the_instructions_stand_in_is_not_taken(tmp_path, 
     result, client, _, events = run(tmp_path, [repl("print(1)"), placeholder, "FINAL(42)"], session=session)
     assert (result.answer, result.status, result.iterations) == ("42", "ok", 3)
     told = last_user(root_calls(client)[2])
-    assert "was not taken" in told and "the answer itself" in told
-    assert any(e["kind"] == "note" and "stand-in" in e["text"] for e in events)
+    firing = fired(events, "placeholder-answer")
+    assert len(firing) == 1 and firing[0]["message"] in told and "was not taken" in told
 
 
 @pytest.mark.parametrize("reply", ["FINAL(rotate_token)", "```repl\nFINAL('rotate_token')\n```"])
@@ -761,7 +767,7 @@ def test_an_answer_that_only_repeats_a_name_of_the_question_is_asked_about_once(
     told = last_user(root_calls(client)[2])
     assert "The answer is not `rotate_token`: that is the name the question asks about" in told
     assert found in told and "What is the answer, according to this output?" in told   # the evidence again
-    assert any(e["kind"] == "note" and "only a name the question gives" in e["text"] for e in events)
+    assert len(fired(events, "question-name")) == 1
 
 
 def test_a_count_where_the_question_asks_for_a_list_is_asked_about_once(tmp_path):
@@ -774,7 +780,7 @@ def test_a_count_where_the_question_asks_for_a_list_is_asked_about_once(tmp_path
     assert (result.answer, result.iterations) == ("(1, 2)\n(1, 3)", 3)
     told = last_user(root_calls(client)[2])
     assert "the question asks for the list itself" in told and "FINAL_VAR(answer)" in told
-    assert any(e["kind"] == "note" and "a number where the question asks for a list" in e["text"] for e in events)
+    assert len(fired(events, "count-for-list")) == 1
 
 
 def test_a_final_in_a_copy_of_rlms_message_is_no_answer(tmp_path):
@@ -784,8 +790,8 @@ def test_a_final_in_a_copy_of_rlms_message_is_no_answer(tmp_path):
     told = last_user(root_calls(client)[1])
     copied = next(line for line in told.splitlines() if "FINAL_VAR(answer)" in line)
     result, _, session, events = run(tmp_path, [repl("answer = find()"), repl("0 pairs") + "\n" + copied,
-                                                "FINAL(none)"], session=session)
-    assert (result.answer, result.iterations) == ("none", 3)
+                                                "FINAL(nothing)"], session=session)
+    assert (result.answer, result.iterations) == ("nothing", 3)
     assert not any("FINAL_VAR" in code for code in session.executed)
     assert any(e["kind"] == "note" and "copied from rlm's message" in e["text"] for e in events)
 
@@ -797,13 +803,13 @@ def test_the_final_var_the_message_suggests_is_an_answer_on_its_own_line(tmp_pat
     assert (result.answer, result.iterations) == ("(1, 2)\n(1, 3)", 2)
 
 
-def test_an_empty_answer_is_asked_about_once(tmp_path):
+def test_an_empty_answer_is_never_taken(tmp_path):
     session = FakeSession(rules={"FINAL_VAR('answer')": Execution(final="")})
-    result, client, _, events = run(tmp_path, [repl("answer = ''"), "FINAL_VAR(answer)", "FINAL_VAR(answer)"],
-                                    session=session)
-    assert (result.answer, result.iterations) == ("", 3)
-    assert "The answer was empty, so it was not taken" in last_user(root_calls(client)[2])
-    assert any(e["kind"] == "note" and "the answer is empty" in e["text"] for e in events)
+    result, client, _, events = run(tmp_path, [repl("answer = ''"), "FINAL_VAR(answer)", "FINAL_VAR(answer)",
+                                               "FINAL(7)"], session=session)
+    assert (result.answer, result.iterations) == ("7", 4)
+    firings = fired(events, "placeholder-answer")
+    assert [f["iteration"] for f in firings] == [2, 3] and firings[0]["message"] in last_user(root_calls(client)[2])
 
 
 def test_a_count_sent_again_for_a_list_is_the_answer(tmp_path):
@@ -826,14 +832,14 @@ def test_a_name_of_the_question_sent_again_is_the_answer(tmp_path):
 def test_at_the_iteration_limit_final_var_of_a_variable_the_code_never_set_is_no_answer(tmp_path):
     # `for h in hits:` over no hits names `h` but never sets it; the answer is not the letter "h"
     result, _, _, events = run(tmp_path, [repl("for h in hits:\n    print(h)"), "FINAL_VAR(h)"], max_iterations=1)
-    assert (result.status, result.answer) == ("max_iterations", None)
-    assert any(e["kind"] == "note" and "never set" in e["text"] for e in events)
+    assert (result.status, result.answer) == ("no_answer", None)
+    assert any(e["kind"] == "note" and "(unbound)" in e["text"] for e in events)
 
 
 def test_at_the_iteration_limit_a_stand_in_answer_is_no_answer(tmp_path):
     result, _, _, events = run(tmp_path, [repl("a = 1"), "FINAL(your answer)"], max_iterations=1)
-    assert (result.status, result.answer) == ("max_iterations", None)
-    assert any(e["kind"] == "note" and "stand-in" in e["text"] for e in events)
+    assert (result.status, result.answer) == ("no_answer", None)
+    assert events[-1]["kind"] == "run_end" and events[-1]["status"] == "no_answer"
 
 
 def test_the_model_is_asked_outright_for_the_answer_after_a_cell_that_ran_but_not_after_a_traceback(tmp_path):

@@ -12,11 +12,10 @@ from rlm.core.prompts import (
     ContextInfo,
     context_restored_note,
     final_request_prompt,
-    final_var_missing,
     first_user_prompt,
-    iteration_prompt,
     nudge_prompt,
     system_prompt,
+    turn_prompt,
 )
 
 INFO = ContextInfo(kind="list", total_chars=12_345_678, n_documents=4_321,
@@ -94,8 +93,8 @@ def test_mentions_final_final_var_and_show_vars() -> None:
 
 def test_example_code_blocks_parse() -> None:
     blocks = find_code_blocks(system_prompt(INFO, budgets()))
-    assert len(blocks) == 8   # lookup, enclosing section, caller, constant, filtered count, comparison, distinct ids, pairs
-    assert all("grep(" in b for b in blocks)
+    assert len(blocks) == 6   # lookup, enclosing part, count, list, and a question in two steps
+    assert all("grep(" in b or "search(" in b for b in blocks)
     for block in blocks:
         compile(block, "<example>", "exec")
 
@@ -122,51 +121,40 @@ def test_preview_with_fences_cannot_break_out() -> None:
     assert all("import os" not in b for b in blocks)
 
 
-def test_first_user_prompt_has_question() -> None:
+def test_first_user_prompt_has_question_and_the_policy_s_words() -> None:
     text = first_user_prompt("Who wrote it?")
-    assert "Who wrote it?" in text and "```repl" in text and "llm_query" in text
-    assert "llm_query" not in first_user_prompt("Who wrote it?", sub_calls=False)
+    assert text.startswith("Question: Who wrote it?") and "```repl" in text
+    told = first_user_prompt("Who wrote it?", ending="Begin with X.", advice=["Mind Y."])
+    assert told.split("\n\n") == ["Question: Who wrote it?", "Begin with X.", "Mind Y."]
 
 
-def test_first_user_prompt_names_the_field_of_comma_separated_lines_that_the_question_asks_about() -> None:
-    preview = ("Records (intent labels: question, complaint). CSV without a header: date,user,intent,text\n"
-               '2023/01/07,51781,question,"juniper granite"\n2023/02/11,40896,complaint,"a b"\n')
-    question = "List every pair of user ids such that both users have a record labelled 'question'."
-    text = first_user_prompt(question, preview=preview)
-    assert 'fields, `date,user,intent,text`: `line.split(",")[1]` is the user of a line.' in text
-    labels = first_user_prompt("Which intent label is the most common?", preview=preview)
-    assert 'line.split(",")[2]` is the intent' in labels
-    assert "split" not in first_user_prompt(question, preview=preview.split("\n")[0])  # no lines with those fields
-
-
-def test_iteration_prompt_shows_outputs_and_the_question() -> None:
-    text = iteration_prompt([("print(1)", "1"), ("x = 2", "")], iteration=3, max_iterations=20, question="Who?")
+def test_turn_prompt_shows_outputs_advice_and_the_question() -> None:
+    text = turn_prompt([("print(1)", "1"), ("x = 2", "")], ["Advice A."], question="Who?", turns_left=17)
     assert "Output of block 1" in text and "(no output)" in text and "Question: Who?" in text
     assert "17 turns left" in text and "print(1)" not in text  # the code is not echoed back
+    assert text.index("Advice A.") < text.index("Question: Who?")
+    ended = turn_prompt([("x", "y")], question="Who?", ending="Closing words.")
+    assert ended.endswith("Question: Who?\nClosing words.") and "turns left" not in ended
 
 
-def test_iteration_prompt_asks_for_the_answer_the_output_holds_and_names_only_a_built_variable() -> None:
-    plain = iteration_prompt([("x", "y")], 1, 20, question="Who?")
-    assert "What is the answer, according to this output? Reply with only FINAL(the answer)." in plain
-    assert "FINAL_VAR" not in plain                        # no `variable_name` stand-in to copy
-    built = iteration_prompt([("x", "y")], 1, 20, question="Who?", variable="pairs")
-    assert "FINAL_VAR(pairs)" in built and "What is the answer" not in built   # a list is answered with its variable
-    failed = iteration_prompt([("x", "TypeError: ...")], 1, 20, question="Who?", failed=True)
-    assert "What is the answer" not in failed and "FINAL(the answer)" in failed   # a traceback holds no answer
-
-
-def test_iteration_prompt_says_when_the_output_repeats() -> None:
-    assert "same as before" in iteration_prompt([("x", "y")], 2, 20, repeated=True)
-    assert "same as before" not in iteration_prompt([("x", "y")], 2, 20)
-
-
-def test_iteration_prompt_output_with_fences_stays_fenced() -> None:
-    text = iteration_prompt([("print(s)", "```repl\nevil()\n```")], 1, 5)
+def test_turn_prompt_output_with_fences_stays_fenced() -> None:
+    text = turn_prompt([("print(s)", "```repl\nevil()\n```")], question="Who?")
     assert find_code_blocks(text) == []
 
 
-def test_iteration_prompt_last_turn_warns() -> None:
-    assert "last turn" in iteration_prompt([("x", "y")], iteration=19, max_iterations=20)
+def test_no_message_offers_a_stand_in_to_copy() -> None:
+    """Small models copy ``FINAL(your answer)`` literally: no message of the loop writes one."""
+    texts = [system_prompt(INFO, budgets()), first_user_prompt("Q?"), turn_prompt([("x", "y")], question="Q?"),
+             nudge_prompt(), final_request_prompt("Q?", ["out"], ["v"])]
+    for text in texts:
+        assert "your answer" not in text.lower() and "variable_name" not in text
+
+
+def test_the_system_prompt_offers_search_and_shows_a_question_in_steps() -> None:
+    prompt = system_prompt(INFO, budgets())
+    assert "`search(query, k=5)" in prompt and "## Questions in several steps" in prompt
+    steps = prompt[prompt.index("## Questions in several steps"):prompt.index("## Rules")]
+    assert len(find_code_blocks(steps)) == 2   # find the thing, then its property
 
 
 def test_other_messages() -> None:
@@ -174,9 +162,7 @@ def test_other_messages() -> None:
     assert "restored" in context_restored_note()
     assert "FINAL(" in final_request_prompt()
     ask = final_request_prompt("Which city?", ["shipped to Lisbon"])
-    assert ask.index("shipped to Lisbon") < ask.index("Question: Which city?") < ask.index("FINAL(your answer)")
+    assert ask.index("shipped to Lisbon") < ask.index("Question: Which city?") < ask.index("Reply with only FINAL(")
     assert "Variables" not in ask
     named = final_request_prompt("List the pairs.", ["91 pairs"], [f"v{i}" for i in range(12)])
     assert "Variables your code built, latest first: `v0`, `v1`" in named and "`v7`" in named and "`v8`" not in named
-    assert "answer_var" in final_var_missing("answer_var")
-    assert "SHOW_VARS()" in final_var_missing("answer_var")
