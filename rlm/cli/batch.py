@@ -10,7 +10,6 @@ Registered by rlm/cli/app.py::
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -390,7 +389,9 @@ def benchmark_command(
         plot_report(report, plot)
         say.print(f"plot written to {plot}", highlight=False, markup=False, soft_wrap=True)
     if json_out:
-        typer.echo(json.dumps(report.to_dict(), ensure_ascii=False))
+        from rlm.core.text import json_line
+
+        typer.echo(json_line(report.to_dict()))  # one line: U+2028 and controls escaped
 
 
 # ---------------------------------------------------------------------------- standalone (tests)

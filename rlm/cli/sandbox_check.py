@@ -6,15 +6,18 @@ import statistics
 import time
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
+from rlm.core.text import one_line, terminal_text
 from rlm.errors import RLMError
 from rlm.sandbox import SandboxSession, SandboxSettings
 
 
 def _line(console: Console, ok: bool, what: str, detail: str) -> None:
     mark = "[green]ok[/green]  " if ok else "[red]FAIL[/red]"
-    console.print(f"{mark} {what}: {detail}", highlight=False)
+    console.print(f"{mark} {what}: {escape(terminal_text(detail))}", highlight=False)
 
 
 def run_check(settings: SandboxSettings, console: Console, *, security: bool = False) -> int:
@@ -78,7 +81,7 @@ def _security(settings: SandboxSettings, engine, console: Console) -> int:
     for column in ("attack", "expected", "seen", "result"):
         table.add_column(column)
     for r in results:
-        table.add_row(r.name, r.expected, r.seen, "[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
+        table.add_row(r.name, r.expected, Text(one_line(r.seen)), "[green]pass[/green]" if r.passed else "[red]FAIL[/red]")
     console.print(table)
     failed = sum(not r.passed for r in results)
     console.print(f"{len(results) - failed} passed, {failed} failed in {time.perf_counter() - started:.1f} s")
