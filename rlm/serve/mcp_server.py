@@ -17,7 +17,7 @@ from typing import Any
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
-from rlm.core.result import RunResult
+from rlm import RunResult
 from rlm.serve.errors import APIError
 from rlm.serve.service import Service, summary
 
