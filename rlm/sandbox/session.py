@@ -27,6 +27,7 @@ from pathlib import Path
 
 from rlm.errors import ContextError, SandboxError, SandboxTimeout, SessionClosed
 from rlm.sandbox.bridge import BridgeServer, Handler
+from rlm.sandbox.cgroup import ContainerCPU
 from rlm.sandbox.context_fit import check_context_fits, context_format, load_failure_hint
 from rlm.sandbox.engine import ContainerSpec, Engine
 from rlm.sandbox.execution import Execution, checked_state
@@ -231,14 +232,22 @@ class SandboxSession:
         Time during which the bridge has a request of this session in flight (llm_query and the
         like) is model time: it does not count.  The bridge decides that, not the frames (a forged
         ``"waiting"`` is ignored), and each request ends by its deadline (sub_call_timeout_s, by
-        default the cell's timeout), so waiting cannot extend a cell past its sub-calls' deadlines."""
+        default the cell's timeout), so waiting cannot extend a cell past its sub-calls' deadlines.
+        Waiting costs the container no CPU: a cell whose threads keep computing while a request is
+        in flight (a thread of its own, forged requests) times out once its container has used
+        ``timeout`` CPU-seconds, read from its cgroup."""
         started, waited_before = time.monotonic(), self._live_bridge.waited_seconds()
         self._cell_waited_before = waited_before
+        cpu = ContainerCPU(self._container)
+        cpu_before = cpu.seconds()
         while True:
             used = (time.monotonic() - started) - (self._live_bridge.waited_seconds() - waited_before)
             left = timeout - used
             if left <= 0 and not self._live_bridge.waiting:
                 return Outcome.TIMEOUT
+            cpu_now = cpu.seconds() if cpu_before is not None and self._live_bridge.waiting else None
+            if cpu_now is not None and cpu_before is not None and cpu_now - cpu_before >= timeout:
+                return Outcome.TIMEOUT  # "waiting" while computing: the computing is code time
             # while the cell waits on the bridge, look again soon; otherwise wait for what is left
             step = 0.25 if self._live_bridge.waiting else max(left, 0.001)
             outcome = self._collect(msg_id, out, time.monotonic() + step)
@@ -400,10 +409,12 @@ class SandboxSession:
         self._drain_wake()
 
     def _reconnect(self) -> None:
-        """A fresh client on the same kernel (its variables are kept)."""
+        """A fresh client on the same kernel (its variables are kept).  A kernel that keeps flooding iopub
+        with oversized frames keeps it down: the shell answering is enough (the next cells say their
+        output was dropped)."""
         self._live_client.close()
         self._client = KernelClient(self._live_connection, self._live_dirs.run, {self._sandbox_uid})
-        self._live_client.wait_ready(self.settings.start_timeout_s)
+        self._live_client.wait_ready(self.settings.start_timeout_s, iopub_within=1.0)
 
     def _on_control(self, event: dict) -> None:
         self._events.put(event)
