@@ -9,6 +9,8 @@ records that come back, so the executor may run queries anywhere.
 * errors of one query (a model error, a sandbox failure) become an ``error`` record and the
   batch goes on; errors that doom every query (no Docker engine, image missing, model
   server unreachable, model unknown, bad credentials) stop the batch and raise;
+* one process at a time per results file: a second run on the same file stops at once with a
+  ``UsageError`` naming the first one's pid (see :class:`~rlm.jobs.results.ResultsLock`);
 * Ctrl-C / SIGTERM: nothing more starts, running queries stop at their next step, their
   sandboxes are closed, written lines are kept, ``KeyboardInterrupt`` propagates.
 """
@@ -38,7 +40,7 @@ from rlm.errors import (
 )
 from rlm.jobs.executor import Cancelled, CancelToken, Executor, LocalExecutor
 from rlm.jobs.loop import STOP_GRACE_S, Outcome, Reporter, run_jobs
-from rlm.jobs.results import ResultWriter, read_results
+from rlm.jobs.results import ResultsLock, ResultWriter, read_results
 from rlm.jobs.spec import BatchQuery, BatchSpec
 from rlm.llm.base import ModelClient
 
@@ -180,6 +182,12 @@ class BatchRunner:
 
     # -- the whole batch ------------------------------------------------------------------
     def run(self, *, retry_failed: bool = False) -> BatchSummary:
+        """Run the spec's queries that are not done yet, holding the results file's lock
+        from before it is read until the last line is written (one writer per file)."""
+        with ResultsLock(self.spec.output) as lock:
+            return self._run(lock, retry_failed=retry_failed)
+
+    def _run(self, lock: ResultsLock, *, retry_failed: bool) -> BatchSummary:
         started = time.perf_counter()
         self._reap_leftovers()
         previous = read_results(self.spec.output)
@@ -201,7 +209,7 @@ class BatchRunner:
 
             self._pool = SandboxPool(self.settings.pool_size, self.settings.sandbox).start()
         task = executor.query_task(self.spec) if remote else self.run_query  # type: ignore[attr-defined]
-        writer = ResultWriter(self.spec.output)
+        writer = ResultWriter(self.spec.output, lock=lock)
 
         def accept(query: BatchQuery, record: dict) -> dict:
             writer.write(record)

@@ -181,3 +181,26 @@ def test_a_batch_with_a_warm_pool_answers_every_query_from_fresh_containers(engi
         summary = run_batch(spec)
         assert summary.counts == {"ok": 4} and summary.correct == 4
     assert our_containers(engine, os.getpid()) == []
+
+
+def test_two_runs_on_one_results_file_the_second_exits_2_and_nothing_runs_twice(engine, tmp_path: Path) -> None:
+    """D7: the first run holds the results file's lock; the second stops at once, naming its pid."""
+    with FakeModelServer(root=slow(4, 3.0)) as server:
+        spec = make_spec(tmp_path, server.url, 2, concurrency=2)
+        out = tmp_path / "out.jsonl"
+        first = _start(spec, out)
+        lock = tmp_path / "out.jsonl.lock"
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and lock.read_text().split()[:1] == [str(first.pid)]):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first run never took the lock"
+            time.sleep(0.02)
+        second = subprocess.run([sys.executable, "-m", "rlm", "batch", "run", str(spec), "-o", str(out)],
+                                cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2, second.stderr
+        assert f"pid {first.pid}" in second.stderr and "being written by another rlm process" in second.stderr
+        _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 0, stderr
+        assert Counter(r["id"] for r in lines(out)) == Counter({"q0": 1, "q1": 1})
+        assert chat_requests(server) == 2                      # 2 root calls, not 4
+        assert not lock.exists()
