@@ -169,9 +169,12 @@ class KernelClient:
         return dropped
 
     # -- readiness -----------------------------------------------------------------------
-    def wait_ready(self, timeout: float) -> None:
-        """Confirm both shell and iopub work: kernel_info until its reply and an iopub status arrive."""
+    def wait_ready(self, timeout: float, iopub_within: float | None = None) -> bool:
+        """Confirm both shell and iopub work: kernel_info until its reply and an iopub status arrive.
+        With ``iopub_within``, a kernel whose shell answered but whose iopub stays silent for that long
+        (a thread flooding it with frames over the size limit) is accepted: returns False."""
         deadline = time.monotonic() + timeout
+        replied_at: float | None = None
         poller = zmq.Poller()
         poller.register(self.shell, zmq.POLLIN)
         poller.register(self.iopub, zmq.POLLIN)
@@ -194,7 +197,11 @@ class KernelClient:
                     if self._recv(self.iopub, msg_id):
                         got_iopub = True
             if got_reply and got_iopub:
-                return
+                return True
+            if got_reply and iopub_within is not None:
+                replied_at = replied_at or time.monotonic()
+                if time.monotonic() - replied_at > iopub_within:
+                    return False
 
     # -- execution -----------------------------------------------------------------------
     def start_execute(self, code: str) -> str:

@@ -409,10 +409,12 @@ class SandboxSession:
         self._drain_wake()
 
     def _reconnect(self) -> None:
-        """A fresh client on the same kernel (its variables are kept)."""
+        """A fresh client on the same kernel (its variables are kept).  A kernel that keeps flooding iopub
+        with oversized frames keeps it down: the shell answering is enough (the next cells say their
+        output was dropped)."""
         self._live_client.close()
         self._client = KernelClient(self._live_connection, self._live_dirs.run, {self._sandbox_uid})
-        self._live_client.wait_ready(self.settings.start_timeout_s)
+        self._live_client.wait_ready(self.settings.start_timeout_s, iopub_within=1.0)
 
     def _on_control(self, event: dict) -> None:
         self._events.put(event)

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping
 from rlm.sandbox.execution import Execution
 
 if TYPE_CHECKING:
+    from rlm.security.budget import HostBudget
     from rlm.security.runner import CheckContext
 
 CATEGORIES = ("network", "files", "privilege", "secrets", "resources", "bridge", "answer", "host")
@@ -37,6 +38,7 @@ class Attack:
     budget: int | None = None           # sub-call budget of the check handler during the attack
     cleanup: str | None = None          # cell run after verify (closes what the attack left open)
     prepare: Callable[["CheckContext"], None] | None = None  # host-side, before the cell
+    host_budget: "HostBudget | None" = None  # what the host may spend (rlm/security/budget.py), checked
 
 
 @dataclass

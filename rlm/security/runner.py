@@ -15,6 +15,7 @@ from rlm.sandbox.bridge import BridgeRefusal
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.session import SandboxSession
 from rlm.sandbox.settings import SandboxSettings
+from rlm.security.budget import HostMeter
 from rlm.security.canaries import Canaries
 from rlm.security.model import ATTACKS, Attack, CheckResult
 
@@ -168,12 +169,21 @@ def run_attack(pool: SessionPool, attack: Attack) -> CheckResult:
         pool.handler.reset(attack.budget)
         if attack.prepare is not None:
             attack.prepare(ctx)
-        execution = session.execute(prelude(ctx.probe) + "\n" + textwrap.dedent(attack.code),
-                                    timeout=attack.timeout)
+        meter = HostMeter().start()
         try:
-            passed, seen = attack.verify(execution, ctx)
-        except Exception as exc:  # noqa: BLE001 - a verify bug is a failed check, not a crash of the run
-            passed, seen = False, f"verify failed: {exc.__class__.__name__}: {exc}"
+            execution = session.execute(prelude(ctx.probe) + "\n" + textwrap.dedent(attack.code),
+                                        timeout=attack.timeout)
+            try:
+                passed, seen = attack.verify(execution, ctx)
+            except Exception as exc:  # noqa: BLE001 - a verify bug is a failed check, not a crash of the run
+                passed, seen = False, f"verify failed: {exc.__class__.__name__}: {exc}"
+        finally:
+            use = meter.stop()
+        if attack.host_budget is not None:
+            over = use.over(attack.host_budget)
+            passed = passed and not over
+            seen += (f"; OVER HOST BUDGET: {', '.join(over)}" if over else
+                     f"; {use.describe()} (budget {attack.host_budget.describe()})")
         if attack.cleanup:
             ctx.run(textwrap.dedent(attack.cleanup), timeout=30)
         answer = session.execute(ALIVE_CODE, timeout=15)
@@ -186,7 +196,7 @@ def run_attack(pool: SessionPool, attack: Attack) -> CheckResult:
         pool.handler.reset()
         if session is not None:
             pool.release(attack, session, alive)
-    return CheckResult(attack.name, attack.category, attack.expected, _short(seen), passed and alive,
+    return CheckResult(attack.name, attack.category, attack.expected, _short(seen, 400), passed and alive,
                        round(time.perf_counter() - started, 2), alive)
 
 

@@ -356,3 +356,45 @@ attack("files_run_disk_fill", "files", "writes into /rlm/run are capped (cannot 
     for p in glob.glob("/rlm/run/fill-*.bin"):
         os.unlink(p)
 """)
+
+
+def _run_folder_kept(execution: Execution, ctx: CheckContext, data: dict) -> tuple[bool, str]:
+    import os
+    import stat
+
+    root = ctx.session.run_dir
+    if root is None:
+        return False, "the session has no run folder"
+    sandbox_uid = ctx.probe["uid"]
+    bad = []
+    for path in (root, root / "run", root / "bridge"):
+        info = os.lstat(path)
+        if info.st_uid == sandbox_uid or stat.S_IMODE(info.st_mode) & 0o022 or stat.S_ISLNK(info.st_mode):
+            bad.append(f"{path.name} uid {info.st_uid} mode {oct(stat.S_IMODE(info.st_mode))}")
+    planted = sorted(e.name for e in os.scandir(root / "run") if e.name.startswith("planted"))
+    ok = not bad and not planted
+    return ok, (f"run folder owned by uid {os.lstat(root).st_uid}, not the sandbox's {sandbox_uid}; nothing planted"
+                if ok else f"HOST RUN FOLDER CHANGED: {bad} planted {planted}")
+
+
+attack("files_run_folder_owner", "files",
+       "the sandbox uid owns nothing of its run folder: no chmod, no big file, no symlink or FIFO planted", r"""
+    import os
+    def write_big():
+        with open("/rlm/run/planted-big", "wb") as fh:
+            for _ in range(64):
+                fh.write(b"\0" * (1 << 20))
+    out = {
+        "chmod 0777 /rlm/run": attempt(os.chmod, "/rlm/run", 0o777),
+        "chmod 0777 /rlm/bridge": attempt(os.chmod, "/rlm/bridge", 0o777),
+        "chmod kernel.json": attempt(os.chmod, "/rlm/run/kernel.json", 0o666),
+        "chown /rlm/run": attempt(os.chown, "/rlm/run", os.getuid(), os.getgid()),
+        "utime /rlm/run": attempt(os.utime, "/rlm/run", (0, 0)),
+        "write 64 MiB into /rlm/run": attempt(write_big),
+        "symlink in /rlm/run": attempt(os.symlink, "/", "/rlm/run/planted-link"),
+        "FIFO in /rlm/run": attempt(os.mkfifo, "/rlm/run/planted-fifo"),
+        "folder in /rlm/run": attempt(os.mkdir, "/rlm/run/planted-dir"),
+        "rename kernel.json": attempt(os.rename, "/rlm/run/kernel.json", "/rlm/run/planted-json"),
+    }
+    report(out=out)
+""", refused("out", extra=_run_folder_kept))

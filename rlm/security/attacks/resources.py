@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import time
+
 from rlm.sandbox.execution import Execution
+from rlm.security.budget import HostBudget
 from rlm.security.host import cpu_limit
 from rlm.security.model import attack
 from rlm.security.runner import CheckContext, _short
@@ -452,3 +455,60 @@ attack("res_cpu_quota", "resources", "spinning processes share the CPU quota", r
             pass
     report(workers=workers, rate=rate, wall=wall, work=work, quota=quota, period=period)
 """, _verify_cpu)
+
+
+def _verify_iopub_flood(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    answered, tries = 0, 0
+    for _ in range(3):     # the flood goes on: the host idles (as while a model thinks), then runs a cell
+        time.sleep(3)
+        tries += 1
+        if ctx.run("print(1+1)", timeout=10).stdout.strip() == "2":
+            answered += 1
+    ok = answered > 0
+    return ok, f"a kernel thread publishes {data['sizes']} MiB frames after its cell; {answered}/{tries} cells answered"
+
+
+attack("res_iopub_flood", "resources",
+       "a kernel thread flooding iopub with 48 MiB frames after its cell: host memory bounded, session answers",
+       r"""
+    import threading, time
+    kernel = get_ipython().kernel
+    frames = {48: memoryview(bytearray(48 << 20)), 15: memoryview(bytearray(15 << 20))}   # over / under the cap
+    _rlm_flood_stop = threading.Event()
+    def flood():
+        time.sleep(1)                       # after its cell has returned
+        while not _rlm_flood_stop.is_set():
+            for frame in frames.values():
+                kernel.session.send(kernel.iopub_socket, "stream", {"name": "stdout", "text": "."},
+                                    buffers=[frame])
+            time.sleep(0.01)
+    threading.Thread(target=flood, daemon=True).start()
+    report(sizes=sorted(frames))
+""", _verify_iopub_flood, timeout=30, fresh=True, cleanup="_rlm_flood_stop.set()",
+       host_budget=HostBudget(rss_mb=300, seconds=60))
+
+
+def _verify_stdout_flood(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    data = report_of(execution)
+    if data is None:
+        return _missing(execution)
+    ok = not execution.timed_out and "z" * 100 not in execution.output
+    return ok, (f"{data['mb']} MB written to fd 1 and 2 in {data['seconds']} s; none reached the host's output"
+                if ok else f"timed_out {execution.timed_out}; output {_short(execution.output, 60)}")
+
+
+attack("res_stdout_flood_engine", "resources",
+       "an os.write(1/2) flood for 10 s reaches no log: dockerd + containerd stay within their CPU budget", r"""
+    import os, time
+    chunk, written, end = b"z" * 65536, 0, time.monotonic() + 10
+    while time.monotonic() < end:
+        for fd in (1, 2):
+            try:
+                written += os.write(fd, chunk)
+            except OSError:
+                pass
+    report(mb=written >> 20, seconds=10)
+""", _verify_stdout_flood, timeout=30, fast=False, host_budget=HostBudget(engine_cpu_s=1.5, rss_mb=100))
