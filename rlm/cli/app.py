@@ -3,7 +3,8 @@
 Thin: parse flags, load settings at the edge, call the library, print.  Errors are
 mapped to exit codes in exactly one place, ``RLMGroup.invoke``:
 
-    0 ok · 1 other failure · 2 usage/config/context · 3 sandbox/Docker · 4 model server · 130 interrupted
+    0 ok · 1 other failure · 2 usage/config/context · 3 sandbox/Docker · 4 model server ·
+    5 no answer (the run ended without one: status no_answer, the trace kept) · 130 interrupted
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typer.exceptions import Abort, Exit, TyperException
 from rlm.errors import LLMError, RLMError, SandboxError, UsageError
 
 EXIT_OTHER, EXIT_USAGE, EXIT_SANDBOX, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
+EXIT_NO_ANSWER = 5   # the run ended without an answer (status no_answer); not an error of rlm
 
 
 def exit_code_for(exc: BaseException) -> int:
@@ -63,6 +65,22 @@ class RLMGroup(TyperGroup):
 
 app = typer.Typer(cls=RLMGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Recursive Language Models over huge contexts; model code runs only in Docker sandboxes.")
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from rlm import __version__
+
+        typer.echo(f"rlm {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", is_eager=True, callback=_print_version,
+                                       help="Print rlm's version and exit.")) -> None:
+    pass
+
+
 from rlm.cli.batch import batch_app, benchmark_command  # noqa: E402 - registered beside the others
 from rlm.cli.bench import bench_app  # noqa: E402
 from rlm.cli.config_cmd import config_app  # noqa: E402

@@ -29,6 +29,7 @@ from rlm.cli.options import (
     UnsafeSandboxOpt,
     load_cli_settings,
 )
+from rlm.cli.policy_opts import AblateOpt, PolicyOpt, policy_flags
 from rlm.config import LoadedSettings
 from rlm.errors import RLMError, UsageError
 
@@ -312,6 +313,7 @@ def benchmark_command(
     base_url: BaseUrlOpt = None, model: ModelOpt = None, sub_model: SubModelOpt = None,
     max_iterations: MaxIterOpt = None, quiet: QuietOpt = False,
     config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
+    policy: PolicyOpt = None, ablate: AblateOpt = None,
 ) -> None:
     """Benchmarks with known answers, scored with 95% intervals; RLM vs the base model with --compare-base."""
     from rlm.bench import splits
@@ -347,7 +349,8 @@ def benchmark_command(
         from rlm.bench.public import public_data
 
         public_data().check()   # before any model starts: the command that fills the cache
-    loaded = _load(ctx, config, debug, _model_values(base_url, model, sub_model, max_iterations))
+    loaded = _load(ctx, config, debug, {**_model_values(base_url, model, sub_model, max_iterations),
+                                        **{k: v for k, v in policy_flags(policy, ablate).items() if v is not None}})
     # the embedded model when no server is configured or answering, guarded and proved as for `rlm query`
     settings, client = open_models(loaded.settings, base_url_explicit=loaded.base_url_configured, say=notice)
     trace_dir = new_trace_dir(settings)

@@ -19,6 +19,7 @@ from rlm.cli.options import (
 )
 from rlm.cli.options import load_cli_settings as _settings
 from rlm.cli.options import model_flags as _model_flags
+from rlm.cli.policy_opts import AblateOpt, PolicyOpt, policy_flags
 from rlm.errors import UsageError
 
 demo_app = typer.Typer(no_args_is_help=True, help="Generated documents with a known answer.")
@@ -41,14 +42,16 @@ def query(
     quiet: Annotated[bool, typer.Option("--quiet", help="Show no progress.")] = False,
     view: Annotated[bool, typer.Option("--view", help="Also write the trace as an HTML page next to it.")] = False,
     config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
+    policy: PolicyOpt = None, ablate: AblateOpt = None,
 ) -> None:
-    """Answer QUESTION over a context with the RLM loop."""
+    """Answer QUESTION over a context with the RLM loop (exit 5 when the run ends without an answer)."""
     from rlm.cli.options import read_question
     from rlm.cli.run import answer_question, view_page
     from rlm.core.text import one_line
     from rlm.core.trace import trace_failure
 
-    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls))
+    loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls),
+                       **policy_flags(policy, ablate))
     given = [x for x in (file, text, context_dir) if x is not None]
     if len(given) != 1:
         raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",
@@ -62,6 +65,10 @@ def query(
             if trace_failure(result.trace) is None:
                 raise
             typer.echo(f"no trace page: {one_line(exc.message)}", err=True)
+    if result.status == "no_answer":
+        from rlm.cli.app import EXIT_NO_ANSWER
+
+        raise typer.Exit(EXIT_NO_ANSWER)
 
 
 

@@ -61,6 +61,8 @@ def _render_run(events: list[dict], console: Console) -> None:
             sub_calls.append(event)
         elif kind == "note":
             console.print(Text("note: ", style="yellow") + _text(event.get("text")))
+        elif kind == "rule":   # a rule of the loop's policy fired (rlm/core/policy)
+            console.print(Text("rule: ", style="cyan") + _text(f"{event.get('id')}: {event.get('message')}"))
         elif kind == "run_end":
             _flush_sub_calls(sub_calls, console)
             end = event

@@ -484,7 +484,8 @@ class _Run:
         return tuple(lines), pattern, tuple(p for p in unmatched if p in hints.regex_literals(code))
 
     def _on_fire(self, firing: Firing, obs: Observation) -> None:
-        self.trace.event("rule", iteration=obs.iteration, id=firing.rule, slot=firing.slot, message=firing.message)
+        self.trace.event("rule", iteration=obs.iteration, id=firing.rule, slot=firing.slot, message=firing.message,
+                         text=f"rule {firing.rule}: {firing.message}")
 
     def _text_answer(self, text: str) -> str:
         """The answer of ``FINAL(text)`` written as text: the text, or, when it is only the name of a

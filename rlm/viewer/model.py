@@ -113,14 +113,15 @@ def split_runs(events: list[Event]) -> list[Run]:
             n = event.get("iteration")
             again = current is not None and current.number == n
             run.iterations.append(Iteration(number=n, reply=event, final_request=again))
-        elif kind in ("cell", "sub_call", "note"):
+        elif kind in ("cell", "sub_call", "note", "rule"):   # a rule firing shows as a note (its "text")
             if current is None:
                 current = Iteration(number=event.get("iteration"))
-                if kind == "note":
+                if kind in ("note", "rule"):
                     run.notes.append(event)
                     continue
                 run.iterations.append(current)
-            {"cell": current.cells, "sub_call": current.sub_calls, "note": current.notes}[kind].append(event)
+            {"cell": current.cells, "sub_call": current.sub_calls, "note": current.notes,
+             "rule": current.notes}[kind].append(event)
         elif kind == "run_end":
             run.end = event
         else:
