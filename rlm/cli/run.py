@@ -93,6 +93,7 @@ def run_demo(ctx: typer.Context, loaded: LoadedSettings, case: DemoCase, *, quie
     header = f"demo {case.meta.get('case', case.id)}: {len(case.context):,} characters; question: {case.question}"
     result = make_rlm(ctx, loaded, quiet=quiet, header=header).run(case.question, case.context)
     matched = matches(case, result.answer)
+    say_if_trace_incomplete(result)
     typer.echo(f"answer:   {terminal_text(result.answer or '(no answer)')}")
     typer.echo(f"expected: {case.expected}")
     typer.echo(f"matched:  {'yes' if matched else 'no'}  ({result.iterations} iterations, "
@@ -142,7 +143,10 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                 typer.echo("(new sandbox: variables cleared)")
                 continue
             if question == ":view":
-                typer.echo(view_page(rlm.last_trace))
+                try:
+                    typer.echo(view_page(rlm.last_trace))
+                except UsageError as exc:  # an unreadable or incomplete trace ends no session
+                    print_warning(console, f"no trace page: {exc.message}")
                 continue
             result = rlm.run(question, context)
             typer.echo(terminal_text(result.answer or "(no answer)"))

@@ -31,11 +31,12 @@ def cli(tmp_path, monkeypatch, engine):
     monkeypatch.chdir(tmp_path)
     servers: list[FakeModelServer] = []
 
-    def invoke(*args: str):
+    def invoke(*args: str, env: dict | None = None, input: str | None = None):
         server = FakeModelServer(root_model=ROOT, models=[ROOT], root=list(SCRIPT))
         servers.append(server)
-        env = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0", "COLUMNS": "200"}
-        return CliRunner().invoke(app, list(args), env=env)
+        env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0", "COLUMNS": "200",
+               **(env or {})}
+        return CliRunner().invoke(app, list(args), env=env, input=input)
 
     yield invoke
     for server in servers:
@@ -98,3 +99,16 @@ def test_trace_on_a_disk_that_fills_mid_run(cli, nearly_full_disk):
     assert events[0]["kind"] == "run_start" and "run_end" not in [e["kind"] for e in events]
     shown = CliRunner().invoke(app, ["trace", "show", str(trace)], env={"COLUMNS": "200"})
     assert shown.exit_code == 0 and "status: incomplete" in shown.stdout
+
+
+def test_interactive_on_a_full_trace_folder_answers_and_keeps_the_session(cli, nearly_full_disk):
+    doc = nearly_full_disk.parent / "doc.txt"
+    doc.write_text("some text")
+    result = cli("interactive", "-f", str(doc), "--quiet", input="What is the answer?\n:view\n:stats\n",
+                 env={"RLM_TRACE_DIR": str(nearly_full_disk / "traces")})
+    assert result.exit_code == 0, (result.stdout, result.stderr)
+    assert "bug in rlm" not in result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "the answer is 42" and json.loads(lines[-1])["questions"] == 1
+    assert "is incomplete: no space left on device" in result.stderr
+    assert "no trace page" in result.stderr  # :view says why in one line; the session goes on to :stats

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from rlm.core.trace import TraceWriter
-from rlm.jobs.results import ResultWriter
+from rlm.jobs.results import ResultWriter, read_results
 from rlm.viewer import load, write_view
 from rlm.viewer.model import split_runs
 
@@ -64,6 +64,7 @@ def test_a9_the_results_page_keeps_every_record(tmp_path):
         writer.write({"id": "q3", "status": "error", "answer": None, "error": f"boom{SPLIT}", "trace": None})
     kind, records = load(results)
     assert kind == "results" and [r["id"] for r in records] == ["q1", "q2", "q3"]
+    assert list(read_results(results)) == ["q1", "q2", "q3"]  # the batch's own reader (resume) too
     markup = write_view(results).read_text(encoding="utf-8")
     assert all(f"<td>{i}</td>" in markup for i in ("q1", "q2", "q3"))
     assert not (set(BIDI) | set(SPLIT)) & set(markup)
