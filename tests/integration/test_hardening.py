@@ -181,14 +181,14 @@ def test_file_size_ulimit(tight):
 
 
 # ------------------------------------------------------------------- users and privileges
-def test_runs_as_uid_gid_1000_without_capabilities_or_new_privileges(hard):
+def test_runs_as_uid_gid_61000_without_capabilities_or_new_privileges(hard):
     code = (
         "import os\n"
         "status = dict(l.split(':\\t', 1) for l in open('/proc/self/status').read().splitlines() if ':\\t' in l)\n"
         "ids = [os.getuid(), os.geteuid(), os.getgid(), os.getegid(), sorted(os.getgroups())]\n"
     )
     ids, status = _value(hard, code, "[ids, status]")
-    assert ids == [1000, 1000, 1000, 1000, [1000]]
+    assert ids == [61000, 61000, 61000, 61000, [61000]]
     for cap in ("CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"):
         assert int(status[cap].strip(), 16) == 0, (cap, status[cap])
     assert status["NoNewPrivs"].strip() == "1"

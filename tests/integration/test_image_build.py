@@ -55,7 +55,7 @@ def test_image_is_present_and_current(engine: Engine) -> None:
 def test_kernel_packages_import_as_uid_1000_without_network(engine: Engine) -> None:
     # Exit codes say what failed: 1 = an import failed, 3 = wrong user.
     code = ("import os, sys, ipykernel, zmq, jupyter_client, protocol; "
-            "sys.exit(0 if (os.getuid(), os.getgid()) == (1000, 1000) else 3)")
+            "sys.exit(0 if (os.getuid(), os.getgid()) == (61000, 61000) else 3)")
     assert _run(engine, code) == 0
 
 
