@@ -15,7 +15,17 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.2.0"
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rlm")
+    except PackageNotFoundError:   # run from a source tree that is not installed
+        return "0.2.0"
+
+
+__version__ = _version()
 
 if TYPE_CHECKING:
     from rlm._api import RLM, ContextLike, IterationEvent, SubCallEvent
