@@ -102,7 +102,7 @@ def serve(tmp_path, engine, doc_root):
         port = _free_port(host)
         cmd = [sys.executable, "-c", BOOT, "serve", "--host", host, "--port", str(port),
                "--data-dir", str(tmp_path / "data"), "--context-root", str(doc_root), "--base-url", model.url,
-               "--model", ROOT, "--sub-model", SUB, "--max-iterations", "6", *args]
+               "--model", ROOT, "--sub-model", SUB, "--max-iterations", "6", "--workers", "1", *args]
         proc = subprocess.Popen(cmd, env=env or _env(), cwd=tmp_path, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         served = Served(proc, f"http://{host}:{port}")
@@ -198,26 +198,29 @@ def test_earlier_messages_are_the_context(serve):
     assert any("How much did Ada pay?" in q for q in question)
 
 
-@pytest.mark.parametrize("path, code", [
-    ("/etc/passwd", "path_outside_root"), ("../secret.txt", "path_outside_root"),
-    ("link.txt", "path_outside_root"), ("leaky", "path_outside_root"), ("missing.txt", "invalid_context")])
-def test_a_path_outside_the_root_is_refused_with_400(serve, path, code):
+def test_a_path_outside_the_root_is_refused_with_400(serve):
     model = FakeModelServer(root_model=ROOT, models=[SUB], root=["FINAL(should not run)"])
     with model:
-        served = serve(model)
-        with pytest.raises(openai.BadRequestError) as caught:
-            served.openai().chat.completions.create(model="rlm", messages=[{"role": "user", "content": "Q?"}],
-                                                    extra_body={"rlm": {"context": {"path": path}}})
+        client = serve(model).openai()
+        for path, code in (("/etc/passwd", "path_outside_root"), ("../secret.txt", "path_outside_root"),
+                           ("link.txt", "path_outside_root"), ("leaky", "path_outside_root"),
+                           ("missing.txt", "invalid_context")):
+            with pytest.raises(openai.BadRequestError) as caught:
+                client.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "Q?"}],
+                                               extra_body={"rlm": {"context": {"path": path}}})
+            assert caught.value.status_code == 400 and caught.value.code == code, path
+            assert "outside the root\n" not in str(caught.value.body)
         assert model.requests == []
-    assert caught.value.status_code == 400 and caught.value.code == code
-    assert "outside the root\n" not in str(caught.value.body)
 
 
-def test_errors_are_openai_error_objects_without_tracebacks(serve, tmp_path):
-    model = FakeModelServer(root_model=ROOT, models=[SUB], root=["FINAL(x)"])
+def test_errors_are_openai_error_objects_without_tracebacks(serve, engine):
+    model = FakeModelServer(root_model=ROOT, models=[SUB], root=[{"content": "FINAL(late)", "delay_s": 30}])
     with model:
-        served = serve(model, "--max-upload-mb", "1")
+        served = serve(model, "--max-upload-mb", "1", "--request-timeout", "3", "--no-warm-pool")
         client = served.openai()
+        with pytest.raises(openai.APIStatusError) as timeout:
+            client.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "Q?"}])
+        assert timeout.value.status_code == 504 and timeout.value.code == "timeout"
         with pytest.raises(openai.NotFoundError) as not_found:
             client.chat.completions.create(model="gpt-17", messages=[{"role": "user", "content": "Q?"}])
         assert not_found.value.code == "model_not_found"
@@ -236,7 +239,8 @@ def test_errors_are_openai_error_objects_without_tracebacks(serve, tmp_path):
         with pytest.raises(openai.APIStatusError) as down:
             client.chat.completions.create(model="rlm", messages=[{"role": "user", "content": "Q?"}])
         assert down.value.status_code == 503
-        for err in (not_found, too_large, down):
+        assert served.containers(engine) == []  # the timed-out run's sandbox went with it
+        for err in (timeout, not_found, too_large, down):
             assert "Traceback" not in str(err.value.body) and "File \"" not in str(err.value.body)
 
 
@@ -448,3 +452,21 @@ def test_mcp_over_stdio_with_the_sdk_client(tmp_path, engine, doc_root):
     assert out["first"].startswith("stored") and out["second"].startswith("remembered")
     assert out["close"].startswith("closed ses-") and out["gone"].startswith("True ")
     assert progress == [(1, 6, "iteration 1/6"), (2, 6, "iteration 2/6")]
+
+
+def test_mcp_over_streamable_http_beside_the_openai_endpoint(serve):
+    import anyio
+    from mcp import Client
+
+    model = FakeModelServer(root_model=ROOT, models=[SUB], root=[repl("print(context[:5])"), "FINAL(over http)"])
+
+    async def main(url: str) -> str:
+        async with Client(url + "/mcp", read_timeout_seconds=120) as client:
+            result = await client.call_tool("ask", {"question": "What?", "text": "hello world"})
+            return result.content[0].text
+
+    with model:
+        served = serve(model, "--mcp")
+        answer = anyio.run(main, served.url)
+        assert httpx.get(f"{served.url}/v1/models").status_code == 200
+    assert answer.startswith("over http\n") and "[rlm: ok" in answer
