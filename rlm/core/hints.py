@@ -26,7 +26,10 @@ _NO_MODULE = re.compile(r"No module named '(?P<name>[\w.]+)'")
 _BAD_KEYWORD = re.compile(r"(?P<func>\w+)\(\) got an unexpected keyword argument '(?P<arg>\w+)'")
 
 
-_GREP_CALL = re.compile(r"grep\(\s*r?(['\"])(?P<pattern>.*?)\1")
+# a string literal's text: a quote, anything but that quote and a line end, the same quote (linear: no
+# backreference, no lazy scan to the end of the line for each call)
+_LITERAL = r"""r?(?:'(?P<single>[^'\n]*)'|"(?P<double>[^"\n]*)")"""
+_GREP_CALL = re.compile(r"grep\(\s*" + _LITERAL)
 _TERMS = re.compile(r"[^\W\d_]{3,}")   # the words of a pattern (``intent: request`` -> intent, request)
 _QUOTED = re.compile(r"'([^'\n]{2,40})'|\"([^\"\n]{2,40})\"")
 _WORD = re.compile(r"[A-Za-z][A-Za-z0-9_-]{3,}")
@@ -55,7 +58,12 @@ def found_nothing(output: str) -> bool:
 
 def grep_patterns(code: str) -> list[str]:
     """The patterns ``code`` passes to ``grep`` as string literals, in order."""
-    return [m.group("pattern") for m in _GREP_CALL.finditer(code)]
+    return [_literal(m) for m in _GREP_CALL.finditer(code)]
+
+
+def _literal(m: re.Match[str]) -> str:
+    """The text of the string literal ``_LITERAL`` matched."""
+    return m.group("single") if m.group("single") is not None else m.group("double")
 
 
 def sample_pattern(code: str, output: str, error_name: str | None, question: str = "") -> str | None:
@@ -242,12 +250,12 @@ def constant_name(question: str, lines: Sequence[str]) -> str | None:
     return m.group(0)
 
 
-_RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*r?(['\"])(?P<pattern>.*?)\1")
+_RE_CALL = re.compile(r"re\.(?:search|match|fullmatch|findall|finditer)\(\s*" + _LITERAL)
 
 
 def regex_literals(code: str) -> list[str]:
     """The patterns ``code`` passes to ``re.search`` and its kin as string literals, in order, once each."""
-    return list(dict.fromkeys(m.group("pattern") for m in _RE_CALL.finditer(code)))
+    return list(dict.fromkeys(_literal(m) for m in _RE_CALL.finditer(code)))
 
 
 def probe_code(pattern: str, code: str, *, lines: int = 3, line_chars: int = 200) -> str:
@@ -282,7 +290,7 @@ def ignores_case(code: str) -> bool:
 def search_word(question: str, code: str = "") -> str | None:
     """One word of the question to grep for alone: a quoted term first, else its longest
     uncommon word; never the pattern the code already searched for."""
-    tried = {m.group("pattern").lower() for m in _GREP_CALL.finditer(code)}
+    tried = {_literal(m).lower() for m in _GREP_CALL.finditer(code)}
     quoted = [a or b for a, b in _QUOTED.findall(question)]
     words = sorted((w for w in _WORD.findall(question) if w.lower() not in _COMMON), key=len, reverse=True)
     for word in [*quoted, *words]:

@@ -12,7 +12,7 @@ from rlm.llm.base import Usage
 @dataclass
 class RunResult:
     answer: str | None
-    status: str                      # ok | max_iterations | stuck | error | interrupted
+    status: str                      # ok | max_iterations | no_answer | error | interrupted
     iterations: int = 0
     sub_calls: int = 0
     usage: dict[str, Usage] = field(default_factory=dict)

@@ -11,8 +11,10 @@ import pytest
 from rlm.core.hints import (
     cell_hint,
     csv_field,
+    grep_patterns,
     number_regex,
     probe_code,
+    regex_literals,
     repeat_instruction,
     repeat_notice,
     sample_pattern,
@@ -200,3 +202,12 @@ def test_a_keyword_llm_query_does_not_take_is_told_to_go_into_the_prompt() -> No
 ])
 def test_binds_names_tells_code_that_computes_from_code_that_only_prints(code, binds) -> None:
     assert binds_names(code) is binds
+
+
+def test_the_host_reads_the_patterns_of_hostile_code_in_linear_time() -> None:
+    """The host's own patterns over model code have no backreference or lazy scan per call: a line of
+    100,000 unclosed ``grep('`` reads at once (no pattern of the model runs on the host at all)."""
+    code = "grep('" * 100_000 + "\n" + 're.search("' * 100_000 + '\nhits = grep(r"moon\'s"); re.search(r\'(a+)+$\', x)'
+    assert grep_patterns(code)[-1] == "moon's"
+    assert search_word("Which moon?", code) == "moon"
+    assert regex_literals(code)[-1] == "(a+)+$"
