@@ -335,3 +335,17 @@ def test_search_over_a_list_of_documents_names_each_hit_s_document(run_loop, tmp
     code = "hit = search('how long to bake the plum cake', k=1)[0]\nFINAL(f'{hit.index} {hit.offset}')"
     out = run_loop([repl(code)], context=path, question="How long does the plum cake bake?")
     assert out.result.status == "ok" and out.result.answer == "1 0"
+
+
+def test_an_empty_result_is_shown_its_lines_and_its_regex_checked_in_the_sandbox(run_loop, tmp_path):
+    """Legacy's empty-result rule: the model's regular expression is tried on the sampled lines in the kernel
+    (a catastrophic one costs the sandbox's cell, never the host)."""
+    path = tmp_path / "sky.txt"
+    path.write_text("".join(f"1998-01-{d:02d} seeing: poor, Jupiter low\n" for d in range(1, 20)))
+    code = "nights = [l for l in grep(r'seeing') if re.search(r'visibility=(\\w+)', l)]\nprint(len(nights))"
+    out = run_loop([repl(code), "FINAL(19)"], context=path, question="On how many nights was the seeing poor?",
+                   policy="legacy")
+    assert out.result.answer == "19" and [c["code"] for c in out.cells()] == [code]   # the probe is no cell of the model's
+    told = out.feedback(1)
+    assert "1998-01-01 seeing: poor, Jupiter low" in told and "`visibility=(\\w+)` matches none of them" in told
+    assert [e["id"] for e in out.events if e["kind"] == "rule"].count("empty-result") == 1
