@@ -65,3 +65,28 @@ def test_a_hung_sub_call_with_a_10_s_cell_timeout_ends_the_run_within_30_s(tmp_p
     assert "127.0.0.1" not in told
     assert list(run_root.iterdir()) == [], f"run folders left: {list(run_root.iterdir())}"
     print(f"a hung sub-call, 10 s cell timeout, 120 s request timeout: the run ended in {took:.1f} s")
+
+
+LONG_NAMES_CELL = ("```repl\nseen = []\nfor size in [7_000_000] * 10 + [400_000] * 3:\n    try:\n"
+                   "        llm_query('hi', model='m' * size)\n    except SubCallError as exc:\n"
+                   "        seen.append(len(str(exc)))\nprint('refused', len(seen), 'longest message', max(seen))\n```")
+
+
+def test_ten_7_mb_model_names_put_nothing_large_on_stderr_or_in_the_trace(tmp_path, run_root, engine):
+    trace = tmp_path / "run.jsonl"
+    with FakeModelServer(root_model=ROOT, models=[SUB], root=[LONG_NAMES_CELL, "FINAL(names refused)"]) as server:
+        done = subprocess.run([sys.executable, "-m", "rlm", "query", "-q", "Which model answers?", "-c", "text",
+                               "--base-url", server.url, "--model", ROOT, "--sub-model", SUB, "--trace", str(trace)],
+                              cwd=tmp_path, env=_clean_env(tmp_path, run_root), capture_output=True, text=True,
+                              timeout=120)
+        sent_models = {r.get("model") for r in server.requests}
+    assert done.returncode == 0, (done.returncode, done.stdout[-2000:], done.stderr[-2000:])
+    assert done.stdout.strip() == "names refused"
+    assert sent_models == {ROOT}  # no request with any of those names reached the model server
+    told = server.requests[-1]["messages"][-1]["content"]
+    assert "refused 13 longest message" in told
+    longest = int(told.split("longest message")[1].split()[0])
+    assert longest < 400
+    assert len(done.stderr) < 20_000, len(done.stderr)
+    assert trace.stat().st_size < 200_000, trace.stat().st_size
+    print(f"13 calls with 7 MB / 400 kB model names: stderr {len(done.stderr)} B, trace {trace.stat().st_size} B")
