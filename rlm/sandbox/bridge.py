@@ -218,7 +218,7 @@ class _Conn:
 
 
 MAX_CONNECTIONS = 32               # open llm.sock connections per session
-MAX_BUFFERED = 8 * 1024 * 1024     # bytes of unfinished frames held for a session
+MAX_BUFFERED = 32 * 1024 * 1024    # bytes of unfinished frames held for a session
 FRAME_DEADLINE_S = 30.0            # an unfinished frame older than this drops its connection
 FRAMES_PER_S = 200.0               # per session: frames (and new connections) a second, sustained ...
 FRAME_BURST = 400.0                # ... and in a burst
