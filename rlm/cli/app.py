@@ -87,13 +87,14 @@ from rlm.cli.config_cmd import config_app  # noqa: E402
 from rlm.cli.model import model_app  # noqa: E402
 from rlm.cli.query import demo_app, interactive, query  # noqa: E402
 from rlm.cli.sandbox import sandbox_app  # noqa: E402
-from rlm.cli.serve import mcp, serve  # noqa: E402
+from rlm.cli.serve import bench_serve, mcp, serve  # noqa: E402
 from rlm.cli.trace import trace_app  # noqa: E402
 
 app.command()(query)
 app.command()(interactive)
 app.command()(serve)
 app.command()(mcp)
+bench_app.command("serve")(bench_serve)
 app.command("benchmark")(benchmark_command)
 for _name, _sub in (("sandbox", sandbox_app), ("config", config_app), ("trace", trace_app), ("demo", demo_app),
                     ("bench", bench_app), ("batch", batch_app), ("model", model_app)):

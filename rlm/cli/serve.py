@@ -96,3 +96,24 @@ def mcp(
     options = ServeOptions(context_root=_root(context_root or Path.cwd()), workers=workers, data_dir=data_dir,
                            warm_pool=not no_warm_pool)
     run_stdio(loaded, options)
+
+
+def bench_serve(
+    workers: WorkersOpt = 4,
+    clients: Annotated[str, typer.Option("--clients", help="Concurrent clients per round, comma-separated.")] = "1,4,16",
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON object.")] = False,
+) -> None:
+    """Throughput and p50/p95 latency of rlm serve with the scripted model, for 1, 4 and 16 concurrent clients."""
+    import json
+
+    from rlm.serve.bench import measure
+
+    try:
+        levels = tuple(int(x) for x in clients.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--clients takes numbers separated by commas, not {clients!r}") from None
+    if not levels or min(levels) < 1:
+        raise UsageError("--clients needs at least one positive number")
+    figures = measure(levels, workers=workers, say=(lambda _line: None) if json_out else print)
+    if json_out:
+        print(json.dumps(figures))
