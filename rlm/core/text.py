@@ -137,6 +137,9 @@ def unsafe_chars(text: str) -> list[str]:
 # JSON leaves these raw with ensure_ascii=False: line separators some readers split on, C1
 # controls (a raw CSI \x9b), bidi controls and lone surrogates (which UTF-8 cannot encode)
 _JSON_RAW = re.compile(f"[\x7f-\x9f{_BIDI}\u2028\u2029\ud800-\udfff]")
+_JSON_ESCAPES = {code: f"\\u{code:04x}" for code in
+                 [*range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x2070),
+                  0x2028, 0x2029, *range(0xD800, 0xE000)]}
 
 
 def json_line(value: Any, *, default: Callable[[Any], Any] | None = None) -> str:
@@ -147,7 +150,7 @@ def json_line(value: Any, *, default: Callable[[Any], Any] | None = None) -> str
     ``\\uXXXX``: ``json.loads`` gives back the same value, and the line encodes as UTF-8.
     """
     data = json.dumps(value, ensure_ascii=False, default=default)
-    return _JSON_RAW.sub(lambda m: f"\\u{ord(m.group(0)):04x}", data)
+    return data.translate(_JSON_ESCAPES) if _JSON_RAW.search(data) else data
 
 
 def jsonl_lines(text: str) -> list[str]:

@@ -141,3 +141,15 @@ def test_jsonl_lines_split_only_on_newline():
 def test_jsonl_objects_skip_torn_deep_and_non_object_lines():
     lines = ['{"ok": 1}', '{"torn": "mid', "[1, 2]", "", "[" * 100_000 + "]" * 100_000, '{"ok": 2}']
     assert list(jsonl_objects(lines)) == [{"ok": 1}, {"ok": 2}]
+
+
+def test_json_line_escapes_exactly_the_characters_it_finds():
+    from rlm.core import text
+
+    every = "".join(map(chr, range(0x110000)))
+    found = set(text._JSON_RAW.findall(every))
+    assert found == set(map(chr, text._JSON_ESCAPES))
+    assert unsafe_chars(json_line(every)) == []
+    # surrogates apart (JSON reads an escaped high and low surrogate side by side as one character)
+    apart = "".join(c + "x" if 0xD800 <= ord(c) < 0xE000 else c for c in every)
+    assert json.loads(json_line(apart)) == apart
