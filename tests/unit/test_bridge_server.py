@@ -118,13 +118,15 @@ def test_a_request_past_its_deadline_is_answered_with_a_time_out_and_stops_count
 
 def test_a_flood_of_frames_is_throttled_and_every_frame_still_answered(folder):
     handler = Recorder()
-    server = serve(folder, handler, frames_per_s=50, frame_burst=5)
+    server = serve(folder, handler, frames_per_s=20, frame_burst=5)
     try:
+        replies = []
         with connect(folder) as sock:
-            sock.sendall(b"".join(protocol.encode({"id": i, "op": "llm_query", "prompt": str(i)})
-                                  for i in range(40)))
-            replies = [protocol.read_frame(sock) for _ in range(40)]
-        assert sorted(r["id"] for r in replies) == list(range(40)) and all(r["ok"] for r in replies)
+            for round_ in range(4):  # each round is read after the bucket was emptied by the one before
+                sock.sendall(b"".join(protocol.encode({"id": round_ * 5 + i, "op": "llm_query", "prompt": "f"})
+                                      for i in range(5)))
+                replies += [protocol.read_frame(sock) for _ in range(5)]
+        assert sorted(r["id"] for r in replies) == list(range(20)) and all(r["ok"] for r in replies)
         assert server.throttled >= 1
     finally:
         server.close()
@@ -135,7 +137,11 @@ def test_bytes_past_the_bucket_pause_reading(folder):
     server = serve(folder, handler, bytes_per_s=256 * 1024, byte_burst=64 * 1024)
     try:
         prompt = "b" * 200_000
-        assert ask(folder, {"id": 1, "op": "llm_query", "prompt": prompt})["text"] == f"echo:{prompt}"
+        with connect(folder) as sock:
+            protocol.send_frame(sock, {"v": 1, "id": 1, "op": "llm_query", "prompt": prompt})
+            assert protocol.read_frame(sock)["text"] == f"echo:{prompt}"
+            protocol.send_frame(sock, {"v": 1, "id": 2, "op": "llm_query", "prompt": "after"})  # the bucket is in debt
+            assert protocol.read_frame(sock)["text"] == "echo:after"
         assert server.throttled >= 1
     finally:
         server.close()
