@@ -78,6 +78,7 @@ class _Turn:
     source: str = ""          # how the answer was written (the cell, FINAL(x), FINAL_VAR(x))
     cell_final: bool = False  # a cell called FINAL
     unbound: bool = False     # FINAL_VAR of a name the REPL does not have
+    computed: bool = False    # the answer is a value the kernel holds (a cell's FINAL, a variable's value)
 
 
 class Orchestrator:
@@ -326,7 +327,7 @@ class _Run:
         blocks, final = self._parse(reply, prompt)
         turn = self._run_blocks(blocks)
         if turn.answer is None and final is not None:
-            turn.answer, turn.source, turn.unbound = self._final_answer(final)
+            turn.answer, turn.source, turn.unbound, turn.computed = self._final_answer(final)
         obs = self._observation(turn, has_code=bool(blocks), has_final=final is not None or turn.cell_final)
         decision = self.policy.decide(obs)
         return self._render(obs, turn, decision)
@@ -366,7 +367,7 @@ class _Run:
                 continue
             cell, answer = self._run_cell(n, code, normalized)
             if answer is not None:
-                turn.answer, turn.source, turn.cell_final = answer, code, True
+                turn.answer, turn.source, turn.cell_final, turn.computed = answer, code, True, True
                 break
             if cell is not None:
                 turn.cells.append(cell)
@@ -405,19 +406,21 @@ class _Run:
                                repeat_of=earlier.iteration if earlier is not None else None, same_output=same,
                                built=built, samples=samples, sampled=sampled, unmatched=unmatched), None
 
-    def _final_answer(self, final: parsing.Final) -> tuple[str, str, bool]:
-        """The answer of the reply's text FINAL: (answer, how it was written, it names no value)."""
+    def _final_answer(self, final: parsing.Final) -> tuple[str, str, bool, bool]:
+        """The answer of the reply's text FINAL: (answer, how it was written, it names no value, it is
+        a value the kernel holds)."""
         if final.kind == "answer":
-            return self._text_answer(final.value), f"FINAL({final.value})", False
-        value = self._variable(final.value)
-        if value is None:
-            return final.value, f"FINAL_VAR({final.value})", True
-        return value, f"FINAL_VAR({final.value})", False
+            value = self._text_answer(final.value)
+            return value, f"FINAL({final.value})", False, value is not final.value
+        held = self._variable(final.value)
+        if held is None:
+            return final.value, f"FINAL_VAR({final.value})", True, False
+        return held, f"FINAL_VAR({final.value})", False, True
 
     def _observation(self, turn: _Turn | None = None, *, has_code: bool = False,
                      has_final: bool = False) -> Observation:
         turn = turn or _Turn()
-        form = self._answer_form(turn.answer, unbound=turn.unbound)
+        form = self._answer_form(turn.answer, unbound=turn.unbound, computed=turn.computed)
         outputs = [out.strip() for _, out in turn.outputs]
         seen_before = bool(outputs) and all(out in self.seen_outputs for out in outputs)
         self.seen_outputs.update(outputs)
@@ -426,12 +429,13 @@ class _Run:
                            has_final=has_final, answer=turn.answer, answer_form=form, answer_source=turn.source,
                            built=self.built, preview=tuple(self.preview), extra={"seen_before": seen_before})
 
-    def _answer_form(self, answer: str | None, *, unbound: bool = False) -> AnswerForm:
-        """What ``answer`` is: none, a stand-in, empty, a name the run never bound, or an answer."""
+    def _answer_form(self, answer: str | None, *, unbound: bool = False, computed: bool = False) -> AnswerForm:
+        """What ``answer`` is: none, a stand-in, empty, a name the run never bound, or an answer.
+        ``computed``: a value a cell's FINAL call gave (a snake_case value is a value there, not a name)."""
         if answer is None:
             return AnswerForm.NONE
-        if unbound or parsing.unbound_name(answer, set(self.assigned), self.used,
-                                           seen_outputs(self.sent_cells.values()) + "\n" + self.question):
+        if unbound or not computed and parsing.unbound_name(answer, set(self.assigned), self.used,
+                                                            seen_outputs(self.sent_cells.values()) + "\n" + self.question):
             return AnswerForm.UNBOUND
         if is_placeholder(answer):
             return AnswerForm.PLACEHOLDER
@@ -531,36 +535,39 @@ class _Run:
         reply = self._ask(messages)
         return self._taken(*self._last_reply_answer(reply))
 
-    def _taken(self, answer: str | None, unbound: bool = False) -> str | None:
+    def _taken(self, answer: str | None, unbound: bool = False, computed: bool = False) -> str | None:
         """``answer`` when it is one; None (noted) when it is a stand-in, empty or a name never bound."""
-        form = self._answer_form(answer, unbound=unbound)
+        form = self._answer_form(answer, unbound=unbound, computed=computed)
         if answer is not None and not form.is_answer:
             self._note(f"the last answer {answer.strip()[:60]!r} is no answer ({form.value}): the run ends without one")
             return None
         return answer
 
-    def _last_reply_answer(self, reply: str) -> tuple[str | None, bool]:
-        """The answer of the last-chance reply, and whether it names a value the REPL does not have."""
+    def _last_reply_answer(self, reply: str) -> tuple[str | None, bool, bool]:
+        """The answer of the last-chance reply, whether it names a value the REPL does not have, and
+        whether it is a value the kernel holds."""
         final = parsing.find_final(reply)
         if final is not None and final.kind == "answer":
-            return self._text_answer(parsing.clean_answer(final.value)), False
+            text = parsing.clean_answer(final.value)
+            value = self._text_answer(text)
+            return value, False, value is not text
         if final is not None:
-            value = self._variable(final.value)
-            return (value, False) if value is not None else (final.value, True)
+            held = self._variable(final.value)
+            return (held, False, True) if held is not None else (final.value, True, False)
         finishing = [code for code in parsing.find_code_blocks(reply) if "FINAL" in code]
         if finishing:  # the model answered with a FINAL call in code: run that one cell
             code = finishing[-1]
             given = self._cell_answer(code, self._cell(code))
             if given is not None:
-                return given, False
+                return given, False, True
         blocks = parsing.find_code_blocks(reply)
         prose = reply
         for code in blocks:
             prose = prose.replace(code, "")
         if blocks and not parsing.clean_answer(prose):
             self._note("the last reply was code, not an answer: the run ends without one")
-            return None, False
+            return None, False, False
         text = parsing.clean_answer(reply)
         if text != reply.strip():
             self._note("the last reply had no usable FINAL: its text, without code fences or FINAL(, is the answer")
-        return text, False
+        return text, False, False

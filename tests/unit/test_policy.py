@@ -202,3 +202,11 @@ def test_rule_firings_show_in_trace_show_and_the_viewer(tmp_path):
 def test_every_rule_id_is_documented():
     text = (Path(__file__).resolve().parents[2] / "docs" / "policy.md").read_text()
     assert all(f"`{rid}`" in text for rid in all_rule_ids())
+
+
+def test_a_snake_case_value_a_cell_computed_is_an_answer(tmp_path):
+    """Only a name written as the answer can be unbound; a value the kernel gave never is."""
+    session = Session({"best =": Execution(stdout="")}, variables={"best": "load_rows_v2"})
+    by_cell, _, _, _ = run(tmp_path, [repl("FINAL('load_rows_v2')")])
+    by_var, _, _, _ = run(tmp_path, [repl("best = pick()"), "FINAL_VAR(best)"], session=session)
+    assert by_cell.answer == by_var.answer == "load_rows_v2"
