@@ -1,6 +1,7 @@
 """A warm pool of ready sandbox sessions.
 
-``SandboxPool(size)`` keeps ``size`` containers with ready kernels.  ``acquire(context)``
+``SandboxPool(size)`` keeps ``size`` containers with ready kernels; ``acquire`` is safe from many
+threads at once (``rlm serve`` takes one per request, ``RLM(sandbox_pool=...)`` one per run).  ``acquire(context)``
 takes one, places the context in its read-only context folder (hard-linked, not copied,
 when on the same filesystem; it never travels through a protocol) and hands it over; the
 caller closes it when done.  A container is never reused: a refill thread starts a
@@ -103,7 +104,9 @@ class SandboxPool:
             self._cond.notify_all()
         for session in sessions:
             session.close()
-        for thread in self._threads:
+        with self._cond:
+            threads = list(self._threads)
+        for thread in threads:
             thread.join(timeout=self.settings.start_timeout_s)
         with self._cond:  # sessions that finished starting after close began
             late = list(self._ready)
@@ -120,7 +123,8 @@ class SandboxPool:
             self._starting += missing
         for _ in range(missing):
             thread = threading.Thread(target=self._start_one, name="rlm-pool-refill", daemon=True)
-            self._threads = [t for t in self._threads if t.is_alive()] + [thread]
+            with self._cond:  # acquire() refills from many threads at once
+                self._threads = [t for t in self._threads if t.is_alive()] + [thread]
             thread.start()
 
     def _start_one(self) -> None:

@@ -36,7 +36,7 @@ log = logging.getLogger("rlm.serve")
 
 DISCONNECT_POLL_S = 0.25
 CHUNK_CHARS = 80  # characters of the answer per streamed delta
-BODY_OVERHEAD = 1024 * 1024  # a chat request may carry its context inline: cap = context cap + this
+BODY_OVERHEAD = 1024 * 1024  # a chat request may carry its context inline: cap = the upload cap + this
 
 
 def _error(err: APIError) -> JSONResponse:
@@ -128,7 +128,8 @@ def create_app(service: Service, *, start_service: bool = True, mcp: bool = Fals
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request) -> Response:
-        body = await _json_body(request, service.settings.run.max_context_bytes + BODY_OVERHEAD)
+        cap = min(service.settings.run.max_context_bytes, service.files.max_bytes) + BODY_OVERHEAD
+        body = await _json_body(request, cap)
         question, context, extra = _parse_chat(body, service)
         model = service.model_for(body.get("model"))
         max_iterations = extra.get("max_iterations")
