@@ -8,6 +8,7 @@ import json
 from rlm.core.parsing import sanitize_for_terminal
 from rlm.core.text import json_line, one_line, terminal_text, unsafe_chars
 from rlm.sandbox.execution import Execution
+from rlm.security.budget import HostBudget
 from rlm.security.model import attack
 from rlm.security.runner import CheckContext
 from rlm.security.verify import _CONTROL_CHARS, report_of
@@ -133,6 +134,11 @@ for event in events:
 """
 
 
+# writing, reading and rendering a few small events: little memory and CPU here (the CLI's rendering
+# runs in a child process, whose start-up dominates the time)
+_RENDER_BUDGET = HostBudget(rss_mb=64, cpu_s=5, seconds=60)
+
+
 def _host_render(events: list[dict]) -> tuple[str, str, list[dict], int]:
     """``events`` written with the run's TraceWriter and read back: (what `rlm trace show` and the
     progress lines of `rlm query` print, the viewer's page, the events read, the lines of the file
@@ -217,7 +223,7 @@ def _verify_escape_names(execution: Execution, ctx: CheckContext) -> tuple[bool,
 
 
 attack("answer_escape_names", "answer", "an exception name or sub-call model with escape sequences prints clean "
-       "(A8)", _A8_CODE, _verify_escape_names)
+       "(A8)", _A8_CODE, _verify_escape_names, host_budget=_RENDER_BUDGET)
 
 
 _A9_CODE = r"""
@@ -244,7 +250,7 @@ def _verify_line_separators(execution: Execution, ctx: CheckContext) -> tuple[bo
 
 
 attack("answer_line_separators", "answer", "line separators in code and output hide no trace event (A9)",
-       _A9_CODE, _verify_line_separators)
+       _A9_CODE, _verify_line_separators, host_budget=_RENDER_BUDGET)
 
 
 _A12_CODE = r"""
@@ -265,4 +271,4 @@ def _verify_bidi_final(execution: Execution, ctx: CheckContext) -> tuple[bool, s
 
 
 attack("answer_bidi_final", "answer", "a bidi override in FINAL prints neutralised (A12)", _A12_CODE,
-       _verify_bidi_final)
+       _verify_bidi_final, host_budget=_RENDER_BUDGET)
