@@ -72,9 +72,14 @@ class ResultsLock:
     def acquire(self) -> ResultsLock:
         if self._fd is not None:
             return self
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(50):
-            fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+            try:
+                self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+            except OSError as exc:
+                raise UsageError(f"cannot lock the results file {self.path}: {self.lock_path}: "
+                                 f"{exc.strerror or exc}",
+                                 hint="give an output file in a folder you can write to") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError as exc:

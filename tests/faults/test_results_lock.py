@@ -77,3 +77,24 @@ def test_the_lock_is_per_file_and_released_cleanly(tmp_path):
         writer.write({"id": "b", "status": "ok"})
     assert [line[:9] for line in out.read_text().splitlines()] == ['{"id": "a', '{"id": "b']
     assert not first.lock_path.exists()
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes anywhere")
+def test_an_unwritable_folder_is_a_usage_error(tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        with pytest.raises(UsageError, match="cannot lock the results file"):
+            ResultsLock(folder / "out.jsonl").acquire()
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_symlink_planted_as_the_lock_file_is_not_followed(tmp_path):
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("keep me")
+    (tmp_path / "out.jsonl.lock").symlink_to(target)
+    with pytest.raises(UsageError, match="cannot lock the results file"):
+        ResultsLock(tmp_path / "out.jsonl").acquire()
+    assert target.read_text() == "keep me"
