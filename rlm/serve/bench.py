@@ -2,11 +2,14 @@
 
 The server runs in this process (uvicorn on 127.0.0.1, a free port) over a scripted OpenAI-compatible
 model server (``rlm.llm.fake_server``), so the figures are rlm's own cost per request: the queue, a
-warm sandbox with its context attached, the cells, the HTTP layers.  Each client is the real
-``openai`` client.  ``rlm bench serve`` prints them; ``measure`` returns them."""
+warm sandbox with its context attached, the cells, the HTTP layers.  Each client sends plain
+OpenAI-style chat requests over its own keep-alive connection (``http.client``: the ``openai``
+package is imported by one module only).  ``rlm bench serve`` prints them; ``measure`` returns them."""
 
 from __future__ import annotations
 
+import http.client
+import json
 import socket
 import tempfile
 import threading
@@ -36,7 +39,6 @@ def _percentile(values: list[float], q: float) -> float:
 
 def measure(levels: tuple[int, ...] = (1, 4, 16), *, workers: int = 4, requests_per_client: int = 2,
             say: Any = print) -> dict[str, Any]:
-    import openai
     import uvicorn
 
     from rlm.config import load_settings
@@ -63,16 +65,22 @@ def measure(levels: tuple[int, ...] = (1, 4, 16), *, workers: int = 4, requests_
             raise RuntimeError("the server did not start")
         if service.pool is not None:
             service.pool.wait_ready(120)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused", max_retries=0, timeout=600)
+        local = threading.local()
 
         def one(i: int) -> tuple[float, bool]:
+            body = json.dumps({"model": "rlm", "messages": [{"role": "user", "content": "How many words?"}],
+                               "rlm": {"context": {"text": "alpha beta gamma " * (10 + i)}}})
             t0 = time.perf_counter()
             try:
-                reply = client.chat.completions.create(
-                    model="rlm", messages=[{"role": "user", "content": "How many words?"}],
-                    extra_body={"rlm": {"context": {"text": "alpha beta gamma " * (10 + i)}}})
-                ok = reply.choices[0].message.content == f"{3 * (10 + i)} words"
-            except openai.OpenAIError:
+                if getattr(local, "conn", None) is None:
+                    local.conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+                local.conn.request("POST", "/v1/chat/completions", body=body,
+                                   headers={"Content-Type": "application/json"})
+                response = local.conn.getresponse()
+                reply = json.loads(response.read())
+                ok = response.status == 200 and reply["choices"][0]["message"]["content"] == f"{3 * (10 + i)} words"
+            except (OSError, ValueError, KeyError, http.client.HTTPException):
+                local.conn = None
                 ok = False
             return time.perf_counter() - t0, ok
 
@@ -93,7 +101,6 @@ def measure(levels: tuple[int, ...] = (1, 4, 16), *, workers: int = 4, requests_
                 say(f"{clients:>3} clients  {n:>3} requests  {row['throughput_rps']:>6.2f} req/s  "
                     f"p50 {row['p50_s']:>6.2f} s  p95 {row['p95_s']:>6.2f} s  errors {row['errors']}")
         finally:
-            client.close()
             server.should_exit = True
             thread.join(timeout=120)
     return {"workers": workers, "levels": rows, "cpus": _cpus(), "runtime": _runtime(loaded.settings)}
