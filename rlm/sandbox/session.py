@@ -40,6 +40,10 @@ from rlm.sandbox.settings import SandboxSettings
 
 log = logging.getLogger(__name__)
 
+BUSY_CPU_FRACTION = 0.05  # a container using more of a CPU than this while a request is in flight is computing
+POLL_WAITING_S = 0.1      # how often a cell that waits on the bridge is looked at
+POLL_S = 1.0
+
 _open_sessions: "weakref.WeakSet[SandboxSession]" = weakref.WeakSet()
 _DEATHS = (Event.KERNEL_EXIT, Event.CONTROL_CLOSED)
 
@@ -233,23 +237,33 @@ class SandboxSession:
         like) is model time: it does not count.  The bridge decides that, not the frames (a forged
         ``"waiting"`` is ignored), and each request ends by its deadline (sub_call_timeout_s, by
         default the cell's timeout), so waiting cannot extend a cell past its sub-calls' deadlines.
-        Waiting costs the container no CPU: a cell whose threads keep computing while a request is
-        in flight (a thread of its own, forged requests) times out once its container has used
-        ``timeout`` CPU-seconds, read from its cgroup."""
+        Waiting costs the container no CPU: while a request is in flight and the container computes
+        (more than ``BUSY_CPU_FRACTION`` of a CPU, read from its cgroup: a thread of the cell's own,
+        forged requests), the time counts as code time after all."""
         started, waited_before = time.monotonic(), self._live_bridge.waited_seconds()
         self._cell_waited_before = waited_before
-        cpu = ContainerCPU(self._container)
-        cpu_before = cpu.seconds()
+        cpu: ContainerCPU | None = None
+        mark: tuple[float, float, float] | None = None  # (time, container CPU-seconds, waited) at the last look
+        busy = 0.0  # time in flight during which the container computed
+        first = True
         while True:
-            used = (time.monotonic() - started) - (self._live_bridge.waited_seconds() - waited_before)
+            now, waited, waiting = time.monotonic(), self._live_bridge.waited_seconds(), self._live_bridge.waiting
+            computing = False
+            if not first:  # a cell still running after its first look: watch what its container does
+                cpu = cpu or ContainerCPU(self._container)
+                cpu_now = cpu.seconds()
+                if mark is not None and cpu_now is not None and now > mark[0]:
+                    computing = (cpu_now - mark[1]) / (now - mark[0]) > BUSY_CPU_FRACTION
+                    if computing:
+                        busy += waited - mark[2]
+                mark = None if cpu_now is None else (now, cpu_now, waited)
+            first = False
+            used = (now - started) - (waited - waited_before) + busy
             left = timeout - used
-            if left <= 0 and not self._live_bridge.waiting:
+            if left <= 0 and (not waiting or computing):
                 return Outcome.TIMEOUT
-            cpu_now = cpu.seconds() if cpu_before is not None and self._live_bridge.waiting else None
-            if cpu_now is not None and cpu_before is not None and cpu_now - cpu_before >= timeout:
-                return Outcome.TIMEOUT  # "waiting" while computing: the computing is code time
-            # while the cell waits on the bridge, look again soon; otherwise wait for what is left
-            step = 0.25 if self._live_bridge.waiting else max(left, 0.001)
+            # once the cell has waited on the bridge, look often; otherwise at least every POLL_S
+            step = POLL_WAITING_S if waiting or waited > waited_before else max(min(left, POLL_S), 0.001)
             outcome = self._collect(msg_id, out, time.monotonic() + step)
             if outcome is not Outcome.TIMEOUT:
                 return outcome

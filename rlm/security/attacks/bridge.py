@@ -234,7 +234,7 @@ def _verify_rss(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
     if grew is None:
         return True, "host memory not measurable here (no /proc)"
     ok = grew < 64
-    return ok, (f"{data['connections']} connections x {data['mb_each']} MB of unfinished frames: host grew "
+    return ok, (f"{data['connections']} connections x {data['kb_each']} kB of unfinished frames: host grew "
                 f"{grew:.0f} MB")
 
 
@@ -252,7 +252,7 @@ attack("bridge_partial_frames", "bridge", "unfinished frames cannot pile up in h
         except OSError:
             break
         hoard.append(s)
-    report(connections=len(hoard), mb_each=size >> 20)
+    report(connections=len(hoard), kb_each=size >> 10)
 """, _verify_rss, prepare=_measured_before(host_rss_mb), cleanup="""
     for s in hoard:
         s.close()
@@ -669,3 +669,55 @@ attack("bridge_rlm_query_fanout", "bridge", "rlm_query children: at most 2 conta
         t.join()
     report(answers=sorted(answers), seconds=time.monotonic() - t0)
 """, _restoring(_verify_fanout), prepare=_own_handler(_fanout_handler), timeout=240, fast=False)
+
+
+def _hanging_handler(ctx: CheckContext) -> object:
+    import asyncio
+
+    from rlm.core.subcalls import SubCallHandler
+    from rlm.llm.base import ModelClient
+
+    class Hanging(ModelClient):
+        """A model server that never answers (until the request is cancelled)."""
+
+        def complete(self, messages, *, model, temperature=None, max_tokens=None):  # type: ignore[override]
+            raise NotImplementedError
+
+        async def acomplete(self, messages, *, model, temperature=None, max_tokens=None):  # type: ignore[override]
+            await asyncio.sleep(3600)
+            raise AssertionError("unreachable")
+
+        def list_models(self) -> list[str]:
+            return ["sub"]
+
+    return SubCallHandler(Hanging(), sub_model="sub", temperature=0.0, enabled=True, max_calls=100,
+                          max_chars=10_000, concurrency=4, deadline_s=FORGED_CELL_S)
+
+
+def _verify_computing_while_waiting(execution: Execution, ctx: CheckContext) -> tuple[bool, str]:
+    from rlm.sandbox.cgroup import ContainerCPU
+
+    grace = ctx.session.settings.interrupt_grace_s
+    limit = FORGED_CELL_S + grace + 1.5
+    readable = ContainerCPU(ctx.session.container_id).seconds() is not None
+    ok = execution.timed_out and (execution.duration_s <= limit or not readable)
+    how = ("the container's CPU time, read from its cgroup" if readable else
+           "the sub-calls' deadlines only (this host's cgroup layout is not readable)")
+    return ok, (f"a {FORGED_CELL_S:g} s cell computing while a thread keeps hung sub-calls in flight timed out "
+                f"after {execution.duration_s:.1f} s (limit {limit:.1f} s; bounded by {how})")
+
+
+attack("bridge_computing_while_waiting", "bridge",
+       "a cell computing while its thread waits on a hung sub-call still times out", r"""
+    import threading
+    def ask():
+        while True:
+            try:
+                llm_query("never answered")
+            except Exception:
+                pass
+    threading.Thread(target=ask, daemon=True).start()
+    while True:
+        pass
+""", _restoring(_verify_computing_while_waiting), prepare=_own_handler(_hanging_handler),
+       timeout=FORGED_CELL_S, fresh=True)
