@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 from rlm.core.parsing import sanitize_for_terminal
 from rlm.sandbox.execution import Execution
+from rlm.security.budget import HostBudget
 from rlm.security.canaries import host_fd_count, host_rss_mb
 from rlm.security.model import _indent, attack
 from rlm.security.runner import CheckContext
@@ -423,7 +424,8 @@ attack("bridge_big_frames_cpu", "bridge",
         t.join()
     report(over=over, over_n=counts["over"], under_n=counts["under"], sent_mb=sent[0] >> 20,
            seconds=time.monotonic() - t0, llm_query=llm_query("hello"))
-""", _verify_big_frames, prepare=_cpu_before, timeout=60, fast=False)
+""", _verify_big_frames, prepare=_cpu_before, timeout=60, fast=False,
+       host_budget=HostBudget(cpu_s=BIG_FRAME_CPU_BUDGET_S, rss_mb=100, seconds=40))
 
 
 FORGED_CELL_S = 5.0
@@ -460,7 +462,8 @@ attack("bridge_forged_waiting", "bridge", "forged \"waiting\": true frames do no
         threading.Thread(target=forge, daemon=True).start()
     while True:
         pass
-""", _verify_forged_waiting, timeout=FORGED_CELL_S, cleanup="_rlm_forge_stop.set()\n", fresh=True)
+""", _verify_forged_waiting, timeout=FORGED_CELL_S, cleanup="_rlm_forge_stop.set()\n", fresh=True,
+       host_budget=HostBudget(seconds=20))
 
 
 # The checks below serve the cell with rlm's own sub-call handler (not the check handler), so that
@@ -562,7 +565,8 @@ attack("bridge_model_names", "bridge", "llm_query(model=...) takes only the run'
         raw = type(exc).__name__
     s.close()
     report(tries=2 * len(names), errors=errors, messages=messages, raw=raw, plain=llm_query("hi"))
-""", _restoring(_verify_names), prepare=_own_handler(_names_handler), timeout=60)
+""", _restoring(_verify_names), prepare=_own_handler(_names_handler), timeout=60,
+       host_budget=HostBudget(rss_mb=64, cpu_s=5))
 
 
 def _redaction_handler(ctx: CheckContext) -> object:
@@ -668,7 +672,8 @@ attack("bridge_rlm_query_fanout", "bridge", "rlm_query children: at most 2 conta
     for t in pool:
         t.join()
     report(answers=sorted(answers), seconds=time.monotonic() - t0)
-""", _restoring(_verify_fanout), prepare=_own_handler(_fanout_handler), timeout=240, fast=False)
+""", _restoring(_verify_fanout), prepare=_own_handler(_fanout_handler), timeout=240, fast=False,
+       host_budget=HostBudget(seconds=180))
 
 
 def _hanging_handler(ctx: CheckContext) -> object:
@@ -720,4 +725,4 @@ attack("bridge_computing_while_waiting", "bridge",
     while True:
         pass
 """, _restoring(_verify_computing_while_waiting), prepare=_own_handler(_hanging_handler),
-       timeout=FORGED_CELL_S, fresh=True)
+       timeout=FORGED_CELL_S, fresh=True, host_budget=HostBudget(seconds=20))
