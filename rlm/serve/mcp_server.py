@@ -11,6 +11,7 @@ notification (when the client asked for progress)."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 from typing import Any
 
@@ -34,22 +35,27 @@ def _summary_line(result: RunResult, trace_id: str) -> str:
             f"{s['duration_s']:.1f} s, trace {trace_id}]")
 
 
-def _reporter(ctx: Context | None) -> Any:
-    """An ``on_event`` sink (called from the run's thread) that sends progress notifications."""
-    if ctx is None:
-        return None
-    loop = asyncio.get_running_loop()
+class _Reporter:
+    """An ``on_event`` sink (called from the run's thread) that sends each iteration as a progress
+    notification; ``flush`` waits until they are sent (before the tool's result goes out)."""
 
-    def on_event(kind: str, data: dict) -> None:
-        if kind != "iteration":
+    def __init__(self, ctx: Context | None) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.sent: list[concurrent.futures.Future[None]] = []
+
+    def __call__(self, kind: str, data: dict) -> None:
+        if kind != "iteration" or self.ctx is None:
             return
         n, total = int(data.get("iteration", 0)), int(data.get("max", 0)) or None
         try:
-            asyncio.run_coroutine_threadsafe(ctx.report_progress(n, total, f"iteration {n}/{total}"), loop)
+            self.sent.append(asyncio.run_coroutine_threadsafe(
+                self.ctx.report_progress(n, total, f"iteration {n}/{total}"), self.loop))
         except RuntimeError:  # the loop is gone
             pass
 
-    return on_event
+    async def flush(self) -> None:
+        await asyncio.gather(*(asyncio.wrap_future(f) for f in self.sent), return_exceptions=True)
 
 
 async def _tool(call: Any) -> Any:
@@ -78,8 +84,10 @@ def build_mcp(service: Service) -> MCPServer:
     async def ask(question: str, path: str | None = None, text: str | None = None,
                   max_iterations: int | None = None, ctx: Context | None = None) -> str:
         async def body() -> str:
+            progress = _Reporter(ctx)
             result, trace_id = await service.run(question, context_of(path, text), max_iterations=max_iterations,
-                                                 on_event=_reporter(ctx))
+                                                 on_event=progress)
+            await progress.flush()
             return f"{result.answer or ''}\n\n{_summary_line(result, trace_id)}"
 
         return await _tool(body())
@@ -95,7 +103,9 @@ def build_mcp(service: Service) -> MCPServer:
     @mcp.tool(description="Ask a question in an open session (its sandbox and variables are kept).")
     async def ask_in_session(session_id: str, question: str, ctx: Context | None = None) -> str:
         async def body() -> str:
-            result, trace_id = await service.ask_in_session(session_id, question, on_event=_reporter(ctx))
+            progress = _Reporter(ctx)
+            result, trace_id = await service.ask_in_session(session_id, question, on_event=progress)
+            await progress.flush()
             return f"{result.answer or ''}\n\n{_summary_line(result, trace_id)}"
 
         return await _tool(body())
