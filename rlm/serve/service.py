@@ -40,6 +40,7 @@ class ServeOptions:
     data_dir: Path = Path(".rlm-serve")  # uploads and traces
     max_upload_bytes: int = 100 * 1024 * 1024
     max_sessions: int = 8              # MCP sessions open at once
+    session_idle_s: float = 1800.0     # an MCP session unused this long is closed when room is needed
     warm_pool: bool = True
     token: str | None = field(default=None, repr=False)
 
@@ -49,6 +50,7 @@ class _Session:
     rlm: RLM
     lock: asyncio.Lock
     path: str
+    last_used: float = field(default_factory=time.monotonic)
 
 
 class Service:
@@ -196,6 +198,12 @@ class Service:
 
     # -- sessions (MCP) ------------------------------------------------------------------------
     async def open_session(self, context: Any) -> str:
+        now = time.monotonic()
+        for session_id, idle in list(self.sessions.items()):
+            if now - idle.last_used > self.options.session_idle_s and not idle.lock.locked():
+                log.info("closing the idle session %s", session_id)
+                del self.sessions[session_id]
+                await asyncio.to_thread(idle.rlm.close)
         if len(self.sessions) >= self.options.max_sessions:
             raise APIError(429, f"{len(self.sessions)} sessions are open (the limit); close one first",
                            "too_many_sessions")
@@ -226,7 +234,11 @@ class Service:
         trace_id = "run-" + secrets.token_hex(8)
         async with session.lock, self.bind_queue().slot():
             session.rlm._callbacks = (None, None, on_event)  # this question's progress
-            result = await self._await(session.rlm.arun(question, trace_path=self.trace_dir / f"{trace_id}.jsonl"))
+            try:
+                result = await self._await(session.rlm.arun(question,
+                                                            trace_path=self.trace_dir / f"{trace_id}.jsonl"))
+            finally:
+                session.last_used = time.monotonic()
         return result, trace_id
 
     async def close_session(self, session_id: str) -> None:
