@@ -474,3 +474,27 @@ def test_mcp_over_streamable_http_beside_the_openai_endpoint(serve):
         answer = anyio.run(main, served.url)
         assert httpx.get(f"{served.url}/v1/models").status_code == 200
     assert answer.startswith("over http\n") and "[rlm: ok" in answer
+
+
+def test_sigterm_lets_a_run_that_ends_within_the_grace_finish(serve, engine):
+    model = FakeModelServer(root_model=ROOT, models=[SUB], root=[
+        repl("print('started')"), {"content": "FINAL(finished while draining)", "delay_s": 3}])
+    with model:
+        served = serve(model, "--grace", "30", "--no-warm-pool")
+        outcome: dict[str, object] = {}
+
+        def ask() -> None:
+            response = httpx.post(f"{served.url}/v1/chat/completions", timeout=60, json={
+                "model": "rlm", "messages": [{"role": "user", "content": "Q?"}]})
+            outcome["status"], outcome["body"] = response.status_code, response.json()
+
+        asker = threading.Thread(target=ask)
+        asker.start()
+        deadline = time.monotonic() + 30
+        while _roots(model) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the run is waiting on its last model reply
+        assert served.stop() == 0
+        asker.join(timeout=30)
+        assert served.containers(engine) == []
+    assert outcome["status"] == 200
+    assert outcome["body"]["choices"][0]["message"]["content"] == "finished while draining"
