@@ -1,18 +1,17 @@
 """Host-side Jupyter client for the sandboxed kernel: the only module importing jupyter_client.
 
-It speaks the Jupyter wire protocol over ZeroMQ ``ipc`` sockets with jupyter_client's
+It speaks the Jupyter wire protocol to the kernel's ZeroMQ ``ipc`` sockets with jupyter_client's
 ``Session`` for signing and building requests, but reads replies with a lean path of its
 own (signature check + ``json.loads``, no date parsing on every message), and it caps
 output while it streams.  It never unpickles anything.
 
-What a kernel can make the host hold is bounded per socket: the host connects only to the
-kernel's shell and iopub sockets (never control, stdin or heartbeat: interrupts and restarts
-go through the supervisor), and each gets ZMQ_MAXMSGSIZE (a bigger frame makes ZeroMQ drop
-the connection, which reconnects) and a small ZMQ_RCVHWM (a full queue drops the kernel's
-newer iopub messages).  Queued messages a cell left behind (a thread that keeps publishing
-after its cell returned) are dropped before the next cell, unparsed.  Not bounded: a single
-message of many frames (libzmq assembles a multipart message whole before the reader sees
-it, and MAXMSGSIZE applies per frame); see docs/security.md.
+What a kernel can make the host hold is bounded: the host connects only to the kernel's shell
+and iopub sockets (never control, stdin or heartbeat: interrupts and restarts go through the
+supervisor), and reads them with its own ZMTP peer (rlm/sandbox/zmtp.py), which keeps a message
+only while all its frames add up to ``MAX_MESSAGE_BYTES`` and skips the rest unstored.  libzmq
+cannot do that (its ZMQ_MAXMSGSIZE is per frame and it assembles a multipart message whole).
+What the host has not read stays in the kernel's socket buffer.  Messages that answer no request
+of this client (a thread that keeps publishing after its cell) are dropped unparsed.
 """
 
 from __future__ import annotations
@@ -21,25 +20,25 @@ import enum
 import hmac
 import json
 import os
+import select
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
-import zmq
 from jupyter_client.session import Session
 
 from rlm.errors import SandboxError
 from rlm.sandbox.execution import OutputCap
 from rlm.sandbox.protocol import STATE_MIME
 from rlm.sandbox.rundir import SocketPath
+from rlm.sandbox.zmtp import ZmtpError, ZmtpPeer
 
 DELIM = b"<IDS|MSG>"
 
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024   # per frame, on shell and iopub (outputs are capped at 1 MiB by default)
-IOPUB_RCVHWM = 8                        # messages queued on the host: 8 x 16 MiB at most
-SHELL_RCVHWM = 4                        # the shell carries one reply per request
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024   # all frames of one message, on shell and iopub (outputs are capped at 1 MiB)
 MAX_HEADER_BYTES = 64 * 1024            # a parent header larger than this is not the kernel's own
+IDLE_GRACE_S = 2.0                      # after the reply, how long to wait for the idle status once output was lost
+DRAIN_MESSAGES = 256                    # messages dropped at most before a cell (a thread may keep publishing)
 
 
 class Outcome(enum.Enum):
@@ -84,57 +83,56 @@ class KernelClient:
                                username="rlm")
         self._key = connection["key"].encode()
         self._paths: list[SocketPath] = []
-        self.context = zmq.Context()
+        self._peers: list[ZmtpPeer] = []
         try:
-            self.shell = self._connect(zmq.DEALER, host_run_dir, connection["shell_port"], allowed_uids,
-                                       max_message_bytes, SHELL_RCVHWM)
-            self.iopub = self._connect(zmq.SUB, host_run_dir, connection["iopub_port"], allowed_uids,
-                                       max_message_bytes, IOPUB_RCVHWM)
-            self.iopub.setsockopt(zmq.SUBSCRIBE, b"")
-            self.iopub_monitor = self.iopub.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+            self.shell = self._connect(b"DEALER", host_run_dir, connection["shell_port"], allowed_uids,
+                                       max_message_bytes)
+            self.iopub = self._connect(b"SUB", host_run_dir, connection["iopub_port"], allowed_uids,
+                                       max_message_bytes)
         except Exception:
             self.close()
             raise
 
-    def _connect(self, kind: int, run_dir: Path, port: int, allowed: set[int], max_bytes: int,
-                 rcvhwm: int) -> zmq.Socket:
+    def _connect(self, kind: bytes, run_dir: Path, port: int, allowed: set[int], max_bytes: int) -> ZmtpPeer:
         path = SocketPath(run_dir / f"k-{port}", allowed)
         self._paths.append(path)
-        sock = self.context.socket(kind)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
-        sock.setsockopt(zmq.RCVHWM, rcvhwm)
-        sock.connect(f"ipc://{path.path}")
-        return sock
+        try:
+            peer = ZmtpPeer(path.path, kind, max_bytes)
+        except ZmtpError as exc:
+            raise SandboxError(f"cannot connect to the kernel's {kind.decode().lower()} socket: {exc}") from exc
+        self._peers.append(peer)
+        return peer
 
     def close(self) -> None:
-        if hasattr(self, "iopub_monitor"):
-            self.iopub.disable_monitor()
-            self.iopub_monitor.close(linger=0)
-        for sock in ("shell", "iopub"):
-            if hasattr(self, sock):
-                getattr(self, sock).close(linger=0)
-        self.context.term()
+        for peer in self._peers:
+            peer.close()
+        self._peers.clear()
         for path in self._paths:
             path.close()
         self._paths.clear()
 
+    @property
+    def dropped(self) -> int:
+        """Messages skipped for their size so far, on both sockets."""
+        return sum(peer.dropped for peer in self._peers)
+
     # -- messages ------------------------------------------------------------------------
-    def _send(self, sock: zmq.Socket, msg_type: str, content: dict) -> str:
+    def _send(self, peer: ZmtpPeer, msg_type: str, content: dict) -> str:
         msg = self.session.msg(msg_type, content)
-        self.session.send(sock, msg)
+        try:
+            peer.send(self.session.serialize(msg))
+        except OSError as exc:
+            raise SandboxError(f"the kernel does not take requests ({exc.__class__.__name__})") from exc
         return msg["header"]["msg_id"]
 
-    def _recv(self, sock: zmq.Socket, msg_id: str | None = None) -> dict | None:
-        """Read one message; None when it is unsigned, badly signed or malformed, or (with ``msg_id``)
+    def _parse(self, parts: list[bytes], msg_id: str | None = None) -> dict | None:
+        """One message; None when it is unsigned, badly signed or malformed, or (with ``msg_id``)
         answers another request: those are dropped before their signature or content is looked at."""
-        parts = sock.recv_multipart(copy=True)
         try:
             at = parts.index(DELIM)
         except ValueError:
             return None
         body = parts[at + 1: at + 6]
-        del parts
         if len(body) < 5:
             return None
         signature, header, parent, _metadata, content = body
@@ -152,50 +150,43 @@ class KernelClient:
             return None
 
     def drain(self) -> int:
-        """Drop the messages queued on iopub and shell (left by an earlier cell); how many.  Bounded (a
-        thread may keep publishing): what comes later is dropped unparsed by ``collect``."""
+        """Drop what arrived since the last cell (left by an earlier cell); how many messages.  Bounded
+        (a thread may keep publishing): what comes later is dropped unparsed by ``collect``."""
         dropped = 0
-        for sock in (self.iopub, self.shell):
-            for _ in range(4 * IOPUB_RCVHWM):
-                if not cast(int, sock.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+        for peer in (self.iopub, self.shell):
+            while dropped < DRAIN_MESSAGES:
+                got = peer.read()
+                if not got:
                     break
-                sock.recv_multipart(copy=False)
-                dropped += 1
-        try:
-            while True:
-                self.iopub_monitor.recv_multipart(zmq.NOBLOCK)
-        except zmq.Again:
-            pass
+                dropped += len(got)
         return dropped
 
     # -- readiness -----------------------------------------------------------------------
     def wait_ready(self, timeout: float, iopub_within: float | None = None) -> bool:
         """Confirm both shell and iopub work: kernel_info until its reply and an iopub status arrive.
         With ``iopub_within``, a kernel whose shell answered but whose iopub stays silent for that long
-        (a thread flooding it with frames over the size limit) is accepted: returns False."""
+        is accepted: returns False."""
         deadline = time.monotonic() + timeout
         replied_at: float | None = None
-        poller = zmq.Poller()
-        poller.register(self.shell, zmq.POLLIN)
-        poller.register(self.iopub, zmq.POLLIN)
+        poller = select.poll()
+        poller.register(self.shell.fileno(), select.POLLIN)
+        poller.register(self.iopub.fileno(), select.POLLIN)
         while True:
             msg_id = self._send(self.shell, "kernel_info_request", {})
             got_reply = got_iopub = False
             resend_at = time.monotonic() + 0.25
             while not (got_reply and got_iopub):
                 now = time.monotonic()
-                if now >= deadline:
+                if now >= deadline or (self.shell.closed and not got_reply):
                     raise SandboxError("the sandbox kernel did not answer in time")
                 if now >= resend_at and got_reply:
                     break  # iopub subscription not established yet: ask again
                 wait_until = min(deadline, resend_at) if got_reply else deadline
-                events = dict(poller.poll(max(1, int((wait_until - now) * 1000))))
-                if self.shell in events:
-                    if self._recv(self.shell, msg_id):
-                        got_reply = True
-                if self.iopub in events:
-                    if self._recv(self.iopub, msg_id):
-                        got_iopub = True
+                poller.poll(max(1, int((wait_until - now) * 1000)))
+                if any(self._parse(m, msg_id) for m in self.shell.read()):
+                    got_reply = True
+                if any(self._parse(m, msg_id) for m in self.iopub.read()):
+                    got_iopub = True
             if got_reply and got_iopub:
                 return True
             if got_reply and iopub_within is not None:
@@ -212,31 +203,47 @@ class KernelClient:
 
     def collect(self, msg_id: str, out: CellOutput, deadline: float, wake_fd: int) -> Outcome:
         """Gather messages for ``msg_id`` into ``out`` until done, the deadline, or a wake-up."""
-        poller = zmq.Poller()
-        poller.register(self.shell, zmq.POLLIN)
-        poller.register(self.iopub, zmq.POLLIN)
-        poller.register(wake_fd, zmq.POLLIN)
-        poller.register(self.iopub_monitor, zmq.POLLIN)
-        while not out.done:
-            remaining = deadline - time.monotonic()
+        poller = select.poll()
+        watched = {peer: peer.fileno() for peer in (self.shell, self.iopub) if not peer.closed}
+        for fd in (*watched.values(), wake_fd):
+            poller.register(fd, select.POLLIN)
+        dropped = self.dropped
+        replied_at: float | None = None
+        while not self._finished(out, replied_at):
+            now = time.monotonic()
+            remaining = deadline - now
             if remaining <= 0:
                 return Outcome.TIMEOUT
+            if replied_at is not None:   # only the idle status is missing: wait for it a little
+                remaining = min(remaining, replied_at + IDLE_GRACE_S - now)
             events = dict(poller.poll(max(1, int(remaining * 1000))))
-            if self.iopub in events:
-                while cast(int, self.iopub.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    msg = self._recv(self.iopub, msg_id)
-                    if msg:
-                        self._on_iopub(msg, out)
-            if self.shell in events:
-                while cast(int, self.shell.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
-                    if self._recv(self.shell, msg_id):
-                        out.got_reply = True
-            if self.iopub_monitor in events:
-                self.iopub_monitor.recv_multipart()
-                out.lost_output = True  # ZeroMQ cut the connection over an oversized message; it reconnects
-            if wake_fd in events and not out.done:
+            for parts in self.iopub.read():
+                msg = self._parse(parts, msg_id)
+                if msg:
+                    self._on_iopub(msg, out)
+            if any(self._parse(m, msg_id) for m in self.shell.read()):
+                out.got_reply = True
+                replied_at = replied_at or time.monotonic()
+            if self.dropped != dropped or self.iopub.closed:
+                out.lost_output = True  # a message over the size cap was skipped (or iopub went away)
+                dropped = self.dropped
+            for peer, fd in list(watched.items()):
+                if peer.closed:      # the kernel's end went away: wait for the deadline or a wake-up
+                    poller.unregister(fd)
+                    del watched[peer]
+            if wake_fd in events and not self._finished(out, replied_at):
                 return Outcome.WOKEN
         return Outcome.COMPLETED
+
+    def _finished(self, out: CellOutput, replied_at: float | None) -> bool:
+        """The reply and the idle status are in; or, when output was dropped (the idle status may be among
+        it), the reply and then ``IDLE_GRACE_S`` for the rest of the output to come through."""
+        if not out.got_reply:
+            return False
+        if out.got_idle:
+            return True
+        return out.lost_output and (self.iopub.closed or replied_at is None
+                                    or time.monotonic() - replied_at >= IDLE_GRACE_S)
 
     @staticmethod
     def _on_iopub(msg: dict, out: CellOutput) -> None:

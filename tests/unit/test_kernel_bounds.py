@@ -1,40 +1,75 @@
-"""What a kernel can make the host hold: size and queue limits on the sockets the host reads."""
+"""What a kernel can make the host hold: the host's own ZMTP reader keeps a message only up to a size cap."""
 
 from __future__ import annotations
 
 import json
 import os
+import resource
+import threading
+import time
 from pathlib import Path
 
 import zmq
 
 from rlm.sandbox import kernel
-from rlm.sandbox.kernel import KernelClient
+from rlm.sandbox.zmtp import ZmtpPeer
 
 
-def _kernel_sockets(run: Path) -> tuple[zmq.Context, list[zmq.Socket]]:
+def _publisher(path: Path) -> tuple[zmq.Context, zmq.Socket]:
     ctx = zmq.Context()
-    socks = []
-    for port, kind in ((1, zmq.ROUTER), (2, zmq.PUB)):
-        sock = ctx.socket(kind)
-        sock.bind(f"ipc://{run}/k-{port}")
-        socks.append(sock)
-    return ctx, socks
+    pub = ctx.socket(zmq.PUB)
+    pub.setsockopt(zmq.LINGER, 0)
+    pub.bind(f"ipc://{path}")
+    return ctx, pub
 
 
-def test_the_host_bounds_frame_size_and_queue_of_shell_and_iopub(tmp_path: Path) -> None:
-    ctx, socks = _kernel_sockets(tmp_path)
-    connection = {"key": "k", "signature_scheme": "hmac-sha256", "shell_port": 1, "iopub_port": 2}
-    client = KernelClient(connection, tmp_path, {os.getuid()})
+def _read_until(peer: ZmtpPeer, wanted: int, timeout: float = 10.0) -> list[list[bytes]]:
+    got: list[list[bytes]] = []
+    deadline = time.monotonic() + timeout
+    while len(got) < wanted and time.monotonic() < deadline:
+        got += peer.read()
+        time.sleep(0.001)
+    return got
+
+
+def test_a_message_of_many_frames_over_the_cap_is_skipped_unstored(tmp_path: Path) -> None:
+    ctx, pub = _publisher(tmp_path / "k-2")
+    peer = ZmtpPeer(str(tmp_path / "k-2"), b"SUB", max_message=4 << 20)
     try:
-        for sock, hwm in ((client.shell, kernel.SHELL_RCVHWM), (client.iopub, kernel.IOPUB_RCVHWM)):
-            assert sock.getsockopt(zmq.MAXMSGSIZE) == kernel.MAX_MESSAGE_BYTES <= 16 * 1024 * 1024
-            assert sock.getsockopt(zmq.RCVHWM) == hwm <= 8
-        assert kernel.IOPUB_RCVHWM * kernel.MAX_MESSAGE_BYTES <= 128 * 1024 * 1024
+        time.sleep(0.2)                                   # the subscription reaches the publisher
+        frame = memoryview(bytearray(3 << 20))            # each frame under the cap, the message far over it
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        sender = threading.Thread(target=lambda: [pub.send_multipart([b"t"] + [frame] * 40, copy=False)
+                                                  for _ in range(5)])
+        sender.start()
+        pub.send_multipart([b"t", b"small", b"message"])
+        sender.join()
+        pub.send_multipart([b"t", b"last"])
+        got = _read_until(peer, 2)
+        assert [b"t", b"last"] in got
+        assert all(sum(len(p) for p in m) <= 4 << 20 for m in got)
+        assert peer.dropped >= 1
+        grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+        assert grown_mb < 100, f"the reader held {grown_mb:.0f} MB for 5 messages of 120 MiB"
     finally:
-        client.close()
-        for sock in socks:
-            sock.close(linger=0)
+        peer.close()
+        pub.close()
+        ctx.term()
+
+
+def test_messages_under_the_cap_arrive_whole_and_in_order(tmp_path: Path) -> None:
+    ctx, pub = _publisher(tmp_path / "k-2")
+    peer = ZmtpPeer(str(tmp_path / "k-2"), b"SUB", max_message=1 << 20)
+    try:
+        time.sleep(0.2)
+        sent = [[b"topic", os.urandom(n)] for n in (0, 1, 255, 256, 70000, 1 << 19)]
+        for message in sent:
+            pub.send_multipart(message)
+        assert _read_until(peer, len(sent)) == sent
+        assert peer.dropped == 0
+    finally:
+        peer.close()
+        pub.close()
         ctx.term()
 
 
