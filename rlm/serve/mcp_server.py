@@ -126,6 +126,9 @@ async def serve_stdio(service: Service) -> None:
     service.bind_queue()
     await asyncio.to_thread(service.start)
     try:
-        await build_mcp(service).run_stdio_async()
+        server = build_mcp(service)
+        log.info("rlm mcp ready on stdio (context root %s, %d workers)", service.options.context_root,
+                 service.options.workers)
+        await server.run_stdio_async()
     finally:
         await asyncio.to_thread(service.close)

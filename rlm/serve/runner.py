@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -49,6 +51,16 @@ def run_http(loaded: LoadedSettings, options: ServeOptions, *, mcp: bool = False
 
 
 def run_stdio(loaded: LoadedSettings, options: ServeOptions) -> None:
+    """MCP over stdio until the client closes stdin; SIGTERM or Ctrl-C stop it too (exit 0), after
+    the runs in flight are cancelled and every sandbox is removed."""
     from rlm.serve.mcp_server import serve_stdio
 
-    asyncio.run(serve_stdio(Service(loaded, options)))
+    service = Service(loaded, options)
+    try:
+        asyncio.run(serve_stdio(service))
+    except KeyboardInterrupt:  # the CLI turns SIGTERM into this too
+        service.close()  # idempotent: nothing is left open
+        log.info("rlm mcp stopped")
+        logging.shutdown()
+        sys.stderr.flush()
+        os._exit(0)  # a worker thread still blocks reading stdin; it would hold the exit until stdin closes

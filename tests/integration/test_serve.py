@@ -498,3 +498,25 @@ def test_sigterm_lets_a_run_that_ends_within_the_grace_finish(serve, engine):
         assert served.containers(engine) == []
     assert outcome["status"] == 200
     assert outcome["body"]["choices"][0]["message"]["content"] == "finished while draining"
+
+
+def test_mcp_over_stdio_stops_on_sigterm_and_removes_its_sandboxes(tmp_path, engine, doc_root):
+    model = FakeModelServer(root_model=ROOT, models=[SUB])
+    with model:
+        proc = subprocess.Popen([sys.executable, "-c", BOOT, "mcp", "--context-root", str(doc_root), "--base-url",
+                                 model.url, "--model", ROOT, "--sub-model", SUB, "--data-dir", str(tmp_path / "d")],
+                                env=_env(), cwd=tmp_path, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        served = Served(proc, "stdio")
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            served.lines.append(line)
+            if "rlm mcp ready" in line:
+                break
+        deadline = time.monotonic() + 30
+        while not served.containers(engine) and time.monotonic() < deadline:
+            time.sleep(0.2)  # the warm pool's sandbox
+        assert served.containers(engine)
+        proc.send_signal(signal.SIGTERM)  # stdin stays open: the signal alone must end it
+        assert proc.wait(timeout=20) == 0
+        assert served.gone_within(engine, 5) == []
