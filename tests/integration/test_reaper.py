@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import docker
 import pytest
 
 from rlm.sandbox import SandboxSession, SandboxSettings
-from rlm.sandbox.reaper import reap_orphans
+from rlm.sandbox.reaper import STALE_AFTER_S, reap_orphans
 
 pytestmark = pytest.mark.docker
 
@@ -107,3 +109,21 @@ def test_opening_a_session_reaps_orphans(engine, run_root):
             assert s.execute("1 + 1").display == ["2"]
     finally:
         engine.remove(container)
+
+
+def test_a_session_killed_while_its_folder_was_being_built_leaves_nothing(engine, run_root):
+    """D11: a run folder is built under .new-<pid>-<id> and renamed with its owner record in it; a process
+    killed before the rename leaves only the temporary folder, which the next start removes (its pid is
+    gone), as it removes a folder with no owner record at all once it is older than a few seconds."""
+    child = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead_pid = int(child.stdout)
+    unfinished = Path(run_root) / f".new-{dead_pid}-0123456789ab"
+    (unfinished / "run").mkdir(parents=True)
+    no_record = Path(run_root) / "abcdefabcdef"
+    (no_record / "run").mkdir(parents=True)
+    past = time.time() - STALE_AFTER_S - 1
+    os.utime(no_record, (past, past))
+    with SandboxSession(settings=SandboxSettings(run_root=run_root), engine=engine) as s:
+        assert not unfinished.exists() and not no_record.exists()
+        assert sorted(p.name for p in Path(run_root).iterdir()) == [s.id]
+        assert (Path(run_root) / s.id / "owner.json").is_file()
