@@ -19,7 +19,7 @@ class TokenizingServer(FakeModelServer):
     """The scripted server plus llama.cpp's /props (a window of ``n_ctx``) and /tokenize (one token per word)."""
 
     def __init__(self, n_ctx: int, **kwargs) -> None:
-        self.n_ctx = n_ctx
+        self.window_tokens = n_ctx
         self.tokenized: list[int] = []
         self._tok_lock = threading.Lock()
         super().__init__(**kwargs)
@@ -31,7 +31,7 @@ class TokenizingServer(FakeModelServer):
         class Handler(base):  # type: ignore[misc, valid-type]
             def do_GET(self) -> None:  # noqa: N802
                 if self.path == "/props":
-                    self._send(200, {"default_generation_settings": {"n_ctx": server.n_ctx}, "model_path": "m.gguf"})
+                    self._send(200, {"default_generation_settings": {"n_ctx": server.window_tokens}, "model_path": "m.gguf"})
                 else:
                     super().do_GET()
 
