@@ -79,7 +79,7 @@ def test_s_niah_rlm_vs_base_json_plot_and_resume(engine, tmp_path: Path, monkeyp
     base = row["systems"]["base"]
     assert base["n"] == 2 and base["exact"]["method"] == "wilson" and base["exact"]["lo"] < 0.5 < base["exact"]["hi"]
     assert row["systems"]["rlm"]["tokens"] > 0 and row["systems"]["rlm"]["time_s"] > 0
-    # the base model saw what 600 tokens take at 3 characters per token (the fake server has no /tokenize)
+    # the base model saw what 600 tokens take (less the answer's 256 and the template's 64), cut at a line break
     shown = report["items"][0]["base"]["context_chars_shown"]
     assert 400 < shown < 3 * (600 - 256 - 64)
     base_prompt = requests[1]["messages"][-1]["content"]
