@@ -225,10 +225,22 @@ class Repl:
         """The ``k`` passages of ``text`` (default: ``context``) that rank best by BM25 for ``query``."""
         return helpers.search(self._text(text), query, k)
 
-    def map_chunks(self, instruction, text=None, chunk_chars=protocol.MAP_CHUNK_CHARS) -> list:
+    def map_chunks(self, instruction, text=None, chunk_chars=None) -> list:
         """Ask the sub-model ``instruction`` about every piece of ``text`` (default: ``context``),
-        all at once; the answers, in order."""
+        all at once; the answers, in order.  Pieces fit the sub-model's window unless ``chunk_chars`` says."""
+        if chunk_chars is None:
+            chunk_chars = self.chunk_chars(len(str(instruction)))
         return helpers.map_chunks(self.llm_query_batched, self._text(text), str(instruction), chunk_chars)
+
+    def chunk_chars(self, overhead: int) -> int:
+        """Characters per map_chunks piece that fit the sub-model's window (the host says), less ``overhead``."""
+        try:
+            size = self.bridge.call({"op": Op.WINDOW, "model": None}).get("chunk_chars")
+        except SubCallError:
+            size = None
+        if not isinstance(size, int) or isinstance(size, bool) or size <= 0:
+            return protocol.MAP_CHUNK_CHARS
+        return max(500, size - overhead - 100)
 
     def _text(self, text):
         """``text``, or the original context when none is given."""

@@ -89,6 +89,7 @@ def stats_table(result: RunResult) -> Table:
     row("status", result.status)
     row("iterations", result.iterations)
     row("sub-calls", result.sub_calls)
+    row("sub-calls memoised (not sent)", sum(u.memoised for u in result.usage.values()))
     for model, usage in result.usage.items():
         row(f"tokens in / out ({one_line(model, 80)})", f"{usage.prompt_tokens} / {usage.completion_tokens}")
     for phase, seconds in result.phases.items():

@@ -82,6 +82,7 @@ class RunSettings:
     sub_call_timeout_s: float = 0.0     # 0: the cell's timeout (sandbox.cell_timeout_s)
     max_child_runs: int = 2
     allowed_models: tuple[str, ...] = ()
+    memo: bool = True                    # identical sub-calls in a run answered from memory
     max_context_bytes: int = 2 * 1024 ** 3
     trace_dir: str = "traces"
     debug: bool = False
@@ -179,6 +180,15 @@ class FieldSpec:
         return (*self.rlm_names, *self.aliases)
 
 
+def _windows(value: tuple[tuple[str, str], ...]) -> str | None:
+    """model_windows: each window a whole number of tokens, at least 256."""
+    for _name, tokens in value:
+        text = str(tokens).strip()
+        if not text.isdigit() or int(text) < 256:
+            return "a mapping of model names to context windows in tokens (whole numbers, at least 256)"
+    return None
+
+
 def _f(key: str, section: str, kind: str, help: str, *env: str, aliases: tuple[str, ...] = (),
        check: Callable[[Any], str | None] | None = None) -> FieldSpec:
     return FieldSpec(key, section, kind, help, tuple(env), check, aliases)
@@ -199,6 +209,8 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("max_wait_s", "model", "float",
        "seconds one model call may wait in total, over all its retries (0: no total limit)",
        "RLM_MAX_WAIT", check=_non_negative),
+    _f("model_windows", "model", "labels", "context window in tokens by model, over what the server says "
+       "(name=tokens,... in env)", check=_windows),
     # run
     _f("max_iterations", "run", "int", "root-model turns before giving up", aliases=("MAX_ITERATIONS",),
        check=_positive),
@@ -215,6 +227,7 @@ FIELDS: tuple[FieldSpec, ...] = (
        check=_non_negative),
     _f("max_child_runs", "run", "int", "rlm_query child runs (containers) at once per run", check=_positive),
     _f("allowed_models", "run", "str_list", "models llm_query(model=...) may name besides root_model and sub_model"),
+    _f("memo", "run", "bool", "answer an identical sub-call (model, prompt, temperature) in a run from memory"),
     _f("max_context_bytes", "run", "int", "largest context file accepted, in bytes", check=_positive),
     _f("trace_dir", "run", "str", "folder for JSONL traces when no trace path is given", check=_non_empty),
     _f("debug", "run", "bool", "verbose logs and tracebacks", aliases=("DEBUG",)),

@@ -170,7 +170,7 @@ class _Run:
             child=orch.child_runner(trace_path.parent), on_call=self._on_sub_call,
             deadline_s=self.s.run.sub_call_timeout_s or self.s.sandbox.cell_timeout_s,
             root_model=self.s.model.root_model, allowed_models=self.s.run.allowed_models,
-            max_children=self.s.run.max_child_runs)
+            max_children=self.s.run.max_child_runs, windows=self.s.model.windows(), memo=self.s.run.memo)
 
     def _on_sub_call(self, event: dict[str, Any]) -> None:
         self.trace.event("sub_call", **event)

@@ -20,23 +20,34 @@ Bounds (everything from the sandbox is hostile):
   ``MAX_MODEL_NAME`` characters; a refusal quotes a short, sanitised prefix of the name only;
 * at most ``max_children`` ``rlm_query`` child runs (each with its own container) at once; a
   further call waits for a free slot up to the deadline, then is refused;
-* errors shown to the model name no host URL, address or model list (``redact``).
+* errors shown to the model name no host URL, address or model list (``redact``);
+* a prompt that cannot fit its model's context window (``WindowGuard``) is never sent: ``llm_query``
+  is refused with the prompt's size and the window, a slot of ``llm_query_batched`` holds the same
+  as an ``Error:`` string; the ``window`` op tells the REPL the sub-model's window (``map_chunks``
+  sizes its pieces by it).
+
+The memo: an identical sub-call (model, prompt, temperature) within a run is answered from memory,
+not sent again and not counted against ``max_sub_calls``; it is counted as ``memoised`` in the
+usage and marked so in its ``on_call`` event (identical prompts within one batch are sent once).
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import hashlib
+import json
 import math
 import re
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Coroutine, Iterable
+from collections.abc import Coroutine, Iterable, Mapping
 from typing import Any, Callable, TypeVar
 
 from rlm.errors import LLMError, ModelAuthError, ModelNotFound, ModelUnreachable, RLMError
 from rlm.llm.base import Completion, ModelClient, Usage
+from rlm.llm.window import PROBE_TIMEOUT_S, WindowGuard
 from rlm.sandbox.bridge import BridgeRefusal, redact
 from rlm.sandbox.protocol import Op
 
@@ -82,8 +93,14 @@ class SubCallHandler:
                  max_calls: int, max_chars: int, concurrency: int, child: ChildRunner | None = None,
                  on_call: Callable[[dict], None] | None = None, deadline_s: float | None = None,
                  root_model: str | None = None, allowed_models: Iterable[str] = (),
-                 max_children: int = MAX_CHILDREN) -> None:
+                 max_children: int = MAX_CHILDREN, windows: WindowGuard | Mapping[str, int] | None = None,
+                 memo: bool = False) -> None:
         self.client = client
+        # None: prompts are not checked against a window; a mapping: the configured windows (model_windows)
+        self.windows = WindowGuard(client, windows) if isinstance(windows, Mapping) else windows
+        self.memo = memo
+        self._memo: dict[str, str] = {}  # key of (model, prompt, temperature) -> answer
+        self.memoised = 0
         self.sub_model = sub_model
         self.deadline_s = deadline_s if deadline_s and deadline_s > 0 else None
         self.allowed_models = frozenset(m for m in (sub_model, root_model, *allowed_models) if m)
@@ -180,10 +197,13 @@ class SubCallHandler:
             self.calls -= n
 
     # -- budget --------------------------------------------------------------------------
-    def _reserve(self, n: int) -> None:
+    def _check_enabled(self) -> None:
         if not self.enabled:
             raise BridgeRefusal("sub-calls are disabled for this run (ENABLE_SUB_CALLS=false); "
                                 "work with `context` directly in code")
+
+    def _reserve(self, n: int) -> None:
+        self._check_enabled()
         with self._lock:
             left = self.max_calls - self.calls
             if n > left:
@@ -198,6 +218,50 @@ class SubCallHandler:
             raise BridgeRefusal(f"prompt of {len(prompt)} characters exceeds MAX_SUB_CALL_CHARS={self.max_chars}; "
                                 "split it into chunks")
         return prompt
+
+    # -- window and memo ---------------------------------------------------------------
+    def _too_big(self, model: str, prompt: str) -> str | None:
+        """Why ``prompt`` is not sent to ``model`` (it cannot fit its window), traced; None when it fits."""
+        if self.windows is None:
+            return None
+        why = self.windows.refusal(model, prompt)
+        if why is not None:
+            self.on_call({"model": model, "prompt_chars": len(prompt), "reply_chars": 0, "latency_s": 0.0,
+                          "ok": False, "error": why, "refused": "window"})
+        return why
+
+    def _key(self, model: str, prompt: str) -> str:
+        return hashlib.sha256(json.dumps([model, self.temperature, prompt]).encode("utf-8", "surrogatepass")
+                              ).hexdigest()
+
+    def _recall(self, model: str, prompt: str) -> str | None:
+        """The answer an identical earlier sub-call got (counted as memoised), or None."""
+        if not self.memo:
+            return None
+        with self._lock:
+            text = self._memo.get(self._key(model, prompt))
+        if text is not None:
+            self._memo_hit(model, prompt, text)
+        return text
+
+    def _memo_hit(self, model: str, prompt: str, text: str) -> None:
+        with self._lock:
+            self.memoised += 1
+            self.usage[model].memoised += 1
+        self.on_call({"model": model, "prompt_chars": len(prompt), "reply_chars": len(text), "latency_s": 0.0,
+                      "ok": True, "error": None, "memoised": True})
+
+    def _remember(self, model: str, prompt: str, text: str) -> None:
+        if self.memo:
+            with self._lock:
+                self._memo[self._key(model, prompt)] = text
+
+    def _window(self, request: dict) -> dict:
+        """The sub-model's window, for the REPL (``map_chunks``)."""
+        model = self._model(request)
+        if self.windows is None:
+            raise BridgeRefusal("the sub-model's window is not known in this session")
+        return {"model": model, **self.windows.window(model).to_dict()}
 
     def _model(self, request: dict) -> str:
         model = request.get("model")
@@ -227,6 +291,8 @@ class SubCallHandler:
             rounds = math.ceil(len(prompts) / self.concurrency) if isinstance(prompts, list) and prompts else 1
         elif op == Op.RLM_QUERY and self.child is None:
             rounds = 1
+        elif op == Op.WINDOW:
+            return 2 * PROBE_TIMEOUT_S + BRIDGE_GRACE_S
         else:  # a child run: bounded by its own budgets (iterations, cell and sub-call deadlines)
             return None
         return rounds * self.deadline_s + BRIDGE_GRACE_S
@@ -268,6 +334,8 @@ class SubCallHandler:
                 return {"texts": self._batch(request)}
             if op == Op.RLM_QUERY:
                 return {"text": self._rlm(request)}
+            if op == Op.WINDOW:
+                return self._window(request)
         except _Abandoned:
             raise BridgeRefusal("the sub-call was cancelled: its cell was interrupted or the run ended") from None
         raise BridgeRefusal(f"unknown operation {op!r}")
@@ -278,6 +346,13 @@ class SubCallHandler:
     def _one(self, request: dict) -> str:
         prompt = self._check_prompt(request.get("prompt"))
         model = self._model(request)
+        self._check_enabled()
+        known = self._recall(model, prompt)
+        if known is not None:
+            return known
+        why = self._too_big(model, prompt)
+        if why is not None:
+            raise BridgeRefusal(why)
         self._reserve(1)
         with self._lock:
             epoch = self._epoch
@@ -297,6 +372,7 @@ class SubCallHandler:
             raise BridgeRefusal(f"the sub-model failed: {model_facing(exc)}") from exc
         if not self._record(model, prompt, completion.text, completion.usage, started, None, epoch):
             raise _Abandoned()
+        self._remember(model, prompt, completion.text)
         return completion.text
 
     async def _complete_one(self, prompt: str, model: str) -> Completion:
@@ -308,32 +384,57 @@ class SubCallHandler:
             raise BridgeRefusal("llm_query_batched needs a list of prompts")
         prompts = [self._check_prompt(p) for p in prompts]
         model = self._model(request)
-        self._reserve(len(prompts))
+        self._check_enabled()
+        texts: list[str | None] = [None] * len(prompts)
+        slots: dict[object, list[int]] = {}  # a prompt to send -> the slots that take its answer
+        for i, prompt in enumerate(prompts):
+            key: object = self._key(model, prompt) if self.memo else i
+            if key in slots:  # the same prompt earlier in this batch: sent once
+                slots[key].append(i)
+                continue
+            texts[i] = self._recall(model, prompt)
+            if texts[i] is None:
+                why = self._too_big(model, prompt)
+                if why is None:
+                    slots[key] = [i]
+                else:
+                    texts[i] = f"Error: {why}"
+        sent = [group[0] for group in slots.values()]
+        self._reserve(len(sent))
         with self._lock:
             epoch = self._epoch
-        done = [False] * len(prompts)
+        done = [False] * len(sent)
         try:
-            return self._run_async(self._gather(prompts, model, epoch, done))
+            answers = self._run_async(self._gather([prompts[i] for i in sent], model, epoch, done))
         except _Abandoned:
             self._refund(done.count(False))  # the finished ones gave theirs back already
             raise
+        for group, (text, ok) in zip(slots.values(), answers, strict=True):
+            for n, i in enumerate(group):
+                texts[i] = text
+                if n and ok:
+                    self._memo_hit(model, prompts[i], text)
+        return [t if t is not None else "Error: no answer" for t in texts]
 
-    async def _gather(self, prompts: list[str], model: str, epoch: int, done: list[bool]) -> list[str]:
+    async def _gather(self, prompts: list[str], model: str, epoch: int,
+                      done: list[bool]) -> list[tuple[str, bool]]:
+        """Each prompt's answer (or ``Error:`` string) and whether it was answered."""
         gate = asyncio.Semaphore(self.concurrency)
 
-        async def one(i: int, prompt: str) -> str:
+        async def one(i: int, prompt: str) -> tuple[str, bool]:
             async with gate:
                 started = time.perf_counter()
                 try:
                     completion = await self._bounded(self._messages(prompt), model)
                 except SubCallTimeout:
                     done[i] = self._record(model, prompt, None, None, started, self._timed_out(), epoch) or True
-                    return f"Error: {self._timed_out()}"
+                    return f"Error: {self._timed_out()}", False
                 except LLMError as exc:
                     done[i] = self._record(model, prompt, None, None, started, exc.message, epoch) or True
-                    return f"Error: {model_facing(exc)}"
+                    return f"Error: {model_facing(exc)}", False
                 done[i] = self._record(model, prompt, completion.text, completion.usage, started, None, epoch) or True
-                return completion.text
+                self._remember(model, prompt, completion.text)
+                return completion.text, True
 
         return list(await asyncio.gather(*(one(i, p) for i, p in enumerate(prompts))))
 

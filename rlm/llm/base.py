@@ -23,6 +23,17 @@ class ModelSettings:
     timeout_s: float = 300.0            # per request
     max_retries: int = 3                # on connection errors, 429, 5xx and malformed replies
     max_wait_s: float = 600.0           # one call in total, over all its retries; 0: no total limit
+    model_windows: tuple[tuple[str, str], ...] = ()  # (model, context window in tokens): overrides the server
+
+    def windows(self) -> dict[str, int]:
+        """``model_windows`` as numbers (the settings check that each is a positive integer)."""
+        out: dict[str, int] = {}
+        for name, tokens in self.model_windows:
+            try:
+                out[name] = int(str(tokens).strip())
+            except ValueError:
+                continue
+        return out
 
     @property
     def effective_sub_model(self) -> str:
@@ -34,15 +45,17 @@ class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     calls: int = 0
+    memoised: int = 0  # sub-calls answered from the run's memo (not sent, not in ``calls``)
 
     def add(self, other: "Usage") -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.calls += other.calls
+        self.memoised += other.memoised
 
     def to_dict(self) -> dict[str, int]:
         return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "calls": self.calls}
+                "calls": self.calls, "memoised": self.memoised}
 
 
 @dataclass
@@ -94,6 +107,18 @@ class ModelClient(ABC):
     @abstractmethod
     def list_models(self) -> list[str]:
         """Model names the server offers."""
+
+    def context_window(self, model: str) -> int | None:
+        """``model``'s context window in tokens as its server reports it, or None when unknown.
+
+        Never raises.  A wrapper that keeps the client it wraps as ``.inner`` answers from it."""
+        inner = getattr(self, "inner", None)
+        return inner.context_window(model) if isinstance(inner, ModelClient) else None
+
+    def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens of ``text`` by the server's own tokenizer, or None when it has none.  Never raises."""
+        inner = getattr(self, "inner", None)
+        return inner.count_tokens(model, text) if isinstance(inner, ModelClient) else None
 
     async def arelease(self) -> None:  # noqa: B027 - optional hook
         """Release what the running event loop holds (called before that loop is closed)."""

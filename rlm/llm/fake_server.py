@@ -7,6 +7,13 @@ or a dict with optional ``content`` (str or None), ``think``, ``delay_s``,
 ``raw`` (a string sent as the body as it is, with ``content_type``, default JSON, and
 ``status``, default 200) to answer with a malformed reply.  ``sub_raw_when`` (a regex)
 answers matching sub-call prompts with a malformed JSON body.
+
+A context window like llama.cpp's: with ``n_ctx`` set, ``GET /props`` reports it (as
+``default_generation_settings.n_ctx``), ``POST /tokenize`` counts tokens (``tokenize``; one token
+per ``FAKE_CHARS_PER_TOKEN`` characters, rounded up), and a chat request whose messages have more
+than ``n_ctx`` tokens is refused with HTTP 400 as llama.cpp does (``oversized`` counts them).
+``show`` is the body of an Ollama-like ``POST /api/show``.  ``probes`` lists the paths of those
+requests, in order.
 One thread per request, so concurrent sub-calls overlap.  Also runnable as a process::
 
     python -m rlm.llm.fake_server --scenario FILE.json [--port N]
@@ -35,6 +42,7 @@ SubRule = Union[Callable[[str], str], Mapping[str, str]]
 DEFAULT_ROOT_DEFAULT = "The script is exhausted.\nFINAL(out of script)"
 MALFORMED_JSON = '{"id": "chatcmpl-x", "object": "chat.completion", "choices": [{"index": 0, "mess'
 
+FAKE_CHARS_PER_TOKEN = 4
 _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403: "permission_error",
                 404: "invalid_request_error", 429: "rate_limit_error"}
 
@@ -101,8 +109,14 @@ class FakeModelServer:
     def __init__(self, *, root_model: str = "root-model", models: Sequence[str] = ("sub-model",),
                  root: Sequence[Step] = (), root_default: str = DEFAULT_ROOT_DEFAULT,
                  sub: SubRule | None = None, sub_delay_s: float = 0.0, sub_fail_when: str | None = None,
-                 sub_raw_when: str | None = None, api_key: str | None = None, port: int = 0) -> None:
+                 sub_raw_when: str | None = None, api_key: str | None = None, port: int = 0,
+                 n_ctx: int | None = None, tokenize: bool = True, show: Mapping[str, Any] | None = None) -> None:
         self.root_model = root_model
+        self.n_ctx = n_ctx
+        self.tokenize = tokenize
+        self.show = show
+        self.oversized = 0
+        self.probes: list[str] = []
         self.models = [root_model] + [m for m in models if m != root_model]
         self.root_default = root_default
         self.sub = sub if sub is not None else {"default": "sub-answer"}
@@ -169,6 +183,27 @@ class FakeModelServer:
                 return reply
         return self.sub.get("default", "(no rule matched)")
 
+    @staticmethod
+    def tokens(text: str) -> int:
+        """This server's token count of ``text``."""
+        return -(-len(text) // FAKE_CHARS_PER_TOKEN)
+
+    def probe(self, method: str, path: str, body: Any) -> Reply:
+        """``GET /props``, ``POST /tokenize`` and ``POST /api/show``."""
+        with self._lock:
+            self.probes.append(path)
+        if method == "GET" and path == "/props" and self.n_ctx is not None:
+            return 200, {"default_generation_settings": {"n_ctx": self.n_ctx, "params": {}},
+                         "total_slots": 1, "model_path": "fake.gguf"}
+        if method == "POST" and path == "/tokenize" and self.n_ctx is not None and self.tokenize:
+            content = body.get("content") if isinstance(body, dict) else None
+            if not isinstance(content, str):
+                return 400, _error_body(400, "'content' must be a string")
+            return 200, {"tokens": list(range(self.tokens(content)))}
+        if method == "POST" and path == "/api/show" and self.show is not None:
+            return 200, dict(self.show)
+        return 404, _error_body(404, f"no route {path}")
+
     def chat(self, body: Mapping[str, Any]) -> Reply:
         """Status and reply (JSON, or a raw body) for one chat-completion request body."""
         with self._lock:
@@ -176,6 +211,12 @@ class FakeModelServer:
         model = body.get("model")
         prompt = _prompt_text(body.get("messages"))
         finish = "stop"
+        if self.n_ctx is not None and self.tokens(prompt) > self.n_ctx:
+            with self._lock:
+                self.oversized += 1
+            return 400, {"error": {"message": f"the request exceeds the available context size, try increasing "
+                                              f"it ({self.tokens(prompt)} > {self.n_ctx} tokens)",
+                                   "type": "exceed_context_size_error", "param": None, "code": 400}}
         if model == self.root_model:
             step = self._next_root_step()
             time.sleep(float(step.get("delay_s", 0) or 0))
@@ -243,6 +284,8 @@ class FakeModelServer:
                 if self.path.rstrip("/") == "/v1/models":
                     self._send(200, {"object": "list", "data": [
                         {"id": m, "object": "model", "created": 0, "owned_by": "fake"} for m in server.models]})
+                elif self.path.rstrip("/") == "/props":
+                    self._send(*server.probe("GET", "/props", None))
                 else:
                     self._send(404, _error_body(404, f"no route {self.path}"))
 
@@ -251,7 +294,8 @@ class FakeModelServer:
                 raw = self.rfile.read(length) if length else b""
                 if not self._authorized():
                     return
-                if self.path.rstrip("/") != "/v1/chat/completions":
+                path = self.path.rstrip("/")
+                if path not in ("/v1/chat/completions", "/tokenize", "/api/show"):
                     self._send(404, _error_body(404, f"no route {self.path}"))
                     return
                 try:
@@ -259,7 +303,7 @@ class FakeModelServer:
                 except json.JSONDecodeError as exc:
                     self._send(400, _error_body(400, f"invalid JSON: {exc}"))
                     return
-                self._send(*server.chat(body))
+                self._send(*(server.chat(body) if path == "/v1/chat/completions" else server.probe("POST", path, body)))
 
         return Handler
 

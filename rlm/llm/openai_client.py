@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import json
 import logging
 import random
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Awaitable, Callable, Generator
 from typing import Any, TypeVar
 
@@ -26,6 +29,7 @@ import openai
 
 from rlm.errors import EmptyReply, LLMError, ModelAuthError, ModelNotFound, ModelUnreachable, TruncatedReply
 from rlm.llm.base import Completion, Message, ModelClient, ModelSettings, Usage, WaitListener, current_wait_listener
+from rlm.llm.window import PROBE_TIMEOUT_S
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +37,8 @@ PLACEHOLDER_API_KEY = "not-needed"
 BACKOFF_CAP_S = 8.0       # our own exponential backoff; a server's Retry-After is not capped by it
 EMPTY_REPLY_ATTEMPTS = 2  # the first call plus one retry
 SILENCE_REPORT_S = 30.0   # say so after this long without an answer, then again every as long
+PROBE_MAX_BYTES = 4 * 1024 * 1024  # larger answers from those endpoints are ignored
+WINDOW_RANGE = (256, 100_000_000)  # a reported window outside this is ignored
 
 _T = TypeVar("_T")
 _CALL, _SLEEP, _MODELS = "call", "sleep", "models"  # what the retry plan asks its driver to do
@@ -264,6 +270,7 @@ class OpenAICompatibleClient(ModelClient):
         self._client = openai.OpenAI(**self._client_kwargs())
         # One async client per event loop: httpx connections belong to the loop that made them.
         self._aclients: dict[asyncio.AbstractEventLoop, openai.AsyncOpenAI] = {}
+        self._no_tokenizer = False  # the server had no /tokenize when asked
 
     @property
     def base_url(self) -> str:
@@ -333,6 +340,68 @@ class OpenAICompatibleClient(ModelClient):
             return _model_ids(await client.models.list(timeout=timeout))
 
         return await self._retry_async(attempt, None, self._clock(None))
+
+    def context_window(self, model: str) -> int | None:
+        """The window the server runs ``model`` with: llama.cpp's ``GET /props``
+        (``default_generation_settings.n_ctx``, else ``n_ctx``), else Ollama's ``POST /api/show``
+        (``num_ctx`` in its parameters, else the model's ``*.context_length``); None when neither answers."""
+        props = self._probe("GET", "/props", None)
+        if isinstance(props, dict):
+            settings = props.get("default_generation_settings")
+            for value in (settings.get("n_ctx") if isinstance(settings, dict) else None, props.get("n_ctx")):
+                if isinstance(value, int) and _window_value(value):
+                    return value
+        show = self._probe("POST", "/api/show", {"model": model, "name": model})
+        if isinstance(show, dict):
+            params = show.get("parameters")
+            if isinstance(params, str):
+                for line in params.splitlines():
+                    parts = line.split()
+                    if len(parts) == 2 and parts[0] == "num_ctx" and parts[1].isdigit() and _window_value(int(parts[1])):
+                        return int(parts[1])
+            info = show.get("model_info")
+            if isinstance(info, dict):
+                for key, value in info.items():
+                    if isinstance(key, str) and key.endswith(".context_length") and _window_value(value):
+                        return int(value)
+        return None
+
+    def count_tokens(self, model: str, text: str) -> int | None:
+        """Tokens of ``text`` by the server's ``POST /tokenize`` (llama.cpp, vLLM); None when it has none."""
+        with self._lock:
+            if self._no_tokenizer:
+                return None
+        reply = self._probe("POST", "/tokenize", {"content": text, "model": model})
+        if isinstance(reply, dict):
+            count, tokens = reply.get("count"), reply.get("tokens")
+            if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+                return count
+            if isinstance(tokens, list):
+                return len(tokens)
+        with self._lock:
+            self._no_tokenizer = True  # asked once per client: no second try for every prompt
+        return None
+
+    def _probe(self, method: str, path: str, body: dict[str, Any] | None) -> Any:
+        """JSON from an endpoint beside the OpenAI API (at the server's root), or None on any failure."""
+        root = self.base_url.rstrip("/")
+        root = root[:-3] if root.endswith("/v1") else root
+        headers = {"Authorization": f"Bearer {self.settings.api_key}"} if self.settings.api_key else {}
+        data = None if body is None else json.dumps(body).encode("utf-8", "surrogatepass")
+        if data is not None:
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(root + path, data=data, headers=headers, method=method)
+        try:
+            with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT_S) as response:  # noqa: S310 - the configured server
+                raw = response.read(PROBE_MAX_BYTES + 1)
+                if response.status != 200 or len(raw) > PROBE_MAX_BYTES:
+                    return None
+            return json.loads(raw)
+        except (OSError, urllib.error.URLError, ValueError, RecursionError):
+            return None
+        except Exception:  # noqa: BLE001 - a probe never fails a run
+            log.debug("probe %s %s failed", method, path, exc_info=True)
+            return None
 
     def close(self) -> None:
         """Close the sync client and every async client (idempotent)."""
@@ -582,6 +651,10 @@ class OpenAICompatibleClient(ModelClient):
                                 hint="check the model server's log; it may be out of memory")
             return LLMError(f"the model server at {url} rejected the request for {what} (HTTP {status}): {msg}")
         return LLMError(f"unexpected reply from the model server at {url} for {what}: {exc}")
+
+
+def _window_value(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and WINDOW_RANGE[0] <= value <= WINDOW_RANGE[1]
 
 
 def _model_ids(page: Any) -> list[str]:

@@ -92,6 +92,7 @@ class Op:
     LLM_QUERY = "llm_query"
     LLM_QUERY_BATCHED = "llm_query_batched"
     RLM_QUERY = "rlm_query"
+    WINDOW = "window"  # the sub-model's context window: {"tokens", "source", "prompt_tokens", "chunk_chars"}
 
 
 class ReplyKind:

@@ -393,7 +393,7 @@ def test_progress_reports_each_step(tmp_path):
 # ------------------------------------------------------------------------------ usage and sub-calls
 def test_usage_is_summed_per_model(tmp_path):
     replies = [repl("r = llm_query('x')"), repl("r2 = llm_query('y')"), "FINAL(ok)"]
-    result, client, _, _ = run(tmp_path, replies)
+    result, client, _, _ = run(tmp_path, replies, memo=False)  # the fake session sends one prompt
     assert result.sub_calls == 2
     assert set(result.usage) == {ROOT, SUB}
     assert result.usage[ROOT].calls == 3
@@ -423,9 +423,23 @@ def test_disabled_sub_calls_are_refused_inside_the_cell(tmp_path):
 
 def test_sub_call_budget_is_per_run(tmp_path):
     replies = [repl("a = llm_query('x')"), repl("b = llm_query('y')"), "FINAL(ok)"]
-    result, client, _, _ = run(tmp_path, replies, max_sub_calls=1)
+    result, client, _, _ = run(tmp_path, replies, max_sub_calls=1, memo=False)
     assert result.sub_calls == 1
     assert "sub-call budget exceeded" in last_user(root_calls(client)[2])
+
+
+def test_a_repeated_sub_call_is_memoised_in_the_result_and_the_trace(tmp_path):
+    replies = [repl("a = llm_query('x')"), repl("b = llm_query('x') # again"), "FINAL(ok)"]
+    result, client, _, _ = run(tmp_path, replies, max_sub_calls=1)  # the fake session sends one prompt
+    assert result.sub_calls == 1  # the second is no new call: within a budget of one
+    assert result.usage[SUB].calls == 1 and result.usage[SUB].memoised == 1
+    assert json.loads(result_json(result))["usage"][SUB]["memoised"] == 1
+    assert len([c for c in client.calls if c[0] == SUB]) == 1
+    events = [json.loads(line) for line in Path(result.trace or "").read_text().splitlines()]
+    subs = [e for e in events if e.get("kind") == "sub_call"]
+    assert [bool(e.get("memoised")) for e in subs] == [False, True]
+    end = [e for e in events if e.get("kind") == "run_end"][0]
+    assert end["usage"][SUB]["memoised"] == 1
 
 
 def test_rlm_query_runs_a_child_in_its_own_session(tmp_path):
