@@ -4,7 +4,8 @@ Thin: parse flags, load settings at the edge, call the library, print.  Errors a
 mapped to exit codes in exactly one place, ``RLMGroup.invoke``:
 
     0 ok · 1 other failure · 2 usage/config/context · 3 sandbox/Docker · 4 model server ·
-    5 no answer (the run ended without one: status no_answer, the trace kept) · 130 interrupted
+    5 no answer (the run ended without one: status no_answer, the trace kept) · 6 time_limit ·
+    7 token_limit · 8 cost_limit (a budget ended the run) · 130 interrupted
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from rlm.errors import LLMError, RLMError, SandboxError, UsageError
 
 EXIT_OTHER, EXIT_USAGE, EXIT_SANDBOX, EXIT_MODEL, EXIT_INTERRUPTED = 1, 2, 3, 4, 130
 EXIT_NO_ANSWER = 5   # the run ended without an answer (status no_answer); not an error of rlm
+# a budget ended the run (its answer, if any, is printed): rlm.core.budget
+EXIT_FOR_STATUS = {"no_answer": EXIT_NO_ANSWER, "time_limit": 6, "token_limit": 7, "cost_limit": 8}
 
 
 def exit_code_for(exc: BaseException) -> int:

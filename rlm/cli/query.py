@@ -65,10 +65,10 @@ def query(
             if trace_failure(result.trace) is None:
                 raise
             typer.echo(f"no trace page: {one_line(exc.message)}", err=True)
-    if result.status == "no_answer":
-        from rlm.cli.app import EXIT_NO_ANSWER
+    from rlm.cli.app import EXIT_FOR_STATUS
 
-        raise typer.Exit(EXIT_NO_ANSWER)
+    if result.status in EXIT_FOR_STATUS:
+        raise typer.Exit(EXIT_FOR_STATUS[result.status])
 
 
 

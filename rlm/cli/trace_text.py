@@ -63,6 +63,8 @@ def _render_run(events: list[dict], console: Console) -> None:
             console.print(Text("note: ", style="yellow") + _text(event.get("text")))
         elif kind == "rule":   # a rule of the loop's policy fired (rlm/core/policy)
             console.print(Text("rule: ", style="cyan") + _text(f"{event.get('id')}: {event.get('message')}"))
+        elif kind == "budget":   # a budget was reached (rlm/core/budget.py)
+            console.print(Text("budget: ", style="yellow") + _text(event.get("text")))
         elif kind == "run_end":
             _flush_sub_calls(sub_calls, console)
             end = event

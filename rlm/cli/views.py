@@ -71,6 +71,8 @@ class StepView:
             text.append(_first_line(data.get("code", "")), style="bold")
             text.append(f"  ({_seconds(data.get('duration_s')) * 1000:.0f} ms, {status})", style=style)
             return text
+        if kind == "budget":
+            return safe_line(f"  {data.get('text', 'a budget is reached')}: asking for the answer", style="yellow")
         if kind == "sub_call":
             mark = "ok" if data.get("ok") else f"failed: {_first_line(data.get('error'), 60)}"
             return Text(f"    sub-call {one_line(data.get('model'), 80)}: "
@@ -92,6 +94,12 @@ def stats_table(result: RunResult) -> Table:
     row("sub-calls memoised (not sent)", sum(u.memoised for u in result.usage.values()))
     for model, usage in result.usage.items():
         row(f"tokens in / out ({one_line(model, 80)})", f"{usage.prompt_tokens} / {usage.completion_tokens}")
+        if model in result.cost_usd:
+            row(f"cost ({one_line(model, 80)})", f"{result.cost_usd[model]:.4f} USD")
+    if len(result.cost_usd) > 1:
+        row("cost: total", f"{sum(result.cost_usd.values()):.4f} USD")
+    if result.budget:
+        row("budget reached", f"{result.budget.get('setting')} = {result.budget.get('limit')}")
     for phase, seconds in result.phases.items():
         row(f"time: {phase.removesuffix('_s').replace('_', ' ')}", f"{seconds:.2f} s")
     row("time: total", f"{result.duration_s:.2f} s")

@@ -88,6 +88,14 @@ class RunSettings:
     debug: bool = False
     policy: str = "general"              # what the loop says after a turn (rlm/core/policy): general, legacy
     ablate: tuple[str, ...] = ()         # rule ids of the policy turned off
+    max_time_s: float = 0.0              # budgets (0: none); reached: asked once more, status time_limit ...
+    max_tokens: int = 0                  # root plus sub-calls, prompt plus completion
+    max_cost_usd: float = 0.0
+    prices: tuple[tuple[str, float, float], ...] = ()   # (model, USD per 1k prompt, per 1k completion tokens)
+
+    @property
+    def price_table(self) -> dict[str, dict[str, float]]:
+        return {m: {"prompt": p, "completion": c} for m, p, c in self.prices}
 
 
 @dataclass(frozen=True)
@@ -233,6 +241,14 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("debug", "run", "bool", "verbose logs and tracebacks", aliases=("DEBUG",)),
     _f("policy", "run", "str", "the loop's rules after a turn: general (default) or legacy", check=_non_empty),
     _f("ablate", "run", "str_list", "rule ids of the policy to turn off (comma-separated in env)"),
+    _f("max_time_s", "run", "float", "seconds a run may take before it is asked for its answer (0: no limit)",
+       check=_non_negative),
+    _f("max_tokens", "run", "int", "tokens (root and sub-calls, prompt and completion) a run may use (0: no limit)",
+       check=_non_negative),
+    _f("max_cost_usd", "run", "float", "USD a run may spend, from the prices table (0: no limit)",
+       check=_non_negative),
+    _f("prices", "run", "prices", "USD per 1,000 tokens by model: {model: {prompt: x, completion: y}} "
+       "(model=x/y,... in env)"),
     # sandbox
     _f("image", "sandbox", "str", "Docker image of the sandbox", check=_non_empty),
     _f("runtime", "sandbox", "opt_str", "container runtime (empty or auto: runsc when registered, else runc; runc; runsc)"),

@@ -104,14 +104,47 @@ def _to_labels(raw: object) -> tuple[tuple[str, str], ...]:
     return tuple((k, str(v)) for k, v in items)
 
 
+def _to_prices(raw: object) -> tuple[tuple[str, float, float], ...]:
+    """{model: {prompt: usd_per_1k, completion: usd_per_1k}} (or 'model=0.15/0.6,other=1/2' in env)
+    as sorted (model, prompt, completion) triples."""
+    expected = "a mapping {model: {prompt: USD per 1k tokens, completion: USD per 1k tokens}} (or 'model=0.15/0.6')"
+    items: list[tuple[object, object, object]] = []
+    if isinstance(raw, str):
+        for part in (p.strip() for p in raw.split(",") if p.strip()):
+            model, _, pair = part.rpartition("=")
+            prompt, _, completion = pair.partition("/")
+            if not model.strip() or not prompt.strip() or not completion.strip():
+                raise _BadValue(expected)
+            items.append((model.strip(), prompt, completion))
+    elif isinstance(raw, Mapping):
+        for name, price in raw.items():
+            if not isinstance(price, Mapping) or set(price) - {"prompt", "completion"} or not price:
+                raise _BadValue(expected)
+            items.append((name, price.get("prompt", 0.0), price.get("completion", 0.0)))
+    elif raw is None:
+        return ()
+    else:
+        raise _BadValue(expected)
+    out = []
+    for key, per_prompt, per_completion in items:
+        if not isinstance(key, str) or not key:
+            raise _BadValue(expected)
+        p, c = _to_float(per_prompt), _to_float(per_completion)
+        if p < 0 or c < 0:
+            raise _BadValue("prices of 0 or more")
+        out.append((key, p, c))
+    return tuple(sorted(out))
+
+
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "int": _to_int, "float": _to_float, "bool": _to_bool, "str": _to_str,
-    "opt_str": _to_opt_str, "str_list": _to_str_tuple, "labels": _to_labels,
+    "opt_str": _to_opt_str, "str_list": _to_str_tuple, "labels": _to_labels, "prices": _to_prices,
 }
 
 _PLAIN: dict[str, Callable[[Any], Any]] = {
     "int": lambda v: v, "float": lambda v: v, "bool": lambda v: v, "str": lambda v: v,
     "opt_str": lambda v: v, "str_list": list, "labels": lambda v: {k: val for k, val in v},
+    "prices": lambda v: {m: {"prompt": p, "completion": c} for m, p, c in v},
 }
 
 

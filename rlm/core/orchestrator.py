@@ -44,6 +44,7 @@ from typing import Any
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
 from rlm.core.answers import KnownCell, copies_final, echoes_output, is_placeholder, last_outputs, seen_outputs
+from rlm.core.budget import Budget, Reached, costs
 from rlm.core.context import ContextSource, inline_text
 from rlm.core.policy import AnswerForm, CellObservation, Decision, Firing, Observation, make_policy
 from rlm.core.result import RunResult
@@ -97,6 +98,7 @@ class Orchestrator:
     def run(self, question: str, context: Path | str | None = None, *, trace_path: Path | str | None = None,
             session: SandboxSession | None = None) -> RunResult:
         """Answer ``question`` over the context file ``context`` (or over ``session``'s context)."""
+        self.budget().check_prices([self.settings.model.root_model, self.settings.model.effective_sub_model])
         run = _Run(self, question, Path(context) if context is not None else None,
                    Path(trace_path) if trace_path else self.default_trace_path(), session)
         return run.execute()
@@ -115,6 +117,11 @@ class Orchestrator:
         return prompts.Budgets(max_iterations=r.max_iterations, max_output_chars=r.max_output_chars,
                                enable_sub_calls=r.enable_sub_calls, max_sub_calls=r.max_sub_calls,
                                max_sub_call_chars=r.max_sub_call_chars, max_depth=r.max_depth, depth=self.depth)
+
+    def budget(self) -> Budget:
+        r = self.settings.run
+        return Budget(max_time_s=r.max_time_s, max_tokens=r.max_tokens, max_cost_usd=r.max_cost_usd,
+                      prices=r.price_table)
 
     def child_runner(self, trace_dir: Path) -> ChildRunner | None:
         """What rlm_query runs: a child RLM in its own session, one level deeper."""
@@ -160,6 +167,8 @@ class _Run:
         self.preview: list[str] = []  # the lines of the context's preview
         self.built: str | None = None  # the variable a cell that ran without error built its result in
         self.policy = make_policy(self.s.run.policy, self.s.run.ablate, on_fire=self._on_fire)
+        self.budget = orch.budget()
+        self.reached: Reached | None = None   # the budget that ended the run
         self.started = time.perf_counter()
         self._last_sub_wait = float("-inf")
         self._wait_lock = threading.Lock()
@@ -228,19 +237,43 @@ class _Run:
             result = self._result(answer, status, error)
             self.trace.event("run_end", answer=answer, status=status, iterations=self.iterations,
                              sub_calls=self.handler.calls, usage={m: u.to_dict() for m, u in result.usage.items()},
+                             cost_usd=result.cost_usd, budget=result.budget,
                              duration_s=round(result.duration_s, 3), error=error)
             self.trace.close()
         self.o.progress("done", result.to_dict())
         return result
 
-    def _result(self, answer: str | None, status: str, error: str | None) -> RunResult:
+    def _usage(self) -> dict[str, Usage]:
+        """Tokens by model so far: the root model's and the sub-calls' (child runs included)."""
         usage: dict[str, Usage] = defaultdict(Usage)
         for source in (self.usage, self.handler.usage):
-            for model, u in source.items():
+            for model, u in list(source.items()):
                 usage[model].add(u)
+        return dict(usage)
+
+    def _result(self, answer: str | None, status: str, error: str | None) -> RunResult:
+        usage = self._usage()
+        priced = {m: round(c, 6) for m, c in costs(usage, self.budget.prices or {}).items() if c is not None}
         return RunResult(answer=answer, status=status, iterations=self.iterations, sub_calls=self.handler.calls,
-                         usage=dict(usage), duration_s=time.perf_counter() - self.started,
-                         trace=str(self.trace_path), phases=dict(self.phases), error=error)
+                         usage=usage, duration_s=time.perf_counter() - self.started,
+                         trace=str(self.trace_path), phases=dict(self.phases), error=error, cost_usd=priced,
+                         budget=self.reached.to_dict() if self.reached is not None else None)
+
+    def _budget_reached(self) -> Reached | None:
+        """The budget the run has reached (traced as a ``budget`` event and said), or None; checked
+        between turns, where the run can stop without losing a cell."""
+        if not self.budget.any:
+            return None
+        usage = self._usage()
+        reached = self.budget.reached(time.perf_counter() - self.started, usage)
+        if reached is not None:
+            self.reached = reached
+            priced = {m: round(c, 6) for m, c in costs(usage, self.budget.prices or {}).items() if c is not None}
+            data = {"iteration": self.iterations, **reached.to_dict(), "text": reached.message,
+                    "usage": {m: u.to_dict() for m, u in usage.items()}, "cost_usd": priced}
+            self.trace.event("budget", **data)
+            self.o.progress("budget", data)
+        return reached
 
     # -- the loop ------------------------------------------------------------------------
     def _context_info(self) -> prompts.ContextInfo:
@@ -295,12 +328,17 @@ class _Run:
                                    "max_output_chars": self.s.run.max_output_chars,
                                    "enable_sub_calls": self.s.run.enable_sub_calls,
                                    "max_sub_calls": self.s.run.max_sub_calls,
+                                   "max_time_s": self.s.run.max_time_s, "max_tokens": self.s.run.max_tokens,
+                                   "max_cost_usd": self.s.run.max_cost_usd,
                                    "policy": self.policy.profile.name, "ablate": sorted(self.policy.ablated)})
         first = self.policy.decide(self._observation(), stage="first")
         messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
                     {"role": "user", "content": prompts.first_user_prompt(
                         self.question, ending=first.ending, advice=first.advice)}]
         for iteration in range(1, self.s.run.max_iterations + 1):
+            reached = self._budget_reached()
+            if reached is not None:
+                return self._last_chance(budget=reached.message), reached.status
             self.iterations = iteration
             self.o.progress("iteration", {"iteration": iteration, "max": self.s.run.max_iterations})
             prompt = str(messages[-1]["content"])
@@ -518,13 +556,17 @@ class _Run:
         """The value of the REPL variable ``name`` as the answer (``FINAL_VAR``); None when it does not exist."""
         return self._cell(f"FINAL_VAR({name!r})", record=record).final
 
-    def _last_chance(self) -> str | None:
+    def _last_chance(self, *, budget: str | None = None) -> str | None:
         """One more request at the iteration limit (or when the same code keeps coming), when the
         policy's ``iteration-limit`` rule holds; the answer never keeps fences or a FINAL( wrapper, and
         is None when it is no answer (a stand-in, empty, a name never bound).  The request is a new,
         short conversation: the question and the run's last short outputs (a small model stuck in a
-        long conversation keeps resending its code, or answers from its own guesses)."""
-        if not self.policy.decide(self._observation(), stage="limit").firings:
+        long conversation keeps resending its code, or answers from its own guesses).  ``budget``: the
+        budget reached, when that is why (the policy's ``budget-limit`` rule)."""
+        obs = self._observation()
+        if budget is not None:
+            obs.extra["budget"] = budget
+        if not self.policy.decide(obs, stage="limit").firings:
             return None
         messages: list[Message] = [
             {"role": "system", "content": prompts.final_request_system()},

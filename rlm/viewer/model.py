@@ -113,15 +113,15 @@ def split_runs(events: list[Event]) -> list[Run]:
             n = event.get("iteration")
             again = current is not None and current.number == n
             run.iterations.append(Iteration(number=n, reply=event, final_request=again))
-        elif kind in ("cell", "sub_call", "note", "rule"):   # a rule firing shows as a note (its "text")
+        elif kind in ("cell", "sub_call", "note", "rule", "budget"):   # a rule firing, a budget: notes ("text")
             if current is None:
                 current = Iteration(number=event.get("iteration"))
-                if kind in ("note", "rule"):
+                if kind in ("note", "rule", "budget"):
                     run.notes.append(event)
                     continue
                 run.iterations.append(current)
             {"cell": current.cells, "sub_call": current.sub_calls, "note": current.notes,
-             "rule": current.notes}[kind].append(event)
+             "rule": current.notes, "budget": current.notes}[kind].append(event)
         elif kind == "run_end":
             run.end = event
         else:

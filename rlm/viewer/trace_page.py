@@ -71,6 +71,9 @@ def _result(page: Page, run: Run) -> str:
     facts = [plural(end.get("iterations", len(run.iterations)), "iteration"),
              plural(end.get("sub_calls", sum(len(it.sub_calls) for it in run.iterations)), "sub-call"),
              _tokens(end.get("usage")), seconds(run.duration_s)]
+    cost = end.get("cost_usd")
+    if isinstance(cost, dict) and cost:
+        facts.append(esc(" · ".join(f"{m} {number(c):.4f} USD" for m, c in cost.items())))
     error = f'<pre class="err">{esc(end.get("error"))}</pre>' if end.get("error") else ""
     return (f'<div class="card result {status_class(status)}"><div class="label">answer '
             f'<span class="badge {status_class(status)}">{esc(status)}</span></div>{answer}{error}'

@@ -5,7 +5,8 @@
 * ``no-code-no-answer``: a reply with neither a code block nor FINAL;
 * ``placeholder-answer``: an answer that is a stand-in, empty, or a name the run never bound (never
   taken, whatever the rules: this rule only says why);
-* ``iteration-limit``: the last turn says so, and at the limit the model is asked once more.
+* ``iteration-limit``: the last turn says so, and at the limit the model is asked once more;
+* ``budget-limit``: a budget (time, tokens, cost) is reached: the model is asked once more.
 
 None of them reads the question's words or the context's format.
 """
@@ -77,7 +78,11 @@ PLACEHOLDER_ANSWER = Rule("placeholder-answer",
                           doc="an answer that is a stand-in, empty or an unbound name: not taken, told why")
 LAST_TURN = Rule("iteration-limit", lambda o: o.turns_left == 1, _last_turn,
                  slot="ending", doc="the last turn says so; at the limit the model is asked once more")
-AT_LIMIT = Rule("iteration-limit", lambda _o: True, lambda _o: "asked once more for the answer", stage="limit")
+AT_LIMIT = Rule("iteration-limit", lambda o: not o.extra.get("budget"), lambda _o: "asked once more for the answer",
+                stage="limit")
+BUDGET_LIMIT = Rule("budget-limit", lambda o: bool(o.extra.get("budget")),
+                    lambda o: f"{o.extra.get('budget')}: asked once more for the answer", stage="limit",
+                    doc="a budget (max_time_s, max_tokens, max_cost_usd) is reached: the model is asked once more")
 
-RULES = (CELL_ERROR, REPEATED_CELL, NO_CODE_NO_ANSWER, PLACEHOLDER_ANSWER, LAST_TURN, AT_LIMIT)
+RULES = (CELL_ERROR, REPEATED_CELL, NO_CODE_NO_ANSWER, PLACEHOLDER_ANSWER, LAST_TURN, AT_LIMIT, BUDGET_LIMIT)
 GENERAL = Profile("general", RULES, doc="the rules that help any model (the default)")

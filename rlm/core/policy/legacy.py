@@ -158,5 +158,6 @@ RULES = (
          doc="the turn's closing instruction chosen from what the cells did"),
     general.LAST_TURN,
     general.AT_LIMIT,
+    general.BUDGET_LIMIT,
 )
 LEGACY = Profile("legacy", RULES, doc="the loop's rules before the general policy (opt-in, for the ablation)")
