@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import random
 
-from rlm.bench.generators import BenchItem
+from rlm.bench.item import BenchItem
 
 _WORDS = ("river", "market", "signal", "harbor", "lantern", "copper", "meadow", "orbit", "velvet", "quarry",
           "ember", "canyon", "thimble", "saffron", "glacier", "mosaic", "pylon", "juniper", "tundra", "cobalt")

@@ -23,7 +23,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from rlm.bench.generators import BenchItem
+from rlm.bench.item import BenchItem
 from rlm.bench.public import HotpotQuestion, PublicData, SquadParagraph, SquadQuestion, public_data
 from rlm.bench.splits import split_of
 

@@ -124,8 +124,8 @@ class RemoteQuery:
     accepted_hashes: frozenset[str] | None
 
     def __call__(self, query: BatchQuery) -> dict | None:
-        from rlm.jobs.batch import error_record, execute_query
         from rlm.jobs.executor import CancelToken
+        from rlm.jobs.query import error_record, execute_query
         from rlm.llm.resolve import make_client
 
         check_node_image(self.image, self.accepted_hashes)
