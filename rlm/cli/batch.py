@@ -399,7 +399,7 @@ def benchmark_command(
 
 # ---------------------------------------------------------------------------- standalone (tests)
 def standalone_app() -> typer.Typer:
-    from rlm.cli.app import RLMGroup
+    from rlm.cli.group import RLMGroup
 
     root = typer.Typer(cls=RLMGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
     root.add_typer(batch_app, name="batch", cls=RLMGroup)

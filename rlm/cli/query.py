@@ -65,7 +65,7 @@ def query(
             if trace_failure(result.trace) is None:
                 raise
             typer.echo(f"no trace page: {one_line(exc.message)}", err=True)
-    from rlm.cli.app import EXIT_FOR_STATUS
+    from rlm.cli.group import EXIT_FOR_STATUS
 
     if result.status in EXIT_FOR_STATUS:
         raise typer.Exit(EXIT_FOR_STATUS[result.status])
