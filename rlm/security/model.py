@@ -14,7 +14,7 @@ from rlm.sandbox.execution import Execution
 
 if TYPE_CHECKING:
     from rlm.security.budget import HostBudget
-    from rlm.security.runner import CheckContext
+    from rlm.security.context import CheckContext
 
 CATEGORIES = ("network", "files", "privilege", "secrets", "resources", "bridge", "answer", "host")
 

@@ -7,8 +7,8 @@ import re
 from typing import Callable, Iterable, Mapping
 
 from rlm.sandbox.execution import Execution
+from rlm.security.context import MARK, CheckContext, short
 from rlm.security.model import Verify
-from rlm.security.runner import MARK, CheckContext, _short
 
 _CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -28,7 +28,7 @@ def report_of(execution: Execution) -> dict | None:
 
 def _missing(execution: Execution) -> tuple[bool, str]:
     lines = [line for line in execution.output.splitlines() if line.strip()]
-    return False, "no report from the cell: " + _short(lines[-1] if lines else "no output", 120)
+    return False, "no report from the cell: " + short(lines[-1] if lines else "no output", 120)
 
 
 def _outcomes(data: dict, keys: Iterable[str]) -> dict[str, str]:
