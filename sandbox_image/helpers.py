@@ -3,16 +3,20 @@
 Small models write short calls well and long loops badly, so the two steps every long-context
 answer needs are one call each:
 
+- A folder's documents are :class:`Document` strings: the file's text, with ``.path``, its path
+  relative to the folder (``context[i].path``; ``len(context)`` is the number of files).
 - ``grep(pattern)`` finds every line of ``context`` that matches a regular expression and
   returns them as strings (:class:`Line`), each cut to ``width`` characters around the match,
   each with ``.offset``: where the line starts in the text (for a list of documents, the
-  document's index), and ``.around(before, after)``: the text around the line.  Plain strings,
+  document's index), ``.path``: the path of the document it is in (a folder's file; else None),
+  and ``.around(before, after)``: the text around the line.  Plain strings,
   because small models call ``split``, ``re.search`` and ``"\n".join`` on what grep returns.
   ``len(grep(...))`` counts matching lines.
 - ``search(query, k)`` ranks the passages of ``context`` (paragraphs, or lines when the text has no
   blank lines) by BM25 against the words of ``query`` (``rank_bm25``) and returns the best ``k`` as
   strings (:class:`Passage`) with ``.offset`` (where the passage starts in its document),
-  ``.index`` (the document's index for a list of documents, else None), ``.score`` and ``.around()``.
+  ``.index`` (the document's index for a list of documents, else None), ``.path`` (its document's
+  path, for a folder), ``.score`` and ``.around()``.
 - ``map_chunks(instruction)`` cuts the text into pieces at line ends and asks the sub-model the
   instruction about every piece at once (``llm_query_batched``); answers come back in order.
 
@@ -41,6 +45,43 @@ def compile_pattern(pattern, flags: int = re.IGNORECASE) -> re.Pattern:
         return re.compile(text, flags)
     except re.error:
         return re.compile(re.escape(text), flags)
+
+
+class Document(str):
+    """A document of a folder: the file's text (a str, printed and sliced like one) that also knows
+    ``.path``, the file's path relative to the folder (``/`` between folders)."""
+
+    __slots__ = ("path",)
+    path: str
+
+    def __new__(cls, text: str, path: str) -> Document:
+        doc = super().__new__(cls, text)
+        doc.path = path
+        return doc
+
+    def __repr__(self) -> str:
+        head = str.__repr__(str(self[:60]))
+        return f"Document(path={self.path!r}, {len(self):,} characters: {head}{'...' if len(self) > 60 else ''})"
+
+    def __reduce__(self):
+        return (Document, (str(self), self.path))
+
+
+def load_folder(folder: str, read: Callable[[str], str]) -> list[Document]:
+    """The files under ``folder`` as Documents, in ``os.walk`` order (folders sorted, then files sorted;
+    linked folders listed, not entered), each read with ``read``; their paths relative to ``folder``."""
+    docs: list[Document] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        for name in sorted(files):
+            full = os.path.join(root, name)
+            docs.append(Document(read(full), os.path.relpath(full, folder).replace(os.sep, "/")))
+    return docs
+
+
+def _path(doc) -> str | None:
+    path = getattr(doc, "path", None)
+    return path if isinstance(path, str) else None
 
 
 def _as_text(doc) -> str:
@@ -85,16 +126,17 @@ def _cut(line: str, start: int, end: int, width: int) -> str:
 
 class Line(str):
     """A line grep found: a str (printed like one) that also knows where it starts, ``.offset``,
-    can give the text around it, ``.around()``, and the nearest line at or above it that matches
-    a pattern, ``.before(pattern)``."""
+    which file it is in, ``.path`` (for a folder's documents; else None), can give the text around
+    it, ``.around()``, and the nearest line at or above it that matches a pattern, ``.before(pattern)``."""
 
-    __slots__ = ("offset", "_doc", "_start", "_end", "_index")
+    __slots__ = ("offset", "path", "_doc", "_start", "_end", "_index")
     offset: int
+    path: str | None
 
     def __new__(cls, text: str, offset: int, doc: str | None = None, start: int = 0, end: int = 0,
-                index: int | None = None) -> Line:
+                index: int | None = None, path: str | None = None) -> Line:
         line = super().__new__(cls, text)
-        line.offset = offset
+        line.offset, line.path = offset, path if path is not None else _path(doc)
         line._doc, line._start, line._end, line._index = doc, start, end, index
         return line
 
@@ -104,7 +146,7 @@ class Line(str):
         ``line.before(r"def ")`` (a ``def`` line is in its own function, a heading in its own
         section); an empty Line when none matches."""
         if self._doc is None:
-            return Line("", self.offset)
+            return Line("", self.offset, path=self.path)
         regex = compile_pattern(pattern)
         doc = self._doc
         end = doc.find("\n", self._start)              # the line end of this line
@@ -117,9 +159,9 @@ class Line(str):
                 s, e = match.start(), match.end()
                 lo, hi = _window(end - start, s, e, width)
                 return Line(_cut(text, s, e, width), self._index if self._index is not None else start,
-                            doc, start + lo, start + hi, self._index)
+                            doc, start + lo, start + hi, self._index, self.path)
             end = start - 1
-        return Line("", self.offset)
+        return Line("", self.offset, path=self.path)
 
     def around(self, before: int = 1000, after: int = 300) -> str:
         """The text from ``before`` characters before this line to ``after`` characters after it
@@ -129,8 +171,8 @@ class Line(str):
             return str(self)
         return self._doc[max(0, self._start - max(0, int(before))):self._end + max(0, int(after))]
 
-    def __reduce__(self):  # copies keep the offset, not the whole text around
-        return (Line, (str(self), self.offset))
+    def __reduce__(self):  # copies keep the offset and path, not the whole text around
+        return (Line, (str(self), self.offset, None, 0, 0, None, self.path))
 
 
 def grep(text, pattern, *, width: int = DEFAULT_WIDTH, flags: int = re.IGNORECASE) -> list[Line]:
@@ -182,15 +224,17 @@ class Passage(str):
     document, ``.offset``, which document that is, ``.index`` (None for one text), its BM25
     ``.score``, and can give the text around it, ``.around()``."""
 
-    __slots__ = ("offset", "index", "score", "_doc", "_end")
+    __slots__ = ("offset", "index", "score", "path", "_doc", "_end")
     offset: int
     index: int | None
     score: float
+    path: str | None
 
     def __new__(cls, text: str, offset: int, index: int | None = None, score: float = 0.0,
-                doc: str | None = None) -> Passage:
+                doc: str | None = None, path: str | None = None) -> Passage:
         passage = super().__new__(cls, text)
         passage.offset, passage.index, passage.score = offset, index, score
+        passage.path = path if path is not None else _path(doc)
         passage._doc, passage._end = doc, offset + len(text)
         return passage
 
@@ -202,10 +246,11 @@ class Passage(str):
 
     def __repr__(self) -> str:
         where = f"doc {self.index}, " if self.index is not None else ""
+        where += f"{self.path}, " if self.path is not None else ""
         return f"Passage({str.__repr__(self)}, {where}offset {self.offset}, score {self.score:.2f})"
 
     def __reduce__(self):  # copies keep the position, not the whole document
-        return (Passage, (str(self), self.offset, self.index, self.score))
+        return (Passage, (str(self), self.offset, self.index, self.score, None, self.path))
 
 
 def tokens(text: str) -> list[str]:

@@ -82,13 +82,8 @@ def _read_big_text(path: str) -> str:
 
 def load_context(path: str, fmt: str):
     """Read the context from its read-only mount: str, parsed JSON, JSONL list or a folder's documents."""
-    if fmt == ContextFormat.DIR:
-        docs = []
-        for root, dirs, files in os.walk(path):
-            dirs.sort()
-            for name in sorted(files):
-                docs.append(_read_text(os.path.join(root, name)))
-        return docs
+    if fmt == ContextFormat.DIR:   # each document a str with .path, relative to the folder
+        return helpers.load_folder(path, _read_text)
     if fmt == ContextFormat.JSON:
         return json.loads(_read_text(path))
     if fmt == ContextFormat.JSONL:

@@ -82,6 +82,9 @@ def _render_header(event: dict, console: Console) -> None:
         console.print(Text("context: ", style="bold") + _text(
             f"{ctx.get('kind', '?')}, {_num(ctx.get('total_chars'))} characters, "
             f"{_num(ctx.get('n_documents'))} documents, from {ctx.get('source', '?')}"))
+        if isinstance(ctx.get("paths"), list):   # a folder: the paths listed to the model
+            console.print(Text("files: ", style="bold") + _text(
+                f"{_num(ctx.get('n_files'))}; listed: {', '.join(str(p) for p in ctx['paths'])}"))
     sub = event.get("sub_model") or "same as root"
     console.print(Text("models: ", style="bold")
                   + _text(f"root {event.get('root_model') or '?'}, sub {sub}"))

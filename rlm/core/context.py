@@ -279,6 +279,17 @@ def _check_folder(folder: Path, max_bytes: int) -> int:
     return total
 
 
+def folder_paths(folder: str | os.PathLike[str]) -> list[str]:
+    """The paths, relative to ``folder`` (``/`` between folders), of the documents the sandbox loads from
+    it, in the sandbox's order: ``os.walk`` with folders and files sorted, linked folders not entered
+    (the guest's ``helpers.load_folder``)."""
+    paths: list[str] = []
+    for root, dirs, files in os.walk(folder):
+        dirs.sort()
+        paths.extend(os.path.relpath(os.path.join(root, name), folder).replace(os.sep, "/") for name in sorted(files))
+    return paths
+
+
 def check_file(path: str | os.PathLike[str], *, max_bytes: int, allow_dir: bool = False) -> ContextSource:
     """Check a context file (``-f``) or folder (``allow_dir``, ``--context-dir``) without ever opening
     anything but regular files; every problem is a ``ContextError`` naming the file."""

@@ -45,7 +45,7 @@ from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
 from rlm.core.answers import KnownCell, copies_final, echoes_output, is_placeholder, last_outputs, seen_outputs
 from rlm.core.budget import Budget, Reached, costs
-from rlm.core.context import ContextSource, inline_text
+from rlm.core.context import ContextSource, folder_paths, inline_text
 from rlm.core.policy import AnswerForm, CellObservation, Decision, Firing, Observation, make_policy
 from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
@@ -282,10 +282,14 @@ class _Run:
         info: dict[str, Any] = raw if isinstance(raw, dict) else {}
         context_path = self.sess.context_path
         source = self.context.name if self.context else (Path(context_path).name if context_path else "none")
+        folder = self.context if self.context is not None else Path(context_path) if context_path else None
+        paths = folder_paths(folder) if folder is not None and folder.is_dir() else []
         return prompts.ContextInfo(kind=str(info.get("kind", "none")), total_chars=int(info.get("total_chars", 0)),
                                    n_documents=int(info.get("n_documents", 0)),
                                    preview=parsing.sanitize_for_terminal(str(info.get("preview", ""))),
-                                   source=source)
+                                   source=source, n_files=len(paths),
+                                   paths=tuple(parsing.sanitize_for_terminal(p).replace("\n", "?")[:prompts.PATH_CHARS]
+                                               for p in paths[:prompts.PATHS_SHOWN]))
 
     def _ask(self, messages: list[Message]) -> str:
         t0 = time.perf_counter()
@@ -322,7 +326,8 @@ class _Run:
         self.preview = info.preview.splitlines()
         self.trace.event("run_start", question=self.question, depth=self.o.depth,
                          context={"kind": info.kind, "total_chars": info.total_chars,
-                                  "n_documents": info.n_documents, "source": info.source},
+                                  "n_documents": info.n_documents, "source": info.source,
+                                  **({"n_files": info.n_files, "paths": list(info.paths)} if info.n_files else {})},
                          root_model=self.s.model.root_model, sub_model=self.s.model.effective_sub_model,
                          settings={"max_iterations": self.s.run.max_iterations,
                                    "max_output_chars": self.s.run.max_output_chars,

@@ -17,6 +17,8 @@ from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 PREVIEW_CHARS = 500
 NO_OUTPUT = "(no output)"   # what the model is shown for a cell that printed nothing
 FINAL_REQUEST_VARIABLES = 8  # variable names shown in the last-chance request
+PATHS_SHOWN = 20   # a folder's first paths listed in the system prompt
+PATH_CHARS = 200   # a longer path is cut in that listing
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,8 @@ class ContextInfo:
     n_documents: int
     preview: str
     source: str        # file name or "inline"
+    n_files: int = 0   # a folder: how many files (each a document with .path)
+    paths: tuple[str, ...] = ()   # a folder: its first files' paths, relative to it, in context's order
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,12 @@ def _context_section(info: ContextInfo, budgets: Budgets) -> str:
         f"- source: {info.source}",
         f"- {_shape_hint(info)}",
     ]
+    if info.n_files:
+        shown = "\n".join(path[:PATH_CHARS] for path in info.paths[:PATHS_SHOWN])
+        more = info.n_files - min(len(info.paths), PATHS_SHOWN)
+        lines += [f"- files: {info.n_files:,}; the paths of the first {min(len(info.paths), PATHS_SHOWN)}"
+                  f"{f' ({more:,} more: print [d.path for d in context])' if more > 0 else ''}:",
+                  fenced(shown, "text")]
     if budgets.enable_sub_calls:
         pieces = max(1, -(-info.total_chars // MAP_CHUNK_CHARS))
         lines.append(f"- `map_chunks` over the whole context: {pieces:,} pieces, so {pieces:,} sub-calls")
@@ -101,6 +111,11 @@ def _context_section(info: ContextInfo, budgets: Budgets) -> str:
 
 
 def _shape_hint(info: ContextInfo) -> str:
+    if info.n_files:
+        return (f"`context` is a list of {info.n_documents:,} documents, one per file of a folder. Each is "
+                "the file's text (a str) with `.path`, the file's path in the folder: `context[i].path`. "
+                "The lines `grep` returns and the passages of `search` carry `.path` too, the file they "
+                "come from.")
     if info.kind == "str":
         return "`context` is one string: search it with `grep` or `re`, slice it, split it into lines."
     if info.kind == "list":

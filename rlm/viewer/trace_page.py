@@ -45,6 +45,8 @@ def _header(page: Page, run: Run) -> str:
     facts = [("context", f"{esc(ctx.get('kind', '?'))} · {count(ctx.get('total_chars'))} characters · "
                          + plural(ctx.get("n_documents"), "document")),
              ("source", esc(ctx.get("source", "?"))),
+             *([("files", f"{count(ctx.get('n_files'))} · listed to the model: "
+                          + esc(", ".join(str(p) for p in ctx["paths"])))] if isinstance(ctx.get("paths"), list) else []),
              ("root model", esc(start.get("root_model") or "?")),
              ("sub-model", esc(start.get("sub_model") or "same as root")),
              ("started", esc(start.get("ts", "?")))]

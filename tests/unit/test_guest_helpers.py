@@ -188,3 +188,46 @@ def test_search_cuts_a_long_paragraph_into_passages_that_each_keep_their_offset(
     text = " ".join(f"word{i}" for i in range(2_000)) + " quasar"
     hits = helpers.search(text, "quasar", k=3)
     assert len(hits) == 1 and len(hits[0]) <= helpers.PASSAGE_CHARS and text[hits[0].offset:].startswith(hits[0])
+
+
+# ------------------------------------------------------------------------------ a folder's documents
+def _folder(tmp_path: Path) -> Path:
+    root = tmp_path / "tree"
+    for name, text in {"b.txt": "beacon lit at dusk\n", "a/z.py": "def lamp():\n    return 'on'\n",
+                       "a/b/c.md": "# Fog\n\nThe horn sounds in fog.\n", "a.txt": "anchor\n"}.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text)
+    (root / "link").symlink_to(root / "a", target_is_directory=True)   # listed by os.walk, not entered
+    return root
+
+
+def test_a_folder_loads_as_documents_that_are_str_with_their_relative_path(helpers, tmp_path):
+    from rlm.core.context import folder_paths
+
+    root = _folder(tmp_path)
+    docs = helpers.load_folder(str(root), lambda p: Path(p).read_text())
+    assert [d.path for d in docs] == ["a.txt", "b.txt", "a/z.py", "a/b/c.md"] == folder_paths(root)
+    assert isinstance(docs[2], str) and docs[2] == "def lamp():\n    return 'on'\n" and len(docs) == 4
+    assert docs[2].upper().startswith("DEF") and type(docs[2][:3]) is str   # str methods give plain str
+    assert "a/z.py" in repr(docs[2]) and "def lamp" in repr(docs[2])
+    import copy
+
+    assert copy.deepcopy(docs[3]).path == copy.copy(docs[3]).path == "a/b/c.md"
+
+
+def test_grep_lines_and_search_passages_say_which_file_they_come_from(helpers, tmp_path):
+    docs = helpers.load_folder(str(_folder(tmp_path)), lambda p: Path(p).read_text())
+    hits = helpers.grep(docs, "return|horn")
+    assert [(h.path, h.offset, str(h)) for h in hits] == [("a/z.py", 2, "    return 'on'"),
+                                                          ("a/b/c.md", 3, "The horn sounds in fog.")]
+    assert hits[0].before("^def ").path == "a/z.py" and hits[1].before("^# ") == "# Fog"
+    assert [line.path for line in helpers.grep(["plain text, no path"], "plain")] == [None]
+    found = helpers.search(docs, "fog horn", k=1)
+    assert [(p.path, p.index) for p in found] == [("a/b/c.md", 3)] and "a/b/c.md" in repr(found[0])
+    assert copy_path(hits[0]) == "a/z.py"
+
+
+def copy_path(line) -> str:
+    import copy
+
+    return copy.copy(line).path

@@ -166,3 +166,14 @@ def test_other_messages() -> None:
     assert "Variables" not in ask
     named = final_request_prompt("List the pairs.", ["91 pairs"], [f"v{i}" for i in range(12)])
     assert "Variables your code built, latest first: `v0`, `v1`" in named and "`v7`" in named and "`v8`" not in named
+
+
+def test_a_folder_s_file_count_and_first_paths_are_listed() -> None:
+    paths = tuple(f"src/part{i:02d}/module.py" for i in range(25))
+    folder = ContextInfo(kind="list", total_chars=50_000, n_documents=30_000, preview="import os",
+                         source="project", n_files=30_000, paths=paths)
+    prompt = system_prompt(folder, budgets())
+    assert "- files: 30,000; the paths of the first 20 (29,980 more" in prompt
+    assert "src/part00/module.py\nsrc/part01/module.py" in prompt and "src/part19/module.py" in prompt
+    assert "src/part20/module.py" not in prompt and "`context[i].path`" in prompt
+    assert "files:" not in system_prompt(INFO, budgets())   # a list of documents that is no folder
