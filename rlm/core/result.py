@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +28,3 @@ class RunResult:
                 "cost_usd": dict(self.cost_usd), "budget": self.budget,
                 "duration_s": round(self.duration_s, 3), "trace": self.trace, "error": self.error,
                 "phases": {k: round(v, 3) for k, v in self.phases.items()}}
-
-
-def result_json(result: RunResult) -> str:
-    return json.dumps(result.to_dict(), ensure_ascii=False)

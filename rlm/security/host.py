@@ -90,12 +90,3 @@ def cpu_limit(container_id: str) -> float | None:
     except (OSError, ValueError):
         return None
     return None if quota_us < 0 else quota_us / period_us
-
-
-def pids_current(container_id: str) -> int | None:
-    """Host tasks (processes and threads) in the container's pids cgroup; None when unread."""
-    folder = _first_dir(_CGROUP_DIRS, container_id)
-    try:
-        return int((folder / "pids.current").read_text()) if folder else None
-    except (OSError, ValueError):
-        return None

@@ -12,12 +12,20 @@ import pytest
 
 from rlm.config import load_settings
 from rlm.sandbox import SandboxSession
-from rlm.security import Attack, refused, report_of, run_attack
-from rlm.security.host import pids_current
+from rlm.security import Attack, host, refused, report_of, run_attack
 
 from .conftest import sibling_requests
 
 pytestmark = pytest.mark.docker
+
+
+def pids_current(container_id: str) -> int | None:
+    """Host tasks (processes and threads) in the container's pids cgroup; None when unread."""
+    folder = host._first_dir(host._CGROUP_DIRS, container_id)
+    try:
+        return int((folder / "pids.current").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
 
 
 def test_sibling_container_unreachable(pool, sibling):

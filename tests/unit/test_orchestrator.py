@@ -12,7 +12,8 @@ import pytest
 from rlm.config import settings_from_mapping
 from rlm.core import prompts
 from rlm.core.orchestrator import Orchestrator
-from rlm.core.result import RunResult, result_json
+from rlm.core.result import RunResult
+from rlm.core.text import json_line
 from rlm.errors import LLMError
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution
@@ -402,7 +403,7 @@ def test_usage_is_summed_per_model(tmp_path):
                                for msgs in root_calls(client))
     assert result.usage[ROOT].prompt_tokens == expected_root_prompt
     assert result.usage[SUB].completion_tokens == 2 * (len("sub says hi") // 4)
-    data = json.loads(result_json(result))
+    data = json.loads(json_line(result.to_dict()))
     assert data["usage"][SUB]["calls"] == 2
     assert set(data) >= {"answer", "status", "iterations", "sub_calls", "usage", "duration_s", "trace"}
 
@@ -433,7 +434,7 @@ def test_a_repeated_sub_call_is_memoised_in_the_result_and_the_trace(tmp_path):
     result, client, _, _ = run(tmp_path, replies, max_sub_calls=1)  # the fake session sends one prompt
     assert result.sub_calls == 1  # the second is no new call: within a budget of one
     assert result.usage[SUB].calls == 1 and result.usage[SUB].memoised == 1
-    assert json.loads(result_json(result))["usage"][SUB]["memoised"] == 1
+    assert json.loads(json_line(result.to_dict()))["usage"][SUB]["memoised"] == 1
     assert len([c for c in client.calls if c[0] == SUB]) == 1
     events = [json.loads(line) for line in Path(result.trace or "").read_text().splitlines()]
     subs = [e for e in events if e.get("kind") == "sub_call"]
