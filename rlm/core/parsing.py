@@ -49,7 +49,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from rlm.core.text import strip_escapes, terminal_text
+from rlm.core.text import terminal_text
 
 CODE_LANGUAGES = frozenset({"repl", "python", "py", "python3"})
 
@@ -510,11 +510,6 @@ def truncate_output(text: str, max_chars: int) -> tuple[str, int]:
 
 
 # --------------------------------------------------------------------------- terminal safety
-
-def strip_ansi(text: str) -> str:
-    """Remove ANSI/VT escape sequences (CSI, OSC, DCS, ..., two-byte ESC) and stray ESCs."""
-    return strip_escapes(text)
-
 
 def sanitize_for_terminal(text: str) -> str:
     """Make untrusted text safe to print (``rlm.core.text.terminal_text``): no escape sequences,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 DEFAULT_IMAGE = "rlm-sandbox:latest"
 # The uid:gid model code runs as.  A high uid that no host user is likely to have (regular accounts
@@ -76,10 +76,6 @@ class SandboxSettings:
 
     def with_(self, **changes) -> "SandboxSettings":
         return replace(self, **changes)
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in fields(cls)]
 
 
 def _valid_user(user: str) -> bool:

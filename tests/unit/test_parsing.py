@@ -10,7 +10,6 @@ from rlm.core.parsing import (
     find_code_blocks,
     find_final,
     sanitize_for_terminal,
-    strip_ansi,
     truncate_output,
 )
 
@@ -188,11 +187,6 @@ SANITIZE_CASES = [
                          ids=[c[0] for c in SANITIZE_CASES])
 def test_sanitize_for_terminal(text: str, expected: str) -> None:
     assert sanitize_for_terminal(text) == expected
-
-
-def test_strip_ansi_removes_sequences_only() -> None:
-    assert strip_ansi("\x1b[1mbold\x1b[0m\r\n") == "bold\r\n"
-    assert strip_ansi("\x1b]2;t\x07x") == "x"
 
 
 def test_sanitize_output_has_no_controls() -> None:
