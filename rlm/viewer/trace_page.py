@@ -9,7 +9,8 @@ from rlm.viewer.html import Page, clean, count, esc, plural, seconds, segments
 from rlm.viewer.model import Event, Iteration, Run, number, split_runs
 
 PHASES = ("model", "sandbox", "sub-calls", "start-up", "other")
-_STATUS_CLASS = {"ok": "ok", "max_iterations": "warn", "incomplete": "warn"}
+_STATUS_CLASS = {"ok": "ok", "max_iterations": "warn", "incomplete": "warn", "time_limit": "warn",
+                 "token_limit": "warn", "cost_limit": "warn"}
 
 
 def status_class(status: str) -> str:

@@ -66,6 +66,12 @@ def test_the_token_budget_counts_sub_calls_and_gives_its_status_and_exit_code(cl
     assert [e["id"] for e in events(trace) if e["kind"] == "rule"] == ["budget-limit"]
     assert "budget reached" in result.stderr and "tokens in / out (sub-model)" in result.stderr
     assert len([r for r in server.requests if r["model"] == ROOT]) == 2   # one turn, one last request
+    shown = CliRunner().invoke(app, ["trace", "show", str(trace)]).stdout
+    assert "budget: the budget max_tokens=3000 tokens is reached" in shown and "rule: budget-limit" in shown
+    from rlm.viewer import write_view
+
+    page = open(write_view(trace)).read()
+    assert "the budget max_tokens=3000 tokens is reached" in page and 'badge warn">token_limit' in page
 
 
 def test_the_time_budget_gives_its_status_and_exit_code(cli, tmp_path):
