@@ -395,14 +395,3 @@ def benchmark_command(
         from rlm.core.text import json_line
 
         typer.echo(json_line(report.to_dict()))  # one line: U+2028 and controls escaped
-
-
-# ---------------------------------------------------------------------------- standalone (tests)
-def standalone_app() -> typer.Typer:
-    from rlm.cli.group import RLMGroup
-
-    root = typer.Typer(cls=RLMGroup, no_args_is_help=True, add_completion=False, rich_markup_mode=None)
-    root.add_typer(batch_app, name="batch", cls=RLMGroup)
-    root.command("benchmark")(benchmark_command)
-    return root
-

@@ -9,7 +9,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.cli import app
-from rlm.cli.batch import standalone_app
 from rlm.config import FIELDS, load_settings
 from rlm.config.trust import CONFIG_HOME_VAR, TrustStore
 from rlm.errors import ConfigError
@@ -79,7 +78,7 @@ def test_a_spec_nested_100000_levels_deep_is_a_config_error(tmp_path: Path, name
     with pytest.raises(ConfigError) as info:
         load_spec(spec)
     assert info.value.problems == [f"{name} is nested more than 100 levels deep (line 1)"]
-    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+    result = CliRunner().invoke(app, ["batch", "run", str(spec)])
     assert result.exit_code == 2 and "nested more than 100 levels deep" in result.output
     assert "RecursionError" not in result.output and "bug in rlm" not in result.output
 
@@ -100,7 +99,7 @@ def test_a_spec_with_5000_bad_entries_prints_20_problems_and_the_count(tmp_path:
     lines = info.value.message.splitlines()
     assert lines[0] == f"5000 problems in batch spec {spec.resolve()}:"
     assert len(lines) == 1 + 20 + 1 and lines[-1] == "  ... and 4980 more problems"
-    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+    result = CliRunner().invoke(app, ["batch", "run", str(spec)])
     assert result.exit_code == 2 and len(result.output) < 5000 and "and 4980 more problems" in result.output
 
 

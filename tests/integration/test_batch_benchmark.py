@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.bench.generators import generate
-from rlm.cli.batch import standalone_app
+from rlm.cli import app
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker
@@ -41,7 +41,7 @@ def test_s_niah_rlm_vs_base_json_plot_and_resume(engine, tmp_path: Path, monkeyp
             "--compare-base", "--base-window-tokens", "600", "--json", *plot_args, "--model", "root-model", "--quiet"]
     env = {"RLM_TRACE_DIR": str(tmp_path / "traces")}
     with FakeModelServer(root=steps) as server:
-        result = CliRunner().invoke(standalone_app(), [*args, "--results", str(results), "--base-url", server.url],
+        result = CliRunner().invoke(app, [*args, "--results", str(results), "--base-url", server.url],
                                     env=env)
         requests = server.requests
     assert result.exit_code == 0, result.output
@@ -51,12 +51,12 @@ def test_s_niah_rlm_vs_base_json_plot_and_resume(engine, tmp_path: Path, monkeyp
     assert all(r["split"] == "dev" and r["git_commit"] == "0" * 40 and r["run"]["seed"] == 5 for r in lines)
     # the same file again is refused: a results file is new unless resumed
     with FakeModelServer(root=[]) as server:
-        refused = CliRunner().invoke(standalone_app(), [*args, "--results", str(results), "--base-url", server.url],
+        refused = CliRunner().invoke(app, [*args, "--results", str(results), "--base-url", server.url],
                                      env=env)
     assert refused.exit_code == 2 and "already exists" in refused.output
     # --resume with the same fingerprint: every item is done, so no model call is made
     with FakeModelServer(root=[]) as server:
-        again = CliRunner().invoke(standalone_app(), [*args, "--resume", str(results), "--base-url", server.url],
+        again = CliRunner().invoke(app, [*args, "--resume", str(results), "--base-url", server.url],
                                    env=env)
         assert not [r for r in server.requests if "messages" in r], server.requests
     assert again.exit_code == 0, again.output
@@ -64,7 +64,7 @@ def test_s_niah_rlm_vs_base_json_plot_and_resume(engine, tmp_path: Path, monkeyp
     assert resumed["resumed"] == 2 and resumed["summary"] == report["summary"]
     # --resume of another run (another seed) is refused, naming what differs
     with FakeModelServer(root=[]) as server:
-        other = CliRunner().invoke(standalone_app(), [*args, "--seed", "6", "--resume", str(results),
+        other = CliRunner().invoke(app, [*args, "--seed", "6", "--resume", str(results),
                                                       "--base-url", server.url], env=env)
     assert other.exit_code == 2 and "another run" in other.output and "seed: 5 there, 6 now" in other.output
     assert report["benchmarks"] == ["s_niah"] and report["size_unit"] == "characters" and report["sizes"] == [3000]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from rlm.cli.batch import standalone_app
+from rlm.cli import app
 from rlm.llm.fake_server import FakeModelServer
 
 
@@ -16,7 +16,7 @@ def test_invalid_spec_exits_2_listing_problems_and_calls_no_model(tmp_path: Path
         spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
                         "queries:\n  - {id: a, question: Q, context_file: nope.txt}\n"
                         "  - {id: a, question: Q, context: x, colour: red}\n")
-        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+        result = CliRunner().invoke(app, ["batch", "run", str(spec)])
         assert result.exit_code == 2, result.output
         assert "3 problems in batch spec" in result.output
         assert "context file not found" in result.output and "duplicate id 'a'" in result.output
@@ -29,7 +29,7 @@ def test_unreachable_model_server_exits_4_before_any_sandbox(tmp_path: Path) -> 
     spec = tmp_path / "s.yaml"
     spec.write_text("model: {base_url: 'http://127.0.0.1:9/v1', max_retries: 0}\n"
                     "queries: [{id: a, question: Q, context: x}]\n")
-    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+    result = CliRunner().invoke(app, ["batch", "run", str(spec)])
     assert result.exit_code == 4, result.output
     assert "cannot reach the model server" in result.output
 
@@ -41,7 +41,7 @@ def test_everything_done_already_makes_no_request(tmp_path: Path) -> None:
     with FakeModelServer() as server:
         spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
                         "queries: [{id: a, question: Q, context: x, expected: x}]\n")
-        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet"])
+        result = CliRunner().invoke(app, ["batch", "run", str(spec), "--quiet"])
         assert result.exit_code == 0, result.output
         assert server.requests == []
     assert "1/1 (100%)" in result.output
@@ -58,7 +58,7 @@ def test_benchmark_with_no_server_configured_goes_to_the_embedded_model(tmp_path
     monkeypatch.setenv("RLM_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(embedded, "probe_url", lambda url, timeout=1.0: False)
-    result = CliRunner().invoke(standalone_app(), ["benchmark", "--name", "s_niah", "--sizes", "2k", "--n", "1"])
+    result = CliRunner().invoke(app, ["benchmark", "--name", "s_niah", "--sizes", "2k", "--n", "1"])
     assert result.exit_code == 4, result.output
     assert "no model server answers at http://localhost:11434/v1" in result.output
     assert "rlm model install" in result.output
@@ -74,11 +74,11 @@ def test_executor_ray_without_ray_installed_is_a_usage_error_saying_how_to_insta
         spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
                         "queries: [{id: a, question: Q, context: x}]\n")
         for args in (["--executor", "ray"], ["--executor", "ray", "--address", "127.0.0.1:1"]):
-            result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), *args])
+            result = CliRunner().invoke(app, ["batch", "run", str(spec), *args])
             assert result.exit_code == 2, result.output
             assert "the ray executor needs Ray" in result.output and "pip install 'rlm[ray]'" in result.output
         spec.write_text(spec.read_text() + "executor: ray\n")   # the same from the spec
-        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec)])
+        result = CliRunner().invoke(app, ["batch", "run", str(spec)])
         assert result.exit_code == 2 and "pip install 'rlm[ray]'" in result.output
         assert server.requests == []
 
@@ -86,9 +86,9 @@ def test_executor_ray_without_ray_installed_is_a_usage_error_saying_how_to_insta
 def test_bad_executor_flags_exit_2(tmp_path: Path) -> None:
     spec = tmp_path / "s.yaml"
     spec.write_text("model: {base_url: 'http://127.0.0.1:9/v1'}\nqueries: [{id: a, question: Q, context: x}]\n")
-    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--address", "127.0.0.1:1"])
+    result = CliRunner().invoke(app, ["batch", "run", str(spec), "--address", "127.0.0.1:1"])
     assert result.exit_code == 2 and "--address is for the ray executor" in result.output
-    result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--executor", "dask"])
+    result = CliRunner().invoke(app, ["batch", "run", str(spec), "--executor", "dask"])
     assert result.exit_code == 2 and "--executor must be local or ray" in result.output
 
 
@@ -101,14 +101,14 @@ def test_a_spec_reaching_outside_its_folder_exits_2_naming_the_query_and_path(tm
     with FakeModelServer() as server:
         spec.write_text(f"model: {{base_url: '{server.url}', root_model: root-model}}\n"
                         f"queries: [{{id: exfil, question: Q, context_file: '{secret}'}}]\n")
-        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet"])
+        result = CliRunner().invoke(app, ["batch", "run", str(spec), "--quiet"])
         assert result.exit_code == 2, result.output
         flat = " ".join(result.output.split())
         assert "queries[0] (id exfil): context_file" in flat and str(secret) in flat
         assert "--allow-outside-paths" in flat
         assert server.requests == []
         (folder / "s.results.jsonl").write_text('{"id": "exfil", "status": "ok", "answer": "x"}\n')
-        result = CliRunner().invoke(standalone_app(), ["batch", "run", str(spec), "--quiet",
+        result = CliRunner().invoke(app, ["batch", "run", str(spec), "--quiet",
                                                        "--allow-outside-paths"])
         assert result.exit_code == 0, result.output           # accepted (and already done: no request)
         assert server.requests == []
