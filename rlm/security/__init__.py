@@ -22,7 +22,8 @@ Nothing that comes back from the sandbox is evaluated or unpickled: cells report
 JSON line (``report(...)``) that the host parses with ``json.loads``.
 
 Layout: :mod:`~rlm.security.model` (``Attack``, ``CheckResult``, the ``attack()`` registry),
-:mod:`~rlm.security.canaries`, :mod:`~rlm.security.runner` (handler, prelude, pool, runner),
+:mod:`~rlm.security.canaries`, :mod:`~rlm.security.context` (handler, ``CheckContext``, prelude),
+:mod:`~rlm.security.runner` (pool, runner),
 :mod:`~rlm.security.verify` (helpers of the verify functions) and :mod:`rlm.security.attacks`
 (one module per category, imported in catalogue order).
 """
