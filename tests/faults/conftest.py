@@ -69,7 +69,7 @@ def cli_env(server: FakeModelServer | None = None, **extra: str) -> dict[str, st
     """The current environment without any rlm setting, pointed at ``server`` when given."""
     env = {k: v for k, v in os.environ.items() if k not in RLM_ENV}
     if server is not None:
-        env.update(OLLAMA_BASE_URL=server.url, ROOT_MODEL=ROOT, SUB_MODEL=SUB)
+        env.update(RLM_BASE_URL=server.url, RLM_ROOT_MODEL=ROOT, RLM_SUB_MODEL=SUB)
     env.update(RLM_MAX_RETRIES="0", PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
     return env
 

@@ -33,7 +33,7 @@ def cli(tmp_path, monkeypatch, engine):
     def invoke(root: list, *args: str, input: str | None = None, **server_kw):
         server = FakeModelServer(root_model=ROOT, models=[SUB], root=root, **server_kw)
         servers.append(server)
-        env = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0"}
+        env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0"}
         result = runner.invoke(app, list(args), env=env, input=input)
         return result, server
 

@@ -31,7 +31,7 @@ def repl(code: str) -> str:
 def env_for(server: FakeModelServer | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in RLM_ENV}
     if server is not None:
-        env.update(OLLAMA_BASE_URL=server.url, ROOT_MODEL=ROOT, SUB_MODEL=SUB)
+        env.update(RLM_BASE_URL=server.url, RLM_ROOT_MODEL=ROOT, RLM_SUB_MODEL=SUB)
     env.update(RLM_MAX_RETRIES="0", PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
     return env
 

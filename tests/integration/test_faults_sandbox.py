@@ -40,7 +40,7 @@ def _repl(code: str) -> str:
 
 def _env(server: FakeModelServer, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in RLM_ENV}
-    env.update(OLLAMA_BASE_URL=server.url, ROOT_MODEL=ROOT, SUB_MODEL=SUB, RLM_MAX_RETRIES="0",
+    env.update(RLM_BASE_URL=server.url, RLM_ROOT_MODEL=ROOT, RLM_SUB_MODEL=SUB, RLM_MAX_RETRIES="0",
                PYTHONUNBUFFERED="1", COLUMNS="200", **extra)
     return env
 

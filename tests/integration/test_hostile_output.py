@@ -55,7 +55,7 @@ def run(tmp_path, monkeypatch, engine):
     monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
     with FakeModelServer(root_model=ROOT, models=[SUB], root=list(SCRIPT)) as server:
-        env = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0",
+        env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0",
                "COLUMNS": "200"}
         yield lambda *args: CliRunner().invoke(app, list(args), env=env)
 

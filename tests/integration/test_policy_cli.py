@@ -34,7 +34,7 @@ def cli(tmp_path, monkeypatch, engine):
     def invoke(root: list, *args: str):
         server = FakeModelServer(root_model=ROOT, models=[ROOT], root=root)
         servers.append(server)
-        env = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0"}
+        env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0"}
         return CliRunner().invoke(app, list(args), env=env), server
 
     yield invoke

@@ -35,7 +35,7 @@ def test_the_example_runs(tmp_path):
             repl("print(n_lines)"), "FINAL(4001)"]
     with FakeModelServer(root_model="root-model", models=["root-model"], root=root) as server:
         env = {k: v for k, v in os.environ.items() if k not in RLM_ENV}
-        env.update(OLLAMA_BASE_URL=server.url, ROOT_MODEL="root-model", RLM_TRACE_DIR=str(tmp_path / "traces"))
+        env.update(RLM_BASE_URL=server.url, RLM_ROOT_MODEL="root-model", RLM_TRACE_DIR=str(tmp_path / "traces"))
         proc = subprocess.run([sys.executable, str(EXAMPLE)], env=env, cwd=tmp_path, capture_output=True,
                               text=True, timeout=180)
     assert proc.returncode == 0, proc.stderr

@@ -108,7 +108,7 @@ def test_a_query_from_the_wheel_answers_through_the_sandbox(engine, installed, t
         proc = subprocess.run([str(installed / "bin" / "rlm"), "query", "-q", "What is the secret code?", "-f",
                                str(doc), "--json"], cwd=tmp_path, capture_output=True, text=True, timeout=180,
                               stdin=subprocess.DEVNULL,
-                              env=_env(OLLAMA_BASE_URL=server.url, ROOT_MODEL="root-model", SUB_MODEL="sub-model"))
+                              env=_env(RLM_BASE_URL=server.url, RLM_ROOT_MODEL="root-model", RLM_SUB_MODEL="sub-model"))
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["answer"] == "7421"
