@@ -23,6 +23,7 @@ import threading
 import time
 from pathlib import Path
 
+from rlm.core.text import json_line
 from rlm.errors import UsageError
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ class ResultWriter:
                 self._sync()
 
     def write(self, record: dict) -> None:
-        data = (json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8")
+        data = (json_line(record) + "\n").encode("utf-8")   # no character can split a record
         with self._lock:
             self._fh.write(data)
             self._sync()
