@@ -9,6 +9,7 @@
     with RLM(config="run.yaml") as r:          # one sandbox for every question in the block
         r.run("Load the tickets into a DataFrame called df", Path("tickets.jsonl"))
         r.run("How many rows does df have?")   # variables are kept, as in `rlm interactive`
+        r.run("Which of them are in the CRM export?", Path("crm.csv"))  # a new context: `context_1`
 
 Settings come from the same layers as the CLI's (defaults < YAML < ``.env`` < environment <
 keyword arguments, by their YAML keys); with no model server configured and none answering,
@@ -394,8 +395,25 @@ class RLM:
         self._new_events()("sandbox_ready", {"seconds": seconds})
         return seconds
 
+    def add_context(self, context: ContextLike) -> str:
+        """In a ``with`` block: load another context now, beside the others (nothing in the sandbox is
+        lost); returns the variable that holds it: ``context`` for the block's first, then
+        ``context_1``, ``context_2``, ...  A context given before is not loaded again (its variable is
+        returned).  ``run(question, context)`` does the same for a new context before it asks."""
+        block = self._block
+        if block is None:
+            raise UsageError("add_context() is for a `with RLM() as r:` block",
+                             hint="outside a block each run has its own sandbox and one context")
+        if context is None:
+            raise UsageError("add_context() needs a context")
+        name, seconds = block.attach(context)
+        if seconds:
+            self._new_events()("sandbox_ready", {"seconds": seconds})
+        assert name is not None
+        return name
+
     def reset(self) -> None:
-        """In a ``with`` block: a new sandbox for the next question (variables cleared), same context."""
+        """In a ``with`` block: a new sandbox for the next question (variables cleared), same contexts."""
         block = self._block
         if block is None:
             raise UsageError("reset() is for a `with RLM() as r:` block")
@@ -475,9 +493,21 @@ def _release(orch: Orchestrator) -> None:
         orch.client.close()
 
 
+@dataclass(frozen=True)
+class _Loaded:
+    """A context of a ``with`` block: its key (to know it again), its checked file, its variable."""
+
+    key: str
+    source: ContextSource
+    name: str
+    label: str
+
+
 class _Block:
-    """The state of a ``with RLM() as r:`` block: one client, one sandbox, its context.  The context
-    is checked before the model server is opened, and both before the sandbox starts.  One lock:
+    """The state of a ``with RLM() as r:`` block: one client, one sandbox, its contexts (the first is
+    ``context``, later ones ``context_1``, ``context_2``, ...; a new sandbox after ``reset`` loads them
+    all again under the same names).  A context is checked before the model server is opened, and both
+    before the sandbox starts.  One lock:
     questions from several threads take turns (one kernel runs one cell at a time), and the sandbox
     is opened once."""
 
@@ -486,8 +516,7 @@ class _Block:
         self.lock = threading.RLock()
         self.models: tuple[Settings, ModelClient] | None = None
         self.session: SandboxSession | None = None
-        self.source: ContextSource | None = None
-        self.context_key: str | None = None
+        self.sources: list[_Loaded] = []  # every context given, in order: the first is `context`
         self.closed = False
 
     def run(self, question: str, context: ContextLike, trace_path: str | os.PathLike[str] | None,
@@ -511,27 +540,61 @@ class _Block:
                 _release(orch)
 
     def open(self, context: ContextLike) -> float:
-        """The block's sandbox, with its context (the first one given); its start-up time, 0 if open."""
+        """The block's sandbox with its contexts; its start-up time, 0 if it was open already."""
+        return self.attach(context)[1]
+
+    def attach(self, context: ContextLike) -> tuple[str | None, float]:
+        """The block's sandbox, with ``context`` loaded: the first context given is ``context``, each new
+        one the next ``context_N``, beside the others (nothing in the kernel is lost); a context given
+        before is not loaded again.  Returns its variable (None for no context) and the sandbox's
+        start-up time (0 if it was open).  The context is checked before the model server is opened,
+        and both before the sandbox starts."""
         with self.lock:
             if self.closed:
                 raise UsageError("this `with RLM()` block is over")
             key = _context_key(context)
-            if self.source is None:
-                self.source = context_source(context, max_bytes=self.owner.settings.run.max_context_bytes)
-                self.context_key = key
-            elif key is not None and key != self.context_key:
-                raise UsageError("a `with RLM()` block keeps one sandbox and its context; this question gives another",
-                                 hint="pass no context (the block's is used), or open another block for it")
-            if self.models is None:
-                self.models = self.owner._open_models()
-            if self.session is not None:
-                return 0.0
-            pool = self.owner._pool
-            if pool is not None:
-                self.session = pool.acquire(self.source.path)
-            else:
-                self.session = SandboxSession(context=self.source.path, settings=self.models[0].sandbox).open()
-            return float(self.session.open_seconds or 0.0)
+            known = {loaded.key: loaded.name for loaded in self.sources}
+            new = None
+            if key is not None and key not in known:
+                new = context_source(context, max_bytes=self.owner.settings.run.max_context_bytes)
+            try:
+                if self.models is None:
+                    self.models = self.owner._open_models()
+                seconds = self._start() if self.session is None else 0.0
+                if new is None:
+                    return (known[key] if key is not None else None), seconds
+                assert self.session is not None and key is not None and new.path is not None
+                label = _label(context)
+                name = self.session.add_context(new.path, label)
+            except BaseException:
+                if new is not None:
+                    new.cleanup()
+                raise
+            self.sources.append(_Loaded(key, new, name, label))
+            return name, seconds
+
+    def _start(self) -> float:
+        """A new sandbox with every context of the block, under the same variables as before."""
+        assert self.models is not None
+        pool = self.owner._pool
+        first = self.sources[0].source.path if self.sources else None
+        if pool is not None:
+            session = pool.acquire(first)
+        else:
+            session = SandboxSession(context=None, settings=self.models[0].sandbox, attachable=True).open()
+        try:
+            if pool is None and first is not None:
+                session.attach_context(first)
+            for loaded in self.sources[1:]:
+                assert loaded.source.path is not None
+                got = session.add_context(loaded.source.path, loaded.label)
+                if got != loaded.name:
+                    raise ContextError(f"the new sandbox loaded a context as {got}, not {loaded.name}")
+        except BaseException:
+            session.close()
+            raise
+        self.session = session
+        return float(session.open_seconds or 0.0)
 
     def reset(self) -> None:
         with self.lock:
@@ -547,11 +610,21 @@ class _Block:
                     self.session.close()
             finally:
                 try:
-                    if self.source is not None:
-                        self.source.cleanup()
+                    for loaded in self.sources:
+                        loaded.source.cleanup()
                 finally:
                     if self.models is not None and self.owner._client is None:
                         self.models[1].close()
+
+
+def _label(context: ContextLike) -> str:
+    """Where a context came from, as the model is told it."""
+    if isinstance(context, os.PathLike):
+        path = Path(context)
+        return f"{path.name}/ (a folder)" if path.is_dir() else path.name or str(path)
+    if isinstance(context, str):
+        return f"text given in the question's call ({len(context):,} characters)"
+    return f"a {type(context).__name__} given in the question's call"
 
 
 def _context_key(context: ContextLike) -> str | None:

@@ -121,6 +121,97 @@ def _load_failure(path: str, fmt: str, exc: BaseException) -> str:
     return f"the context ({size}, read as {fmt}) could not be loaded: {exc.__class__.__name__}: {exc}"[:2000]
 
 
+def _describe(ctx, preview_chars: int = 500) -> dict:
+    """A context's type, size, document count and a preview (for the system prompt)."""
+    if isinstance(ctx, str):
+        return {"kind": "str", "total_chars": len(ctx), "n_documents": 1, "preview": ctx[:preview_chars]}
+    if isinstance(ctx, (list, tuple)):
+        sizes = [len(d) if isinstance(d, str) else len(json.dumps(d, default=str)) for d in ctx]
+        first = ctx[0] if ctx else ""
+        preview = first if isinstance(first, str) else json.dumps(first, default=str)
+        return {"kind": type(ctx).__name__, "total_chars": sum(sizes), "n_documents": len(ctx),
+                "preview": preview[:preview_chars]}
+    if ctx is None:
+        return {"kind": "none", "total_chars": 0, "n_documents": 0, "preview": ""}
+    text = json.dumps(ctx, default=str)
+    return {"kind": type(ctx).__name__, "total_chars": len(text),
+            "n_documents": len(ctx) if isinstance(ctx, dict) else 1, "preview": text[:preview_chars]}
+
+
+class Others:
+    """The later contexts (``context_1``, ...): listed by the host in its manifest (read-only here),
+    loaded before the cell that first follows their listing, restored when a cell overwrites them.
+    A kernel that restarts finds them all again in the manifest."""
+
+    def __init__(self, shell) -> None:
+        self.shell = shell
+        self.listed: dict = {}    # name -> (path, format), in order
+        self.values: dict = {}    # name -> the loaded value
+        self.errors: dict = {}    # name -> why it could not be loaded
+        self.tried: dict = {}     # name -> the (path, format) it was loaded from, or tried
+        self._seen = None
+
+    def sync(self) -> None:
+        """Read the manifest (a few hundred bytes, there only once a later context came) before each cell."""
+        try:
+            with open(protocol.CONTEXTS_MANIFEST, "rb") as fh:
+                seen = fh.read(1 << 20)
+        except OSError:
+            seen = b""
+        if seen == self._seen:
+            return
+        try:
+            entries = json.loads(seen) if seen else []
+        except ValueError:
+            return   # read again next cell
+        self._seen = seen
+        self.listed = {e["name"]: (e["path"], e["format"]) for e in entries}
+        for name in [n for n in self.tried if self.listed.get(n) != self.tried[n]]:  # dropped, or listed anew
+            del self.tried[name]
+            self.errors.pop(name, None)
+            if name in self.values and self.shell.user_ns.get(name) is self.values.pop(name):
+                self.shell.user_ns.pop(name, None)
+
+    def load(self) -> None:
+        for name, (path, fmt) in self.listed.items():
+            if name in self.tried:
+                continue
+            self.tried[name] = (path, fmt)
+            try:
+                self.values[name] = load_context(path, fmt)
+            except Exception as exc:  # noqa: BLE001 - reported by check_added / context_info
+                self.errors[name] = _load_failure(path, fmt, exc)
+                gc.collect()
+                continue
+            self.shell.user_ns[name] = self.values[name]
+
+    def restore(self) -> bool:
+        restored = False
+        for name, value in self.values.items():
+            if self.shell.user_ns.get(name) is not value:
+                self.shell.user_ns[name] = value
+                restored = True
+        return restored
+
+    def check_added(self, name) -> None:
+        """The host's check that ``name`` was loaded (it was, by this cell's start, or it failed)."""
+        if name in self.errors:
+            raise RuntimeError(self.errors[name])
+        if name not in self.values:
+            raise RuntimeError(f"{name} is not listed in the sandbox's manifest")
+
+    def described(self) -> list:
+        out = []
+        for name in self.listed:
+            if name in self.values:
+                info = _describe(self.values[name], 0)
+                info.pop("preview", None)
+                out.append(dict(info, name=name))
+            else:
+                out.append({"name": name, "kind": "not loaded", "total_chars": 0, "n_documents": 0})
+        return out
+
+
 # --------------------------------------------------------------------------- bridge
 class Bridge:
     """Client side of the llm_query bridge: one short connection per call (thread-safe)."""
@@ -170,6 +261,7 @@ class Repl:
         self.final: str | None = None
         self.context_restored = False
         self.output_guard = OutputGuard(output_limit)
+        self.others = Others(shell)
 
     # -- names offered to the model ------------------------------------------------------
     def namespace(self) -> dict:
@@ -180,7 +272,8 @@ class Repl:
             llm_query=self.llm_query, llm_query_batched=self.llm_query_batched, rlm_query=self.rlm_query,
             grep=self.grep, search=self.search, map_chunks=self.map_chunks,
             FINAL=self.FINAL, FINAL_VAR=self.FINAL_VAR, SHOW_VARS=self.SHOW_VARS, SubCallError=SubCallError,
-            _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context)
+            _rlm_context_info=self.context_info, _rlm_attach_context=self.attach_context,
+            _rlm_add_context=self.others.check_added)
 
     def llm_query(self, prompt, model=None, *, text=None) -> str:
         """Ask a sub-model one question; returns its answer as text.  ``text``, as grep and map_chunks
@@ -287,21 +380,8 @@ class Repl:
 
     def context_info(self, preview_chars: int = 500) -> None:
         """Publish the context's type, size, document count and a preview (for the system prompt)."""
-        ctx = self.original_context
-        if isinstance(ctx, str):
-            info = {"kind": "str", "total_chars": len(ctx), "n_documents": 1, "preview": ctx[:preview_chars]}
-        elif isinstance(ctx, (list, tuple)):
-            sizes = [len(d) if isinstance(d, str) else len(json.dumps(d, default=str)) for d in ctx]
-            first = ctx[0] if ctx else ""
-            preview = first if isinstance(first, str) else json.dumps(first, default=str)
-            info = {"kind": type(ctx).__name__, "total_chars": sum(sizes), "n_documents": len(ctx),
-                    "preview": preview[:preview_chars]}
-        elif ctx is None:
-            info = {"kind": "none", "total_chars": 0, "n_documents": 0, "preview": ""}
-        else:
-            text = json.dumps(ctx, default=str)
-            info = {"kind": type(ctx).__name__, "total_chars": len(text),
-                    "n_documents": len(ctx) if isinstance(ctx, dict) else 1, "preview": text[:preview_chars]}
+        info = _describe(self.original_context, preview_chars)
+        info["others"] = self.others.described()
         from IPython.display import publish_display_data
 
         state = {State.CONTEXT_INFO: info}
@@ -329,6 +409,8 @@ class Repl:
         self.final = None
         self.context_restored = False
         self.output_guard.reset()
+        self.others.sync()
+        self.others.load()
         if self.context_path and not self.context_loaded:
             self.context_loaded = True  # tried once: a failure is reported, not retried
             try:
@@ -344,6 +426,8 @@ class Repl:
     def post_run_cell(self, result=None) -> None:
         if self.context_loaded and self.shell.user_ns.get("context") is not self.original_context:
             self.shell.user_ns["context"] = self.original_context
+            self.context_restored = True
+        if self.others.restore():
             self.context_restored = True
         self.output_guard.finish()
         state: dict = {}

@@ -83,7 +83,8 @@ def interactive(
 ) -> None:
     """Ask many questions over one context; the sandbox (and its variables) stays between them.
 
-    Commands: :reset (new sandbox), :stats, :view (the last trace as an HTML page), :quit.
+    Commands: :load FILE (another context, as context_1, context_2, ...; nothing is lost), :reset (new
+    sandbox), :stats, :view (the last trace as an HTML page), :quit.
     With piped stdin, each line is a question.
     """
     from rlm.cli.run import interactive_loop

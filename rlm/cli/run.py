@@ -17,7 +17,7 @@ from rlm.config import LoadedSettings
 from rlm.core.result import RunResult
 from rlm.core.text import json_line, terminal_text
 from rlm.core.trace import trace_failure
-from rlm.errors import UsageError
+from rlm.errors import ContextError, UsageError
 
 
 def notice(text: str) -> None:
@@ -127,7 +127,7 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
     with make_rlm(ctx, loaded, quiet=quiet) as rlm:
         rlm.open_sandbox(context)  # the context is checked before the model server and the sandbox start
         if not quiet:
-            console.print("sandbox ready; ask a question (:reset, :stats, :view, :quit)")
+            console.print("sandbox ready; ask a question (:load FILE, :reset, :stats, :view, :quit)")
         for line in _questions():
             question = line.strip()
             if not question:
@@ -142,6 +142,9 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
                 rlm.open_sandbox(context)
                 typer.echo("(new sandbox: variables cleared)")
                 continue
+            if question == ":load" or question.startswith(":load "):
+                load_context(rlm, loaded, question[len(":load"):].strip(), console)
+                continue
             if question == ":view":
                 try:
                     typer.echo(view_page(rlm.last_trace))
@@ -155,6 +158,22 @@ def interactive_loop(ctx: typer.Context, loaded: LoadedSettings, *, file: Path |
             totals["iterations"] += result.iterations
             totals["sub_calls"] += result.sub_calls
             totals["seconds"] = round(totals["seconds"] + result.duration_s, 3)
+
+
+def load_context(rlm: RLM, loaded: LoadedSettings, argument: str, console: Console) -> str | None:
+    """``:load FILE`` (or a folder): another context in the session's sandbox, beside the others; its
+    variable is printed (``context_1``, ``context_2``, ...).  A bad file is a warning, not the end."""
+    if not argument:
+        print_warning(console, "give a file or folder to load: :load FILE")
+        return None
+    path = Path(argument).expanduser()
+    try:
+        name = rlm.add_context(Path(path) if path.is_dir() else context_of(loaded, file=path))
+    except (ContextError, UsageError) as exc:
+        print_warning(console, f"could not load {argument}: {exc.message}" + (f" ({exc.hint})" if exc.hint else ""))
+        return None
+    typer.echo(terminal_text(f"(loaded {path.name or argument} as {name})"))
+    return name
 
 
 def view_page(trace: Path | str | None) -> str:

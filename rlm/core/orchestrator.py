@@ -51,7 +51,7 @@ from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
 from rlm.llm.base import Message, ModelClient, ReportingClient, Usage, report_waits
-from rlm.sandbox import Execution, SandboxSession
+from rlm.sandbox import Execution, SandboxSession, contexts
 
 Progress = Callable[[str, dict[str, Any]], None]
 SessionFactory = Callable[[Path | None], SandboxSession]
@@ -289,7 +289,8 @@ class _Run:
                                    preview=parsing.sanitize_for_terminal(str(info.get("preview", ""))),
                                    source=source, n_files=len(paths),
                                    paths=tuple(parsing.sanitize_for_terminal(p).replace("\n", "?")[:prompts.PATH_CHARS]
-                                               for p in paths[:prompts.PATHS_SHOWN]))
+                                               for p in paths[:prompts.PATHS_SHOWN]),
+                                   others=contexts.described(info.get("others"), self.sess))
 
     def _ask(self, messages: list[Message]) -> str:
         t0 = time.perf_counter()
@@ -327,7 +328,8 @@ class _Run:
         self.trace.event("run_start", question=self.question, depth=self.o.depth,
                          context={"kind": info.kind, "total_chars": info.total_chars,
                                   "n_documents": info.n_documents, "source": info.source,
-                                  **({"n_files": info.n_files, "paths": list(info.paths)} if info.n_files else {})},
+                                  **({"n_files": info.n_files, "paths": list(info.paths)} if info.n_files else {}),
+                                  **({"others": [vars(o) for o in info.others]} if info.others else {})},
                          root_model=self.s.model.root_model, sub_model=self.s.model.effective_sub_model,
                          settings={"max_iterations": self.s.run.max_iterations,
                                    "max_output_chars": self.s.run.max_output_chars,

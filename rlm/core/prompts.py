@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rlm.core.parsing import fenced
+from rlm.sandbox.contexts import OtherContext
 from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
 PREVIEW_CHARS = 500
@@ -32,6 +33,7 @@ class ContextInfo:
     source: str        # file name or "inline"
     n_files: int = 0   # a folder: how many files (each a document with .path)
     paths: tuple[str, ...] = ()   # a folder: its first files' paths, relative to it, in context's order
+    others: tuple[OtherContext, ...] = ()   # later contexts of a session: context_1, context_2, ...
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,12 @@ def _context_section(info: ContextInfo, budgets: Budgets) -> str:
         f"- preview (first {PREVIEW_CHARS} characters at most; NOT the whole context):",
         fenced(shorten_preview(info.preview), "text"),
     ]
+    if info.others:
+        lines += ["", "## More contexts", "Later questions brought more contexts; each is a variable of its own "
+                  "(`context` is still the first). grep, search and map_chunks read `context` unless given "
+                  "`text=`, e.g. `grep('x', text=context_1)`."]
+        lines += [f"- `{o.name}`: {o.kind}, {o.total_chars:,} characters, {o.n_documents:,} documents; "
+                  f"source: {o.source}" for o in info.others]
     return "\n".join(lines)
 
 

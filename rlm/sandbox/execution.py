@@ -103,5 +103,7 @@ def checked_state(state: dict, final_limit: int) -> tuple[str | None, dict]:
             clean["preview"] = info["preview"][:2000]
         if isinstance(clean.get("kind"), str):
             clean["kind"] = clean["kind"][:50]
+        if isinstance(info.get("others"), list):  # later contexts: checked item by item in contexts.described
+            clean["others"] = info["others"][:100]
         meta[State.CONTEXT_INFO] = clean
     return final, meta

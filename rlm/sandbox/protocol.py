@@ -43,6 +43,9 @@ CONNECTION_FILE_NAME = "kernel.json"
 CONTROL_SOCKET = f"{CONTAINER_BRIDGE}/{CONTROL_SOCKET_NAME}"
 BRIDGE_SOCKET = f"{CONTAINER_BRIDGE}/{BRIDGE_SOCKET_NAME}"
 CONNECTION_FILE = f"{CONTAINER_RUN}/{CONNECTION_FILE_NAME}"
+# The later contexts of a session (context_1, ...): [{"name", "path", "format", "source"}], host-written
+CONTEXTS_MANIFEST_NAME = "contexts.json"
+CONTEXTS_MANIFEST = f"{CONTAINER_BRIDGE}/{CONTEXTS_MANIFEST_NAME}"
 SUPERVISOR_COMMAND = ("python3", f"{GUEST_DIR}/supervisor.py")
 
 

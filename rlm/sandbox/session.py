@@ -284,6 +284,13 @@ class SandboxSession:
         self._attached = (f"{CONTAINER_CONTEXT}/{placed.name}", context_format(path))
         self._send_attach()
 
+    def add_context(self, context: str | os.PathLike, source: str | None = None) -> str:
+        """Load another context (file or folder) in this attachable session's kernel, nothing lost;
+        returns its variable: ``context`` for the first, then ``context_1``, ``context_2``, ..."""
+        from rlm.sandbox import contexts
+
+        return contexts.add_context(self, self._live_dirs, context, source)
+
     def _send_attach(self) -> None:
         assert self._attached is not None
         target, fmt = self._attached
