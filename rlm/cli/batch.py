@@ -4,8 +4,6 @@ Registered by rlm/cli/app.py::
 
     app.add_typer(batch_app, name="batch", cls=RLMGroup)
     app.command("benchmark")(benchmark_command)
-
-``standalone_app()`` holds just these two commands with the same error mapping (for tests).
 """
 
 from __future__ import annotations

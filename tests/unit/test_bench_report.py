@@ -9,7 +9,8 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.bench.generators import BenchItem
-from rlm.cli.batch import bench_table, parse_names, standalone_app
+from rlm.cli import app
+from rlm.cli.batch import bench_table, parse_names
 from rlm.config import Settings
 from rlm.errors import UsageError
 from rlm.jobs.benchmark import (
@@ -259,7 +260,7 @@ def test_plot_without_matplotlib_says_how_to_install(monkeypatch, tmp_path) -> N
     (["--name", "s_niah", "--resume", "/nonexistent/r.jsonl"], "no such results file"),
 ])
 def test_benchmark_command_checks_before_any_model_call(args, text) -> None:
-    result = CliRunner().invoke(standalone_app(), ["benchmark", *args, "--base-url", "http://127.0.0.1:9/v1"])
+    result = CliRunner().invoke(app, ["benchmark", *args, "--base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 2, result.output
     assert text in result.output
 
@@ -267,19 +268,19 @@ def test_benchmark_command_checks_before_any_model_call(args, text) -> None:
 def test_benchmark_command_refuses_an_existing_results_file(tmp_path) -> None:
     path = tmp_path / "r.jsonl"
     path.write_text('{"id": "x"}\n')
-    result = CliRunner().invoke(standalone_app(), ["benchmark", "--name", "s_niah", "--results", str(path),
+    result = CliRunner().invoke(app, ["benchmark", "--name", "s_niah", "--results", str(path),
                                                    "--base-url", "http://127.0.0.1:9/v1"])
     assert result.exit_code == 2 and "already exists" in result.output
 
 
 def test_benchmark_command_names_the_data_command_when_the_cache_is_empty(tmp_path) -> None:
-    result = CliRunner().invoke(standalone_app(), ["benchmark", "--name", "hotpotqa", "--base-url",
+    result = CliRunner().invoke(app, ["benchmark", "--name", "hotpotqa", "--base-url",
                                                    "http://127.0.0.1:9/v1"], env={"RLM_CACHE_DIR": str(tmp_path)})
     assert result.exit_code == 2 and "rlm bench data" in result.output
 
 
 def test_benchmark_help_says_characters() -> None:
-    result = CliRunner().invoke(standalone_app(), ["benchmark", "--help"], terminal_width=200)
+    result = CliRunner().invoke(app, ["benchmark", "--help"], terminal_width=200)
     assert result.exit_code == 0
     assert "CHARACTERS" in result.output and "8k = 8000" in result.output and "--split" in result.output
 
