@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 
 from rlm.sandbox.execution import Execution
+from rlm.security.context import CheckContext
+from rlm.security.context import short as _short
 from rlm.security.model import Verify, _indent, attack
-from rlm.security.runner import CheckContext, _short
 from rlm.security.verify import _missing, refused, report_of
 
 

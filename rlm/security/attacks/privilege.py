@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 
 from rlm.sandbox.execution import Execution
+from rlm.security.context import CheckContext
+from rlm.security.context import short as _short
 from rlm.security.host import filtered, host_namespaces
 from rlm.security.model import _indent, attack
-from rlm.security.runner import CheckContext, _short
 from rlm.security.verify import _missing, refused, report_of, served_by_gvisor
 
 

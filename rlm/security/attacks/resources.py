@@ -6,9 +6,10 @@ import time
 
 from rlm.sandbox.execution import Execution
 from rlm.security.budget import HostBudget
+from rlm.security.context import CheckContext
+from rlm.security.context import short as _short
 from rlm.security.host import cpu_limit
 from rlm.security.model import attack
-from rlm.security.runner import CheckContext, _short
 from rlm.security.verify import _missing, report_of
 
 
