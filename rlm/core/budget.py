@@ -100,3 +100,26 @@ class Budget:
             if cost >= self.max_cost_usd:
                 return Reached("max_cost_usd", COST_LIMIT, self.max_cost_usd, cost)
         return None
+
+
+class BudgetedHandler:
+    """The sub-call handler the sandbox's bridge calls, refusing every sub-call once a budget is reached
+    (a cell that fans out stops spending; the run itself stops at the end of the turn).  ``reached``
+    says which budget is reached now, or None.  Everything else (``cancel``, ``deadline_for``, ...)
+    is the wrapped handler's."""
+
+    def __init__(self, handler: Any, reached: Any, refusal: type[Exception]) -> None:
+        self.handler = handler
+        self._reached = reached
+        self._refusal = refusal
+
+    def __call__(self, request: dict) -> dict:
+        hit = self._reached()
+        if hit is not None:
+            raise self._refusal(f"{hit.message}: no more sub-calls in this run; answer from what you have "
+                                "with FINAL(...)")
+        result: dict = self.handler(request)
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.handler, name)

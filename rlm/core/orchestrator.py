@@ -44,7 +44,7 @@ from typing import Any
 from rlm.config import Settings
 from rlm.core import hints, parsing, prompts
 from rlm.core.answers import KnownCell, copies_final, echoes_output, is_placeholder, last_outputs, seen_outputs
-from rlm.core.budget import Budget, Reached, costs
+from rlm.core.budget import Budget, BudgetedHandler, Reached, costs
 from rlm.core.context import ContextSource, folder_paths, inline_text
 from rlm.core.policy import AnswerForm, CellObservation, Decision, Firing, Observation, make_policy
 from rlm.core.result import RunResult
@@ -52,6 +52,7 @@ from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
 from rlm.llm.base import Message, ModelClient, ReportingClient, Usage, report_waits
 from rlm.sandbox import Execution, SandboxSession, contexts
+from rlm.sandbox.bridge import BridgeRefusal
 
 Progress = Callable[[str, dict[str, Any]], None]
 SessionFactory = Callable[[Path | None], SandboxSession]
@@ -220,7 +221,8 @@ class _Run:
                 self.session.open()
                 self.phases["sandbox_start_s"] = time.perf_counter() - t0
                 self.o.progress("sandbox_ready", {"seconds": self.phases["sandbox_start_s"]})
-            self.session.set_handler(self.handler)
+            self.session.set_handler(BudgetedHandler(self.handler, self._budget_now, BridgeRefusal)
+                                     if self.budget.any else self.handler)
             answer, status = self._loop()
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
@@ -258,6 +260,15 @@ class _Run:
                          usage=usage, duration_s=time.perf_counter() - self.started,
                          trace=str(self.trace_path), phases=dict(self.phases), error=error, cost_usd=priced,
                          budget=self.reached.to_dict() if self.reached is not None else None)
+
+    def _budget_now(self) -> Reached | None:
+        """The budget reached at this moment (from a bridge thread, while a cell runs), or None."""
+        for _ in range(3):   # the sub-calls' usage may grow while it is read
+            try:
+                return self.budget.reached(time.perf_counter() - self.started, self._usage())
+            except RuntimeError:
+                continue
+        return None
 
     def _budget_reached(self) -> Reached | None:
         """The budget the run has reached (traced as a ``budget`` event and said), or None; checked

@@ -105,3 +105,17 @@ def test_a_cost_budget_without_prices_is_refused_before_the_run(cli, tmp_path):
     result, server = cli(["FINAL(6 pm)"], {"RLM_MAX_COST_USD": "0.5"})
     assert result.exit_code == 2 and "prices" in result.stderr
     assert server.requests == []
+
+
+def test_a_cell_that_fans_out_past_the_budget_has_its_later_sub_calls_refused(cli, tmp_path):
+    code = ("out = []\nfor part in ['dawn', 'noon', 'dusk']:\n"
+            "    try:\n        out.append(len(llm_query('the tide at ' + part)))\n"
+            "    except Exception as exc:\n        out.append(type(exc).__name__ + ': ' + str(exc)[:60])\n"
+            "print(out)")
+    result, server = cli([repl(code), "FINAL(6 pm)"], {"RLM_MAX_TOKENS": "3000"}, "--json")
+    assert result.exit_code == 7, result.stderr
+    assert len([r for r in server.requests if r["model"] == SUB]) == 1   # the budget passed after the first
+    data = json.loads(result.stdout)
+    assert (data["status"], data["answer"], data["sub_calls"]) == ("token_limit", "6 pm", 1)
+    turn = [m for m in server.requests[-1]["messages"] if m["role"] == "user"][-1]["content"]
+    assert "SubCallError: the budget max_tokens=3000 tokens is reached" in turn

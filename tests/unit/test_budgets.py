@@ -19,6 +19,7 @@ from rlm.errors import ConfigError
 from rlm.llm.base import Usage
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution
+from rlm.sandbox.bridge import BridgeRefusal
 
 ROOT, SUB = "root-m", "sub-m"
 
@@ -61,7 +62,10 @@ class Session:
             time.sleep(float(sleep.group(1)))
         query = re.search(r"llm_query\('(.*)'\)", code)
         if query and self.handler is not None:
-            reply = self.handler({"op": "llm_query", "prompt": query.group(1)})
+            try:
+                reply = self.handler({"op": "llm_query", "prompt": query.group(1)})
+            except BridgeRefusal as exc:   # the kernel's llm_query raises SubCallError with the reason
+                return Execution(stdout=f"SubCallError: {exc}\n", error_name="SubCallError")
             return Execution(stdout=f"{reply.get('text', reply) if isinstance(reply, dict) else reply}\n")
         return Execution(stdout=f"ran {len(code)} chars\n")
 
@@ -176,3 +180,13 @@ def test_with_the_budget_rule_ablated_the_run_ends_at_the_budget_without_asking(
                                  max_tokens=2300, ablate=["budget-limit"])
     assert (result.status, result.answer) == ("token_limit", None)
     assert len([m for m, _ in client.calls if m == ROOT]) == 1 and kinds(events, "rule") == []
+
+
+def test_once_a_budget_is_reached_within_a_turn_its_later_sub_calls_are_refused(tmp_path):
+    reply = repl("a = llm_query('the tides')") + "\n" + repl("b = llm_query('the moon')")
+    result, events, client = run(tmp_path, [reply, "FINAL(at 6 pm)"], max_tokens=2300)
+    assert [m for m, _ in client.calls].count(SUB) == 1   # the second was refused, not sent
+    cells = kinds(events, "cell")
+    assert len(cells) == 2 and "max_tokens=2300 tokens is reached" in cells[1]["output"]
+    assert "no more sub-calls" in cells[1]["output"]
+    assert (result.status, result.answer, result.iterations) == ("token_limit", "at 6 pm", 1)
