@@ -1,7 +1,8 @@
-"""`rlm model ...`: install, serve, stop and inspect the embedded offline model.
+"""`rlm model ...`: build, install, serve, stop and inspect the embedded offline model.
 
-``install`` builds llama.cpp's server from pinned source (portable: CPU variants chosen at run
-time), fetches and verifies the weights, then proves the pair with one real completion.
+``build`` builds llama.cpp's server from pinned source (portable: CPU variants chosen at run
+time); ``install`` does that when needed, fetches and verifies the weights, then proves the pair
+with one real completion.
 """
 
 from __future__ import annotations
@@ -80,12 +81,15 @@ class _RichInstallProgress(InstallProgress):
             self.progress.stop()
 
 
-def _build_runtime(console: Console) -> None:
+def _build_runtime(console: Console, *, force: bool = False, jobs: int | None = None,
+                   earlier_will_do: bool = True) -> None:
+    """Build llama-server unless installed (``earlier_will_do``: an earlier valid build counts)."""
     from rlm.llm.local.runtime import build_runtime, installed_runtime
 
-    if installed_runtime() is not None:
+    found = installed_runtime()
+    if found is not None and not force and (found.current or earlier_will_do):
         return
-    console.print("building llama.cpp's server from pinned source (portable; about 10 min on 2 cores) ...",
+    console.print("building llama.cpp's server from pinned source (portable; about 6 min on 2 cores) ...",
                   highlight=False, markup=False)
     last = {"line": ""}
 
@@ -94,7 +98,7 @@ def _build_runtime(console: Console) -> None:
             last["line"] = line
             console.print(f"  {line}", highlight=False, markup=False)
 
-    info = build_runtime(progress=progress)
+    info = build_runtime(force=force, jobs=jobs, progress=progress)
     console.print(f"built llama-server {info.version} ({info.machine}; CPU variants {', '.join(info.variants)}) "
                   f"in {info.build_seconds:.0f} s: {info.path}", highlight=False, markup=False, soft_wrap=True)
 
@@ -111,6 +115,22 @@ def _prove(console: Console, spec: ModelSpec, *, keep: bool) -> None:
     typer.echo(f"{spec.alias} answers (CPU backend {info.backend or 'unknown'})")
     if not keep and not reused:
         stop_server()
+
+
+@model_app.command("build")
+def build(ctx: typer.Context,
+          force: Annotated[bool, typer.Option("--force", help="Build again even when a build is installed.")] = False,
+          jobs: Annotated[Optional[int], typer.Option("--jobs", min=1, help="Parallel compile jobs (default: the CPU count).")] = None,
+          config: ConfigOpt = None, debug: DebugOpt = False) -> None:
+    """Build llama.cpp's server from pinned source, once (the weights: rlm model install)."""
+    from rlm.llm.local.runtime import installed_runtime
+
+    _load(ctx, config, debug)
+    _build_runtime(Console(stderr=True), force=force, jobs=jobs, earlier_will_do=False)
+    info = installed_runtime()
+    if info is None:   # (build_runtime raises when it fails)
+        raise typer.Exit(1)
+    typer.echo(f"llama-server {info.version} {info.machine}, CPU variants {', '.join(info.variants)}: {info.path}")
 
 
 @model_app.command("install")
@@ -202,8 +222,9 @@ def status(ctx: typer.Context, json_out: Annotated[bool, typer.Option("--json", 
     if runtime is None:
         typer.echo("llama-server: not built (rlm model install builds it)")
     else:
+        earlier = "" if runtime.current else " (an earlier build, still valid; rlm model build makes today's)"
         typer.echo(f"llama-server: {runtime.version} {runtime.machine}, CPU variants {', '.join(runtime.variants)} "
-                   f"(chosen at run time): {runtime.path}")
+                   f"(chosen at run time): {runtime.path}{earlier}")
     server = data["server"]
     if server is None:
         typer.echo("server: not running")

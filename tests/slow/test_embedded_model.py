@@ -20,7 +20,7 @@ from rlm.bench.demo import filler
 from rlm.config import RunSettings, Settings
 from rlm.llm.base import ModelSettings
 from rlm.llm.local.fallback import adapt_settings, ensure_server
-from rlm.llm.local.runtime import EXCLUDED_VARIANTS, installed_runtime
+from rlm.llm.local.runtime import EXCLUDED_VARIANTS, installed_runtime, wanted_variants
 from rlm.llm.local.server import running_server, stop_server
 from rlm.llm.local.weights import MODELS, install_weights, installed_path
 
@@ -156,6 +156,8 @@ def test_the_build_has_no_native_only_code_path():
     if shutil.which("objdump") is None:
         _skip_or_fail("objdump (binutils) is needed to read the build")
     assert not set(EXCLUDED_VARIANTS) & set(runtime.variants)
+    if runtime.current and wanted_variants() is not None:   # (an earlier build has all of ggml's variants)
+        assert set(runtime.variants) == set(wanted_variants() or ()), runtime.variants
     if platform.machine() in ("x86_64", "AMD64"):
         assert "x64" in runtime.variants and len(runtime.variants) >= 5, runtime.variants   # a baseline and levels
         for lib in runtime.path.glob("libggml-cpu-*.so"):
