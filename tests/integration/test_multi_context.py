@@ -120,6 +120,21 @@ def test_a_later_context_as_a_folder_and_a_bad_one_leaves_the_session(engine, sa
         assert ex.stdout.strip() == "41 the first False"
 
 
+def test_a_recreated_container_loads_every_context_again(engine, sandbox_settings, tmp_path):
+    first, second = tmp_path / "first.txt", tmp_path / "second.jsonl"
+    first.write_text("the first")
+    second.write_text('{"n": 1}\n{"n": 2}\n')
+    with SandboxSession(settings=sandbox_settings, engine=engine, attachable=True) as session:
+        assert session.add_context(first) == "context"
+        assert session.add_context(second) == "context_1"
+        old = session.container_id
+        assert old is not None
+        engine.remove(old)   # the container is gone: the next cell brings a new one
+        ex = session.execute("print(context, [d['n'] for d in context_1])")
+        assert ex.restarted == "container" and session.container_id != old
+        assert ex.stdout.strip() == "the first [1, 2]"
+
+
 @pytest.fixture
 def cli(tmp_path, monkeypatch, engine):
     for spec in FIELDS:
