@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# gVisor (runsc) for the set-up and test scripts; sourced by scripts/_lib.sh (uses its say/note/is_root).
+# gVisor (runsc) for the set-up and test scripts; sourced by scripts/_lib.sh (uses its say/note/warn/is_root).
 #
 #   ensure_gvisor          install runsc and register it with the engine (`rlm sandbox gvisor install`):
 #                          as root only; elsewhere it says how and returns 0 (runc stays in use).
@@ -20,17 +20,17 @@ gvisor_registered() {
 ensure_gvisor() {
     case "${RLM_GVISOR:-auto}" in 0|no|off) note "gVisor: skipped (RLM_GVISOR=${RLM_GVISOR})"; return 0 ;; esac
     if gvisor_registered; then
-        note "gVisor: runsc is registered with the engine"
+        note "runsc is registered with the engine"
         return 0
     fi
     if ! is_root; then
-        say "gVisor: not installed; sessions use runc. To add it: sudo $RLM_VENV/bin/rlm sandbox gvisor install"
+        warn "gVisor: not installed; sessions use runc. To add it: sudo $RLM_VENV/bin/rlm sandbox gvisor install"
         [ "${RLM_GVISOR:-auto}" = 1 ] && return 1
         return 0
     fi
     say "gVisor: installing and registering runsc (rlm sandbox gvisor install) ..."
     if ! "$RLM_VENV/bin/rlm" sandbox gvisor install; then
-        say "gVisor: could not be installed (see above); sessions use runc"
+        warn "gVisor: could not be installed (see $(_details)); sessions use runc"
         [ "${RLM_GVISOR:-auto}" = 1 ] && return 1
     fi
     return 0
