@@ -89,7 +89,7 @@ def _build_runtime(console: Console, *, force: bool = False, jobs: int | None = 
     found = installed_runtime()
     if found is not None and not force and (found.current or earlier_will_do):
         return
-    console.print("building llama.cpp's server from pinned source (portable; about 6 min on 2 cores) ...",
+    console.print("building llama.cpp's server from pinned source (portable: 6 CPU variants; minutes on 2 cores) ...",
                   highlight=False, markup=False)
     last = {"line": ""}
 
