@@ -15,16 +15,14 @@ D2, D9      ``arun`` cancellation; threads in one ``with RLM()``  test_api_fault
 D3          a full disk under the trace                          test_trace_faults.py
 D4          deep JSON / YAML from users                          test_deep_json.py (and test_config_faults.py)
 D5          a non-UTF-8 ``.env``                                  test_config_faults.py
-D6, D13     Retry-After; a truncated body                        test_client_faults.py (*)
+D6, D13     Retry-After; a truncated body                        test_client_faults.py
 D7          two batch runs on one results file                   test_results_lock.py
 D8          symbolic links in a context folder                   test_context_links.py
-D10         quadratic FINAL scanning                             test_parsing_faults.py (*)
-D11         run folders without ``owner.json``                    test_run_folder_faults.py (*)
+D10         quadratic FINAL scanning                             test_parsing_faults.py
+D11         run folders without ``owner.json``                    test_run_folder_faults.py
 D12         unbounded problem lists                              test_config_faults.py
 SIGINT      Ctrl-C from a background job                         test_sigint.py
 ==========  ===================================================  ==========================================
-
-(*) the name the file is expected under; check ``ls tests/faults`` for what is there.
 
 Helpers for every file of the suite: ``cli_env`` (an environment free of the user's rlm settings,
 pointed at a scripted server) and ``run_cli`` (``python -m rlm`` in a child that gets SIGINT back: a
