@@ -46,16 +46,23 @@ class Usage:
     completion_tokens: int = 0
     calls: int = 0
     memoised: int = 0  # sub-calls answered from the run's memo (not sent, not in ``calls``)
+    cost_usd: float | None = None  # what the server reported it cost (``usage.cost``), when it did
 
     def add(self, other: "Usage") -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.calls += other.calls
         self.memoised += other.memoised
+        if other.cost_usd is not None:
+            self.cost_usd = (self.cost_usd or 0.0) + other.cost_usd
 
-    def to_dict(self) -> dict[str, int]:
-        return {"prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
-                "calls": self.calls, "memoised": self.memoised}
+    def to_dict(self) -> dict[str, int | float]:
+        out: dict[str, int | float] = {"prompt_tokens": self.prompt_tokens,
+                                       "completion_tokens": self.completion_tokens,
+                                       "calls": self.calls, "memoised": self.memoised}
+        if self.cost_usd is not None:
+            out["cost_usd"] = self.cost_usd
+        return out
 
 
 @dataclass

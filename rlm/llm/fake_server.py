@@ -211,6 +211,7 @@ class FakeModelServer:
         model = body.get("model")
         prompt = _prompt_text(body.get("messages"))
         finish = "stop"
+        cost = None   # a root step's "cost": the server reports the call's price in usage.cost (as OpenRouter does)
         if self.n_ctx is not None and self.tokens(prompt) > self.n_ctx:
             with self._lock:
                 self.oversized += 1
@@ -230,6 +231,7 @@ class FakeModelServer:
             if step.get("think") is not None:
                 content = f"<think>{step['think']}</think>{content or ''}"
             finish = step.get("finish_reason", finish)
+            cost = step.get("cost")
         elif model in self.models:
             time.sleep(self.sub_delay_s)
             if self.sub_fail_when and self.sub_fail_when.search(prompt):
@@ -246,7 +248,8 @@ class FakeModelServer:
             "choices": [{"index": 0, "finish_reason": finish,
                          "message": {"role": "assistant", "content": content}}],
             "usage": {"prompt_tokens": len(prompt) // 4, "completion_tokens": len(content or "") // 4,
-                      "total_tokens": len(prompt) // 4 + len(content or "") // 4},
+                      "total_tokens": len(prompt) // 4 + len(content or "") // 4,
+                      **({"cost": cost} if cost is not None else {})},
         }
 
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:

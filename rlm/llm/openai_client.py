@@ -478,6 +478,9 @@ class OpenAICompatibleClient(ModelClient):
             usage.completion_tokens += int(getattr(u, "completion_tokens", 0) or 0)
         except (TypeError, ValueError):
             pass  # token counts are informative; a strange one does not spoil the reply
+        cost = getattr(u, "cost", None)   # servers that price their calls (OpenRouter) report it here
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 <= cost < 1e6:
+            usage.cost_usd = (usage.cost_usd or 0.0) + float(cost)
         usage.calls += 1
         if not choices:
             return "", None, False

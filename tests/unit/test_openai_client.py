@@ -49,6 +49,17 @@ def test_usage_is_recorded():
         assert (usage.prompt_tokens, usage.completion_tokens, usage.calls) == (len(MSGS[0]["content"]) // 4, 10, 1)
 
 
+def test_a_cost_the_server_reports_is_recorded_and_summed():
+    with FakeModelServer(root=[{"content": "a", "cost": 0.25}, "b", {"content": "c", "cost": 0.5}]) as server, \
+            make_client(server.url) as client:
+        first, plain, third = (client.complete(MSGS, model=ROOT).usage for _ in range(3))
+    assert (first.cost_usd, plain.cost_usd, third.cost_usd) == (0.25, None, 0.5)
+    assert "cost_usd" not in plain.to_dict()
+    first.add(plain)
+    first.add(third)
+    assert first.cost_usd == 0.75 and first.to_dict()["cost_usd"] == 0.75
+
+
 def test_think_block_is_stripped():
     with FakeModelServer(root=[{"think": "let me reason\nat length", "content": "\nthe answer"}]) as server, \
             make_client(server.url) as client:
