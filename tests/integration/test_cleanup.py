@@ -20,7 +20,15 @@ faulthandler.register(signal.SIGUSR1, all_threads=True)  # lets the test see whe
 from rlm.sandbox import SandboxSession, SandboxSettings
 s = SandboxSession(settings=SandboxSettings(run_root=sys.argv[1])).open()
 assert s.execute("x = 1").ok
-print(s.container_id, s.run_dir, flush=True)
+untouched = signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # library code installs no signal handler
+
+
+def on_sigterm(signum, frame):  # the program's own (as the CLI's): unwinding lets atexit close the session
+    raise KeyboardInterrupt
+
+
+signal.signal(signal.SIGTERM, on_sigterm)
+print(s.container_id, s.run_dir, untouched, flush=True)
 sys.stdin.read()
 """
 
@@ -46,7 +54,8 @@ def _run_child(engine, run_root: str, how: str) -> tuple[str, Path, int]:
     try:
         line = proc.stdout.readline()  # the session is open once this line arrives
         assert line, "the child did not open a session"
-        container, run_dir = line.split()
+        container, run_dir, untouched = line.split()
+        assert untouched == "True", "opening a session changed the SIGTERM handler"
         assert engine.inspect(container) is not None
         if how == "exit":
             proc.stdin.close()
