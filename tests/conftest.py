@@ -37,6 +37,19 @@ def _engine_or_skip():
         pytest.skip(f"no Docker engine: {exc}")
 
 
+@pytest.fixture
+def clean_rlm_env(tmp_path, monkeypatch):
+    """No rlm setting from the developer's environment (every RLM_* name, the seed's aliases,
+    RLM_CONFIG), and the test's own empty folder as the working folder."""
+    from rlm.config import CONFIG_ENV_VAR, FIELDS
+
+    for spec in FIELDS:
+        for name in spec.env_names:
+            monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture(scope="session")
 def engine():
     eng = _engine_or_skip()

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.cli.app import EXIT_FOR_STATUS
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker
@@ -25,12 +24,7 @@ def repl(code: str) -> str:
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine):
-    for spec in FIELDS:
-        for name in spec.env_names:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
     servers: list[FakeModelServer] = []
 
     def invoke(root: list, env: dict[str, str], *args: str):

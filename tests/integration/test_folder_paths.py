@@ -14,7 +14,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.cli import app
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.core.context import check_file, folder_paths
 from rlm.llm.fake_server import FakeModelServer
 from rlm.sandbox import SandboxSession
@@ -73,12 +72,7 @@ def test_documents_grep_lines_and_search_passages_carry_their_paths(engine, sand
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine):
-    for spec in FIELDS:
-        for name in spec.env_names:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
     servers: list[FakeModelServer] = []
 
     def invoke(root: list, *args: str):

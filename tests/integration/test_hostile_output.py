@@ -13,7 +13,6 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.cli import app
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.core.text import unsafe_chars
 from rlm.core.trace import read_trace
 from rlm.llm.fake_server import FakeModelServer
@@ -48,12 +47,7 @@ def assert_clean(text: str, *, code_shown: bool = False) -> None:
 
 
 @pytest.fixture
-def run(tmp_path, monkeypatch, engine):
-    for spec in FIELDS:
-        for name in spec.env_names:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
+def run(tmp_path, monkeypatch, engine, clean_rlm_env):
     with FakeModelServer(root_model=ROOT, models=[SUB], root=list(SCRIPT)) as server:
         env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0",
                "COLUMNS": "200"}

@@ -11,7 +11,6 @@ from typer.testing import CliRunner
 
 from rlm import RLM, ContextError
 from rlm.cli import app
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.llm.fake_server import FakeModelServer
 from rlm.sandbox import SandboxSession
 
@@ -136,12 +135,7 @@ def test_a_recreated_container_loads_every_context_again(engine, sandbox_setting
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine):
-    for spec in FIELDS:
-        for name in spec.env_names:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
     return CliRunner()
 
 

@@ -10,7 +10,6 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.cli.app import EXIT_NO_ANSWER, EXIT_USAGE
-from rlm.config import CONFIG_ENV_VAR, FIELDS
 from rlm.llm.fake_server import FakeModelServer
 
 pytestmark = pytest.mark.docker
@@ -23,12 +22,7 @@ def repl(code: str) -> str:
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine):
-    for spec in FIELDS:
-        for name in spec.env_names:
-            monkeypatch.delenv(name, raising=False)
-    monkeypatch.delenv(CONFIG_ENV_VAR, raising=False)
-    monkeypatch.chdir(tmp_path)
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
     servers: list[FakeModelServer] = []
 
     def invoke(root: list, *args: str):
