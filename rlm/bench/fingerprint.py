@@ -29,6 +29,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from rlm.bench.public import sha256_file
+
 ROOT = Path(__file__).resolve().parents[2]
 CODE_PATHS = ("rlm", "sandbox_image", "Dockerfile.sandbox", "pyproject.toml", "configs")
 NOT_REPLY_SETTINGS = frozenset({
@@ -90,14 +92,6 @@ def reply_settings(settings) -> dict[str, Any]:
     return {k: v for k, v in sorted(settings.to_flat_dict().items()) if k not in NOT_REPLY_SETTINGS}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def server_identity(base_url: str, props: dict | None) -> dict[str, Any]:
     """``{"server", "model_sha256", "server_flags"}`` for the server at ``base_url``."""
     from rlm.llm.local.server import read_state
@@ -120,7 +114,7 @@ def server_identity(base_url: str, props: dict | None) -> dict[str, Any]:
         except OSError:
             flags = []
         model = Path(info.model_path)
-        return {"server": "embedded llama.cpp", "model_sha256": _sha256(model) if model.is_file() else None,
+        return {"server": "embedded llama.cpp", "model_sha256": sha256_file(model) if model.is_file() else None,
                 "server_flags": flags or None}
     if props:
         keep = {k: v for k, v in (props.get("default_generation_settings") or {}).items()

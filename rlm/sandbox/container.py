@@ -13,9 +13,9 @@ import signal
 from pathlib import Path
 from typing import Callable
 
-from rlm.errors import ContextError, ImageMissing, SandboxError, SessionClosed
+from rlm.errors import ImageMissing, SandboxError, SessionClosed
 from rlm.sandbox.bridge import BridgeServer, Handler
-from rlm.sandbox.context_fit import check_context_fits, context_format
+from rlm.sandbox.context_fit import check_context_path, context_format
 from rlm.sandbox.engine import ContainerSpec, Engine
 from rlm.sandbox.kernel import new_key
 from rlm.sandbox.protocol import CONTAINER_CONTEXT
@@ -90,13 +90,7 @@ class SandboxContainer:
         path = self.context_path
         if path is None:
             return
-        if not path.exists():
-            raise ContextError(f"context file not found: {path}", hint="check the path given with -f")
-        if not (path.is_file() or path.is_dir()):
-            raise ContextError(f"context is not a regular file or folder: {path}")
-        if not os.access(path, os.R_OK):
-            raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
-        check_context_fits(path, self.settings)
+        check_context_path(path, self.settings, hint="check the path given with -f")
 
     def check_image(self) -> None:
         """The engine (opened here when none was given), the image, and the orphans of dead owners reaped."""

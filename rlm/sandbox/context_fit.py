@@ -44,6 +44,17 @@ def _memory_needed_mb(kernel_bytes: int, settings: SandboxSettings) -> int:
     return -(-kernel_bytes // _MIB) + other
 
 
+def check_context_path(path: Path, settings: SandboxSettings, *, hint: str = "check the path") -> None:
+    """Refuse a context that is missing, not a file or folder, unreadable, or too large to load."""
+    if not path.exists():
+        raise ContextError(f"context file not found: {path}", hint=hint)
+    if not (path.is_file() or path.is_dir()):
+        raise ContextError(f"context is not a regular file or folder: {path}")
+    if not os.access(path, os.R_OK):
+        raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
+    check_context_fits(path, settings)
+
+
 def check_context_fits(path: Path, settings: SandboxSettings) -> None:
     """Refuse, before anything starts, a context the kernel cannot load as a ``str`` (or list of them).
 

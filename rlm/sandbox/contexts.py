@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from rlm.errors import ContextError, SandboxError, SessionClosed
-from rlm.sandbox.context_fit import check_context_fits, context_format
+from rlm.sandbox.context_fit import check_context_path, context_format
 from rlm.sandbox.execution import Execution
 from rlm.sandbox.protocol import CONTAINER_CONTEXT, CONTEXTS_MANIFEST_NAME
 from rlm.sandbox.rundir import RunDirs
@@ -90,13 +90,7 @@ def _write_manifest(dirs: RunDirs, entries: list[dict[str, str]]) -> None:
 
 def _checked(session: Session, context: str | os.PathLike[str]) -> Path:
     path = Path(context).resolve()
-    if not path.exists():
-        raise ContextError(f"context file not found: {path}", hint="check the path")
-    if not (path.is_file() or path.is_dir()):
-        raise ContextError(f"context is not a regular file or folder: {path}")
-    if not os.access(path, os.R_OK):
-        raise ContextError(f"context file is not readable: {path}", hint="check its permissions")
-    check_context_fits(path, session.settings)
+    check_context_path(path, session.settings)
     return path
 
 
