@@ -21,7 +21,8 @@ UnsafeSandboxOpt = Annotated[bool, typer.Option(
 
 
 FLAG_NAMES = {"base_url": "--base-url", "root_model": "--model", "sub_model": "--sub-model",
-              "max_iterations": "--max-iterations", "enable_sub_calls": "--no-subcalls"}
+              "max_iterations": "--max-iterations", "enable_sub_calls": "--no-subcalls",
+              "max_time_s": "--max-time", "max_tokens": "--max-tokens", "max_cost_usd": "--max-cost"}
 
 
 def model_flags(base_url, model, sub_model, max_iterations, no_subcalls) -> dict:

@@ -43,15 +43,20 @@ def query(
     view: Annotated[bool, typer.Option("--view", help="Also write the trace as an HTML page next to it.")] = False,
     config: ConfigOpt = None, debug: DebugOpt = False, unsafe_sandbox: UnsafeSandboxOpt = False,
     policy: PolicyOpt = None, ablate: AblateOpt = None,
+    max_time: Annotated[Optional[float], typer.Option("--max-time", min=0, help="Seconds the run may take; then its best answer (exit 6).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option("--max-tokens", min=0, help="Tokens the run may use, root and sub-calls, prompt and completion (exit 7).")] = None,
+    max_cost: Annotated[Optional[float], typer.Option("--max-cost", min=0, help="USD the run may spend, from the prices table or the server's reports (exit 8).")] = None,
 ) -> None:
-    """Answer QUESTION over a context with the RLM loop (exit 5 when the run ends without an answer)."""
+    """Answer QUESTION over a context with the RLM loop (exit 5 when the run ends without an answer;
+    6, 7, 8 when a budget ended it)."""
     from rlm.cli.options import read_question
     from rlm.cli.run import answer_question, view_page
     from rlm.core.text import one_line
     from rlm.core.trace import trace_failure
 
     loaded = _settings(ctx, config, debug, **_model_flags(base_url, model, sub_model, max_iterations, no_subcalls),
-                       **policy_flags(policy, ablate))
+                       **policy_flags(policy, ablate),
+                       max_time_s=max_time, max_tokens=max_tokens, max_cost_usd=max_cost)
     given = [x for x in (file, text, context_dir) if x is not None]
     if len(given) != 1:
         raise UsageError("give exactly one context: -f FILE, -c TEXT or --context-dir DIR",

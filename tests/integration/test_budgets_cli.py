@@ -71,7 +71,7 @@ def test_the_token_budget_counts_sub_calls_and_gives_its_status_and_exit_code(cl
 def test_the_time_budget_gives_its_status_and_exit_code(cli, tmp_path):
     trace = tmp_path / "run.jsonl"
     slow = [repl(f"import time\ntime.sleep(1.5)\nprint({n})") for n in range(8)]
-    result, _ = cli(slow, {"RLM_MAX_TIME_S": "1"}, "--json", "--trace", str(trace))
+    result, _ = cli(slow, {}, "--max-time", "1", "--json", "--trace", str(trace))   # the flag
     assert result.exit_code == EXIT_FOR_STATUS["time_limit"] == 6, result.stderr
     data = json.loads(result.stdout)
     assert data["status"] == "time_limit" and data["budget"]["setting"] == "max_time_s"
