@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 from rlm.core.parsing import fenced
 from rlm.sandbox.contexts import OtherContext
-from rlm.sandbox.protocol import MAP_CHUNK_CHARS
 
 PREVIEW_CHARS = 500
 NO_OUTPUT = "(no output)"   # what the model is shown for a cell that printed nothing
@@ -103,8 +102,8 @@ def _context_section(info: ContextInfo, budgets: Budgets) -> str:
                   f"{f' ({more:,} more: print [d.path for d in context])' if more > 0 else ''}:",
                   fenced(shown, "text")]
     if budgets.enable_sub_calls:
-        pieces = max(1, -(-info.total_chars // MAP_CHUNK_CHARS))
-        lines.append(f"- `map_chunks` over the whole context: {pieces:,} pieces, so {pieces:,} sub-calls")
+        lines.append(f"- `map_chunks` over the whole context: {info.total_chars:,} characters cut into pieces that "
+                     "fit the sub-model's window, one sub-call per piece")
     lines += [
         f"- preview (first {PREVIEW_CHARS} characters at most; NOT the whole context):",
         fenced(shorten_preview(info.preview), "text"),
@@ -176,8 +175,9 @@ def _functions_section(budgets: Budgets) -> str:
             "the question and the text it needs into the prompt.",
             "- `llm_query_batched(prompts, model=None) -> list[str]`: many prompts at once, "
             "answered in parallel, in order; much faster than a loop of `llm_query`.",
-            f"- `map_chunks(instruction, text=None, chunk_chars={MAP_CHUNK_CHARS}) -> list[str]`: "
-            "cuts `context` (or `text`) into pieces at line ends and asks the sub-model "
+            "- `map_chunks(instruction, text=None, chunk_chars=None) -> list[str]`: "
+            "cuts `context` (or `text`) into pieces at line ends (sized to fit the sub-model's window "
+            "unless `chunk_chars` is given) and asks the sub-model "
             "`instruction` about every piece at once (one sub-call per piece); the answers, in "
             "order; slow on a big context.",
         ]

@@ -111,7 +111,7 @@ def test_what_differs_between_contexts_comes_last() -> None:
 def test_helpers_are_offered_and_map_chunks_cost_is_stated() -> None:
     prompt = system_prompt(INFO, budgets())
     assert "grep(pattern, text=None)" in prompt and "map_chunks(instruction" in prompt
-    assert "3,087 pieces, so 3,087 sub-calls" in prompt  # 12,345,678 characters in 4,000-character pieces
+    assert "12,345,678 characters cut into pieces that fit the sub-model's window, one sub-call per piece" in prompt
     assert "map_chunks" not in system_prompt(INFO, budgets(enable_sub_calls=False)).split("not available")[1]
 
 
