@@ -214,7 +214,7 @@ def no_match_hint(text, pattern, *, flags: int = re.IGNORECASE, limit: int = 4) 
     return f"grep({source!r}) {NO_MATCH_NOTE} {shown}"
 
 
-PASSAGE_CHARS = 1_500   # a longer paragraph (or line) is cut into pieces of about this size
+PASSAGE_CHARS = 400     # a longer paragraph (or line) is cut into pieces of about this size: a hit printed whole fits the output
 _WORDS = re.compile(r"[^\W_]+")
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t\r\f\v]*\n")
 

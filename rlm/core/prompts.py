@@ -163,7 +163,7 @@ def _functions_section(budgets: Budgets) -> str:
         "`pattern`: the heading, entry or part it is under (`line.before(r\"^Chapter\")`). "
         "`len(grep(p))` counts matching lines.",
         "- `search(query, k=5) -> list[str]`: the `k` passages of `context` (paragraphs, or lines when "
-        "it has no blank lines) that best match the words of `query`, best first (BM25 ranking, not "
+        "it has no blank lines, cut to about 400 characters: print them whole) that best match the words of `query`, best first (BM25 ranking, not "
         "exact matching). Each is a str with `.offset` (where it starts in its document), `.index` (the "
         "document's number when `context` is a list, else None), `.score` and `.around(before, after)`. "
         "Use it when you do not know how the text words what you need.",
@@ -245,7 +245,7 @@ def _finishing_section() -> str:
 def _example_section(budgets: Budgets) -> str:
     """Short worked examples on material no benchmark uses (a ship's logbook, a collection of recipes,
     a notebook of sky observations): a lookup, the part of the text a line is in, a count, a list."""
-    lookup = "hits = search(\"lookout sighted Flores\", k=3)\nfor h in hits:\n    print(h.offset, h[:200])\n"
+    lookup = "hits = search(\"lookout sighted Flores\", k=3)\nfor h in hits:\n    print(h.offset, h)\n"
     if budgets.enable_sub_calls:
         lookup += ("print(llm_query(\"On which day of the voyage was Flores first sighted? Passages:\\n\" + "
                    "\"\\n---\\n\".join(hits)))")
@@ -292,8 +292,8 @@ def _example_section(budgets: Budgets) -> str:
 
 def _decomposition_section() -> str:
     """The general pattern of a question that needs several lookups: find A, then A's property."""
-    first = "for h in search(\"comet brightest January\", k=3):\n    print(h.offset, h[:160])"
-    second = "for h in search(\"Arend tail length\", k=3):\n    print(h.offset, h[:160])"
+    first = "for h in search(\"comet brightest January\", k=3):\n    print(h.offset, h)"
+    second = "for h in search(\"Arend tail length\", k=3):\n    print(h.offset, h)"
     return (
         "## Questions in several steps\n"
         "Some questions name a thing only through another fact (\"the tail length of the comet that was "
