@@ -9,6 +9,7 @@ Registered by rlm/cli/app.py::
 from __future__ import annotations
 
 import time
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -33,6 +34,7 @@ from rlm.errors import RLMError, UsageError
 
 BENCHMARKS = ("hotpotqa", "squad", "s_niah", "oolong", "oolong_pairs", "code_qa", "demo")
 ALL = tuple(name for name in BENCHMARKS if name != "demo")   # what --name all runs
+BASE_TIMEOUT_S = 3600.0   # one base request: a whole window read on a slow CPU
 
 batch_app = typer.Typer(no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                         help="Run many questions from a YAML spec, each in its own sandbox.")
@@ -303,6 +305,7 @@ def benchmark_command(
     base_n: Annotated[int | None, typer.Option("--base-n", min=1, help="With --compare-base: run the full-window base on only the first N items of each benchmark and size (a full window takes minutes per item on a small CPU); RLM and the oracle run on all --n.")] = None,
     base_window_tokens: Annotated[int | None, typer.Option("--base-window-tokens", min=256, help="The base model's window in tokens (default: the server's, from llama.cpp's /props; else 32768).")] = None,
     chars_per_token: Annotated[float, typer.Option("--chars-per-token", min=0.5, help="Characters per token assumed where the server cannot count tokens (no /tokenize).")] = 3.0,
+    base_timeout: Annotated[float, typer.Option("--base-timeout", min=1.0, help="With --compare-base: seconds one base or oracle request may take (a full window of 32k tokens reads for about 11 minutes on 2 CPU cores).")] = BASE_TIMEOUT_S,
     concurrency: Annotated[int, typer.Option("--concurrency", "-j", min=1, help="Items at once.")] = 1,
     json_out: Annotated[bool, typer.Option("--json", help="Print one JSON object with per-item results on stdout.")] = False,
     plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of score against size with 95% intervals, one panel per benchmark (needs matplotlib).")] = None,
@@ -354,7 +357,15 @@ def benchmark_command(
     trace_dir = new_trace_dir(settings)
     results_path = chosen if chosen is not None else trace_dir / "results.jsonl"
     say = Console(stderr=True)
-    with client:
+    base_client = None
+    if compare_base:   # one request reads a whole window: its own client, with room for that
+        from dataclasses import replace
+
+        from rlm.llm.resolve import make_client
+
+        wait = max(base_timeout, settings.model.timeout_s)
+        base_client = make_client(replace(settings, model=replace(settings.model, timeout_s=wait, max_wait_s=wait)))
+    with client, (base_client or nullcontext()):
         window = None
         if compare_base:
             from rlm.bench.window import detect
@@ -373,7 +384,8 @@ def benchmark_command(
             report = run_benchmark(names, size_list, n=n, seed=seed, split=split, settings=settings, client=client,
                                    compare_base=compare_base, window=window, concurrency=concurrency,
                                    reporter=make_reporter(quiet, label="item"), trace_dir=trace_dir,
-                                   results_path=results_path, resume=resume is not None, base_n=base_n)
+                                   results_path=results_path, resume=resume is not None, base_n=base_n,
+                                   base_client=base_client)
         except (KeyboardInterrupt, RLMError) as exc:
             if results_path.exists() and results_path.stat().st_size and not isinstance(exc, UsageError):
                 what = "interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped"

@@ -217,12 +217,14 @@ def new_trace_dir(settings: Settings) -> Path:
 class BenchRunner:
     def __init__(self, settings: Settings, client: ModelClient, *, compare_base: bool = False,
                  window: Window | None = None, trace_dir: Path | None = None,
-                 reporter: Reporter | None = None, base_ids: set[str] | None = None) -> None:
+                 reporter: Reporter | None = None, base_ids: set[str] | None = None,
+                 base_client: ModelClient | None = None) -> None:
         if compare_base and window is None:
             raise ValueError("compare_base needs the base model's window")
         self.base_ids = base_ids      # items the full-window base runs on (None: all)
         self.settings = settings
         self.client = client
+        self.base_client = base_client or client   # the base and the oracle: one long request each
         self.compare_base = compare_base
         self.window = window
         self.trace_dir = Path(trace_dir) if trace_dir else new_trace_dir(settings)
@@ -262,7 +264,7 @@ class BenchRunner:
             shown.update(context_chars_shown=len(fitted.shown), prompt_tokens_counted=fitted.prompt_tokens,
                          full_prompt_tokens_counted=fitted.full_prompt_tokens)
             messages = [{"role": "system", "content": BASE_SYSTEM}, {"role": "user", "content": fitted.prompt}]
-            completion = self.client.complete(messages, model=self.settings.model.root_model,
+            completion = self.base_client.complete(messages, model=self.settings.model.root_model,
                                               temperature=self.settings.model.temperature,
                                               max_tokens=self.window.answer_tokens)
         except FATAL_ERRORS:
@@ -355,7 +357,8 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
                   client: ModelClient, split: str | None = "dev", compare_base: bool = False,
                   window: Window | None = None, concurrency: int = 1, reporter: Reporter | None = None,
                   trace_dir: Path | None = None, results_path: Path | None = None, resume: bool = False,
-                  fingerprint: dict | None = None, base_n: int | None = None) -> BenchReport:
+                  fingerprint: dict | None = None, base_n: int | None = None,
+                  base_client: ModelClient | None = None) -> BenchReport:
     """Generate ``n`` items per size of each benchmark in ``names`` from ``split``, run those not
     already done in the results file (``resume``), and return the report of all of them.
 
@@ -364,6 +367,8 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
     ``fingerprint``: computed from the checkout, the server and ``settings`` when None.
     ``base_n``: the full-window base runs on the first ``base_n`` items of each benchmark and size
     only (it reads a whole window per item: minutes on a small CPU); RLM and the oracle on all.
+    ``base_client``: the client of the base and oracle requests (default ``client``), e.g. one whose
+    request timeout allows a whole window to be read.
     """
     from rlm.llm.resolve import check_models
 
@@ -374,7 +379,7 @@ def run_benchmark(names: str | list[str], sizes: list[int], *, n: int, seed: int
     if compare_base and window is None:
         raise UsageError("compare_base needs the base model's window (rlm.bench.window.detect)")
     runner = BenchRunner(settings, client, compare_base=compare_base, window=window, trace_dir=trace_dir,
-                         reporter=reporter)
+                         reporter=reporter, base_client=base_client)
     path = Path(results_path) if results_path is not None else runner.trace_dir / "results.jsonl"
     if fingerprint is None:
         from rlm.bench.window import server_props

@@ -133,3 +133,25 @@ def test_a_context_somewhat_over_the_window_is_counted_whole_and_cut() -> None:
     budget = 1200 - ANSWER_TOKENS - TEMPLATE_MARGIN
     assert fitted.full_prompt_tokens is not None and fitted.full_prompt_tokens > budget
     assert budget - 15 < fitted.prompt_tokens <= budget and len(fitted.shown) < len(item.context)
+
+
+def test_a_base_request_longer_than_the_runs_timeout_finishes_on_the_base_client(tmp_path) -> None:
+    """A whole window takes minutes to read on a small CPU: the base and oracle requests go through
+    their own client (``--base-timeout``), not the run's request timeout."""
+    item = _item(300)
+    slow = {"content": "w299", "delay_s": 1.5}
+    with TokenizingServer(1000, root=[slow, slow]) as server:
+        quick = ModelSettings(base_url=server.url, root_model="root-model", timeout_s=0.5, max_wait_s=0.5,
+                              max_retries=0)
+        settings = Settings(model=quick)
+        with make_client(settings) as client, \
+                make_client(Settings(model=ModelSettings(**{**quick.__dict__, "timeout_s": 10.0,
+                                                            "max_wait_s": 10.0}))) as base_client:
+            window = detect(server.url)
+            alone = BenchRunner(settings, client, compare_base=True, window=window, trace_dir=tmp_path)
+            paired = BenchRunner(settings, client, compare_base=True, window=window, trace_dir=tmp_path,
+                                 base_client=base_client)
+            timed_out = alone.run_base(item)
+            finished = paired.run_base(item)
+    assert timed_out["status"] == "error" and "0.5" in timed_out["error"]
+    assert finished["status"] == "ok" and finished["answer"] == "w299"
