@@ -258,11 +258,26 @@ def tokens(text: str) -> list[str]:
     return _WORDS.findall(text.lower())
 
 
+_SENTENCE_END = re.compile(r"[.!?。！？][\"')\]]*\s")
+
+
+def _piece_end(doc: str, start: int, size: int) -> int:
+    """Where a piece from ``start`` ends: after the last sentence end in its second half, else at the
+    last line end or space, else at ``size`` characters (a passage printed whole reads whole sentences)."""
+    last = None
+    for m in _SENTENCE_END.finditer(doc, start + size // 2, start + size):
+        last = m
+    if last is not None:
+        return last.end()
+    cut = max(doc.rfind("\n", start, start + size), doc.rfind(" ", start, start + size))
+    return cut + 1 if cut > start else start + size
+
+
 def _pieces(doc: str, start: int, end: int, size: int) -> Iterator[tuple[int, int]]:
-    """[start, end) cut into pieces of at most about ``size`` characters, at line ends or spaces."""
+    """[start, end) cut into pieces of at most about ``size`` characters, at sentence ends where
+    there are any, else at line ends or spaces."""
     while end - start > size:
-        cut = max(doc.rfind("\n", start, start + size), doc.rfind(" ", start, start + size))
-        cut = cut + 1 if cut > start else start + size
+        cut = _piece_end(doc, start, size)
         yield start, cut
         start = cut
     if end > start:

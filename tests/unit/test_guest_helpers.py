@@ -190,6 +190,15 @@ def test_search_cuts_a_long_paragraph_into_passages_that_each_keep_their_offset(
     assert len(hits) == 1 and len(hits[0]) <= helpers.PASSAGE_CHARS and text[hits[0].offset:].startswith(hits[0])
 
 
+
+def test_a_long_paragraph_is_cut_after_a_sentence_so_a_found_passage_holds_the_whole_sentence(helpers):
+    filler = "The harbour wall was rebuilt in stone after the winter gales. " * 5   # 310 characters
+    needle = "The keeper of the lighthouse in those years was a retired pilot named Ona Varga."
+    text = filler + needle + " " + "Gulls nest on the breakwater every spring. " * 10
+    hits = helpers.search(text, "keeper lighthouse", k=1)
+    assert len(hits) == 1 and needle in hits[0] and text[hits[0].offset:].startswith(hits[0])
+    assert all(end == len(text.rstrip()) or text[end - 2:end] == ". " for _start, end in helpers.passages(text))
+
 # ------------------------------------------------------------------------------ a folder's documents
 def _folder(tmp_path: Path) -> Path:
     root = tmp_path / "tree"
