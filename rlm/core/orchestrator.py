@@ -352,7 +352,8 @@ class _Run:
         first = self.policy.decide(self._observation(), stage="first")
         messages = [{"role": "system", "content": prompts.system_prompt(info, self.o.budgets())},
                     {"role": "user", "content": prompts.first_user_prompt(
-                        self.question, ending=first.ending, advice=first.advice)}]
+                        self.question, ending=first.ending, advice=first.advice,
+                        sub_calls=self.s.run.enable_sub_calls)}]
         for iteration in range(1, self.s.run.max_iterations + 1):
             reached = self._budget_reached()
             if reached is not None:

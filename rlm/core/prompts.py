@@ -234,7 +234,8 @@ def _finishing_section() -> str:
     return (
         "## Finishing\n"
         "When you are sure, write FINAL(...) in your reply, outside any code block, with the answer "
-        "itself inside the parentheses, exactly as it should be returned: `FINAL(14 June)`. To answer "
+        "itself inside the parentheses, exactly as it should be returned: `FINAL(14 June)`. The answer "
+        "only: no explanation, no restating the question. To answer "
         "with a value you built in the REPL, write FINAL_VAR and the variable's name: `FINAL_VAR(names)`. "
         "Both also work as calls inside a code block, `FINAL_VAR(\"names\")`. The first FINAL ends the "
         "run, so do not write it before you have checked the answer; a name you never assigned, or "
@@ -321,11 +322,15 @@ def _rules_section(budgets: Budgets) -> str:
 # --------------------------------------------------------------------------- user messages
 
 
-def first_user_prompt(question: str, *, ending: str | None = None, advice: Sequence[str] = ()) -> str:
+def first_user_prompt(question: str, *, ending: str | None = None, advice: Sequence[str] = (),
+                      sub_calls: bool = False) -> str:
     """The first user message: the question, how to begin (``ending``, when the run's policy has a
-    rule for the first turn), and any advice its rules give."""
+    rule for the first turn), and any advice its rules give.  ``sub_calls``: the run may call
+    ``llm_query``, and the neutral start says to let it read what the search found."""
     start = ending or ("Reply with a single ```repl block that looks into `context` for what the question "
-                       "needs: `search` for passages about it, `grep` for an exact name, and print what you find.")
+                       "needs: `search` for passages about it, `grep` for an exact name, and print what you find"
+                       + (", then ask `llm_query` the question over those passages and print its reply."
+                          if sub_calls else "."))
     return "\n\n".join([f"Question: {question}", start, *advice])
 
 

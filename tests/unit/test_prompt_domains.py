@@ -87,6 +87,7 @@ def prompt_texts() -> Iterator[tuple[str, str]]:
     question = "Q?"
     policy = make_policy("general")
     yield "first message", prompts.first_user_prompt(question)
+    yield "first message with sub-calls", prompts.first_user_prompt(question, sub_calls=True)
     cells = (CellObservation(1, "x", "Traceback", error_name="ValueError"),
              CellObservation(2, "y", "7", repeat_of=1, reused=True), CellObservation(3, "z", "8", timed_out=True,
                                                                                   error_name="Timeout"))

@@ -126,6 +126,7 @@ def test_first_user_prompt_has_question_and_the_policy_s_words() -> None:
     assert text.startswith("Question: Who wrote it?") and "```repl" in text
     told = first_user_prompt("Who wrote it?", ending="Begin with X.", advice=["Mind Y."])
     assert told.split("\n\n") == ["Question: Who wrote it?", "Begin with X.", "Mind Y."]
+    assert "llm_query" not in text and "llm_query" in first_user_prompt("Who wrote it?", sub_calls=True)
 
 
 def test_turn_prompt_shows_outputs_advice_and_the_question() -> None:
