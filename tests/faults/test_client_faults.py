@@ -120,12 +120,17 @@ def _env(server: FrontServer, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_retry_after_is_honoured_past_the_backoff_cap_and_the_wait_is_shown(front, tmp_path: Path) -> None:
-    server = front(_rate_limited)
+def _query_timed(server: FrontServer, tmp_path: Path, max_wait_s: str):
+    """``rlm query`` against ``server`` with two retries and ``max_wait_s``: the result and its wall time."""
     started = time.monotonic()
     result = run_cli("query", "-q", "what is it?", "-c", "some context", env=_env(
-        server, RLM_MAX_RETRIES="2", RLM_MAX_WAIT_S="60"), cwd=tmp_path)
-    took = time.monotonic() - started
+        server, RLM_MAX_RETRIES="2", RLM_MAX_WAIT_S=max_wait_s), cwd=tmp_path)
+    return result, time.monotonic() - started
+
+
+def test_retry_after_is_honoured_past_the_backoff_cap_and_the_wait_is_shown(front, tmp_path: Path) -> None:
+    server = front(_rate_limited)
+    result, took = _query_timed(server, tmp_path, "60")
     assert result.returncode == 0, (result.returncode, result.stdout, result.stderr)
     assert "forty-two" in result.stdout
     assert f"asked to retry after {RETRY_AFTER_S:g} s" in result.stderr, result.stderr
@@ -135,10 +140,7 @@ def test_retry_after_is_honoured_past_the_backoff_cap_and_the_wait_is_shown(fron
 
 def test_retry_after_beyond_max_wait_gives_up_without_waiting_it_out(front, tmp_path: Path) -> None:
     server = front(_rate_limited)
-    started = time.monotonic()
-    result = run_cli("query", "-q", "what is it?", "-c", "some context", env=_env(
-        server, RLM_MAX_RETRIES="2", RLM_MAX_WAIT_S="3"), cwd=tmp_path)
-    took = time.monotonic() - started
+    result, took = _query_timed(server, tmp_path, "3")
     assert result.returncode != 0, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr and "bug in rlm" not in result.stderr
     assert server.chat_requests == 1
