@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 from pathlib import Path
-from typing import Callable
+from typing import Callable, TypeVar
 
 from rlm.errors import ImageMissing, SandboxError, SessionClosed
 from rlm.sandbox.bridge import BridgeServer, Handler
@@ -39,6 +39,16 @@ def signal_name(code: int | None) -> str:
     return f"exit code {code}"
 
 
+_T = TypeVar("_T")
+
+
+def _live(value: _T | None, closed: str = "this sandbox session is not open") -> _T:
+    """``value``, the part of a provisioned container asked for; a SessionClosed when it is not there."""
+    if value is None:
+        raise SessionClosed(closed)
+    return value
+
+
 class SandboxContainer:
     """One session's engine, run folders, bridge and container.  ``context_path`` is checked before
     anything is provisioned; a warm (``attachable``) container takes its context later by ``place_context``."""
@@ -60,27 +70,19 @@ class SandboxContainer:
     # What a provisioned container has; reaching for it otherwise is a SessionClosed.
     @property
     def live_bridge(self) -> BridgeServer:
-        if self.bridge is None:
-            raise SessionClosed("this sandbox session is not open")
-        return self.bridge
+        return _live(self.bridge)
 
     @property
     def live_dirs(self) -> RunDirs:
-        if self.dirs is None:
-            raise SessionClosed("this sandbox session is not open")
-        return self.dirs
+        return _live(self.dirs)
 
     @property
     def live_engine(self) -> Engine:
-        if self.engine is None:
-            raise SessionClosed("this sandbox session is not open")
-        return self.engine
+        return _live(self.engine)
 
     @property
     def live_connection(self) -> dict:
-        if self.connection is None:
-            raise SessionClosed("this sandbox session has no kernel")
-        return self.connection
+        return _live(self.connection, "this sandbox session has no kernel")
 
     @property
     def uid(self) -> int:
