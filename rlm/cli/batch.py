@@ -29,6 +29,7 @@ from rlm.cli.options import (
     load_cli_settings,
 )
 from rlm.cli.policy_opts import AblateOpt, PolicyOpt, policy_flags
+from rlm.cli.views import print_table
 from rlm.config import LoadedSettings
 from rlm.errors import RLMError, UsageError
 
@@ -237,7 +238,7 @@ def batch_run(
         console.print(f"interrupted: finished queries are kept in {batch.output}; run the same command again "
                       "to continue", highlight=False, markup=False, soft_wrap=True)
         raise
-    Console().print(summary_table(summary))
+    print_table(summary_table(summary))
     if not summary.all_ok:
         failed = summary.failed_ids[:10]
         more = "" if len(summary.failed_ids) <= 10 else f" and {len(summary.failed_ids) - 10} more"
@@ -395,7 +396,7 @@ def benchmark_command(
     if report.resumed:
         say.print(f"{report.resumed} of {len(report.results)} items from {report.results_path}",
                   highlight=False, markup=False, soft_wrap=True)
-    (Console(stderr=True) if json_out else Console()).print(bench_table(report))
+    print_table(bench_table(report), stderr=json_out)
     if plot is not None:
         from rlm.bench.plot import plot_report
 

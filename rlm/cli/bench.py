@@ -14,6 +14,7 @@ from rlm.cli.options import (
     UnsafeSandboxOpt,
 )
 from rlm.cli.options import load_cli_settings as _settings
+from rlm.cli.views import print_table
 
 bench_app = typer.Typer(no_args_is_help=True, help="Measure the sandbox's, the embedded model server's and the trace viewer's speed and footprint; fetch the public benchmark data (rlm bench data).")
 
@@ -105,4 +106,4 @@ def _print_figures(title: str, figures: dict, json_out: bool) -> None:
     table.add_column("value", justify="right")
     for key, value in figures.items():
         table.add_row(key, str(value))
-    Console().print(table)
+    print_table(table)

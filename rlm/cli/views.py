@@ -117,3 +117,14 @@ def print_error(console: Console, message: str, hint: str | None) -> None:
 def print_warning(console: Console, message: str) -> None:
     """One line on ``console`` (stderr): something the user should know that did not stop the run."""
     console.print(Text("warning: ", style="bold yellow") + safe_line(message), highlight=False, soft_wrap=True)
+
+
+def print_table(table: Table, *, stderr: bool = False) -> None:
+    """Print ``table`` whole.  On a terminal rich fits it to the terminal's width; written to a
+    file or a pipe (a log, CI) it gets the width it needs instead of rich's default 80 columns,
+    which would squeeze its columns to a few characters each."""
+    console = Console(stderr=stderr)
+    if not console.is_terminal:
+        need = Console(width=10_000).measure(table).maximum     # measured unbounded
+        console = Console(stderr=stderr, width=max(console.width, need))
+    console.print(table)

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from rlm.bench.generators import BenchItem
 from rlm.cli import app
 from rlm.cli.batch import bench_table, parse_names
+from rlm.cli.views import print_table
 from rlm.config import Settings
 from rlm.errors import UsageError
 from rlm.jobs.benchmark import (
@@ -94,6 +95,14 @@ def test_several_benchmarks_in_one_report() -> None:
     table = bench_table(report)
     assert table.row_count == 8 and table.columns[0].header == "benchmark"
     assert bench_table(_report()).columns[0].header == "size"    # one benchmark: no benchmark column
+
+
+def test_a_table_written_to_a_file_is_not_squeezed_to_80_columns(capsys, monkeypatch) -> None:
+    monkeypatch.delenv("COLUMNS", raising=False)
+    print_table(bench_table(_report(names=("oolong", "code_qa"), oracle=True)))
+    out = capsys.readouterr().out
+    assert "…" not in out and "benchmark" in out and "code_qa" in out
+    assert max(len(line) for line in out.splitlines()) > 80       # what rich's default width would cut
 
 
 @pytest.mark.parametrize("text, names", [
