@@ -37,6 +37,7 @@ log = logging.getLogger("rlm.serve")
 DISCONNECT_POLL_S = 0.25
 CHUNK_CHARS = 80  # characters of the answer per streamed delta
 BODY_OVERHEAD = 1024 * 1024  # a chat request may carry its context inline: cap = the upload cap + this
+FORM_OVERHEAD = 64 * 1024  # an upload's multipart framing and small fields, beyond the file's own cap
 
 
 def _error(err: APIError) -> JSONResponse:
@@ -151,10 +152,14 @@ def create_app(service: Service, *, start_service: bool = True, mcp: bool = Fals
     @app.post("/v1/files")
     async def upload(request: Request) -> JSONResponse:
         cap = service.files.max_bytes
+        too_large = APIError(413, f"the upload is larger than the server's cap of {cap} bytes", "file_too_large")
         declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap + 64 * 1024:
-            raise APIError(413, f"the upload is larger than the server's cap of {cap} bytes", "file_too_large")
-        form = await request.form(max_files=1, max_fields=4, max_part_size=1024 * 1024)
+        if declared is not None and declared.isdigit() and int(declared) > cap + FORM_OVERHEAD:
+            raise too_large
+        # a chunked body declares no length: the parser, which spools the file part to disk, reads it
+        # through a cap, so an endless upload stops at the cap instead of filling the disk
+        form = await _capped(request, cap + FORM_OVERHEAD, too_large).form(max_files=1, max_fields=4,
+                                                                           max_part_size=1024 * 1024)
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise APIError(400, "send the file as multipart form data in the field 'file'", "invalid_request",
@@ -208,6 +213,23 @@ def create_app(service: Service, *, start_service: bool = True, mcp: bool = Fals
                                                                 "script-src 'unsafe-inline'; img-src data:"})
 
     return app
+
+
+def _capped(request: Request, cap: int, error: APIError) -> Request:
+    """``request`` whose body raises ``error`` once more than ``cap`` bytes of it have been read."""
+    receive = request.receive
+    seen = 0
+
+    async def capped_receive() -> Any:
+        nonlocal seen
+        message = await receive()
+        if message.get("type") == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > cap:
+                raise error
+        return message
+
+    return Request(request.scope, capped_receive)
 
 
 async def _json_body(request: Request, cap: int) -> dict[str, Any]:

@@ -189,3 +189,41 @@ def test_the_app_answers_bad_requests_with_error_objects(tmp_path):
         assert client.get("/v1/traces/../../etc/passwd").status_code == 404
         assert client.get("/v1/traces/run-0123456789abcdef/view").status_code == 404
         assert "Traceback" not in client.get("/v1/nothing").text
+
+
+def test_an_upload_without_a_length_is_read_only_up_to_the_cap(tmp_path):
+    """A chunked upload declares no Content-Length: the multipart parser, which spools the file to
+    disk, must stop reading at the cap instead of taking the whole (here 8 MB) body."""
+    from rlm.config import Settings
+    from rlm.config.settings import LoadedSettings
+    from rlm.serve.http import create_app
+    from rlm.serve.service import ServeOptions, Service
+
+    cap, piece, pieces = 1000, 64 * 1024, 128
+    service = Service(LoadedSettings(settings=Settings(), sources={}),
+                      ServeOptions(data_dir=tmp_path / "data", context_root=tmp_path, max_upload_bytes=cap))
+    app = create_app(service, start_service=False)
+    head = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
+            b"Content-Type: text/plain\r\n\r\n")
+    body = [head] + [b"x" * piece] * pieces + [b"\r\n--B--\r\n"]
+    read, sent = [0], []
+
+    async def receive():
+        if not body:
+            return {"type": "http.disconnect"}
+        chunk = body.pop(0)
+        read[0] += len(chunk)
+        return {"type": "http.request", "body": chunk, "more_body": bool(body)}
+
+    async def send(message):
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": "/v1/files", "raw_path": b"/v1/files", "query_string": b"",
+             "root_path": "", "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"multipart/form-data; boundary=B"),
+                         (b"transfer-encoding", b"chunked")]}
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413 and b"file_too_large" in sent[1]["body"]
+    assert read[0] <= cap + 64 * 1024 + piece + len(head)          # not the 8 MB sent
+    assert not list((tmp_path / "data" / "files").glob("**/*.txt"))
