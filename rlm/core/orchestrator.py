@@ -50,6 +50,7 @@ from rlm.core.policy import AnswerForm, CellObservation, Decision, Firing, Obser
 from rlm.core.result import RunResult
 from rlm.core.subcalls import ChildRunner, SubCallHandler
 from rlm.core.trace import TraceWriter
+from rlm.errors import Interrupted
 from rlm.llm.base import Message, ModelClient, ReportingClient, Usage, report_waits
 from rlm.sandbox import Execution, SandboxSession, contexts
 from rlm.sandbox.bridge import BridgeRefusal
@@ -226,6 +227,9 @@ class _Run:
             answer, status = self._loop()
         except KeyboardInterrupt:
             status, error = "interrupted", "interrupted by the user"
+            raise
+        except Interrupted as exc:   # cancelled: a client that left, a service shutting down
+            status, error = "interrupted", str(exc)
             raise
         except Exception as exc:
             status, error = "error", str(exc)

@@ -282,7 +282,7 @@ def test_sixteen_concurrent_requests_are_all_answered_and_no_container_is_left(s
     assert served.containers(engine) == []
 
 
-def test_a_client_that_disconnects_cancels_its_run_and_its_container(serve, engine):
+def test_a_client_that_disconnects_cancels_its_run_and_its_container(serve, engine, tmp_path):
     model = FakeModelServer(root_model=ROOT, models=[SUB], root=[
         repl("print('started')"), {"content": "FINAL(too late)", "delay_s": 60},
         repl("import time\ntime.sleep(60)"), {"content": "FINAL(too late)", "delay_s": 60}])
@@ -311,6 +311,18 @@ def test_a_client_that_disconnects_cancels_its_run_and_its_container(serve, engi
         assert served.gone_within(engine, 5) == []
         assert _roots(model) == before + 1  # the run asked nothing more after its client left
         assert "cancelling" in served.log
+        # both traces end as interrupted runs, not as errors
+        traces = tmp_path / "data" / "traces"
+        deadline = time.monotonic() + 30
+        while len(_run_ends(traces)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)  # the cancelled runs write their last event as they unwind
+        assert [(e["status"], e["error"]) for e in _run_ends(traces)] == [("interrupted", "the run was cancelled")] * 2
+
+
+def _run_ends(traces: Path) -> list[dict]:
+    events = [json.loads(line) for path in sorted(traces.glob("*.jsonl")) for line in path.read_text().splitlines()
+              if line.strip()]
+    return [e for e in events if e.get("kind") == "run_end"]
 
 
 def _roots(model: FakeModelServer) -> int:
