@@ -31,7 +31,17 @@ from typing import Any
 from rlm.config.guard import UNSAFE_FLAG, weakening
 from rlm.config.loader import MAX_DOTENV_BYTES, decode_utf8, load_yaml, parse_dotenv, read_bytes, suggest
 from rlm.config.trust import TrustStore, trust_command
-from rlm.config.values import _PARSERS, _PLAIN, _BadValue, _http_url, _non_empty, _non_negative, _positive, _temperature  # noqa: F401
+from rlm.config.values import (  # noqa: F401
+    _PARSERS,
+    _PLAIN,
+    _BadValue,
+    _http_url,
+    _non_empty,
+    _non_negative,
+    _own_labels,
+    _positive,
+    _temperature,
+)
 from rlm.errors import ConfigError
 from rlm.llm.base import ModelSettings
 from rlm.sandbox.settings import SandboxSettings
@@ -277,7 +287,7 @@ FIELDS: tuple[FieldSpec, ...] = (
     _f("final_limit_chars", "sandbox", "int", "largest FINAL answer kept (chars)", check=_positive),
     _f("bridge_max_frame", "sandbox", "int", "largest llm_query bridge message (bytes)", check=_positive),
     _f("run_root", "sandbox", "opt_str", "host folder for run directories (empty: /tmp/rlm-<uid>)"),
-    _f("extra_labels", "sandbox", "labels", "extra container labels (k=v,k2=v2 in env)"),
+    _f("extra_labels", "sandbox", "labels", "extra container labels (k=v,k2=v2 in env)", check=_own_labels),
     # top level
     _f("batch_concurrency", TOP, "int", "questions run at once by the batch runner", check=_positive),
     _f("pool_size", TOP, "int", "warm sandbox sessions kept ready (0: off)", check=_non_negative),

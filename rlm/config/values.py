@@ -163,6 +163,14 @@ def _non_empty(value: str) -> str | None:
     return None if value.strip() else "a non-empty string"
 
 
+def _own_labels(value: tuple[tuple[str, str], ...]) -> str | None:
+    from rlm.sandbox.settings import OWNER_LABELS
+
+    taken = [k for k, _ in value if k in OWNER_LABELS]
+    return None if not taken else (f"labels of your own: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} "
+                                   "rlm's (the reaper reads them to find a session's owner)")
+
+
 def _temperature(value: float) -> str | None:
     return None if 0.0 <= value <= 2.0 else "between 0 and 2"
 

@@ -56,10 +56,10 @@ def container_spec(s: SandboxSettings, *, session_id: str, generation: int, dirs
         mounts.append(Mount(str(path), target, read_only=True))
         env[Env.CONTEXT_PATH] = target
         env[Env.CONTEXT_FORMAT] = fmt
-    labels = {LABEL: session_id, "rlm.owner_pid": str(os.getpid()),
+    # rlm's own labels last: the user's extra labels never stand in for them
+    labels = {**dict(s.extra_labels), LABEL: session_id, "rlm.owner_pid": str(os.getpid()),
               "rlm.owner_start": process_start_time(os.getpid()) or "",
-              "rlm.owner_host": socket.gethostname(), "rlm.run_dir": str(dirs.root),
-              **dict(s.extra_labels)}
+              "rlm.owner_host": socket.gethostname(), "rlm.run_dir": str(dirs.root)}
     return ContainerSpec(
         image=s.image, command=SUPERVISOR, name=f"rlm-{session_id}-{generation}", user=s.user,
         environment=env, labels=labels, mounts=mounts,

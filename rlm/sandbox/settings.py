@@ -11,6 +11,9 @@ DEFAULT_IMAGE = "rlm-sandbox:latest"
 # folder on the host (it could chmod it, fill it, plant links).  Dockerfile.sandbox makes this user.
 SANDBOX_UID = 61000
 DEFAULT_USER = f"{SANDBOX_UID}:{SANDBOX_UID}"
+# The container labels that say whose session it is: the reaper reads them to find a session's owner,
+# so ``extra_labels`` may not name one (rlm sets them itself, after the extra ones).
+OWNER_LABELS = ("rlm.session", "rlm.owner_pid", "rlm.owner_start", "rlm.owner_host", "rlm.run_dir")
 
 
 @dataclass(frozen=True)

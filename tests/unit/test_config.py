@@ -444,3 +444,27 @@ def test_one_yaml_loader_and_one_suggestion_helper_for_config_and_specs() -> Non
     assert "difflib" not in source and "yaml.safe_load" not in source
     assert "exc.problems" in source and "msg.startswith" not in source  # problems are read, not parsed from text
     assert spec_module.load_yaml is loader.load_yaml and spec_module.suggest is loader.suggest
+
+
+@pytest.mark.parametrize("labels", [{"rlm.owner_pid": "1"}, {"team": "ml", "rlm.owner_host": "elsewhere"},
+                                    "rlm.session=x"])
+def test_extra_labels_may_not_name_rlms_own_labels(labels) -> None:
+    """The reaper finds a session's owner by rlm.* labels: a file that set rlm.owner_pid=1 or another
+    host would keep its containers from ever being reaped."""
+    with pytest.raises(ConfigError, match="rlm's \\(the reaper reads them"):
+        settings_from_mapping({"extra_labels": labels}, source="rlm.yaml")
+
+
+def test_the_container_keeps_rlms_own_labels_whatever_extra_labels_hold(tmp_path: Path) -> None:
+    from rlm.sandbox.provisioner import container_spec
+    from rlm.sandbox.rundir import RunDirs
+    from rlm.sandbox.settings import SandboxSettings
+
+    dirs = RunDirs(root=tmp_path, run=tmp_path / "run", bridge=tmp_path / "bridge", context=tmp_path / "context")
+    s = SandboxSettings(runtime="runc", extra_labels=(("team", "ml"), ("rlm.owner_pid", "1"), ("rlm.session", "x")))
+    spec = container_spec(s, session_id="abc", generation=0, dirs=dirs, attachable=False, attached=None,
+                          context=None)
+    assert spec.labels["team"] == "ml" and spec.labels["rlm.session"] == "abc"
+    assert spec.labels["rlm.owner_pid"] == str(os.getpid())
+    # labels of rlm's other jobs (a Ray batch's rlm.job) pass through extra_labels
+    assert settings_from_mapping({"extra_labels": {"rlm.job": "j1"}}).sandbox.extra_labels == (("rlm.job", "j1"),)
