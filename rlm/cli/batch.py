@@ -360,12 +360,9 @@ def benchmark_command(
     say = Console(stderr=True)
     base_client = None
     if compare_base:   # one request reads a whole window: its own client, with room for that
-        from dataclasses import replace
+        from rlm.llm.resolve import slow_client
 
-        from rlm.llm.resolve import make_client
-
-        wait = max(base_timeout, settings.model.timeout_s)
-        base_client = make_client(replace(settings, model=replace(settings.model, timeout_s=wait, max_wait_s=wait)))
+        base_client = slow_client(client, settings, base_timeout)
     with client, (base_client or nullcontext()):
         window = None
         if compare_base:

@@ -17,13 +17,26 @@ from rlm.llm.base import ModelClient
 if TYPE_CHECKING:
     from rlm.config import Settings
 
-__all__ = ["check_models", "embedded_model_needed", "make_client", "open_models"]
+__all__ = ["check_models", "embedded_model_needed", "make_client", "open_models", "slow_client"]
 
 
 def make_client(settings: "Settings") -> ModelClient:
     from rlm.llm.openai_client import OpenAICompatibleClient
 
     return OpenAICompatibleClient(settings.model)
+
+
+def slow_client(client: ModelClient, settings: "Settings", wait_s: float) -> ModelClient:
+    """A second client to ``client``'s server whose requests may each take ``wait_s`` seconds (a
+    whole window read by a small CPU), watched by the same guard when ``client`` talks to the
+    embedded server (:func:`open_models`).  Close it when done."""
+    from dataclasses import replace
+
+    from rlm.llm.local.guard import GuardedClient
+
+    wait = max(wait_s, settings.model.timeout_s)
+    slow = make_client(replace(settings, model=replace(settings.model, timeout_s=wait, max_wait_s=wait)))
+    return GuardedClient(slow, client.guard) if isinstance(client, GuardedClient) else slow
 
 
 def check_models(client: ModelClient, settings: "Settings") -> None:

@@ -433,3 +433,27 @@ def test_slot_profiles_name_their_llama_server_flags() -> None:
 
     assert DEFAULT_PROFILE.flags() == ["--parallel", "2", "--kv-unified", "--no-cache-idle-slots", "--cache-ram", "1024"]
     assert ONE_SLOT_PROFILE.flags() == ["--parallel", "1"]  # llama-server's own prompt caching, one slot
+
+
+def test_the_base_runs_slow_client_is_guarded_like_the_runs_client(fake_llama):
+    """`rlm benchmark --compare-base` asks the base model on a client of its own (a longer wait):
+    that client too restarts a dead embedded server instead of failing as an unreachable one."""
+    from rlm.llm.resolve import slow_client
+
+    info, _ = e.start_server(SPEC, cache=fake_llama)
+    notes: list[str] = []
+    client = _guarded(info, notes)
+    settings = Settings(model=ModelSettings(base_url=info.base_url, root_model=info.alias, max_retries=1,
+                                            timeout_s=30))
+    slow = slow_client(client, settings, 3600)
+    assert slow.inner.settings.timeout_s == 3600          # type: ignore[attr-defined]
+    os.kill(info.server_pid, 9)
+    _wait_for(lambda: not e.alive(info))
+    assert slow.complete([{"role": "user", "content": "hi"}], model=info.alias).text.startswith("ready")
+    assert any("restarting it once" in n for n in notes)
+    again = e.running_server(fake_llama)
+    assert again is not None
+    os.kill(again.server_pid, 15)
+    _wait_for(lambda: not e.alive(again))
+    slow.close()
+    client.close()
