@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from rlm.errors import EngineUnavailable
+from rlm.llm.fake_server import FakeModelServer
 
 # `auto` (the default runtime) resolves to RLM_TEST_RUNTIME in tests (default runc), so that the suite's
 # runtime is chosen by the test command, not by what happens to be installed.  The security suite runs
 # under each runtime of RLM_TEST_RUNTIMES (default: runc, and runsc when registered; tests/security/conftest.py).
 TEST_RUNTIME_ENV = "RLM_TEST_RUNTIME"
+SCRIPTED_ROOT, SCRIPTED_SUB = "root-model", "sub-model"   # the scripted servers' model names
 
 
 def pytest_configure(config):
@@ -85,3 +88,19 @@ def text_context(tmp_path):
     path = tmp_path / "doc.txt"
     path.write_text("alpha beta gamma\n" * 100 + "The secret code is 7421.\n" + "delta epsilon\n" * 100)
     return path
+
+
+@pytest.fixture
+def scripted() -> Iterator[Callable[..., FakeModelServer]]:
+    """A factory of scripted model servers (real HTTP on 127.0.0.1; root-model, sub-model), all
+    closed at the end: ``scripted(root_steps, **FakeModelServer options)``."""
+    servers: list[FakeModelServer] = []
+
+    def start(root: list, **kw) -> FakeModelServer:
+        server = FakeModelServer(root_model=SCRIPTED_ROOT, models=[SCRIPTED_SUB], root=root, **kw)
+        servers.append(server)
+        return server
+
+    yield start
+    for server in servers:
+        server.close()

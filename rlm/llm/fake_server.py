@@ -47,6 +47,11 @@ _ERROR_TYPES = {400: "invalid_request_error", 401: "invalid_request_error", 403:
                 404: "invalid_request_error", 429: "rate_limit_error"}
 
 
+def repl(code: str) -> str:
+    """A root step whose reply is one REPL block running ``code``."""
+    return f"```repl\n{code}\n```"
+
+
 class RawBody:
     """A reply body sent byte for byte (for malformed replies)."""
 

@@ -35,7 +35,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -79,16 +78,3 @@ def run_cli(*args: str, env: dict[str, str], cwd: Path, input: str | None = None
                           text=True, timeout=timeout, preexec_fn=sigint_default)
 
 
-@pytest.fixture
-def scripted() -> Iterator:
-    """A factory of scripted model servers (root-model / sub-model), all closed at the end."""
-    servers: list[FakeModelServer] = []
-
-    def start(root: list, **kw) -> FakeModelServer:
-        server = FakeModelServer(root_model=ROOT, models=[SUB], root=root, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()

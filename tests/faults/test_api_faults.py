@@ -15,15 +15,11 @@ from pathlib import Path
 import pytest
 
 from rlm import RLM, RunResult, UsageError
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 @pytest.fixture

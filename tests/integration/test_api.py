@@ -10,15 +10,11 @@ import pytest
 
 import rlm
 from rlm import RLM, ConfigError, ContextError, IterationEvent, RunResult, SubCallEvent, UsageError
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 @pytest.fixture

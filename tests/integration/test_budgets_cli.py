@@ -11,16 +11,12 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.cli.app import EXIT_FOR_STATUS
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
 QUESTION = ["query", "-q", "When is high tide?", "-c", "High tide is at 6 pm; low tide at noon."]
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 @pytest.fixture

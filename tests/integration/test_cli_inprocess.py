@@ -8,15 +8,11 @@ import pytest
 from typer.testing import CliRunner
 
 from rlm.cli import app
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 @pytest.fixture

@@ -15,17 +15,13 @@ import pytest
 
 from rlm.bench.demo import needle_case
 from rlm.config import CONFIG_ENV_VAR, FIELDS
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 ROOT, SUB = "root-model", "sub-model"
 RLM_ENV = {name for spec in FIELDS for name in spec.env_names} | {CONFIG_ENV_VAR}
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def env_for(server: FakeModelServer | None, **extra: str) -> dict[str, str]:
@@ -57,22 +53,8 @@ def doc(tmp_path) -> Path:
     return path
 
 
-@pytest.fixture
-def model():
-    servers: list[FakeModelServer] = []
-
-    def start(root: list, **kw) -> FakeModelServer:
-        server = FakeModelServer(root_model=ROOT, models=[SUB], root=root, **kw)
-        servers.append(server)
-        return server
-
-    yield start
-    for server in servers:
-        server.close()
-
-
-def test_query_json_then_trace_show(engine, model, doc, tmp_path):
-    server = model([
+def test_query_json_then_trace_show(engine, scripted, doc, tmp_path):
+    server = scripted([
         repl("import re\ncode = re.search(r'secret code is (\\d+)', context).group(1)\n"
              "check = llm_query('Is this a code? ' + code)\nprint(code, check)"),
         "FINAL_VAR(code)",
@@ -95,8 +77,8 @@ def test_query_json_then_trace_show(engine, model, doc, tmp_path):
         assert fragment in shown.stdout, fragment
 
 
-def test_query_inline_text_plain_answer_and_stats_via_cli_py(engine, model, tmp_path):
-    server = model([repl("print(len(context))"), "The answer is FINAL(seven)"])
+def test_query_inline_text_plain_answer_and_stats_via_cli_py(engine, scripted, tmp_path):
+    server = scripted([repl("print(len(context))"), "The answer is FINAL(seven)"])
     trace = tmp_path / "inline.jsonl"
     proc = rlm("query", "-q", "Which number?", "-c", "The number is seven.", "--stats", "--trace", str(trace),
                env=env_for(server), cwd=REPO, script=True)
@@ -110,9 +92,9 @@ def test_query_inline_text_plain_answer_and_stats_via_cli_py(engine, model, tmp_
     assert events[-1]["status"] == "ok" and events[-1]["answer"] == "seven"
 
 
-def test_demo_needle(engine, model, tmp_path):
+def test_demo_needle(engine, scripted, tmp_path):
     case = needle_case(20000, 0)
-    server = model([repl("import re\nm = re.search(r'secret access code is (\\d+)', context)\nFINAL(m.group(1))")])
+    server = scripted([repl("import re\nm = re.search(r'secret access code is (\\d+)', context)\nFINAL(m.group(1))")])
     proc = rlm("demo", "needle", "--size", "20000", env=env_for(server), cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
@@ -122,8 +104,8 @@ def test_demo_needle(engine, model, tmp_path):
     assert "20,000 characters" in proc.stderr
 
 
-def test_interactive_keeps_variables_between_questions(engine, model, doc, tmp_path):
-    server = model([
+def test_interactive_keeps_variables_between_questions(engine, scripted, doc, tmp_path):
+    server = scripted([
         repl("saved = context.count('alpha')\nprint(saved)"),
         "FINAL(first done)",
         repl("FINAL(f'saved={saved}')"),
@@ -178,10 +160,10 @@ def test_bad_input_exit_codes_in_a_real_process(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, model, tmp_path, sig):
+def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, scripted, tmp_path, sig):
     from rlm.sandbox.engine import Engine
 
-    server = model([repl("llm_query('cell started')\nimport time\ntime.sleep(60)")])
+    server = scripted([repl("llm_query('cell started')\nimport time\ntime.sleep(60)")])
     trace = tmp_path / "interrupted.jsonl"
     env = env_for(server, EXECUTION_TIMEOUT="300")
     proc = subprocess.Popen([sys.executable, "-m", "rlm", "query", "-q", "Wait", "-c", "some text",
@@ -219,12 +201,12 @@ def test_ctrl_c_stops_the_run_keeps_the_trace_and_removes_the_container(engine, 
 
 
 @pytest.mark.parametrize("form", ["at-file", "question-file", "stdin"])
-def test_a_long_question_from_a_file_or_stdin(model, doc, tmp_path, form):
+def test_a_long_question_from_a_file_or_stdin(scripted, doc, tmp_path, form):
     """A question over the OS argument limit (~128 KB) reaches the model whole."""
     question = "Which line is it? " + "x" * 200_000 + " END-OF-QUESTION"
     qfile = tmp_path / "question.txt"
     qfile.write_text(question)
-    server = model(["FINAL(found)"])
+    server = scripted(["FINAL(found)"])
     args = {"at-file": ["-q", f"@{qfile}"], "question-file": ["--question-file", str(qfile)],
             "stdin": ["-q", "-"]}[form]
     proc = rlm("query", *args, "-f", str(doc), "--quiet", env=env_for(server), cwd=tmp_path,
@@ -235,8 +217,8 @@ def test_a_long_question_from_a_file_or_stdin(model, doc, tmp_path, form):
     assert question in sent
 
 
-def test_question_file_errors_are_usage_errors(model, doc, tmp_path):
-    server = model(["FINAL(never)"])
+def test_question_file_errors_are_usage_errors(scripted, doc, tmp_path):
+    server = scripted(["FINAL(never)"])
     missing = rlm("query", "-q", "@nope.txt", "-f", str(doc), env=env_for(server), cwd=tmp_path)
     assert missing.returncode == 2 and "question file nope.txt is not a regular file" in missing.stderr
     both = rlm("query", "-q", "x", "--question-file", str(doc), "-f", str(doc), env=env_for(server), cwd=tmp_path)

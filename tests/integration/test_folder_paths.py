@@ -15,16 +15,11 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.core.context import check_file, folder_paths
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import repl
 from rlm.sandbox import SandboxSession
 
 pytestmark = pytest.mark.docker
 
-ROOT = "root-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def tree(root: Path) -> Path:
@@ -71,25 +66,10 @@ def test_documents_grep_lines_and_search_passages_carry_their_paths(engine, sand
         assert out[4] == "src/lamp/wick.py"
 
 
-@pytest.fixture
-def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
-    servers: list[FakeModelServer] = []
-
-    def invoke(root: list, *args: str):
-        server = FakeModelServer(root_model=ROOT, models=[ROOT], root=root)
-        servers.append(server)
-        env = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0"}
-        return CliRunner().invoke(app, list(args), env=env), server
-
-    yield invoke
-    for server in servers:
-        server.close()
-
-
-def test_the_system_prompt_lists_the_files_and_the_trace_keeps_the_listing(cli, tmp_path):
+def test_the_system_prompt_lists_the_files_and_the_trace_keeps_the_listing(scripted_cli, tmp_path):
     folder = tree(tmp_path / "code")
     trace = tmp_path / "run.jsonl"
-    result, server = cli([repl("print(grep(r'def trim_wick')[0].path)"), "FINAL(src/lamp/wick.py)"],
+    result, server = scripted_cli([repl("print(grep(r'def trim_wick')[0].path)"), "FINAL(src/lamp/wick.py)"],
                          "query", "-q", "In which file is trim_wick defined?", "--context-dir", str(folder),
                          "--json", "--trace", str(trace))
     assert result.exit_code == 0, result.stderr

@@ -15,7 +15,7 @@ from rlm.core import prompts
 from rlm.core.orchestrator import Orchestrator
 from rlm.core.result import RunResult
 from rlm.errors import ModelUnreachable
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 from rlm.llm.openai_client import OpenAICompatibleClient
 from rlm.sandbox import SandboxSession
 
@@ -23,10 +23,6 @@ pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
 MARKER = "CONTEXT-START-MARKER-51ab"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 @dataclass

@@ -11,16 +11,12 @@ from typer.testing import CliRunner
 
 from rlm import RLM, ContextError
 from rlm.cli import app
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 from rlm.sandbox import SandboxSession
 
 pytestmark = pytest.mark.docker
 
 ROOT, SUB = "root-model", "sub-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def fed_back(server: FakeModelServer) -> list[str]:

@@ -6,34 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from typer.testing import CliRunner
 
-from rlm.cli import app
 from rlm.cli.app import EXIT_NO_ANSWER, EXIT_USAGE
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import repl
 
 pytestmark = pytest.mark.docker
 
-ROOT = "root-model"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
-
-
-@pytest.fixture
-def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
-    servers: list[FakeModelServer] = []
-
-    def invoke(root: list, *args: str):
-        server = FakeModelServer(root_model=ROOT, models=[ROOT], root=root)
-        servers.append(server)
-        env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_MAX_RETRIES": "0"}
-        return CliRunner().invoke(app, list(args), env=env), server
-
-    yield invoke
-    for server in servers:
-        server.close()
 
 
 def events(path) -> list[dict]:
@@ -41,9 +19,9 @@ def events(path) -> list[dict]:
 
 
 @pytest.mark.parametrize("last", ["FINAL(None)", "FINAL(your answer)", "FINAL(answer)", "FINAL()", "FINAL(total_hits)"])
-def test_a_run_that_ends_on_a_placeholder_has_no_answer_and_its_own_exit_code(cli, tmp_path, last):
+def test_a_run_that_ends_on_a_placeholder_has_no_answer_and_its_own_exit_code(scripted_cli, tmp_path, last):
     trace = tmp_path / "run.jsonl"
-    result, _ = cli([repl("hits = grep('moon')\nprint(len(hits))"), last],
+    result, _ = scripted_cli([repl("hits = grep('moon')\nprint(len(hits))"), last],
                     "query", "-q", "When was the moon full?", "-c", "the moon was full on the 3rd",
                     "--max-iterations", "1", "--json", "--trace", str(trace))
     assert result.exit_code == EXIT_NO_ANSWER, result.stderr
@@ -53,9 +31,9 @@ def test_a_run_that_ends_on_a_placeholder_has_no_answer_and_its_own_exit_code(cl
     assert end["kind"] == "run_end" and (end["status"], end["answer"]) == ("no_answer", None)   # the trace is kept
 
 
-def test_policy_and_ablate_flags_reach_the_run(cli, tmp_path):
+def test_policy_and_ablate_flags_reach_the_run(scripted_cli, tmp_path):
     trace = tmp_path / "run.jsonl"
-    result, server = cli(["FINAL(your answer)", "FINAL(3rd)"], "query", "-q", "When?", "-c", "on the 3rd",
+    result, server = scripted_cli(["FINAL(your answer)", "FINAL(3rd)"], "query", "-q", "When?", "-c", "on the 3rd",
                          "--policy", "legacy", "--ablate", "placeholder-answer", "--ablate", "known-fix",
                          "--json", "--trace", str(trace))
     assert result.exit_code == 0, result.stderr
@@ -69,7 +47,7 @@ def test_policy_and_ablate_flags_reach_the_run(cli, tmp_path):
 
 
 @pytest.mark.parametrize("flags", [["--policy", "nope"], ["--ablate", "no-such-rule"]])
-def test_an_unknown_policy_or_rule_is_a_usage_error(cli, flags):
-    result, _ = cli(["FINAL(x)"], "query", "-q", "q", "-c", "text", *flags)
+def test_an_unknown_policy_or_rule_is_a_usage_error(scripted_cli, flags):
+    result, _ = scripted_cli(["FINAL(x)"], "query", "-q", "q", "-c", "text", *flags)
     assert result.exit_code == EXIT_USAGE
     assert "unknown" in result.stderr and "Traceback" not in result.stderr

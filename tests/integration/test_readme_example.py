@@ -11,17 +11,13 @@ from pathlib import Path
 import pytest
 
 from rlm.config import CONFIG_ENV_VAR, FIELDS
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "quickstart.py"
 RLM_ENV = {name for spec in FIELDS for name in spec.env_names} | {CONFIG_ENV_VAR}
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def test_the_readme_shows_the_example_file():

@@ -18,7 +18,7 @@ import httpx2 as httpx
 import openai
 import pytest
 
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 
 pytestmark = pytest.mark.docker
 
@@ -27,10 +27,6 @@ ROOT, SUB = "root-model", "sub-model"
 BOOT = ("import os, sys; from rlm.sandbox import runtime; runtime.pin_auto(os.environ.get('RLM_TEST_RUNTIME') or 'runc'); "
         "from rlm.cli.app import main; sys.argv[0] = 'rlm'; main()")
 TOKEN = "s3cret-token-for-the-test-0123456789"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def _free_port(host: str = "127.0.0.1") -> int:

@@ -13,7 +13,7 @@ import pytest
 from rlm.config import settings_from_mapping
 from rlm.core.orchestrator import Orchestrator
 from rlm.core.result import RunResult
-from rlm.llm.fake_server import FakeModelServer
+from rlm.llm.fake_server import FakeModelServer, repl
 from rlm.llm.openai_client import OpenAICompatibleClient
 from rlm.sandbox import SandboxSession
 
@@ -22,10 +22,6 @@ pytestmark = pytest.mark.docker
 ROOT, SUB = "root-model", "sub-model"
 N_CTX = 32_768
 BIG = 140_000  # characters: 35,000 tokens for the server, past its window
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def run(engine, tmp_path: Path, root: list, **overrides) -> tuple[RunResult, FakeModelServer, list[dict], str]:

@@ -17,15 +17,12 @@ from rlm.core.budget import Budget, costs, total_tokens
 from rlm.core.orchestrator import Orchestrator
 from rlm.errors import ConfigError
 from rlm.llm.base import Usage
+from rlm.llm.fake_server import repl
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution
 from rlm.sandbox.bridge import BridgeRefusal
 
 ROOT, SUB = "root-m", "sub-m"
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 class Session:

@@ -15,6 +15,7 @@ from rlm.core.orchestrator import Orchestrator
 from rlm.core.result import RunResult
 from rlm.core.text import json_line
 from rlm.errors import LLMError
+from rlm.llm.fake_server import repl
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution
 from rlm.sandbox.bridge import BridgeRefusal
@@ -150,10 +151,6 @@ def root_calls(client: ScriptedClient) -> list[list[dict]]:
 
 def last_user(messages: list[dict]) -> str:
     return [m for m in messages if m["role"] == "user"][-1]["content"]
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 def fired(events: list[dict], rule: str) -> list[dict]:

@@ -24,6 +24,7 @@ from rlm.core.policy import (
     make_policy,
 )
 from rlm.errors import ConfigError, LLMError
+from rlm.llm.fake_server import repl
 from rlm.llm.scripted import ScriptedClient
 from rlm.sandbox import Execution
 from rlm.viewer import write_view
@@ -85,10 +86,6 @@ def run(tmp_path: Path, replies: list[str], *, session: Session | None = None, q
 
 def fired(events: list[dict]) -> list[str]:
     return [e["id"] for e in events if e["kind"] == "rule"]
-
-
-def repl(code: str) -> str:
-    return f"```repl\n{code}\n```"
 
 
 # ------------------------------------------------------------------------------ profiles and ablation
