@@ -241,6 +241,9 @@ def wait_registered(engine, runsc_path: str, timeout: float = 30.0) -> None:
     while True:
         runtimes, _ = _engine_runtimes(engine)
         if _registered(runtimes, runsc_path):
+            from rlm.sandbox import runtime
+
+            runtime.forget()   # this process's sessions now see runsc (`auto` picks it)
             return
         if time.monotonic() > deadline:
             raise SandboxError(f"dockerd was reloaded but does not list the {RUNTIME} runtime after {timeout:.0f} s "

@@ -108,3 +108,24 @@ def test_no_apt_get_says_where_to_get_runsc(monkeypatch):
     with pytest.raises(SandboxError) as err:
         gvisor._apt_install(lambda _m: None)
     assert "apt-get" in err.value.message and "gvisor.dev" in (err.value.hint or "")
+
+
+def test_a_registration_in_this_process_is_seen_by_its_next_session(monkeypatch):
+    """`auto` picks runsc right after `install` registers it, not only in the next process: the
+    list of runtimes the engine had before the reload is dropped."""
+    class Engine:
+        def __init__(self) -> None:
+            self.runtimes: dict = {"runc": {"path": "runc"}}
+
+        def info(self) -> dict:
+            return {"Runtimes": self.runtimes}
+
+    engine = Engine()
+    monkeypatch.delenv("DOCKER_HOST", raising=False)
+    runtime.forget()
+    assert runtime.registered_runtimes(engine) == {"runc"}
+    engine.runtimes[gvisor.RUNTIME] = {"path": "/usr/bin/runsc", "runtimeArgs": list(gvisor.RUNTIME_ARGS)}
+    assert runtime.registered_runtimes(engine) == {"runc"}          # cached
+    gvisor.wait_registered(engine, "/usr/bin/runsc", timeout=1)
+    assert runtime.registered_runtimes(engine) == {"runc", "runsc"}
+    runtime.forget()
