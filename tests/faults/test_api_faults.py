@@ -80,7 +80,7 @@ def test_cancelling_arun_during_a_slow_model_reply_stops_the_run_and_removes_the
         assert _gone_within(engine, 5) == []
         assert _root_requests(server) == 2  # the loop asked nothing after the cancellation
     trace = [json.loads(line) for line in Path(r.last_trace).read_text().splitlines()]
-    assert trace[-1]["kind"] == "run_end" and trace[-1]["status"] == "error"
+    assert trace[-1]["kind"] == "run_end" and trace[-1]["status"] == "interrupted"
     assert "cancelled" in trace[-1]["error"]
 
 
