@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Callable
 
 from rlm.errors import SandboxError
+from rlm.sandbox.runtime import forget as forget_runtimes
+from rlm.sandbox.runtime import runsc_version, runtime_platform
 
 RUNTIME = "runsc"
 RUNTIME_ARGS = ("--host-uds=all", "--platform=ptrace", "--network=none")
@@ -64,16 +66,6 @@ class Status:
     @property
     def platform(self) -> str | None:
         return runtime_platform(self.runtime_args)
-
-
-def runtime_platform(args: tuple[str, ...] | list[str]) -> str | None:
-    """The gVisor platform named by a runtime's args (runsc's own default is ptrace in this version)."""
-    for i, arg in enumerate(args):
-        if arg.startswith("--platform="):
-            return arg.split("=", 1)[1]
-        if arg == "--platform" and i + 1 < len(args):
-            return args[i + 1]
-    return "ptrace" if args else None
 
 
 # --------------------------------------------------------------------------- daemon.json
@@ -143,15 +135,6 @@ def find_runsc() -> str | None:
         if os.access(candidate, os.X_OK):
             return candidate
     return None
-
-
-def runsc_version(path: str) -> str | None:
-    try:
-        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    line = (out.stdout or out.stderr).strip().splitlines()
-    return line[0].strip() if line else None
 
 
 def dockerd_processes() -> list[tuple[int, list[str]]]:
@@ -241,9 +224,7 @@ def wait_registered(engine, runsc_path: str, timeout: float = 30.0) -> None:
     while True:
         runtimes, _ = _engine_runtimes(engine)
         if _registered(runtimes, runsc_path):
-            from rlm.sandbox import runtime
-
-            runtime.forget()   # this process's sessions now see runsc (`auto` picks it)
+            forget_runtimes()   # this process's sessions now see runsc (`auto` picks it)
             return
         if time.monotonic() > deadline:
             raise SandboxError(f"dockerd was reloaded but does not list the {RUNTIME} runtime after {timeout:.0f} s "

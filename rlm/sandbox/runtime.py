@@ -24,6 +24,7 @@ What each runtime needs (``limits``):
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from dataclasses import dataclass
 
@@ -132,14 +133,31 @@ class Isolation:
     version: str          # the runtime's version
 
 
+def runtime_platform(args: tuple[str, ...] | list[str]) -> str | None:
+    """The gVisor platform named by a runtime's args (runsc's own default is ptrace in this version)."""
+    for i, arg in enumerate(args):
+        if arg.startswith("--platform="):
+            return arg.split("=", 1)[1]
+        if arg == "--platform" and i + 1 < len(args):
+            return args[i + 1]
+    return "ptrace" if args else None
+
+
+def runsc_version(path: str) -> str | None:
+    try:
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    line = (out.stdout or out.stderr).strip().splitlines()
+    return line[0].strip() if line else None
+
+
 def describe(requested: str | None, seccomp: str, engine) -> Isolation:
     """The isolation a session with these settings gets on ``engine``, and the runtime's version."""
     resolved = resolve(requested, engine)
     info = engine.info()
     entry = (info.get("Runtimes") or {}).get(resolved) or {}
     if is_gvisor(resolved):
-        from rlm.sandbox.gvisor import runsc_version, runtime_platform
-
         args = list(entry.get("runtimeArgs") or [])
         version = runsc_version(entry.get("path") or RUNSC) or "version unknown (runsc not on this host)"
         return Isolation(resolved, f"gVisor user-space kernel, platform {runtime_platform(args) or '?'}"
