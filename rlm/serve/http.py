@@ -153,11 +153,8 @@ def create_app(service: Service, *, start_service: bool = True, mcp: bool = Fals
     async def upload(request: Request) -> JSONResponse:
         cap = service.files.max_bytes
         too_large = APIError(413, f"the upload is larger than the server's cap of {cap} bytes", "file_too_large")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > cap + FORM_OVERHEAD:
-            raise too_large
-        # a chunked body declares no length: the parser, which spools the file part to disk, reads it
-        # through a cap, so an endless upload stops at the cap instead of filling the disk
+        # the parser spools the file part to disk: it reads the body through the cap, so an endless
+        # chunked upload (no Content-Length) stops at the cap instead of filling the disk
         form = await _capped(request, cap + FORM_OVERHEAD, too_large).form(max_files=1, max_fields=4,
                                                                            max_part_size=1024 * 1024)
         upload = form.get("file")
@@ -216,7 +213,11 @@ def create_app(service: Service, *, start_service: bool = True, mcp: bool = Fals
 
 
 def _capped(request: Request, cap: int, error: APIError) -> Request:
-    """``request`` whose body raises ``error`` once more than ``cap`` bytes of it have been read."""
+    """``request`` whose body raises ``error`` once more than ``cap`` bytes of it have been read;
+    ``error`` at once when its Content-Length declares more."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > cap:
+        raise error
     receive = request.receive
     seen = 0
 
@@ -233,15 +234,9 @@ def _capped(request: Request, cap: int, error: APIError) -> Request:
 
 
 async def _json_body(request: Request, cap: int) -> dict[str, Any]:
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
-        raise APIError(413, f"the request body is larger than {cap} bytes; upload large contexts with POST /v1/files "
-                            "or name them by path", "request_too_large")
-    data = bytearray()
-    async for chunk in request.stream():
-        data.extend(chunk)
-        if len(data) > cap:
-            raise APIError(413, f"the request body is larger than {cap} bytes", "request_too_large")
+    data = await _capped(request, cap, APIError(
+        413, f"the request body is larger than {cap} bytes; upload large contexts with POST /v1/files or name them "
+             "by path", "request_too_large")).body()
     try:
         body = json.loads(data)
     except (ValueError, RecursionError):

@@ -145,18 +145,23 @@ def test_rlm_errors_become_openai_errors_with_their_status(exc, status):
     assert err.status == status and set(body) == {"message", "type", "param", "code"}
 
 
-def _app(tmp_path: Path, token: str | None = None):
-    from starlette.testclient import TestClient
-
+def _asgi_app(tmp_path: Path, token: str | None = None, **options):
+    """The service's HTTP app (not started), its data under ``tmp_path / "data"``."""
     from rlm.config import Settings
     from rlm.config.settings import LoadedSettings
     from rlm.serve.http import create_app
     from rlm.serve.service import ServeOptions, Service
 
     service = Service(LoadedSettings(settings=Settings(), sources={}),
-                      ServeOptions(data_dir=tmp_path / "data", token=token, context_root=tmp_path))
+                      ServeOptions(data_dir=tmp_path / "data", token=token, context_root=tmp_path, **options))
     service.models = ["root-model"]
-    return TestClient(create_app(service, start_service=False), raise_server_exceptions=False)
+    return create_app(service, start_service=False)
+
+
+def _app(tmp_path: Path, token: str | None = None):
+    from starlette.testclient import TestClient
+
+    return TestClient(_asgi_app(tmp_path, token), raise_server_exceptions=False)
 
 
 def test_the_app_refuses_requests_without_the_token(tmp_path):
@@ -194,15 +199,8 @@ def test_the_app_answers_bad_requests_with_error_objects(tmp_path):
 def test_an_upload_without_a_length_is_read_only_up_to_the_cap(tmp_path):
     """A chunked upload declares no Content-Length: the multipart parser, which spools the file to
     disk, must stop reading at the cap instead of taking the whole (here 8 MB) body."""
-    from rlm.config import Settings
-    from rlm.config.settings import LoadedSettings
-    from rlm.serve.http import create_app
-    from rlm.serve.service import ServeOptions, Service
-
     cap, piece, pieces = 1000, 64 * 1024, 128
-    service = Service(LoadedSettings(settings=Settings(), sources={}),
-                      ServeOptions(data_dir=tmp_path / "data", context_root=tmp_path, max_upload_bytes=cap))
-    app = create_app(service, start_service=False)
+    app = _asgi_app(tmp_path, max_upload_bytes=cap)
     head = (b'--B\r\nContent-Disposition: form-data; name="file"; filename="big.txt"\r\n'
             b"Content-Type: text/plain\r\n\r\n")
     body = [head] + [b"x" * piece] * pieces + [b"\r\n--B--\r\n"]
