@@ -13,34 +13,19 @@ concurrent requests, and a batch's arithmetic is not bit-identical to a lone req
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections import Counter, defaultdict
 from pathlib import Path
 
 from rlm.bench.stats import interval
+from rlm.core.trace import read_trace
+from rlm.jobs.results import read_results
 
 BENCHMARKS = ("hotpotqa", "squad", "oolong", "code_qa")
 
 
 def _fired(trace: Path) -> set[str]:
-    ids = set()
-    for line in trace.read_text(encoding="utf-8").splitlines():
-        event = json.loads(line) if line.strip() else {}
-        if event.get("kind") == "rule":
-            ids.add(str(event.get("id")))
-    return ids
-
-
-def _records(path: Path) -> list[dict]:
-    records = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                records.append(json.loads(line))
-            except ValueError:
-                raise SystemExit(f"{path}:{number}: not a JSON line; is this a results file of rlm benchmark?")
-    return records
+    return {str(event.get("id")) for event in read_trace(trace) if event.get("kind") == "rule"}
 
 
 def row(path: Path, root: Path) -> tuple[str, dict[str, str], Counter[str], int, dict[str, object]]:
@@ -49,7 +34,10 @@ def row(path: Path, root: Path) -> tuple[str, dict[str, str], Counter[str], int,
     fired: Counter[str] = Counter()
     answers: dict[str, object] = {}
     missing = 0
-    for record in _records(path):
+    records = read_results(path)
+    if not records:
+        raise SystemExit(f"{path}: no records of rlm benchmark in it (a results file is one JSON object a line)")
+    for record in records.values():
         side = record.get("rlm") or {}
         answers[record["id"]] = side.get("answer")
         scores[record["benchmark"]].append(float(side.get("score") or 0.0))

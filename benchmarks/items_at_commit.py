@@ -23,6 +23,7 @@ from pathlib import Path
 
 
 def _wanted(results: Path, names: list[str]) -> tuple[dict[str, list[int]], int, dict[str, dict]]:
+    # read here, not with rlm.jobs.results: this process must import only the checkout's rlm
     indices: dict[str, list[int]] = defaultdict(list)
     seeds, records = set(), {}
     for line in results.read_text(encoding="utf-8").splitlines():
