@@ -93,11 +93,13 @@ def text_context(tmp_path):
 @pytest.fixture
 def scripted() -> Iterator[Callable[..., FakeModelServer]]:
     """A factory of scripted model servers (real HTTP on 127.0.0.1; root-model, sub-model), all
-    closed at the end: ``scripted(root_steps, **FakeModelServer options)``."""
+    closed at the end: ``scripted(root_steps, **FakeModelServer options)`` (``models``: the models
+    offered besides the root model, default the sub model)."""
     servers: list[FakeModelServer] = []
 
-    def start(root: list, **kw) -> FakeModelServer:
-        server = FakeModelServer(root_model=SCRIPTED_ROOT, models=[SCRIPTED_SUB], root=root, **kw)
+    def start(root: list, *, models: list[str] | None = None, **kw) -> FakeModelServer:
+        server = FakeModelServer(root_model=SCRIPTED_ROOT, models=[SCRIPTED_SUB] if models is None else models,
+                                 root=root, **kw)
         servers.append(server)
         return server
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from rlm.cli import app
 from rlm.cli.app import EXIT_FOR_STATUS
-from rlm.llm.fake_server import FakeModelServer, repl
+from rlm.llm.fake_server import repl
 
 pytestmark = pytest.mark.docker
 
@@ -20,21 +20,15 @@ QUESTION = ["query", "-q", "When is high tide?", "-c", "High tide is at 6 pm; lo
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
-    servers: list[FakeModelServer] = []
-
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env, scripted):
     def invoke(root: list, env: dict[str, str], *args: str):
         # the server counts a quarter of the characters as tokens; a sub-call's reply is 8,000 characters
-        server = FakeModelServer(root_model=ROOT, models=[SUB], root=root, sub={"default": "z" * 8000},
-                                 root_default="FINAL(spare)")
-        servers.append(server)
+        server = scripted(root, sub={"default": "z" * 8000}, root_default="FINAL(spare)")
         full = {"OLLAMA_BASE_URL": server.url, "ROOT_MODEL": ROOT, "RLM_SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0",
                 **env}
         return CliRunner().invoke(app, [*QUESTION, *args], env=full), server
 
-    yield invoke
-    for server in servers:
-        server.close()
+    return invoke
 
 
 def events(path) -> list[dict]:

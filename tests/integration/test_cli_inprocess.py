@@ -16,20 +16,16 @@ ROOT, SUB = "root-model", "sub-model"
 
 
 @pytest.fixture
-def cli(tmp_path, monkeypatch, engine, clean_rlm_env):
+def cli(tmp_path, monkeypatch, engine, clean_rlm_env, scripted):
     runner = CliRunner()
-    servers: list[FakeModelServer] = []
 
     def invoke(root: list, *args: str, input: str | None = None, **server_kw):
-        server = FakeModelServer(root_model=ROOT, models=[SUB], root=root, **server_kw)
-        servers.append(server)
+        server = scripted(root, **server_kw)
         env = {"RLM_BASE_URL": server.url, "RLM_ROOT_MODEL": ROOT, "RLM_SUB_MODEL": SUB, "RLM_MAX_RETRIES": "0"}
         result = runner.invoke(app, list(args), env=env, input=input)
         return result, server
 
-    yield invoke
-    for server in servers:
-        server.close()
+    return invoke
 
 
 def user_messages(server: FakeModelServer) -> list[str]:
